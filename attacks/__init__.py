@@ -1,0 +1,1 @@
+"""Membership inference, update inference and privacy audits (model-agnostic)."""

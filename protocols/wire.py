@@ -1,0 +1,204 @@
+"""Versioned binary framing shared by every protocol message.
+
+Byte layout of one frame (all integers big-endian)::
+
+    offset  size  field
+    0       4     magic        b"SFR1"
+    4       1     version      WIRE_VERSION (1)
+    5       1     protocol     protocol code (1 = masking, 2 = paillier, ...)
+    6       1     kind         message kind, defined by the protocol
+    7       1     flags        reserved, must be 0
+    8       16    session_id   random per aggregation session
+    24      4     round        the training round this session belongs to
+    28      4     sender       party id (0xFFFFFFFF = server)
+    32      4     receiver     party id (0xFFFFFFFF = server / broadcast)
+    36      4     body_len     length of the body in bytes
+    40      ...   body         a sequence of fields written with :class:`Writer`
+
+A body field is either a fixed-size unsigned integer or a length-prefixed byte
+string (``u32 length || bytes``). Arrays are byte strings whose length must be
+an exact multiple of the item size. Decoding checks every length against the
+bytes actually present and against a caller-supplied maximum, so truncated,
+padded or oversized input fails with :class:`~protocols.errors.MalformedMessage`
+before any allocation proportional to an attacker-chosen length.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import MalformedMessage
+
+__all__ = [
+    "MAGIC",
+    "WIRE_VERSION",
+    "SERVER_ID",
+    "HEADER_SIZE",
+    "FrameHeader",
+    "Writer",
+    "Reader",
+    "encode_frame",
+    "decode_frame",
+]
+
+MAGIC = b"SFR1"
+WIRE_VERSION = 1
+SERVER_ID = 0xFFFFFFFF
+SESSION_ID_SIZE = 16
+_HEADER = struct.Struct(">4sBBBB16sIIII")
+HEADER_SIZE = _HEADER.size
+DEFAULT_MAX_FRAME = 1 << 30  # 1 GiB: far above any legitimate message, below memory exhaustion
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    protocol: int
+    kind: int
+    session_id: bytes
+    round: int
+    sender: int
+    receiver: int
+
+    def __post_init__(self) -> None:
+        for name in ("protocol", "kind"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and 0 <= value <= 0xFF):
+                raise ValueError(f"{name} must fit in one byte, got {value!r}")
+        for name in ("round", "sender", "receiver"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and 0 <= value <= 0xFFFFFFFF):
+                raise ValueError(f"{name} must fit in 32 bits, got {value!r}")
+        if not (isinstance(self.session_id, bytes) and len(self.session_id) == SESSION_ID_SIZE):
+            raise ValueError(f"session_id must be {SESSION_ID_SIZE} bytes")
+
+    def pack(self, body_len: int) -> bytes:
+        return _HEADER.pack(
+            MAGIC, WIRE_VERSION, self.protocol, self.kind, 0, self.session_id,
+            self.round, self.sender, self.receiver, body_len,
+        )
+
+
+def encode_frame(header: FrameHeader, body: bytes) -> bytes:
+    return header.pack(len(body)) + body
+
+
+def decode_frame(data: bytes, *, max_size: int = DEFAULT_MAX_FRAME) -> tuple[FrameHeader, bytes]:
+    """Split a frame into its header and body; any inconsistency is :class:`MalformedMessage`."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MalformedMessage("a frame must be bytes")
+    data = bytes(data)
+    if len(data) > max_size:
+        raise MalformedMessage(f"frame of {len(data)} bytes exceeds the limit of {max_size}")
+    if len(data) < HEADER_SIZE:
+        raise MalformedMessage("truncated frame header")
+    magic, version, protocol, kind, flags, session_id, rnd, sender, receiver, body_len = (
+        _HEADER.unpack_from(data)
+    )
+    if magic != MAGIC:
+        raise MalformedMessage("bad magic")
+    if version != WIRE_VERSION:
+        raise MalformedMessage(f"unsupported wire version {version}")
+    if flags != 0:
+        raise MalformedMessage("reserved flags set")
+    if body_len != len(data) - HEADER_SIZE:
+        raise MalformedMessage("body length does not match the frame size")
+    header = FrameHeader(protocol, kind, session_id, rnd, sender, receiver)
+    return header, data[HEADER_SIZE:]
+
+
+class Writer:
+    """Builds a message body field by field."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def u8(self, value: int) -> Writer:
+        self._parts.append(struct.pack(">B", value))
+        return self
+
+    def u32(self, value: int) -> Writer:
+        self._parts.append(struct.pack(">I", value))
+        return self
+
+    def u64(self, value: int) -> Writer:
+        self._parts.append(struct.pack(">Q", value))
+        return self
+
+    def blob(self, value: bytes) -> Writer:
+        value = bytes(value)
+        self._parts.append(struct.pack(">I", len(value)) + value)
+        return self
+
+    def bigint(self, value: int) -> Writer:
+        """A non-negative integer of any size, as a length-prefixed big-endian string."""
+        if value < 0:
+            raise ValueError("bigint fields are non-negative")
+        return self.blob(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+    def array(self, values: np.ndarray, dtype: str) -> Writer:
+        """A 1-D array in the given big-endian dtype (e.g. ``'>u4'``)."""
+        return self.blob(np.ascontiguousarray(values, dtype=np.dtype(dtype)).tobytes())
+
+    def u32_list(self, values: list[int] | tuple[int, ...]) -> Writer:
+        return self.array(np.asarray(values, dtype=np.int64), ">u4")
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+class Reader:
+    """Reads a body written by :class:`Writer`; every error is :class:`MalformedMessage`."""
+
+    def __init__(self, body: bytes, *, max_blob: int = DEFAULT_MAX_FRAME) -> None:
+        self._view = memoryview(body)
+        self._pos = 0
+        self._max_blob = max_blob
+
+    def _take(self, n: int) -> memoryview:
+        if n < 0 or self._pos + n > len(self._view):
+            raise MalformedMessage("truncated message body")
+        out = self._view[self._pos:self._pos + n]
+        self._pos += n
+        return out
+
+    def u8(self) -> int:
+        return self._take(1)[0]
+
+    def u32(self) -> int:
+        return struct.unpack(">I", self._take(4))[0]
+
+    def u64(self) -> int:
+        return struct.unpack(">Q", self._take(8))[0]
+
+    def blob(self, *, max_len: int | None = None, exact_len: int | None = None) -> bytes:
+        n = self.u32()
+        limit = self._max_blob if max_len is None else min(max_len, self._max_blob)
+        if n > limit:
+            raise MalformedMessage(f"field of {n} bytes exceeds the limit of {limit}")
+        if exact_len is not None and n != exact_len:
+            raise MalformedMessage(f"field must be {exact_len} bytes, got {n}")
+        return bytes(self._take(n))
+
+    def bigint(self, *, max_bytes: int) -> int:
+        return int.from_bytes(self.blob(max_len=max_bytes), "big")
+
+    def array(self, dtype: str, *, max_items: int, exact_items: int | None = None) -> np.ndarray:
+        dt = np.dtype(dtype)
+        raw = self.blob(max_len=max_items * dt.itemsize)
+        if len(raw) % dt.itemsize:
+            raise MalformedMessage("array length is not a multiple of its item size")
+        arr = np.frombuffer(raw, dtype=dt)
+        if exact_items is not None and arr.size != exact_items:
+            raise MalformedMessage(f"array must have {exact_items} items, got {arr.size}")
+        return arr
+
+    def u32_list(self, *, max_items: int) -> list[int]:
+        return [int(v) for v in self.array(">u4", max_items=max_items)]
+
+    def end(self) -> None:
+        """Assert that the whole body was consumed (no trailing bytes)."""
+        if self._pos != len(self._view):
+            raise MalformedMessage("trailing bytes after the message body")
