@@ -1,0 +1,221 @@
+"""Neighbour graphs for SecAgg+ and the helper that picks the degree and threshold.
+
+SecAgg+ (Bell et al., CCS 2020) replaces SecAgg's complete graph by a sparse
+k-regular graph: a client exchanges keys, shares and pairwise masks only with
+its k neighbours, so its cost grows with log n instead of n. We use the
+Harary graph H_{k,n} (k even): the clients are placed on a ring in a
+pseudo-random order and each is joined to the k/2 nearest on either side.
+``k = n - 1`` is the complete graph, i.e. classic SecAgg.
+
+The ring order is a Fisher-Yates shuffle driven by AES-256-CTR keyed with a
+32-byte public ``graph_seed`` chosen by the server (from :mod:`secrets`), so
+every client recomputes the same graph from the session announcement instead
+of trusting a neighbour list from the server. Pick the seed *after* the
+participant list is fixed; a server that grinds seeds to place corrupt
+clients next to a victim is outside the honest-but-curious model (see
+docs/protocols/masking.md).
+
+A neighbourhood N(i) below always *includes* i itself: a client holds a share
+of its own secrets, and the threshold t counts the k + 1 members of N(i).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .prg import keystream_words
+
+__all__ = [
+    "GraphParameters",
+    "choose_parameters",
+    "closed_neighbourhood",
+    "harary_neighbourhoods",
+    "ring_order",
+]
+
+
+def ring_order(participants: Sequence[int], graph_seed: bytes) -> list[int]:
+    """The participants in the pseudo-random ring order fixed by ``graph_seed``."""
+    order = sorted(participants)
+    n = len(order)
+    if n < 2:
+        return order
+    # Enough 64-bit words for the shuffle with a generous margin for rejections;
+    # the expected number of rejections is below one in total.
+    words = keystream_words(graph_seed, 2 * n + 64, np.dtype("<u8")).tolist()
+    pos = 0
+    for i in range(n - 1, 0, -1):
+        bound = i + 1
+        limit = (1 << 64) - ((1 << 64) % bound)  # reject to keep j uniform
+        while True:
+            if pos == len(words):  # pragma: no cover - probability ~2^-60
+                raise RuntimeError("graph seed keystream exhausted")
+            w = words[pos]
+            pos += 1
+            if w < limit:
+                break
+        j = w % bound
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def harary_neighbourhoods(
+    participants: Sequence[int], degree: int, graph_seed: bytes
+) -> dict[int, frozenset[int]]:
+    """Map each participant to its closed neighbourhood (itself + ``degree`` neighbours)."""
+    n = len(participants)
+    if len(set(participants)) != n:
+        raise ValueError("participants must be distinct")
+    if not (isinstance(degree, int) and 1 <= degree <= n - 1):
+        raise ValueError(f"degree must be in [1, n-1] = [1, {n - 1}], got {degree!r}")
+    if degree == n - 1:
+        everyone = frozenset(participants)
+        return {cid: everyone for cid in participants}
+    if degree % 2:
+        raise ValueError("a Harary graph with degree < n-1 needs an even degree")
+    order = ring_order(participants, graph_seed)
+    half = degree // 2
+    return {
+        cid: frozenset(order[(pos + off) % n] for off in range(-half, half + 1))
+        for pos, cid in enumerate(order)
+    }
+
+
+def closed_neighbourhood(
+    participants: Sequence[int], degree: int, graph_seed: bytes, client_id: int
+) -> frozenset[int]:
+    """The closed neighbourhood of one client (what a client computes for itself)."""
+    n = len(participants)
+    if not (isinstance(degree, int) and 1 <= degree <= n - 1):
+        raise ValueError(f"degree must be in [1, n-1] = [1, {n - 1}], got {degree!r}")
+    if degree == n - 1:
+        if client_id not in participants:
+            raise ValueError("client is not a participant")
+        return frozenset(participants)
+    if degree % 2:
+        raise ValueError("a Harary graph with degree < n-1 needs an even degree")
+    order = ring_order(participants, graph_seed)
+    try:
+        pos = order.index(client_id)
+    except ValueError:
+        raise ValueError("client is not a participant") from None
+    half = degree // 2
+    return frozenset(order[(pos + off) % n] for off in range(-half, half + 1))
+
+
+def _binomial_tail(trials: int, p: float, at_least: int) -> float:
+    """P[Bin(trials, p) >= at_least], summed in log space (exact enough far into the tail)."""
+    if at_least > trials or p <= 0.0:
+        return 0.0 if at_least > 0 else 1.0
+    if at_least <= 0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    total = 0.0
+    for c in range(at_least, trials + 1):
+        log_term = (
+            math.lgamma(trials + 1) - math.lgamma(c + 1) - math.lgamma(trials - c + 1)
+            + c * log_p + (trials - c) * log_q
+        )
+        total += math.exp(log_term)
+    return min(1.0, total)
+
+
+@dataclass(frozen=True)
+class GraphParameters:
+    """Degree ``k`` and threshold ``t`` for ``n`` clients, and the bounds they meet."""
+
+    n: int
+    degree: int
+    threshold: int
+    security_failure: float  # upper bound, see choose_parameters
+    correctness_failure: float
+
+    @property
+    def is_complete(self) -> bool:
+        return self.degree == self.n - 1
+
+
+def choose_parameters(
+    n: int,
+    *,
+    dropout_rate: float,
+    corrupt_fraction: float,
+    security_bits: int = 40,
+    correctness_bits: int = 20,
+) -> GraphParameters:
+    """Pick the smallest even degree ``k`` and a threshold ``t`` for ``n`` clients.
+
+    Model: each client independently drops out with probability
+    ``dropout_rate`` (δ) and is corrupt — colluding with the server — with
+    probability ``corrupt_fraction`` (γ). Targets: the protocol leaks more
+    than the sum of all honest survivors' inputs with probability at most
+    ``2^-security_bits`` (default 2^-40), and fails to produce the sum
+    (below-threshold abort) with probability at most ``2^-correctness_bits``
+    (default 2^-20). The union bound over the ``n`` clients is applied to
+    each condition below.
+
+    1. Shares (security): corrupt members of N(i) must not pool ``t`` shares
+       of one of i's secrets — ``n · P[Bin(k, γ) ≥ t] ≤ 2^-σ`` — and
+       ``2t > k + 1``, so that the honest majority of a neighbourhood decides
+       which of a client's two secrets is revealed.
+    2. Graph (security): after removing corrupt and dropped clients, the
+       honest survivors must stay connected, or the server learns the sum of
+       an isolated group. A ring Harary graph is cut only by k/2 consecutive
+       removed clients, so we require ``n · (γ + δ)^{k/2} ≤ 2^-σ``.
+    3. Correctness: every neighbourhood keeps ``t`` survivors —
+       ``n · P[Bin(k, δ) ≥ k + 1 − t] ≤ 2^-η`` (the k
+       others of a dropped client must still hold t shares).
+
+    When no ``k < n − 1`` meets all three, the complete graph ``k = n − 1``
+    (classic SecAgg) is returned if it does; otherwise :class:`ValueError`.
+    The bounds are for the honest-but-curious server; the active mode also
+    needs ``3t > 2(k + 1)``, which this helper enforces when ``active=True``
+    is requested through :class:`protocols.masking.MaskingParams`.
+    """
+    if not (isinstance(n, int) and n >= 2):
+        raise ValueError("need at least 2 clients")
+    if not (0.0 <= dropout_rate < 1.0 and 0.0 <= corrupt_fraction < 1.0):
+        raise ValueError("rates must be in [0, 1)")
+    if dropout_rate + corrupt_fraction >= 1.0:
+        raise ValueError("dropout_rate + corrupt_fraction must be below 1")
+    sec_target = 2.0 ** -security_bits
+    cor_target = 2.0 ** -correctness_bits
+
+    def evaluate(k: int) -> GraphParameters | None:
+        size = k + 1
+        t_min = size // 2 + 1
+        for t in range(t_min, size + 1):
+            share_leak = n * _binomial_tail(k, corrupt_fraction, t)
+            if share_leak <= sec_target:
+                break
+        else:
+            return None
+        if k == n - 1:
+            graph_leak = 0.0  # the complete graph stays connected
+        else:
+            graph_leak = n * (corrupt_fraction + dropout_rate) ** (k // 2)
+        security = share_leak + graph_leak
+        # A dropped client's neighbourhood has only k others left to help: the worse case.
+        correctness = n * _binomial_tail(k, dropout_rate, size - t)
+        if security <= sec_target and correctness <= cor_target:
+            return GraphParameters(n, k, t, security, correctness)
+        return None
+
+    for k in range(2, n - 1, 2):
+        found = evaluate(k)
+        if found is not None:
+            return found
+    found = evaluate(n - 1)
+    if found is None:
+        raise ValueError(
+            f"no degree/threshold meets 2^-{security_bits} security and 2^-{correctness_bits} "
+            f"correctness for n={n}, dropout_rate={dropout_rate}, "
+            f"corrupt_fraction={corrupt_fraction}"
+        )
+    return found

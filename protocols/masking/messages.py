@@ -1,0 +1,424 @@
+"""Messages of the masking protocol and their wire encoding.
+
+Every message travels in a :mod:`protocols.wire` frame (protocol code 1) whose
+header carries the session id, the training round, the sender and the
+receiver; the frame ``kind`` byte is the message's ``KIND``. Body layouts
+(``u32`` big-endian; ``ids`` = ``u32 count-in-bytes || count × u32``, i.e. a
+:meth:`Writer.u32_list`; ``blob`` = ``u32 length || bytes``)::
+
+    1 SessionStart         S→C  u8 active | u8 bits | u32 threshold | u32 degree
+                                | u32 vector_length | blob graph_seed (32) | ids participants
+    2 AdvertiseKeys        C→S  blob c_pk (32) | blob s_pk (32) | blob signature (0 or 64)
+    3 KeyDirectory         S→C  ids clients | blob keys (64 per client: c_pk || s_pk)
+                                | blob signatures (0, or 64 per client)
+    4 EncryptedShares      C→S  ids receivers | blob ciphertexts (90 per receiver)
+                                | blob seed_commitment (32)
+    5 ShareBundle          S→C  ids senders | blob ciphertexts (90 per sender)
+    6 MaskedInput          C→S  u8 word_bytes (4 or 8) | blob words (little-endian)
+    7 ConsistencyRequest   S→C  ids survivors                       (active mode)
+    8 ConsistencySignature C→S  blob signature (64)                  (active mode)
+    9 UnmaskRequest        S→C  ids survivors | ids dropped | ids signers
+                                | blob signatures (64 per signer, active mode)
+   10 UnmaskShares         C→S  ids seed_owners | blob seed_shares (33 each)
+                                | ids key_owners | blob key_shares (33 each)
+
+A share ciphertext is ChaCha20-Poly1305 over
+``u32 owner | u32 holder | seed share (33) | key share (33)`` (74 bytes + 16
+tag). Decoding rejects unknown kinds, wrong directions, truncated, padded or
+oversized input with :class:`~protocols.errors.MalformedMessage`; nothing
+else escapes :func:`decode` for any byte string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import MalformedMessage
+from ..keys import KEY_SIZE, SIGNATURE_SIZE
+from ..shamir import SHARE_SIZE
+from ..wire import SERVER_ID, FrameHeader, Reader, Writer, decode_frame, encode_frame
+from .params import MaskingParams, SessionConfig
+
+__all__ = [
+    "PROTOCOL_CODE",
+    "SHARE_CIPHERTEXT_SIZE",
+    "SHARE_PLAINTEXT_SIZE",
+    "AdvertiseKeys",
+    "ConsistencyRequest",
+    "ConsistencySignature",
+    "EncryptedShares",
+    "KeyDirectory",
+    "KeyEntry",
+    "Limits",
+    "MaskedInput",
+    "Message",
+    "SessionStart",
+    "ShareBundle",
+    "UnmaskRequest",
+    "UnmaskShares",
+    "decode",
+    "encode",
+]
+
+PROTOCOL_CODE = 1
+SHARE_PLAINTEXT_SIZE = 4 + 4 + 2 * SHARE_SIZE
+SHARE_CIPHERTEXT_SIZE = SHARE_PLAINTEXT_SIZE + 16
+COMMITMENT_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds a decoder enforces before allocating anything."""
+
+    max_participants: int = 1 << 20
+    max_vector_length: int = 1 << 28
+
+    def __post_init__(self) -> None:
+        if self.max_participants < 2 or self.max_vector_length < 0:
+            raise ValueError("limits must allow at least 2 participants")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _ids(values: tuple[int, ...], name: str, *, distinct: bool = True) -> None:
+    if not isinstance(values, tuple):
+        raise TypeError(f"{name} must be a tuple")
+    for v in values:
+        if not (isinstance(v, int) and 0 <= v < SERVER_ID):
+            raise ValueError(f"{name}: client id {v!r} out of range")
+    if distinct and len(set(values)) != len(values):
+        raise ValueError(f"{name}: client ids must be distinct")
+
+
+def _fixed(value: bytes, size: int, name: str) -> None:
+    if not (isinstance(value, bytes) and len(value) == size):
+        raise ValueError(f"{name} must be {size} bytes")
+
+
+def _chunks(blob: bytes, size: int) -> tuple[bytes, ...]:
+    return tuple(blob[i:i + size] for i in range(0, len(blob), size))
+
+
+@dataclass(frozen=True)
+class SessionStart:
+    KIND: ClassVar[int] = 1
+    TO_SERVER: ClassVar[bool] = False
+    config: SessionConfig
+
+    def write(self, w: Writer) -> None:
+        p = self.config.params
+        w.u8(int(p.active)).u8(p.bits).u32(p.threshold).u32(p.degree).u32(p.vector_length)
+        w.blob(self.config.graph_seed).u32_list(self.config.participants)
+
+    @classmethod
+    def read(cls, r: Reader, limits: Limits) -> SessionStart:
+        active, bits, threshold, degree, length = r.u8(), r.u8(), r.u32(), r.u32(), r.u32()
+        seed = r.blob(exact_len=32)
+        participants = tuple(r.u32_list(max_items=limits.max_participants))
+        if active > 1:
+            raise MalformedMessage("bad active flag")
+        if length > limits.max_vector_length:
+            raise MalformedMessage("vector length exceeds the limit")
+        try:
+            params = MaskingParams(threshold=threshold, degree=degree, bits=bits,
+                                   vector_length=length, active=bool(active))
+            return cls(SessionConfig(params, participants, seed))
+        except (ValueError, TypeError) as exc:
+            raise MalformedMessage(f"invalid session parameters: {exc}") from None
+
+
+@dataclass(frozen=True)
+class AdvertiseKeys:
+    KIND: ClassVar[int] = 2
+    TO_SERVER: ClassVar[bool] = True
+    c_public: bytes
+    s_public: bytes
+    signature: bytes = b""
+
+    def __post_init__(self) -> None:
+        _fixed(self.c_public, KEY_SIZE, "c_public")
+        _fixed(self.s_public, KEY_SIZE, "s_public")
+        if len(self.signature) not in (0, SIGNATURE_SIZE):
+            raise ValueError("signature must be empty or 64 bytes")
+
+    def write(self, w: Writer) -> None:
+        w.blob(self.c_public).blob(self.s_public).blob(self.signature)
+
+    @classmethod
+    def read(cls, r: Reader, limits: Limits) -> AdvertiseKeys:
+        c_pk, s_pk = r.blob(exact_len=KEY_SIZE), r.blob(exact_len=KEY_SIZE)
+        sig = r.blob(max_len=SIGNATURE_SIZE)
+        if len(sig) not in (0, SIGNATURE_SIZE):
+            raise MalformedMessage("signature must be empty or 64 bytes")
+        return cls(c_pk, s_pk, sig)
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    client_id: int
+    c_public: bytes
+    s_public: bytes
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class KeyDirectory:
+    KIND: ClassVar[int] = 3
+    TO_SERVER: ClassVar[bool] = False
+    entries: tuple[KeyEntry, ...]
+
+    def __post_init__(self) -> None:
+        _ids(tuple(e.client_id for e in self.entries), "entries")
+        signed = {len(e.signature) for e in self.entries}
+        if not signed <= {0, SIGNATURE_SIZE} or len(signed) > 1:
+            raise ValueError("either every entry is signed or none is")
+        for e in self.entries:
+            _fixed(e.c_public, KEY_SIZE, "c_public")
+            _fixed(e.s_public, KEY_SIZE, "s_public")
+
+    def write(self, w: Writer) -> None:
+        w.u32_list(tuple(e.client_id for e in self.entries))
+        w.blob(b"".join(e.c_public + e.s_public for e in self.entries))
+        w.blob(b"".join(e.signature for e in self.entries))
+
+    @classmethod
+    def read(cls, r: Reader, limits: Limits) -> KeyDirectory:
+        ids = r.u32_list(max_items=limits.max_participants)
+        keys = r.blob(exact_len=2 * KEY_SIZE * len(ids))
+        sigs = r.blob(max_len=SIGNATURE_SIZE * len(ids))
+        if len(sigs) not in (0, SIGNATURE_SIZE * len(ids)):
+            raise MalformedMessage("signatures must be absent or one per entry")
+        sig_list = _chunks(sigs, SIGNATURE_SIZE) if sigs else (b"",) * len(ids)
+        entries = tuple(
+            KeyEntry(cid, keys[2 * KEY_SIZE * i:2 * KEY_SIZE * i + KEY_SIZE],
+                     keys[2 * KEY_SIZE * i + KEY_SIZE:2 * KEY_SIZE * (i + 1)], sig_list[i])
+            for i, cid in enumerate(ids)
+        )
+        return cls(entries)
+
+
+@dataclass(frozen=True)
+class EncryptedShares:
+    KIND: ClassVar[int] = 4
+    TO_SERVER: ClassVar[bool] = True
+    receivers: tuple[int, ...]
+    ciphertexts: tuple[bytes, ...]
+    seed_commitment: bytes
+
+    def __post_init__(self) -> None:
+        _ids(self.receivers, "receivers")
+        if len(self.ciphertexts) != len(self.receivers):
+            raise ValueError("one ciphertext per receiver")
+        for ct in self.ciphertexts:
+            _fixed(ct, SHARE_CIPHERTEXT_SIZE, "ciphertext")
+        _fixed(self.seed_commitment, COMMITMENT_SIZE, "seed_commitment")
+
+    def write(self, w: Writer) -> None:
+        w.u32_list(self.receivers).blob(b"".join(self.ciphertexts)).blob(self.seed_commitment)
+
+    @classmethod
+    def read(cls, r: Reader, limits: Limits) -> EncryptedShares:
+        ids = tuple(r.u32_list(max_items=limits.max_participants))
+        cts = r.blob(exact_len=SHARE_CIPHERTEXT_SIZE * len(ids))
+        commitment = r.blob(exact_len=COMMITMENT_SIZE)
+        return cls(ids, _chunks(cts, SHARE_CIPHERTEXT_SIZE), commitment)
+
+
+@dataclass(frozen=True)
+class ShareBundle:
+    KIND: ClassVar[int] = 5
+    TO_SERVER: ClassVar[bool] = False
+    senders: tuple[int, ...]
+    ciphertexts: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _ids(self.senders, "senders")
+        if len(self.ciphertexts) != len(self.senders):
+            raise ValueError("one ciphertext per sender")
+        for ct in self.ciphertexts:
+            _fixed(ct, SHARE_CIPHERTEXT_SIZE, "ciphertext")
+
+    def write(self, w: Writer) -> None:
+        w.u32_list(self.senders).blob(b"".join(self.ciphertexts))
+
+    @classmethod
+    def read(cls, r: Reader, limits: Limits) -> ShareBundle:
+        ids = tuple(r.u32_list(max_items=limits.max_participants))
+        cts = r.blob(exact_len=SHARE_CIPHERTEXT_SIZE * len(ids))
+        return cls(ids, _chunks(cts, SHARE_CIPHERTEXT_SIZE))
+
+
+@dataclass(frozen=True, eq=False)
+class MaskedInput:
+    KIND: ClassVar[int] = 6
+    TO_SERVER: ClassVar[bool] = True
+    words: np.ndarray  # uint32 (bits <= 32) or uint64, already reduced mod 2^bits
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.words, np.ndarray) and self.words.ndim == 1
+                and self.words.dtype in (np.dtype("<u4"), np.dtype("<u8"))):
+            raise ValueError("words must be a 1-D little-endian uint32 or uint64 array")
+
+    def write(self, w: Writer) -> None:
+        w.u8(self.words.dtype.itemsize).blob(self.words.tobytes())
+
+    @classmethod
+    def read(cls, r: Reader, limits: Limits) -> MaskedInput:
+        size = r.u8()
+        if size not in (4, 8):
+            raise MalformedMessage("word size must be 4 or 8 bytes")
+        words = r.array(f"<u{size}", max_items=limits.max_vector_length)
+        return cls(words)
+
+
+@dataclass(frozen=True)
+class ConsistencyRequest:
+    KIND: ClassVar[int] = 7
+    TO_SERVER: ClassVar[bool] = False
+    survivors: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        _ids(self.survivors, "survivors")
+
+    def write(self, w: Writer) -> None:
+        w.u32_list(self.survivors)
+
+    @classmethod
+    def read(cls, r: Reader, limits: Limits) -> ConsistencyRequest:
+        return cls(tuple(r.u32_list(max_items=limits.max_participants)))
+
+
+@dataclass(frozen=True)
+class ConsistencySignature:
+    KIND: ClassVar[int] = 8
+    TO_SERVER: ClassVar[bool] = True
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _fixed(self.signature, SIGNATURE_SIZE, "signature")
+
+    def write(self, w: Writer) -> None:
+        w.blob(self.signature)
+
+    @classmethod
+    def read(cls, r: Reader, limits: Limits) -> ConsistencySignature:
+        return cls(r.blob(exact_len=SIGNATURE_SIZE))
+
+
+@dataclass(frozen=True)
+class UnmaskRequest:
+    KIND: ClassVar[int] = 9
+    TO_SERVER: ClassVar[bool] = False
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+    signers: tuple[int, ...] = ()
+    signatures: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Overlap between survivors and dropped is *not* rejected here: it is a
+        # well-formed but dishonest request, refused by the client's policy.
+        _ids(self.survivors, "survivors")
+        _ids(self.dropped, "dropped")
+        _ids(self.signers, "signers")
+        if len(self.signatures) != len(self.signers):
+            raise ValueError("one signature per signer")
+        for sig in self.signatures:
+            _fixed(sig, SIGNATURE_SIZE, "signature")
+
+    def write(self, w: Writer) -> None:
+        w.u32_list(self.survivors).u32_list(self.dropped).u32_list(self.signers)
+        w.blob(b"".join(self.signatures))
+
+    @classmethod
+    def read(cls, r: Reader, limits: Limits) -> UnmaskRequest:
+        survivors = tuple(r.u32_list(max_items=limits.max_participants))
+        dropped = tuple(r.u32_list(max_items=limits.max_participants))
+        signers = tuple(r.u32_list(max_items=limits.max_participants))
+        sigs = r.blob(exact_len=SIGNATURE_SIZE * len(signers))
+        return cls(survivors, dropped, signers, _chunks(sigs, SIGNATURE_SIZE))
+
+
+@dataclass(frozen=True)
+class UnmaskShares:
+    KIND: ClassVar[int] = 10
+    TO_SERVER: ClassVar[bool] = True
+    seed_owners: tuple[int, ...]
+    seed_shares: tuple[bytes, ...]
+    key_owners: tuple[int, ...]
+    key_shares: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _ids(self.seed_owners, "seed_owners")
+        _ids(self.key_owners, "key_owners")
+        if len(self.seed_shares) != len(self.seed_owners):
+            raise ValueError("one seed share per owner")
+        if len(self.key_shares) != len(self.key_owners):
+            raise ValueError("one key share per owner")
+        for share in self.seed_shares + self.key_shares:
+            _fixed(share, SHARE_SIZE, "share")
+
+    def write(self, w: Writer) -> None:
+        w.u32_list(self.seed_owners).blob(b"".join(self.seed_shares))
+        w.u32_list(self.key_owners).blob(b"".join(self.key_shares))
+
+    @classmethod
+    def read(cls, r: Reader, limits: Limits) -> UnmaskShares:
+        seed_owners = tuple(r.u32_list(max_items=limits.max_participants))
+        seed_shares = r.blob(exact_len=SHARE_SIZE * len(seed_owners))
+        key_owners = tuple(r.u32_list(max_items=limits.max_participants))
+        key_shares = r.blob(exact_len=SHARE_SIZE * len(key_owners))
+        return cls(seed_owners, _chunks(seed_shares, SHARE_SIZE),
+                   key_owners, _chunks(key_shares, SHARE_SIZE))
+
+
+Message = (
+    SessionStart | AdvertiseKeys | KeyDirectory | EncryptedShares | ShareBundle | MaskedInput
+    | ConsistencyRequest | ConsistencySignature | UnmaskRequest | UnmaskShares
+)
+_BY_KIND: dict[int, type] = {
+    cls.KIND: cls
+    for cls in (SessionStart, AdvertiseKeys, KeyDirectory, EncryptedShares, ShareBundle,
+                MaskedInput, ConsistencyRequest, ConsistencySignature, UnmaskRequest,
+                UnmaskShares)
+}
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded frame: who sent what to whom, in which session and round."""
+
+    header: FrameHeader
+    message: Message = field(compare=False)
+
+
+def encode(message: Message, *, session_id: bytes, round_index: int, sender: int,
+           receiver: int) -> bytes:
+    header = FrameHeader(PROTOCOL_CODE, message.KIND, session_id, round_index, sender, receiver)
+    w = Writer()
+    message.write(w)
+    return encode_frame(header, w.getvalue())
+
+
+def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Envelope:
+    """Parse one frame; every failure is :class:`MalformedMessage`."""
+    max_body = 64 + 8 * limits.max_vector_length + 256 * limits.max_participants
+    header, body = decode_frame(data, max_size=max_body + 64)
+    if header.protocol != PROTOCOL_CODE:
+        raise MalformedMessage(f"not a masking-protocol frame (protocol {header.protocol})")
+    cls = _BY_KIND.get(header.kind)
+    if cls is None:
+        raise MalformedMessage(f"unknown message kind {header.kind}")
+    to_server, from_server = header.receiver == SERVER_ID, header.sender == SERVER_ID
+    if cls.TO_SERVER != to_server or cls.TO_SERVER == from_server:
+        raise MalformedMessage("message travels in the wrong direction")
+    reader = Reader(body, max_blob=max_body)
+    try:
+        message = cls.read(reader, limits)
+    except (ValueError, TypeError) as exc:
+        raise MalformedMessage(f"invalid {cls.__name__}: {exc}") from None
+    reader.end()
+    return Envelope(header, message)

@@ -1,0 +1,401 @@
+"""The server side of SecAgg / SecAgg+ as a sans-IO state machine.
+
+The server collects one kind of message per stage (:data:`SERVER_EXPECTS`),
+and the caller decides when a stage ends (a deadline, or every live client
+answered) by calling :meth:`MaskingServer.advance`, which returns the frames
+of the next stage as ``(receiver, bytes)`` pairs. A client that has not
+answered when its stage closes is a dropout from then on; a late answer is
+rejected.
+
+Errors: a bad frame from one client (malformed, replayed, wrong session,
+invalid signature, wrong content) raises a typed error from :meth:`receive`
+and is discarded — the server stays in its stage and that client simply has
+not answered. The server itself aborts (state ``ABORTED``, error re-raised)
+only when the session cannot finish correctly: fewer than ``t`` survivors in
+some neighbourhood (:class:`~protocols.errors.BelowThreshold`), or a
+reconstruction that fails its commitment (:class:`~protocols.errors.InvalidShare`).
+It never releases a partial sum.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import keys as kx
+from .. import prg, shamir
+from ..errors import (
+    BelowThreshold,
+    InvalidShare,
+    InvalidSignature,
+    LocalProtocolError,
+    MalformedMessage,
+    ProtocolError,
+    RemoteProtocolError,
+    ReplayedMessage,
+    SessionMismatch,
+)
+from ..graph import harary_neighbourhoods
+from ..keys import TrustStore
+from ..wire import SERVER_ID
+from . import derivations as d
+from . import messages as m
+from .params import MaskingParams, SessionConfig
+from .states import SERVER_EXPECTS, ServerStage, server_next_stage
+
+__all__ = ["MaskingServer", "Outgoing", "ServerResult"]
+
+Outgoing = tuple[int, bytes]  # (receiver client id, frame)
+
+
+@dataclass(frozen=True)
+class ServerResult:
+    total: np.ndarray  # uint64, sum of the contributors' inputs modulo 2^bits
+    contributors: tuple[int, ...]  # U3: clients whose masked input is in the total
+    dropped: tuple[int, ...]  # participants not in the total
+
+
+class MaskingServer:
+    """The aggregating server of one masking session.
+
+    Parameters
+    ----------
+    params:
+        Threshold, degree, bits, vector length and mode.
+    participants:
+        The client ids invited to the session.
+    round_index:
+        The training round; bound into every frame and derived key.
+    trust:
+        Verification keys of the clients (active mode).
+    session_id, graph_seed:
+        Fresh from :mod:`secrets` unless given (tests pin them).
+    """
+
+    def __init__(
+        self,
+        params: MaskingParams,
+        participants: Iterable[int],
+        *,
+        round_index: int = 0,
+        trust: TrustStore | None = None,
+        session_id: bytes | None = None,
+        graph_seed: bytes | None = None,
+        limits: m.Limits = m.DEFAULT_LIMITS,
+    ) -> None:
+        if params.active and trust is None:
+            raise ValueError("active mode needs a trust store")
+        self.session_id = session_id if session_id is not None else secrets.token_bytes(16)
+        self.round_index = round_index
+        self.config = SessionConfig(params, tuple(sorted(set(participants))),
+                                    graph_seed if graph_seed is not None
+                                    else secrets.token_bytes(32))
+        self.params = params
+        self.stage = ServerStage.COLLECT_KEYS
+        self.result: ServerResult | None = None
+        self._trust = trust
+        self._limits = limits
+        self._started = False
+        self._participants = frozenset(self.config.participants)
+        self.neighbourhoods = harary_neighbourhoods(
+            self.config.participants, params.degree, self.config.graph_seed)
+        self._digest = self.config.digest(self.session_id, round_index)
+        self._dtype = prg.word_dtype(params.bits)
+        # What each stage collected, keyed by client id.
+        self._keys: dict[int, m.AdvertiseKeys] = {}
+        self._shares: dict[int, m.EncryptedShares] = {}
+        self._forwarded: dict[int, frozenset[int]] = {}  # i -> senders whose shares i got
+        self._masked: set[int] = set()
+        self._masked_sum: np.ndarray | None = None
+        self._signatures: dict[int, bytes] = {}
+        self._requests: dict[int, m.UnmaskRequest] = {}
+        self._unmask: dict[int, m.UnmaskShares] = {}
+        self._alive: frozenset[int] = self._participants  # expected to answer this stage
+        self._survivors: tuple[int, ...] = ()  # U3
+
+    # --------------------------------------------------------------- frames
+    def _frame(self, receiver: int, msg: m.Message) -> Outgoing:
+        return receiver, m.encode(msg, session_id=self.session_id, round_index=self.round_index,
+                                  sender=SERVER_ID, receiver=receiver)
+
+    def start(self) -> list[Outgoing]:
+        """The session announcement, one frame per participant."""
+        if self._started:
+            raise LocalProtocolError("the session was already started")
+        self._started = True
+        announce = m.SessionStart(self.config)
+        return [self._frame(cid, announce) for cid in self.config.participants]
+
+    @property
+    def answered(self) -> frozenset[int]:
+        """Clients whose message for the current stage was accepted."""
+        collected = {
+            ServerStage.COLLECT_KEYS: self._keys,
+            ServerStage.COLLECT_SHARES: self._shares,
+            ServerStage.COLLECT_MASKED: self._masked,
+            ServerStage.COLLECT_SIGNATURES: self._signatures,
+            ServerStage.COLLECT_UNMASK: self._unmask,
+        }.get(self.stage, ())
+        return frozenset(collected)
+
+    @property
+    def waiting_for(self) -> frozenset[int]:
+        """Clients still expected to answer in the current stage."""
+        if self.stage in (ServerStage.DONE, ServerStage.ABORTED):
+            return frozenset()
+        return self._alive - self.answered
+
+    def receive(self, data: bytes) -> None:
+        """Accept one client frame for the current stage, or raise a typed error."""
+        if self.stage in (ServerStage.DONE, ServerStage.ABORTED):
+            raise LocalProtocolError(f"the session is {self.stage.value}")
+        if not self._started:
+            raise LocalProtocolError("start() the session first")
+        env = m.decode(data, limits=self._limits)
+        h = env.header
+        if h.session_id != self.session_id or h.round != self.round_index:
+            raise SessionMismatch("frame of another session or round")
+        sender = h.sender
+        if sender not in self._participants:
+            raise SessionMismatch("frame from a client outside the session")
+        expected = SERVER_EXPECTS[self.stage]
+        if env.message.KIND != expected:
+            if env.message.KIND in [k for s, k in SERVER_EXPECTS.items() if self._before(s)]:
+                raise ReplayedMessage("message of a closed stage (replayed or late)")
+            raise RemoteProtocolError(f"{type(env.message).__name__} not expected now")
+        if sender in self.answered:
+            raise ReplayedMessage("this client already answered the current stage")
+        if sender not in self._alive:
+            raise RemoteProtocolError("client dropped out in an earlier stage")
+        handler = {
+            ServerStage.COLLECT_KEYS: self._on_keys,
+            ServerStage.COLLECT_SHARES: self._on_shares,
+            ServerStage.COLLECT_MASKED: self._on_masked,
+            ServerStage.COLLECT_SIGNATURES: self._on_signature,
+            ServerStage.COLLECT_UNMASK: self._on_unmask,
+        }[self.stage]
+        handler(sender, env.message)
+
+    def _before(self, stage: ServerStage) -> bool:
+        order = list(SERVER_EXPECTS)
+        return stage in order and self.stage in order and order.index(stage) < order.index(
+            self.stage)
+
+    # ------------------------------------------------------------ handlers
+    def _on_keys(self, sender: int, msg: m.AdvertiseKeys) -> None:
+        taken = {key for k in self._keys.values() for key in (k.c_public, k.s_public)}
+        if msg.c_public == msg.s_public or {msg.c_public, msg.s_public} & taken:
+            raise RemoteProtocolError("advertised keys repeat keys already advertised")
+        if self.params.active:
+            assert self._trust is not None
+            vk = self._trust.verification_key(sender)
+            if vk is None or not msg.signature:
+                raise InvalidSignature("unverifiable advertised keys")
+            kx.verify(vk, msg.signature, d.advertise_transcript(
+                self._digest, sender, msg.c_public, msg.s_public))
+        elif msg.signature:
+            raise MalformedMessage("signature in passive mode")
+        self._keys[sender] = msg
+
+    def _on_shares(self, sender: int, msg: m.EncryptedShares) -> None:
+        expected = sorted((self.neighbourhoods[sender] & set(self._keys)) - {sender})
+        if list(msg.receivers) != expected:
+            raise RemoteProtocolError("shares must go to exactly the announced neighbours")
+        self._shares[sender] = msg
+
+    def _on_masked(self, sender: int, msg: m.MaskedInput) -> None:
+        words = msg.words
+        if words.dtype != self._dtype or words.size != self.params.vector_length:
+            raise MalformedMessage("masked input has the wrong word size or length")
+        if self.params.bits < 8 * self._dtype.itemsize and words.size and (
+                int(words.max()) >> self.params.bits):
+            raise MalformedMessage("masked input out of range")
+        if self._masked_sum is None:
+            self._masked_sum = words.astype(self._dtype, copy=True)
+        else:
+            np.add(self._masked_sum, words, out=self._masked_sum)
+        self._masked.add(sender)
+
+    def _on_signature(self, sender: int, msg: m.ConsistencySignature) -> None:
+        assert self._trust is not None
+        vk = self._trust.verification_key(sender)
+        if vk is None:
+            raise InvalidSignature("unknown client key")
+        kx.verify(vk, msg.signature, d.consistency_transcript(self._digest, self._survivors))
+        self._signatures[sender] = msg.signature
+
+    def _on_unmask(self, sender: int, msg: m.UnmaskShares) -> None:
+        request = self._requests[sender]
+        if msg.seed_owners != request.survivors or msg.key_owners != request.dropped:
+            raise RemoteProtocolError("unmask shares do not answer the request")
+        self._unmask[sender] = msg
+
+    # --------------------------------------------------------------- stages
+    def advance(self) -> list[Outgoing]:
+        """Close the current stage; returns the frames that open the next one."""
+        if self.stage in (ServerStage.DONE, ServerStage.ABORTED):
+            raise LocalProtocolError(f"the session is {self.stage.value}")
+        if not self._started:
+            raise LocalProtocolError("start() the session first")
+        try:
+            out = {
+                ServerStage.COLLECT_KEYS: self._close_keys,
+                ServerStage.COLLECT_SHARES: self._close_shares,
+                ServerStage.COLLECT_MASKED: self._close_masked,
+                ServerStage.COLLECT_SIGNATURES: self._close_signatures,
+                ServerStage.COLLECT_UNMASK: self._close_unmask,
+            }[self.stage]()
+        except ProtocolError:
+            self._abort()
+            raise
+        self.stage = server_next_stage(self.stage, self.params.active)
+        return out
+
+    def _abort(self) -> None:
+        self.stage = ServerStage.ABORTED
+        self._masked_sum = None
+        self._unmask.clear()
+
+    def _require_neighbours(self, alive: frozenset[int], stage: ServerStage) -> None:
+        """Every live client must keep ``t`` live members in its neighbourhood."""
+        t = self.params.threshold
+        if not alive:
+            raise BelowThreshold(0, t, stage.value)
+        fewest = min(len(self.neighbourhoods[i] & alive) for i in alive)
+        if fewest < t:
+            raise BelowThreshold(fewest, t, stage.value)
+
+    def _close_keys(self) -> list[Outgoing]:
+        u1 = frozenset(self._keys)
+        self._require_neighbours(u1, self.stage)
+        self._alive = u1
+        out = []
+        for i in sorted(u1):
+            entries = tuple(
+                m.KeyEntry(j, self._keys[j].c_public, self._keys[j].s_public,
+                           self._keys[j].signature)
+                for j in sorted(self.neighbourhoods[i] & u1)
+            )
+            out.append(self._frame(i, m.KeyDirectory(entries)))
+        return out
+
+    def _close_shares(self) -> list[Outgoing]:
+        u2 = frozenset(self._shares)
+        self._require_neighbours(u2, self.stage)
+        self._alive = u2
+        # Index each sender's ciphertexts by receiver once.
+        by_sender = {j: dict(zip(msg.receivers, msg.ciphertexts))
+                     for j, msg in self._shares.items()}
+        out = []
+        for i in sorted(u2):
+            senders = tuple(sorted((self.neighbourhoods[i] & u2) - {i}))
+            self._forwarded[i] = frozenset(senders)
+            bundle = m.ShareBundle(senders, tuple(by_sender[j][i] for j in senders))
+            out.append(self._frame(i, bundle))
+        return out
+
+    def _close_masked(self) -> list[Outgoing]:
+        u3 = frozenset(self._masked)
+        self._require_neighbours(u3, self.stage)
+        self._alive = u3
+        self._survivors = tuple(sorted(u3))
+        if self.params.active:
+            request = m.ConsistencyRequest(self._survivors)
+            return [self._frame(i, request) for i in self._survivors]
+        return self._unmask_requests(u3, {})
+
+    def _close_signatures(self) -> list[Outgoing]:
+        u4 = frozenset(self._signatures)
+        self._require_neighbours(u4, self.stage)
+        self._alive = u4
+        return self._unmask_requests(u4, self._signatures)
+
+    def _unmask_requests(self, ask: frozenset[int], signatures: dict[int, bytes]) -> list[Outgoing]:
+        u3 = set(self._survivors)
+        out = []
+        for i in sorted(ask):
+            known = self._forwarded[i] | {i}
+            signers = tuple(sorted(self.neighbourhoods[i] & set(signatures)))
+            request = m.UnmaskRequest(
+                survivors=tuple(sorted(known & u3)),
+                dropped=tuple(sorted(known - u3)),
+                signers=signers,
+                signatures=tuple(signatures[s] for s in signers),
+            )
+            self._requests[i] = request
+            out.append(self._frame(i, request))
+        return out
+
+    def _close_unmask(self) -> list[Outgoing]:
+        t = self.params.threshold
+        bits = self.params.bits
+        length = self.params.vector_length
+        dtype = self._dtype
+        total = (self._masked_sum if self._masked_sum is not None
+                 else np.zeros(length, dtype=dtype))
+        # Gather the revealed shares per owner: x = holder id + 1.
+        seed_shares: dict[int, list[tuple[int, bytes]]] = {}
+        key_shares: dict[int, list[tuple[int, bytes]]] = {}
+        for holder in sorted(self._unmask):
+            msg = self._unmask[holder]
+            for owner, share in zip(msg.seed_owners, msg.seed_shares):
+                seed_shares.setdefault(owner, []).append((holder + 1, share))
+            for owner, share in zip(msg.key_owners, msg.key_shares):
+                key_shares.setdefault(owner, []).append((holder + 1, share))
+        survivors = self._survivors
+        dropped_with_masks = sorted(
+            {j for i in survivors for j in self._forwarded[i]} - set(survivors))
+        coefficient_cache: dict[tuple[int, ...], list[int]] = {}
+
+        def recover(shares: Sequence[tuple[int, bytes]] | None) -> bytes:
+            have = len(shares or ())
+            if have < t:
+                raise BelowThreshold(have, t, ServerStage.COLLECT_UNMASK.value)
+            chosen = list(shares)[:t]  # type: ignore[arg-type]
+            xs = tuple(x for x, _ in chosen)
+            lambdas = coefficient_cache.get(xs)
+            if lambdas is None:
+                lambdas = coefficient_cache[xs] = shamir.lagrange_coefficients_at_zero(xs)
+            return shamir.reconstruct(
+                ((x, shamir.decode_share(y)) for x, y in chosen), coefficients=lambdas)
+
+        # Recover every secret before touching the sum: all-or-nothing.
+        seeds = {}
+        for j in survivors:
+            seed = recover(seed_shares.get(j))
+            commitment = self._shares[j].seed_commitment
+            if d.seed_commitment(seed, self.session_id, self.round_index, j) != commitment:
+                raise InvalidShare("a self-mask seed does not match its commitment")
+            seeds[j] = seed
+        mask_keys = {}
+        for j in dropped_with_masks:
+            private = recover(key_shares.get(j))
+            if kx.public_from_private(private) != self._keys[j].s_public:
+                raise InvalidShare("a mask key does not match its public key")
+            mask_keys[j] = private
+
+        for j, seed in seeds.items():
+            np.subtract(total, prg.keystream_words(seed, length, dtype), out=total)
+        for j, private in mask_keys.items():
+            for i in sorted(self.neighbourhoods[j] & set(survivors)):
+                if j not in self._forwarded[i]:
+                    continue
+                seed = d.pairwise_seed(private, self._keys[i].s_public, self.session_id,
+                                       self.round_index, i, j)
+                mask = prg.keystream_words(seed, length, dtype)
+                # Survivor i added +mask if i < j, -mask otherwise: undo it.
+                if i < j:
+                    np.subtract(total, mask, out=total)
+                else:
+                    np.add(total, mask, out=total)
+        result = total.astype(np.uint64) & np.uint64((1 << bits) - 1)
+        self.result = ServerResult(
+            total=result,
+            contributors=survivors,
+            dropped=tuple(sorted(self._participants - set(survivors))),
+        )
+        self._masked_sum = None
+        return []

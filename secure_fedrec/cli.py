@@ -1,0 +1,151 @@
+"""The ``secure-fedrec`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+DESCRIPTION = """\
+secure_fedrec: privacy-preserving federated recommendation.
+
+Subcommands:
+  run      train a federated recommender (every user is a client) and write metrics.json
+  baseline train the same model centrally, for comparison
+"""
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # a bare word is a string
+    return key.strip(), value
+
+
+def _add_job_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="a TOML configuration file (defaults apply to every missing key)")
+    p.add_argument("--data", help="a ratings file or folder (default: the embedded synthetic data set)")
+    p.add_argument("--format", default=None,
+                   help="auto, ml-100k, ml-1m, ml-latest, atomic or csv (default: auto)")
+    p.add_argument("--out", type=Path, default=None, help="folder for metrics.json and config.toml")
+    p.add_argument("--seed", type=int, default=None, help="seed for data, sampling and model init")
+    p.add_argument("--set", dest="overrides", action="append", default=[], type=_parse_override,
+                   metavar="KEY=VALUE", help="override one config key, e.g. --set training.rounds=10")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="secure-fedrec", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="train a federated recommender and write metrics.json",
+                         description="Train a federated recommender; each user is one client.")
+    _add_job_arguments(run)
+    base = sub.add_parser("baseline", help="train the same model centrally (for comparison)",
+                          description="Centralized training with the federated run's model and evaluation.")
+    _add_job_arguments(base)
+    base.add_argument("--epochs", type=int, default=20, help="passes over the pooled training data")
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace):
+    from .config import load_config
+
+    overrides = dict(args.overrides)
+    if args.data is not None:
+        overrides["data.source"] = args.data
+    if args.format is not None:
+        overrides["data.format"] = args.format
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    return load_config(args.config, overrides)
+
+
+def _summary_table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 3 + max(len(v) for _, v in rows))
+    return "\n".join([line, *(f"{k.ljust(width)} | {v}" for k, v in rows), line])
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .runner import run_job
+
+    config = _config_from_args(args)
+    bar = tqdm(total=config.training.rounds, desc="rounds", unit="round", disable=args.quiet)
+
+    def on_round(m) -> None:
+        shown = {k: v for k, v in m.evaluation.items() if isinstance(v, float)}
+        bar.set_postfix({"loss": f"{m.train_loss:.3f}", **{k: f"{v:.3f}" for k, v in shown.items()}})
+        bar.update(1)
+
+    result = run_job(config, args.out, on_round=on_round)
+    bar.close()
+    rows = [
+        ("dataset", f"{result['dataset']['name']} ({result['dataset']['n_users']} users, "
+                    f"{result['dataset']['n_items']} items, {result['dataset']['n_ratings']} ratings)"),
+        ("model / split", f"{result['model']} / {result['split']}"),
+        ("protocol", result["protocol"]),
+        ("rounds", str(config.training.rounds)),
+        *((k, _fmt(v)) for k, v in result["final"].items()),
+        ("bytes sent per client per round", f"{result['bytes_sent_per_client_mean']:.0f}"),
+        ("wall time", f"{result['wall_time_seconds']:.1f} s"),
+    ]
+    print(_summary_table(rows))
+    if args.out is not None:
+        print(f"wrote {args.out / 'metrics.json'} and {args.out / 'config.toml'}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from .centralized import train_centralized
+    from .runner import load_data, make_split, write_json_atomic
+
+    config = _config_from_args(args)
+    split = make_split(config, load_data(config))
+    result = train_centralized(config, split, epochs=args.epochs)
+    rows = [("model", config.model_name), *((k, _fmt(v)) for k, v in result.metrics.items()),
+            ("wall time", f"{result.seconds:.1f} s")]
+    print(_summary_table(rows))
+    if args.out is not None:
+        write_json_atomic(args.out / "baseline.json", {"metrics": result.metrics, "epochs": result.epochs})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    from .data import DataError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handlers = {"run": cmd_run, "baseline": cmd_baseline}
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, DataError) as exc:
+        print(f"secure-fedrec: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

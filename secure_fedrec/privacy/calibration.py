@@ -1,0 +1,148 @@
+"""Calibrating the noise to a privacy budget, and the default δ.
+
+:func:`calibrate_noise_multiplier` finds the smallest noise multiplier (to a
+relative tolerance) whose ε, computed by the same accountant the run reports
+with, does not exceed the target for the planned number of steps at the
+planned sampling rate. The search brackets the root by doubling and then
+bisects, always keeping an upper end that satisfies the budget, so the
+returned value is never under-noised (up to the accountant's own numerics).
+The library's ``dp_accounting.calibrate_dp_mechanism`` (Brent's method) would
+return a point within ``tol`` of the root on *either* side; we need the safe
+side, hence the hand-written bisection.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from .accounting import create_accountant, validate_delta
+from .ddg_accounting import DistributedDiscreteGaussianAccountant
+
+__all__ = [
+    "CalibrationError",
+    "calibrate",
+    "calibrate_ddg_total_sigma",
+    "calibrate_noise_multiplier",
+    "default_delta",
+]
+
+
+class CalibrationError(ValueError):
+    """No parameter in the searched range meets the target."""
+
+
+def default_delta(num_users: int) -> float:
+    """δ = 1 / N^1.1 for N users: below 1/N, so "leak one user's data" is not a valid mechanism."""
+    if isinstance(num_users, bool) or not isinstance(num_users, int) or num_users < 2:
+        raise ValueError(f"num_users must be an integer >= 2, got {num_users!r}")
+    return float(num_users) ** -1.1
+
+
+def calibrate(
+    epsilon_of: Callable[[float], float],
+    target_epsilon: float,
+    *,
+    lower: float = 0.5,
+    upper: float = 1.0,
+    max_upper: float = 1e4,
+    rtol: float = 1e-3,
+) -> float:
+    """Smallest ``x`` (within ``rtol``) with ``epsilon_of(x) <= target_epsilon``, for decreasing ``epsilon_of``."""
+    if not (math.isfinite(target_epsilon) and target_epsilon > 0):
+        raise ValueError("target_epsilon must be positive and finite")
+    if not 0 < rtol < 1:
+        raise ValueError("rtol must be in (0, 1)")
+    while epsilon_of(upper) > target_epsilon:
+        lower, upper = upper, upper * 2
+        if upper > max_upper:
+            raise CalibrationError(f"no noise up to {max_upper} meets ε={target_epsilon}")
+    if epsilon_of(lower) <= target_epsilon:
+        while lower > 1e-6 and epsilon_of(lower) <= target_epsilon:
+            upper, lower = lower, lower / 2
+        if epsilon_of(lower) <= target_epsilon:
+            return lower
+    while upper / lower - 1 > rtol:
+        middle = math.sqrt(lower * upper)
+        if epsilon_of(middle) <= target_epsilon:
+            upper = middle
+        else:
+            lower = middle
+    return upper
+
+
+def calibrate_noise_multiplier(
+    target_epsilon: float,
+    delta: float,
+    *,
+    sample_rate: float,
+    steps: int,
+    accountant: str = "pld",
+    rtol: float = 1e-3,
+) -> float:
+    """Noise multiplier ``z`` such that ``steps`` Poisson-subsampled Gaussian steps give ε <= target.
+
+    Record level: ``sample_rate = batch / client_records``, ``steps`` = local
+    steps over all rounds the client is planned to join. User level:
+    ``sample_rate = clients_per_round / num_users``, ``steps`` = rounds.
+    """
+    delta = validate_delta(delta)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError("steps must be a positive integer")
+    if not 0 < sample_rate <= 1:
+        raise ValueError("sample_rate must be in (0, 1]")
+    create_accountant(accountant)  # reject unknown names before searching
+
+    def epsilon_of(mechanism: str) -> Callable[[float], float]:
+        def compute(z: float) -> float:
+            trial = create_accountant(mechanism)
+            trial.step(noise_multiplier=z, sample_rate=sample_rate, steps=steps)
+            return trial.get_epsilon(delta)
+
+        return compute
+
+    rdp_z = calibrate(epsilon_of("rdp"), target_epsilon, rtol=rtol)
+    if accountant == "rdp":
+        return rdp_z
+    # PLD is tighter than RDP, so its answer lies below the RDP one: bracket there
+    # (PLD evaluations at tiny noise multipliers are slow).
+    return calibrate(epsilon_of(accountant), target_epsilon, lower=0.7 * rdp_z, upper=rdp_z, rtol=rtol)
+
+
+def calibrate_ddg_total_sigma(
+    target_epsilon: float,
+    delta: float,
+    *,
+    l2_sensitivity: float,
+    min_survivors: int,
+    dim: int,
+    sample_rate: float,
+    steps: int,
+    rtol: float = 1e-3,
+) -> float:
+    """Total integer-domain noise scale ``sigma_total`` for the distributed discrete Gaussian.
+
+    Each of the (at least) ``min_survivors`` shares gets scale
+    ``sigma_total / sqrt(min_survivors)`` (see
+    :func:`~secure_fedrec.privacy.discrete_gaussian.distributed_noise_share_sigma`);
+    the search accounts every round at exactly ``min_survivors`` shares, the
+    worst case the protocol allows.
+    """
+    delta = validate_delta(delta)
+
+    def epsilon_of(total_sigma: float) -> float:
+        trial = DistributedDiscreteGaussianAccountant()
+        trial.step(
+            sigma=total_sigma / math.sqrt(min_survivors),
+            l2_sensitivity=l2_sensitivity,
+            num_shares=min_survivors,
+            dim=dim,
+            sample_rate=sample_rate,
+            steps=steps,
+        )
+        return trial.get_epsilon(delta)
+
+    scale = max(l2_sensitivity, 1.0)
+    return calibrate(
+        epsilon_of, target_epsilon, lower=0.05 * scale, upper=scale, max_upper=1e6 * scale, rtol=rtol
+    )

@@ -1,0 +1,350 @@
+"""Accounting for the distributed discrete Gaussian (DDG) mechanism under secure aggregation.
+
+Mechanism (Kairouz, Liu, Steinke 2021, "The Distributed Discrete Gaussian
+Mechanism for Federated Learning with Secure Aggregation", ICML; arXiv
+2102.06387): every participating client clips its update to L2 norm ``c``,
+scales it by ``1/gamma``, rounds it to the integer lattice (conditional
+randomized rounding), adds its own share of discrete Gaussian noise
+``N_Z(0, sigma^2)`` per coordinate, and masks the result; the server learns
+only the modular sum, which carries the noise of all ``n`` surviving shares.
+
+Bound used (KLS 2021, Proposition 14 / Eq. 17, which refines their Theorem 1).
+For ``n`` independent shares ``N_Z(0, sigma^2)^d`` and an integer shift ``Delta``
+with ``||Delta||_2 <= D2`` and ``||Delta||_1 <= D1``, the sum satisfies, for all
+``alpha > 1``::
+
+    D_alpha(Z + Delta || Z) <= eps(alpha) = min(
+        alpha/2 * D2^2 / (n sigma^2) + tau * d,
+        alpha/2 * (D2^2 / (n sigma^2) + 2 * D1 * tau / (sqrt(n) sigma) + tau^2 * d),
+        alpha/2 * (D2 / (sqrt(n) sigma) + tau * sqrt(d))^2,
+    )
+    tau = 10 * sum_{k=1}^{n-1} exp(-2 pi^2 sigma^2 * k / (k + 1))
+
+(``sigma`` is the per-share scale parameter in integer units; ``tau`` measures
+how far the sum of discrete Gaussians is from a discrete Gaussian.) With
+``D1 = min(sqrt(d) * D2, D2^2)`` (the second holds for integer vectors).
+
+Sensitivity after rounding (KLS 2021, conditional randomized rounding; the
+``rounded_l2_norm_bound`` of their code): a vector of L2 norm ``<= c`` scaled to
+``c/gamma`` and randomly rounded, re-drawn until its norm is at most the bound,
+has integer-domain L2 norm at most::
+
+    D2 = min( c/gamma + sqrt(d),
+              sqrt((c/gamma)^2 + d/4 + sqrt(2 ln(1/beta)) * (c/gamma + sqrt(d)/2)) )
+
+equivalently, in the original units, ``(gamma D2)^2 <= min(c^2 + gamma^2 d/4 +
+sqrt(2 ln(1/beta)) gamma (c + gamma sqrt(d)/2), (c + gamma sqrt(d))^2)``. The
+first term needs no retry; the second holds when rounding is retried (each
+try succeeds with probability >= 1 - beta).
+
+Subsampling. Amplification is applied with the *general* RDP upper bound for
+Poisson subsampling of Zhu and Wang 2019 ("Poisson Subsampled Rényi
+Differential Privacy", ICML; the "general upper bound", their Theorem 5
+as cited by KLS's accounting code), valid for any mechanism with the
+given RDP curve at integer orders ``alpha >= 2``::
+
+    eps'(alpha) <= 1/(alpha-1) log( (1-q)^(alpha-1) (alpha q - q + 1)
+                   + C(alpha,2) q^2 (1-q)^(alpha-2) e^{eps(2)}
+                   + 3 sum_{l=3}^{alpha} C(alpha,l) (1-q)^(alpha-l) q^l e^{(l-1) eps(l)} )
+
+and we take ``min(eps'(alpha), eps(alpha))``. This is a proven bound, not the
+Gaussian-specific formula; it is looser than the tight subsampled-Gaussian RDP
+(by tens of percent for small q), which is the honest price of the discrete
+mechanism. The same approach is used by KLS's own accounting code.
+
+Neighbouring relation and assumptions (see docs/privacy.md):
+
+* the shift ``Delta`` is one participant's (rounded) update while every
+  noise share stays in the sum ("zero-out"); to not rely on the target
+  client's *own* noise share, pass ``num_shares = survivors - 1`` (that is an
+  upper bound too: adding the extra independent share is post-processing);
+* ``num_shares`` must be the number of shares actually in the unmasked sum
+  (honest survivors), not the number of clients invited;
+* the bound holds only if no coordinate of the noisy sum wraps modulo
+  ``2^bits``; see :func:`secure_fedrec.privacy.discrete_gaussian.wrap_probability`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from dp_accounting.rdp import rdp_privacy_accountant
+from scipy import special
+
+from .accounting import AccountantStateError, validate_delta
+
+__all__ = [
+    "DDG_ORDERS",
+    "DdgStep",
+    "DistributedDiscreteGaussianAccountant",
+    "conditional_rounding_l2_bound",
+    "ddg_rdp",
+    "ddg_tau",
+    "poisson_subsampled_rdp_upper_bound",
+]
+
+DDG_ORDERS: tuple[int, ...] = tuple(range(2, 65)) + (80, 96, 128, 160, 192, 256)
+_STATE_VERSION = 1
+
+
+def ddg_tau(sigma: float, num_shares: int) -> float:
+    """KLS 2021's ``tau = 10 * sum_{k=1}^{n-1} exp(-2 pi^2 sigma^2 k/(k+1))``."""
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    if num_shares < 1:
+        raise ValueError(f"num_shares must be >= 1, got {num_shares!r}")
+    k = np.arange(1, num_shares, dtype=np.float64)
+    return float(10.0 * np.sum(np.exp(-2.0 * math.pi**2 * sigma**2 * k / (k + 1.0))))
+
+
+def conditional_rounding_l2_bound(
+    l2_clip: float, gamma: float, dim: int, beta: float = math.exp(-0.5)
+) -> float:
+    """Integer-domain L2 bound of a clipped vector after scaling by ``1/gamma`` and rounding.
+
+    ``beta = 0`` means unconditional randomized rounding (bound ``c/gamma + sqrt(d)``);
+    ``beta in (0, 1)`` is conditional rounding, retried until the norm is within
+    the returned bound. ``exp(-0.5)`` is KLS's default.
+    """
+    if not (l2_clip > 0 and gamma > 0 and math.isfinite(l2_clip) and math.isfinite(gamma)):
+        raise ValueError("l2_clip and gamma must be positive and finite")
+    if dim < 1:
+        raise ValueError("dim must be >= 1")
+    if not 0 <= beta < 1:
+        raise ValueError("beta must be in [0, 1)")
+    scaled = l2_clip / gamma
+    unconditional = scaled + math.sqrt(dim)
+    if beta == 0:
+        return unconditional
+    conditional_sq = (
+        scaled**2 + dim / 4.0 + math.sqrt(2.0 * math.log(1.0 / beta)) * (scaled + math.sqrt(dim) / 2.0)
+    )
+    return min(unconditional, math.sqrt(conditional_sq))
+
+
+def ddg_rdp(
+    orders: Sequence[float] | np.ndarray,
+    *,
+    sigma: float,
+    l2_sensitivity: float,
+    num_shares: int,
+    dim: int,
+    l1_sensitivity: float | None = None,
+) -> np.ndarray:
+    """RDP curve of one unsampled DDG sum (KLS 2021 Prop. 14), in nats, per order."""
+    alpha = np.asarray(orders, dtype=np.float64)
+    if np.any(alpha <= 1):
+        raise ValueError("orders must be > 1")
+    if not (l2_sensitivity >= 0 and math.isfinite(l2_sensitivity)):
+        raise ValueError("l2_sensitivity must be finite and >= 0")
+    tau = ddg_tau(sigma, num_shares)
+    if l1_sensitivity is None:
+        l1_sensitivity = l2_sensitivity * min(math.sqrt(dim), l2_sensitivity)
+    sd = math.sqrt(num_shares) * sigma
+    l2_scale = l2_sensitivity / sd
+    l1_scale = l1_sensitivity / sd
+    term_1 = alpha / 2.0 * l2_scale**2 + tau * dim
+    term_2 = alpha / 2.0 * (l2_scale**2 + 2.0 * l1_scale * tau + tau**2 * dim)
+    term_3 = alpha / 2.0 * (l2_scale + math.sqrt(dim) * tau) ** 2
+    return np.minimum(np.minimum(term_1, term_2), term_3)
+
+
+def poisson_subsampled_rdp_upper_bound(
+    orders: Sequence[int], sample_rate: float, rdp: Mapping[int, float] | np.ndarray
+) -> np.ndarray:
+    """Zhu-Wang 2019 general upper bound (optimal up to log(3)/(alpha-1)), at integer ``orders >= 2``.
+
+    ``rdp[l]`` must hold the unsampled mechanism's RDP at every integer
+    ``l`` in ``2..max(orders)`` (an array indexed by ``l`` or a mapping).
+    """
+    q = float(sample_rate)
+    if not 0 <= q <= 1:
+        raise ValueError("sample_rate must be in [0, 1]")
+    result = np.empty(len(orders), dtype=np.float64)
+    for index, order in enumerate(orders):
+        alpha = int(order)
+        if alpha != order or alpha < 2:
+            raise ValueError("the Zhu-Wang bound is stated for integer orders >= 2")
+        if q == 0:
+            result[index] = 0.0
+            continue
+        if q == 1:
+            result[index] = float(rdp[alpha])
+            continue
+        log_q, log_1mq = math.log(q), math.log1p(-q)
+        ells = np.arange(3, alpha + 1)
+        eps_l = np.array([float(rdp[int(ell)]) for ell in ells])
+        log_terms = [
+            (alpha - 1) * log_1mq + math.log(alpha * q - q + 1),
+            _log_comb(alpha, 2) + 2 * log_q + (alpha - 2) * log_1mq + float(rdp[2]),
+        ]
+        weights = [1.0, 1.0]
+        if len(ells):
+            log_terms.extend(
+                (ells - 1) * eps_l + _log_comb(alpha, ells) + (alpha - ells) * log_1mq + ells * log_q
+            )
+            weights.extend([3.0] * len(ells))
+        result[index] = float(special.logsumexp(np.asarray(log_terms, dtype=np.float64), b=weights)) / (
+            alpha - 1
+        )
+    return result
+
+
+def _log_comb(n: int, k: Any) -> Any:
+    return special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
+
+
+@dataclass(frozen=True)
+class DdgStep:
+    """One history entry of the DDG accountant (all lengths in integer units)."""
+
+    sigma: float  # per-share scale parameter of N_Z(0, sigma^2)
+    l2_sensitivity: float  # bound on one client's rounded update (see conditional_rounding_l2_bound)
+    num_shares: int  # noise shares actually in the sum (survivors, optionally minus one)
+    dim: int
+    sample_rate: float
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"sigma must be positive and finite, got {self.sigma!r}")
+        if not (
+            isinstance(self.l2_sensitivity, (int, float))
+            and math.isfinite(self.l2_sensitivity)
+            and self.l2_sensitivity >= 0
+        ):
+            raise ValueError(f"l2_sensitivity must be finite and >= 0, got {self.l2_sensitivity!r}")
+        for name in ("num_shares", "dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.sample_rate, (int, float)) and 0 <= self.sample_rate <= 1):
+            raise ValueError(f"sample_rate must be in [0, 1], got {self.sample_rate!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
+            raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
+
+    def key(self) -> tuple[float, float, int, int, float]:
+        return (
+            float(self.sigma),
+            float(self.l2_sensitivity),
+            int(self.num_shares),
+            int(self.dim),
+            float(self.sample_rate),
+        )
+
+
+class DistributedDiscreteGaussianAccountant:
+    """RDP accountant for the DDG mechanism, composed over rounds.
+
+    Same shape as :class:`~secure_fedrec.privacy.accounting.Accountant`
+    (keyword-only ``step``, ``get_epsilon``, ``epsilon_after``, ``copy``,
+    validating ``state_dict``), with the DDG's own parameters per step. Record
+    the round *after* unmasking, with the number of shares that really entered
+    the sum. Guaranteeing ``num_shares >= min_survivors`` is the job of the
+    share sizing (:func:`~secure_fedrec.privacy.discrete_gaussian.distributed_noise_share_sigma`);
+    the accountant simply charges what happened.
+    """
+
+    mechanism = "ddg-rdp"
+
+    def __init__(self, orders: Sequence[int] = DDG_ORDERS) -> None:
+        orders = tuple(int(order) for order in orders)
+        if not orders or min(orders) < 2:
+            raise ValueError("DDG orders must be integers >= 2")
+        self.orders: tuple[int, ...] = orders
+        self.history: list[DdgStep] = []
+
+    def step(
+        self,
+        *,
+        sigma: float,
+        l2_sensitivity: float,
+        num_shares: int,
+        dim: int,
+        sample_rate: float,
+        steps: int = 1,
+    ) -> None:
+        record = DdgStep(sigma, l2_sensitivity, num_shares, dim, sample_rate, steps)
+        if record.steps == 0:
+            return
+        if self.history and self.history[-1].key() == record.key():
+            last = self.history[-1]
+            self.history[-1] = DdgStep(*last.key(), steps=last.steps + record.steps)
+        else:
+            self.history.append(record)
+
+    def rdp(self) -> np.ndarray:
+        """The composed RDP curve at :attr:`orders`."""
+        grouped: OrderedDict[tuple[float, float, int, int, float], int] = OrderedDict()
+        for record in self.history:
+            grouped[record.key()] = grouped.get(record.key(), 0) + record.steps
+        total = np.zeros(len(self.orders), dtype=np.float64)
+        all_orders = np.arange(0, max(self.orders) + 1)
+        for (sigma, l2, shares, dim, q), steps in grouped.items():
+            base = np.full(len(all_orders), np.nan)
+            base[2:] = ddg_rdp(all_orders[2:], sigma=sigma, l2_sensitivity=l2, num_shares=shares, dim=dim)
+            sampled = poisson_subsampled_rdp_upper_bound(self.orders, q, base)
+            unsampled = base[list(self.orders)]
+            total += steps * np.minimum(sampled, unsampled)
+        return total
+
+    def get_epsilon(self, delta: float) -> float:
+        delta = validate_delta(delta)
+        if not self.history:
+            return 0.0
+        eps, _ = rdp_privacy_accountant.compute_epsilon(
+            np.asarray(self.orders, dtype=np.float64), self.rdp(), delta
+        )
+        return float(eps)
+
+    def epsilon_after(self, *, delta: float, **step: Any) -> float:
+        trial = self.copy()
+        trial.step(**step)
+        return trial.get_epsilon(delta)
+
+    def copy(self) -> DistributedDiscreteGaussianAccountant:
+        duplicate = copy.copy(self)
+        duplicate.history = list(self.history)
+        return duplicate
+
+    @property
+    def total_steps(self) -> int:
+        return sum(record.steps for record in self.history)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": _STATE_VERSION,
+            "mechanism": self.mechanism,
+            "options": {"orders": list(self.orders)},
+            "history": [[*record.key(), record.steps] for record in self.history],
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        if not isinstance(state_dict, Mapping):
+            raise AccountantStateError("state_dict must be a mapping")
+        if state_dict.get("version") != _STATE_VERSION:
+            raise AccountantStateError(f"unsupported state_dict version {state_dict.get('version')!r}")
+        if state_dict.get("mechanism") != self.mechanism:
+            raise AccountantStateError(
+                f"state_dict of a {state_dict.get('mechanism')!r} accountant cannot be loaded "
+                f"into a {self.mechanism!r} accountant"
+            )
+        if list(state_dict.get("options", {}).get("orders", [])) != list(self.orders):
+            raise AccountantStateError("state_dict RDP orders differ from this accountant's")
+        history = state_dict.get("history")
+        if not isinstance(history, (list, tuple)):
+            raise AccountantStateError("history must be a list")
+        loaded = []
+        for entry in history:
+            try:
+                sigma, l2, shares, dim, q, steps = entry
+                loaded.append(DdgStep(sigma, l2, shares, dim, q, steps))
+            except (TypeError, ValueError) as exc:
+                raise AccountantStateError(f"invalid history entry {entry!r}: {exc}") from exc
+        self.history = [record for record in loaded if record.steps > 0]

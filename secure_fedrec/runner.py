@@ -1,0 +1,116 @@
+"""One federated job from a configuration: load data, train, evaluate, write results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .config import RunConfig, config_to_dict, dump_toml
+from .data import holdout_split, leave_last_out, load_ratings, synthetic_ratings
+from .data.dataset import RatingData, Split
+from .engine.inprocess import FederatedTrainer, RoundMetrics
+
+__all__ = ["load_data", "make_split", "run_job", "write_json_atomic"]
+
+
+def load_data(config: RunConfig) -> RatingData:
+    d = config.data
+    if d.source == "synthetic":
+        s = d.synthetic
+        return synthetic_ratings(
+            n_users=s.n_users, n_items=s.n_items, rank=s.rank,
+            mean_ratings_per_user=s.mean_ratings_per_user, noise_std=s.noise_std,
+            seed=config.seed, implicit=d.implicit,
+        )
+    return load_ratings(
+        d.source, d.format, implicit=d.implicit, binarize_threshold=d.binarize_threshold,
+        min_user_ratings=d.min_user_ratings, min_item_ratings=d.min_item_ratings,
+    )
+
+
+def make_split(config: RunConfig, data: RatingData) -> Split:
+    if config.split_protocol == "leave-last-out":
+        return leave_last_out(data, seed=config.seed)
+    return holdout_split(data, test_fraction=config.data.test_fraction, seed=config.seed)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, default=_json_default)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def environment() -> dict[str, str]:
+    import torch
+
+    return {
+        "secure_fedrec": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpus": str(os.cpu_count()),
+    }
+
+
+def run_job(
+    config: RunConfig, out_dir: str | Path | None = None, *,
+    on_round: Callable[[RoundMetrics], None] | None = None,
+) -> dict[str, Any]:
+    """Run a whole federated job; returns (and, with ``out_dir``, writes) ``metrics.json``."""
+    started = time.perf_counter()
+    data = load_data(config)
+    split = make_split(config, data)
+    trainer = FederatedTrainer(config, split)
+    history = trainer.run(on_round=on_round)
+    final = dict(history[-1].evaluation) if history else {}
+    bytes_per_round = [m.measurements.get("bytes_sent_per_client", 0.0) for m in history]
+    result: dict[str, Any] = {
+        "config": config_to_dict(config),
+        "seed": config.seed,
+        "engine": config.engine,
+        "protocol": config.aggregation.protocol,
+        "model": config.model_name,
+        "split": split.protocol,
+        "dataset": data.stats(),
+        "dataset_notes": list(data.notes),
+        "rounds": [m.as_dict() for m in history],
+        "final": final,
+        "bytes_sent_per_client_per_round": bytes_per_round,
+        "bytes_sent_per_client_mean": float(np.mean(bytes_per_round)) if bytes_per_round else 0.0,
+        "wall_time_seconds": time.perf_counter() - started,
+        "environment": environment(),
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "metrics.json", result)
+        (out / "config.toml").write_text(dump_toml(config_to_dict(config)), encoding="utf-8")
+    return result

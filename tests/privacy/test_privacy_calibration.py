@@ -1,0 +1,60 @@
+"""Noise calibration meets the target ε from the safe side, and the default δ."""
+
+from __future__ import annotations
+
+import pytest
+
+from secure_fedrec.privacy.accounting import create_accountant
+from secure_fedrec.privacy.calibration import (
+    CalibrationError,
+    calibrate_ddg_total_sigma,
+    calibrate_noise_multiplier,
+    default_delta,
+)
+from secure_fedrec.privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
+
+DELTA = 1e-5
+
+
+@pytest.mark.parametrize(
+    "mechanism,target,q,steps",
+    [("pld", 3.0, 0.01, 1000), ("rdp", 3.0, 0.01, 1000), ("pld", 1.0, 0.05, 200), ("rdp", 8.0, 0.2, 50)],
+)
+def test_calibrated_noise_multiplier_hits_the_target_from_below(mechanism, target, q, steps):
+    z = calibrate_noise_multiplier(target, DELTA, sample_rate=q, steps=steps, accountant=mechanism, rtol=1e-3)
+    accountant = create_accountant(mechanism)
+    accountant.step(noise_multiplier=z, sample_rate=q, steps=steps)
+    achieved = accountant.get_epsilon(DELTA)
+    assert achieved <= target
+    assert achieved >= 0.99 * target  # not needlessly noisy
+    slightly_less = create_accountant(mechanism)
+    slightly_less.step(noise_multiplier=z * 0.995, sample_rate=q, steps=steps)
+    assert slightly_less.get_epsilon(DELTA) > target
+
+
+def test_calibration_rejects_bad_inputs():
+    with pytest.raises(ValueError):
+        calibrate_noise_multiplier(-1.0, DELTA, sample_rate=0.1, steps=10)
+    with pytest.raises(ValueError):
+        calibrate_noise_multiplier(1.0, DELTA, sample_rate=0.0, steps=10)
+    with pytest.raises(ValueError):
+        calibrate_noise_multiplier(1.0, DELTA, sample_rate=0.1, steps=10, accountant="nope")
+    with pytest.raises(CalibrationError):
+        calibrate_noise_multiplier(1e-9, DELTA, sample_rate=1.0, steps=10**6, accountant="rdp")
+
+
+def test_ddg_calibration_hits_the_target_at_min_survivors():
+    kwargs = {"l2_sensitivity": 120.0, "min_survivors": 40, "dim": 5000, "sample_rate": 0.02, "steps": 300}
+    total = calibrate_ddg_total_sigma(2.0, DELTA, **kwargs)
+    accountant = DistributedDiscreteGaussianAccountant()
+    accountant.step(
+        sigma=total / 40**0.5, l2_sensitivity=120.0, num_shares=40, dim=5000, sample_rate=0.02, steps=300
+    )
+    assert 0.99 * 2.0 <= accountant.get_epsilon(DELTA) <= 2.0
+
+
+def test_default_delta():
+    assert default_delta(1000) == pytest.approx(1000**-1.1)
+    assert default_delta(610) < 1 / 610
+    with pytest.raises(ValueError):
+        default_delta(1)

@@ -1,0 +1,113 @@
+"""Distributed discrete Gaussian accounting: formula checks and limits against the continuous Gaussian."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from dp_accounting.rdp import rdp_privacy_accountant
+
+from secure_fedrec.privacy.accounting import AccountantStateError, RdpAccountant
+from secure_fedrec.privacy.ddg_accounting import (
+    DistributedDiscreteGaussianAccountant,
+    conditional_rounding_l2_bound,
+    ddg_rdp,
+    ddg_tau,
+    poisson_subsampled_rdp_upper_bound,
+)
+
+DELTA = 1e-5
+
+
+def test_tau_matches_a_direct_sum():
+    sigma, n = 0.6, 7
+    direct = 10 * sum(math.exp(-2 * math.pi**2 * sigma**2 * k / (k + 1)) for k in range(1, n))
+    assert ddg_tau(sigma, n) == pytest.approx(direct, rel=1e-12)
+    assert ddg_tau(sigma, 1) == 0.0
+    assert ddg_tau(3.0, 1000) < 1e-30  # negligible at practical integer-domain scales
+
+
+def test_unsampled_ddg_with_negligible_tau_equals_the_gaussian():
+    # n shares of scale sigma and sensitivity D behave like a Gaussian with z = sqrt(n) sigma / D.
+    sigma, n, sensitivity = 50.0, 20, 100.0
+    z = math.sqrt(n) * sigma / sensitivity
+    ddg = DistributedDiscreteGaussianAccountant()
+    ddg.step(sigma=sigma, l2_sensitivity=sensitivity, num_shares=n, dim=10_000, sample_rate=1.0, steps=25)
+    gaussian = RdpAccountant(orders=ddg.orders)
+    gaussian.step(noise_multiplier=z, sample_rate=1.0, steps=25)
+    assert ddg.get_epsilon(DELTA) == pytest.approx(gaussian.get_epsilon(DELTA), rel=0.01)
+
+
+def test_tau_term_penalizes_small_scales():
+    common = {"l2_sensitivity": 3.0, "num_shares": 50, "dim": 100_000}
+    tiny = ddg_rdp([2, 8], sigma=0.5, **common)
+    large = ddg_rdp([2, 8], sigma=5.0 / math.sqrt(50) * 10, **common)
+    gaussian_like = np.array([2, 8]) / 2 * (3.0 / (math.sqrt(50) * 0.5)) ** 2
+    assert np.all(tiny > gaussian_like)  # the sum of small discrete Gaussians is worse than a Gaussian
+    assert np.all(large < tiny)
+
+
+def test_zhu_wang_bound_is_exact_at_q_one_and_dominates_the_tight_gaussian():
+    orders = list(range(2, 41))
+    z = 4.0
+    base = np.array([alpha / (2 * z * z) for alpha in range(41)])
+    assert np.allclose(poisson_subsampled_rdp_upper_bound(orders, 1.0, base), base[2:])
+    for q in (0.001, 0.01, 0.1, 0.5):
+        general = poisson_subsampled_rdp_upper_bound(orders, q, base)
+        tight = rdp_privacy_accountant._compute_rdp_poisson_subsampled_gaussian(q, z, np.array(orders, float))
+        assert np.all(general >= tight * (1 - 1e-6) - 1e-15)
+        assert np.all(general <= base[2:] + 1e-12) or q > 0.3  # amplification helps for small q
+        assert general[0] == pytest.approx(tight[0], rel=1e-6)  # the alpha=2 terms coincide
+
+
+def test_subsampling_and_more_survivors_help():
+    def eps(q: float, shares: int) -> float:
+        accountant = DistributedDiscreteGaussianAccountant()
+        accountant.step(
+            sigma=30.0, l2_sensitivity=100.0, num_shares=shares, dim=1000, sample_rate=q, steps=100
+        )
+        return accountant.get_epsilon(DELTA)
+
+    assert eps(0.01, 20) < eps(0.1, 20) < eps(1.0, 20)
+    assert eps(0.1, 40) < eps(0.1, 20)
+
+
+def test_conditional_rounding_bound():
+    c, gamma, d = 1.0, 0.01, 10_000
+    unconditional = conditional_rounding_l2_bound(c, gamma, d, beta=0.0)
+    assert unconditional == pytest.approx(c / gamma + math.sqrt(d))
+    conditional = conditional_rounding_l2_bound(c, gamma, d, beta=math.exp(-0.5))
+    expected = math.sqrt((c / gamma) ** 2 + d / 4 + math.sqrt(2 * 0.5) * (c / gamma + math.sqrt(d) / 2))
+    assert conditional == pytest.approx(min(unconditional, expected))
+    assert conditional < unconditional
+    # Empirically: randomized rounding of norm-c vectors stays within the unconditional bound.
+    generator = np.random.default_rng(3)
+    x = generator.normal(size=(200, 500))
+    x *= (c / gamma) / np.linalg.norm(x, axis=1, keepdims=True)
+    floor = np.floor(x)
+    rounded = floor + (generator.random(x.shape) < (x - floor))
+    assert np.linalg.norm(rounded, axis=1).max() <= conditional_rounding_l2_bound(c, gamma, 500, beta=0.0)
+
+
+def test_state_dict_and_epsilon_after():
+    accountant = DistributedDiscreteGaussianAccountant()
+    accountant.step(sigma=20.0, l2_sensitivity=50.0, num_shares=10, dim=100, sample_rate=0.1, steps=5)
+    predicted = accountant.epsilon_after(
+        delta=DELTA, sigma=20.0, l2_sensitivity=50.0, num_shares=9, dim=100, sample_rate=0.1
+    )
+    assert accountant.total_steps == 5
+    restored = DistributedDiscreteGaussianAccountant()
+    restored.load_state_dict(json.loads(json.dumps(accountant.state_dict())))
+    assert restored.get_epsilon(DELTA) == accountant.get_epsilon(DELTA)
+    restored.step(sigma=20.0, l2_sensitivity=50.0, num_shares=9, dim=100, sample_rate=0.1)
+    assert restored.get_epsilon(DELTA) == pytest.approx(predicted)
+    bad = accountant.state_dict()
+    bad["history"][0][2] = 0  # zero shares
+    with pytest.raises(AccountantStateError):
+        restored.load_state_dict(bad)
+    bad = accountant.state_dict()
+    bad["mechanism"] = "rdp"
+    with pytest.raises(AccountantStateError):
+        restored.load_state_dict(bad)
