@@ -17,7 +17,11 @@ secure_fedrec: privacy-preserving federated recommendation.
 Subcommands:
   run      train a federated recommender (every user is a client) and write metrics.json
   baseline train the same model centrally, for comparison
+  (more subcommands are registered by the workflow modules; see --help of each)
 """
+
+#: modules that add subcommands: each has ``register(subparsers) -> {name: handler}``
+COMMAND_MODULES = ("secure_fedrec.studies.commands", "secure_fedrec.reports.commands")
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -56,6 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_arguments(base)
     base.add_argument("--epochs", type=int, default=20, help="passes over the pooled training data")
     return parser
+
+
+def _extra_commands(sub) -> dict:
+    import importlib
+
+    handlers = {}
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # that workflow is not part of this installation
+            raise
+        handlers.update(module.register(sub))
+    return handlers
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -134,9 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
 
     parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    extra = _extra_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"run": cmd_run, "baseline": cmd_baseline}
+    handlers = {"run": cmd_run, "baseline": cmd_baseline, **extra}
     if args.command is None:
         parser.print_help()
         return 2
