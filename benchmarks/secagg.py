@@ -98,10 +98,12 @@ def run_ours(n: int, m: int, k: int, t: int, rate: float, seed: int) -> dict:
     inputs = {cid: encoded for cid in range(n)}
     params = MaskingParams(threshold=t, degree=k, bits=BITS, vector_length=m)
     schedule = dropout_schedule(n, rate, seed)
+    wall = time.perf_counter()
     try:
         result = run_session(inputs, params, dropouts=schedule)
     except BelowThreshold as exc:
         return {"completed": False, "error": str(exc)}
+    wall = time.perf_counter() - wall
     want = (encoded.astype(np.uint64) * np.uint64(len(result.contributors))) & np.uint64(
         (1 << BITS) - 1)
     correct = bool(np.array_equal(result.total, want))
@@ -113,6 +115,7 @@ def run_ours(n: int, m: int, k: int, t: int, rate: float, seed: int) -> dict:
         "completed": True, "correct": correct,
         "client_seconds": client, "server_seconds": result.server_seconds,
         "encode_seconds": encode_seconds, "protocol_client_seconds": result.client_seconds,
+        "session_wall_seconds": wall,
         "client_seconds_per_client": client / n,
         "bytes_sent_per_client": float(np.mean(sent)), "max_bytes_sent": int(max(sent)),
         "bytes_received_per_client": float(np.mean(received)),

@@ -122,12 +122,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"{result['dataset']['n_items']} items, {result['dataset']['n_ratings']} ratings)"),
         ("model / split", f"{result['model']} / {result['split']}"),
         ("protocol", result["protocol"]),
+        ("privacy", result["privacy"]["statement"]),
         ("rounds", str(config.training.rounds)),
         *((k, _fmt(v)) for k, v in result["final"].items()),
         ("bytes sent per client per round", f"{result['bytes_sent_per_client_mean']:.0f}"),
         ("wall time", f"{result['wall_time_seconds']:.1f} s"),
     ]
     print(_summary_table(rows))
+    if result.get("stopped_early"):
+        print(f"note: {result['stopped_early']}")
     if args.out is not None:
         print(f"wrote {args.out / 'metrics.json'} and {args.out / 'config.toml'}")
     return 0

@@ -128,6 +128,31 @@ class AggregationConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    unit: Literal["none", "record", "user"] = "none"
+    noise: Literal["central", "distributed"] = "central"
+    target_epsilon: float | None = None  # when set, calibrates the noise for the planned rounds
+    delta: float | None = None  # default 1 / N^1.1 for N users
+    noise_multiplier: float = 1.0  # used when target_epsilon is not set
+    clip_norm: float = 0.5  # user: L2 bound of a client update; record: of one example's gradient
+    accountant: Literal["pld", "rdp"] = "pld"
+    record_batch_size: int = 32  # record level: expected Poisson batch size of DP-SGD
+    # hooks: measured faster than ghost on the small per-client views here (benchmarks/dp_overhead.py)
+    grad_sample_mode: Literal["ghost", "hooks"] = "hooks"
+
+    def validate(self) -> None:
+        _check(self.target_epsilon is None or self.target_epsilon > 0, "privacy.target_epsilon", "must be > 0")
+        _check(self.delta is None or 0 < self.delta < 1, "privacy.delta", "must be in (0, 1)")
+        _check(self.noise_multiplier > 0, "privacy.noise_multiplier", "must be > 0")
+        _check(self.clip_norm > 0, "privacy.clip_norm", "must be > 0")
+        _check(self.record_batch_size >= 1, "privacy.record_batch_size", "must be >= 1")
+        if self.unit == "none":
+            return
+        _check(self.unit == "user" or self.noise == "central", "privacy.noise",
+               "= 'distributed' needs privacy.unit = 'user' (record-level noise is added by DP-SGD)")
+
+
+@dataclass
 class EvaluationConfig:
     ranking: Literal["full", "sampled"] = "full"
     k: int = 10
@@ -148,11 +173,24 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def validate(self) -> None:
-        for section in (self.data, self.model, self.training, self.aggregation, self.evaluation):
+        for section in (self.data, self.model, self.training, self.aggregation, self.privacy,
+                        self.evaluation):
             section.validate()
+        p = self.privacy
+        if p.unit == "user":
+            _check(self.training.sampling == "poisson", "training.sampling",
+                   "must be 'poisson' with privacy.unit = 'user': the accountant assumes Poisson "
+                   "sampling of clients")
+        if p.unit == "user" and p.noise == "distributed":
+            _check(self.aggregation.protocol != "plaintext", "aggregation.protocol",
+                   "must be a secure protocol (secagg, secagg+, paillier) with privacy.noise = "
+                   "'distributed': with plaintext the server sees each client's barely-noised update")
+            _check(p.target_epsilon is not None, "privacy.target_epsilon",
+                   "must be set with privacy.noise = 'distributed' (the noise shares are calibrated to it)")
 
     @property
     def model_name(self) -> str:

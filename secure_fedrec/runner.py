@@ -66,6 +66,16 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def save_model_atomic(path: Path, trainer: FederatedTrainer) -> None:
+    """The trained shared parameters (what a deployment's server holds), written atomically."""
+    import torch
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"shared": trainer.model.shared_state(), "layout": trainer.layout.names,
+                "round": trainer.round_index}, tmp)
+    os.replace(tmp, path)
+
+
 def environment() -> dict[str, str]:
     import torch
 
@@ -105,6 +115,8 @@ def run_job(
         "final": final,
         "bytes_sent_per_client_per_round": bytes_per_round,
         "bytes_sent_per_client_mean": float(np.mean(bytes_per_round)) if bytes_per_round else 0.0,
+        "privacy": trainer.privacy.summary(),
+        "stopped_early": trainer.privacy.stopped_reason,
         "wall_time_seconds": time.perf_counter() - started,
         "environment": environment(),
     }
@@ -112,5 +124,6 @@ def run_job(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", result)
+        save_model_atomic(out / "model.pt", trainer)
         (out / "config.toml").write_text(dump_toml(config_to_dict(config)), encoding="utf-8")
     return result

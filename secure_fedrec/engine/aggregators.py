@@ -15,7 +15,6 @@ A protocol (:class:`protocols.SecureSum`) is one swappable sum layer.
 
 from __future__ import annotations
 
-import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -24,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocols import FixedPointEncoder, SecureSum
-from protocols.encoding import csprng_uniform
 
+from ..privacy.noise import csprng_normal
 from .updates import ClientUpdates, RoundContext, SumOutput
 
 __all__ = [
@@ -36,7 +35,6 @@ __all__ = [
     "CentralGaussianNoise",
     "Mean",
     "MeanOutput",
-    "csprng_gaussian",
 ]
 
 
@@ -153,20 +151,6 @@ class Clip(SumLayer):
         return out
 
 
-def csprng_gaussian(size: int, stddev: float) -> np.ndarray:
-    """Gaussian noise from the OS CSPRNG (Box–Muller), for noise an adversary must not predict.
-
-    Hand-written because numpy's generators are not cryptographic and no
-    maintained library offers vectorized CSPRNG Gaussians.
-    """
-    n_pairs = (size + 1) // 2
-    u = csprng_uniform(2 * n_pairs)
-    u1 = 1.0 - u[:n_pairs]  # (0, 1]: log is finite
-    radius = np.sqrt(-2.0 * np.log(u1))
-    angle = 2.0 * math.pi * u[n_pairs:]
-    return (np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:size]) * stddev
-
-
 @dataclass
 class CentralGaussianNoise(SumLayer):
     """Add N(0, stddev²) to every coordinate of the sum, on the server, after the inner sum.
@@ -180,7 +164,7 @@ class CentralGaussianNoise(SumLayer):
 
     def sum(self, updates: ClientUpdates, ctx: RoundContext) -> SumOutput:
         out = self.inner.sum(updates, ctx)
-        out.total = out.total + csprng_gaussian(out.total.size, self.stddev)
+        out.total = out.total + self.stddev * csprng_normal(out.total.size)
         out.measurements["noise_stddev"] = float(self.stddev)
         return out
 

@@ -21,6 +21,10 @@ from ..config import RunConfig
 from ..data.dataset import Split
 from ..evaluation import evaluate
 from ..models import FederatedModel, build_model
+from protocols import BelowThreshold
+
+from ..privacy.dpsgd import train_client_dpsgd
+from ..privacy.session import PrivacySession
 from .aggregators import Mean
 from .client import ClientData, LocalTraining, train_client
 from .protocols import build_pipeline
@@ -28,6 +32,8 @@ from .server import ServerOptimizer, build_server_optimizer, expected_clients, s
 from .updates import ClientUpdates, RoundContext
 
 __all__ = ["FederatedTrainer", "RoundMetrics", "build_model_for"]
+
+_ROUND_STREAM, _CLIENT_STREAM = 0, 1
 
 
 def build_model_for(config: RunConfig, split: Split) -> FederatedModel:
@@ -72,7 +78,6 @@ class FederatedTrainer:
         self.model = build_model_for(config, split)
         self.layout = self.model.layout()
         self.params = self.layout.flatten(self.model.shared_state())
-        self.rng = np.random.default_rng(config.seed)
         t = config.training
         self.local = LocalTraining(
             epochs=t.local_epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
@@ -81,7 +86,12 @@ class FederatedTrainer:
         train = split.train
         self.population = np.flatnonzero(train.ratings_per_user() > 0)
         self.expected_clients = expected_clients(len(self.population), t.clients_per_round)
-        self.pipeline = pipeline or build_pipeline(config, self.expected_clients)
+        counts = train.ratings_per_user()[self.population]
+        self.privacy = PrivacySession(
+            config, n_users=len(self.population), expected_clients=self.expected_clients,
+            dim=self.layout.size, min_client_examples=int(counts.min()) if len(counts) else 1,
+        )
+        self.pipeline = pipeline or build_pipeline(config, self.expected_clients, self.privacy)
         self.server_optimizer = server_optimizer or build_server_optimizer(t.server_optimizer, t.server_lr)
         order = np.argsort(train.users, kind="stable")
         bounds = np.searchsorted(train.users[order], np.arange(train.n_users + 1))
@@ -94,27 +104,53 @@ class FederatedTrainer:
         rows = self._client_rows[user]
         return ClientData(user=user, items=self.split.train.items[rows], ratings=self.split.train.ratings[rows])
 
-    def _dropouts(self, sampled: np.ndarray) -> dict[int, str]:
-        rate = self.config.training.dropout_rate
-        if rate <= 0:
-            return {}
-        stages = getattr(getattr(self.pipeline.inner, "protocol", None), "stages", ("upload",))
-        drops = sampled[self.rng.random(len(sampled)) < rate]
-        return {int(c): str(stages[self.rng.integers(len(stages))]) for c in drops}
+    # Randomness is derived per (seed, round[, client]) rather than drawn from one
+    # running stream: any engine (in-process, Flower) and a resumed run reproduce
+    # the same choices without sharing generator state.
+    def round_rng(self, round_index: int) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, round_index, _ROUND_STREAM])
+
+    def client_rng(self, round_index: int, client: int) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, round_index, _CLIENT_STREAM, client])
+
+    def plan_round(self, round_index: int) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
+        """Who is sampled, who drops out (at which protocol stage), who straggles."""
+        t = self.config.training
+        rng = self.round_rng(round_index)
+        sampled = sample_clients(self.population, t.clients_per_round, t.sampling, rng)
+        dropouts: dict[int, str] = {}
+        if t.dropout_rate > 0:
+            stages = getattr(getattr(self.pipeline.inner, "protocol", None), "stages", ("upload",))
+            drops = sampled[rng.random(len(sampled)) < t.dropout_rate]
+            dropouts = {int(c): str(stages[rng.integers(len(stages))]) for c in drops}
+        stragglers = rng.random(len(sampled)) < t.straggler_rate
+        return sampled, dropouts, stragglers
 
     def run_round(self) -> RoundMetrics:
         started = time.perf_counter()
         t = self.config.training
-        sampled = sample_clients(self.population, t.clients_per_round, t.sampling, self.rng)
+        sampled, dropouts, stragglers = self.plan_round(self.round_index)
         ctx = RoundContext(
-            round_index=self.round_index, expected_clients=self.expected_clients,
-            dropouts=self._dropouts(sampled),
+            round_index=self.round_index, expected_clients=self.expected_clients, dropouts=dropouts,
         )
-        stragglers = self.rng.random(len(sampled)) < t.straggler_rate
-        indptr, indices, values, weights, losses = [0], [], [], [], []
+        indptr, indices, values, weights, losses, trained = [0], [], [], [], [], []
+        p = self.config.privacy
         for cid, slow in zip(sampled.tolist(), stragglers.tolist()):
-            result = train_client(self.model, self.client_data(cid), self.local, self.rng,
-                                  epochs=1 if slow else None)
+            data = self.client_data(cid)
+            rng = self.client_rng(self.round_index, cid)
+            epochs = 1 if slow else None
+            if self.privacy.unit == "record":
+                if not self.privacy.client_can_train(cid, len(data.items)):
+                    continue  # this client's own budget is spent: it abstains
+                result, step = train_client_dpsgd(
+                    self.model, data, self.local, rng, noise_multiplier=self.privacy.noise_multiplier,
+                    max_grad_norm=p.clip_norm, batch_size=p.record_batch_size,
+                    grad_sample_mode=p.grad_sample_mode, epochs=epochs,
+                )
+                self.privacy.record_client_step(cid, step)
+            else:
+                result = train_client(self.model, data, self.local, rng, epochs=epochs)
+            trained.append(cid)
             idx = self.layout.indices_for_items(result.items)
             indices.append(idx)
             values.append(result.delta)
@@ -125,18 +161,30 @@ class FederatedTrainer:
             (np.concatenate(values) if values else np.zeros(0),
              np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64),
              np.asarray(indptr)),
-            shape=(len(sampled), self.layout.size),
+            shape=(len(trained), self.layout.size),
         )
-        updates = ClientUpdates(client_ids=sampled.astype(np.int64), matrix=matrix,
+        updates = ClientUpdates(client_ids=np.asarray(trained, dtype=np.int64), matrix=matrix,
                                 weights=np.asarray(weights, dtype=np.float64))
-        out = self.pipeline.aggregate(updates, ctx)
-        if out.contributors:
-            self.params = self.server_optimizer.step(self.params, out.update)
-            self.model.load_shared_state(self.layout.unflatten(self.params))
+        ctx.dropouts = {c: s for c, s in ctx.dropouts.items() if c in set(trained)}
+        contributors: tuple[int, ...] = ()
+        measurements: dict[str, float] = {}
+        if len(trained):
+            try:
+                out = self.pipeline.aggregate(updates, ctx)
+            except BelowThreshold as exc:
+                # The protocol aborted and released nothing: the round changes no shared parameter.
+                measurements["aborted"] = 1.0
+                measurements["abort_survivors"] = float(exc.survivors)
+            else:
+                contributors, measurements = out.contributors, out.measurements
+                if contributors:
+                    self.params = self.server_optimizer.step(self.params, out.update)
+                    self.model.load_shared_state(self.layout.unflatten(self.params))
+        measurements.update(self.privacy.after_round())
         metrics = RoundMetrics(
-            round=self.round_index + 1, sampled=len(sampled), contributors=len(out.contributors),
+            round=self.round_index + 1, sampled=len(sampled), contributors=len(contributors),
             train_loss=float(np.mean(losses)) if losses else float("nan"),
-            seconds=0.0, measurements=out.measurements,
+            seconds=0.0, measurements=measurements,
         )
         self.round_index += 1
         cfg = self.config.evaluation
@@ -148,7 +196,7 @@ class FederatedTrainer:
 
     def _weight(self, num_examples: int) -> float:
         agg = self.config.aggregation
-        if agg.weighting == "uniform":
+        if agg.weighting == "uniform" or self.privacy.unit == "user":
             return 1.0
         return min(num_examples, agg.weight_cap) / agg.weight_cap
 
@@ -160,6 +208,8 @@ class FederatedTrainer:
     def run(self, *, on_round: Callable[[RoundMetrics], None] | None = None) -> list[RoundMetrics]:
         torch.manual_seed(self.config.seed)
         while self.round_index < self.config.training.rounds:
+            if not self.privacy.can_run_round():
+                break  # the next round would exceed the privacy budget: stop with the model as is
             metrics = self.run_round()
             if on_round is not None:
                 on_round(metrics)

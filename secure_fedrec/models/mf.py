@@ -13,7 +13,7 @@ __all__ = ["BiasedMF"]
 class BiasedMF(FederatedModel):
     """Explicit-feedback MF. Shared: q (item factors), b_i, μ. Private: p (user factors), b_u."""
 
-    shared_names = ("item_factors.weight", "item_bias.weight", "global_bias")
+    shared_names = ("item_factors.weight", "item_bias.weight", "global_bias.weight")
     item_row_names = frozenset({"item_factors.weight", "item_bias.weight"})
     private_names = ("user_factors.weight", "user_bias.weight")
     task = "explicit"
@@ -35,12 +35,16 @@ class BiasedMF(FederatedModel):
             self.item_factors.weight.copy_(torch.randn(n_items, dim, generator=gen) * init_std)
             self.user_bias.weight.zero_()
             self.item_bias.weight.zero_()
-        self.global_bias = nn.Parameter(torch.tensor([float(global_mean)]))
+        # An Embedding of one row rather than a bare Parameter: every trainable
+        # parameter then sits in a layer Opacus computes per-sample gradients for.
+        self.global_bias = nn.Embedding(1, 1)
+        with torch.no_grad():
+            self.global_bias.weight.fill_(float(global_mean))
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         p, q = self.user_factors(users), self.item_factors(items)
         return (
-            self.global_bias + self.user_bias(users).squeeze(-1) + self.item_bias(items).squeeze(-1)
+            self.global_bias(torch.zeros_like(users)).squeeze(-1) + self.user_bias(users).squeeze(-1) + self.item_bias(items).squeeze(-1)
             + (p * q).sum(-1)
         )
 
@@ -53,7 +57,7 @@ class BiasedMF(FederatedModel):
 
     def score_all_items(self, users: torch.Tensor) -> torch.Tensor:
         return (
-            self.global_bias
+            self.global_bias.weight
             + self.user_bias(users)
             + self.item_bias.weight.T
             + self.user_factors(users) @ self.item_factors.weight.T

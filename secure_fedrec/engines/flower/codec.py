@@ -1,0 +1,115 @@
+"""What travels in a Flower message: one ConfigRecord of scalars, lists and raw bytes.
+
+Our payloads are plain dicts of ``int | float | str | bytes | bool`` and lists
+of those — exactly what a Flower ``ConfigRecord`` carries — so the protocol
+frames of :mod:`protocols.masking` ride in Flower messages byte for byte.
+Numeric vectors travel as little-endian bytes with a fixed dtype per key;
+the receiver rebuilds them with :func:`numpy.frombuffer`, never with pickle.
+
+The one pickle here is :func:`dump_node_state`/:func:`load_node_state`: a
+node's *own* state (its users' private model rows and their live protocol
+parties), kept in Flower's ``Context.state`` between messages. It never
+crosses the network — the SuperNode keeps the Context — and only bytes the
+node itself produced are ever unpickled.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import io
+import pickle
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+__all__ = [
+    "PAYLOAD_KEY",
+    "Payload",
+    "f64_bytes",
+    "f64_array",
+    "i64_bytes",
+    "i64_array",
+    "payload_size",
+    "dump_node_state",
+    "load_node_state",
+]
+
+#: The name of the ConfigRecord that holds our payload in every message.
+PAYLOAD_KEY = "sfr"
+
+Payload = dict[str, Any]
+
+
+def f64_bytes(values: np.ndarray) -> bytes:
+    return np.ascontiguousarray(values, dtype="<f8").tobytes()
+
+
+def f64_array(data: bytes) -> np.ndarray:
+    if len(data) % 8:
+        raise ValueError("a float64 vector must be a whole number of 8-byte words")
+    return np.frombuffer(data, dtype="<f8").astype(np.float64)
+
+
+def i64_bytes(values: np.ndarray) -> bytes:
+    return np.ascontiguousarray(values, dtype="<i8").tobytes()
+
+
+def i64_array(data: bytes) -> np.ndarray:
+    if len(data) % 8:
+        raise ValueError("an int64 vector must be a whole number of 8-byte words")
+    return np.frombuffer(data, dtype="<i8").astype(np.int64)
+
+
+def payload_size(payload: Payload) -> int:
+    """Bytes of the payload's values (bytes and strings by length, numbers as 8 bytes).
+
+    A lower bound on the serialized Flower message; the Flower transport also
+    reports the serialized message sizes it measured.
+    """
+    total = 0
+    for value in payload.values():
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, (bytes, str)):
+                total += len(item)
+            else:
+                total += 8
+    return total
+
+
+# -- node-local state ----------------------------------------------------------------------
+_RAW = serialization.Encoding.Raw
+_RAW_PRIVATE = serialization.PrivateFormat.Raw
+_NO_ENCRYPTION = serialization.NoEncryption()
+
+
+def _reduce_x25519(key: X25519PrivateKey):
+    return X25519PrivateKey.from_private_bytes, (key.private_bytes(_RAW, _RAW_PRIVATE, _NO_ENCRYPTION),)
+
+
+def _reduce_ed25519(key: Ed25519PrivateKey):
+    return Ed25519PrivateKey.from_private_bytes, (key.private_bytes(_RAW, _RAW_PRIVATE, _NO_ENCRYPTION),)
+
+
+class _StatePickler(pickle.Pickler):
+    """Pickles the protocol parties' key objects (Rust types with no pickle support)
+    by their raw private bytes; scoped to this pickler, nothing global is registered."""
+
+    dispatch_table = copyreg.dispatch_table.copy()
+    dispatch_table[type(X25519PrivateKey.generate())] = _reduce_x25519
+    dispatch_table[type(Ed25519PrivateKey.generate())] = _reduce_ed25519
+
+
+def dump_node_state(state: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    _StatePickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(state)
+    return buffer.getvalue()
+
+
+def load_node_state(blob: bytes) -> dict[str, Any]:
+    if not blob:
+        return {}
+    return pickle.loads(blob)  # noqa: S301 - the node's own state, see the module docstring

@@ -1,0 +1,392 @@
+"""The server side of a Flower job, written against a small transport interface.
+
+The coordinator is the in-process engine's round, cut where the network is:
+it reuses a :class:`FederatedTrainer` for everything the server owns (the
+seeded generator that samples clients, dropouts and stragglers; the
+aggregation pipeline; the server optimizer; the flat shared parameters), so
+with the same seed it makes the same random choices in the same order. The
+clients' half of the round runs on the nodes (:mod:`.node`); between them
+travel only the payloads of :mod:`.codec`.
+
+With a secure protocol the coordinator drives one :class:`MaskingServer` per
+round over the transport, stage by stage — the same sans-IO state machine the
+in-process driver runs — and every sampled *user* is a protocol party. A node
+that fails (error reply, or no reply before the stage's timeout) is a dropout
+of all its users from then on; the round completes when the protocol's
+threshold survives, as in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from scipy import sparse
+
+from protocols.errors import ProtocolError
+
+from ...config import RunConfig, config_to_dict
+from ...data.dataset import RatingData, Split
+from ...engine.aggregators import QuantizedSecureSum
+from ...engine.inprocess import FederatedTrainer, RoundMetrics
+from ...engine.updates import ClientUpdates, RoundContext
+from .codec import Payload, f64_array, f64_bytes, i64_array, payload_size
+
+__all__ = ["Exchange", "Transport", "FlowerCoordinator", "build_trainer", "masking_protocol"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Exchange:
+    """The outcome of one request/reply step with a set of nodes (keyed by partition)."""
+
+    replies: dict[int, Payload]
+    failed: dict[int, str] = field(default_factory=dict)  # partition -> why it counts as gone
+    bytes_down: int = 0  # server -> nodes, serialized
+    bytes_up: int = 0  # nodes -> server, serialized
+    seconds: float = 0.0
+
+
+class Transport(Protocol):
+    def exchange(self, message_type: str, requests: Mapping[int, Payload], *,
+                 timeout: float | None, round_index: int) -> Exchange: ...
+
+
+def build_trainer(config: RunConfig, split: Split) -> FederatedTrainer:
+    """The server's trainer (the engine's own pipeline); the tests run it in-process too."""
+    agg = config.aggregation
+    if config.privacy.unit != "none":
+        raise NotImplementedError(
+            "the Flower engine does not run differential privacy yet (privacy.unit must be 'none')")
+    if agg.protocol not in ("plaintext", "secagg", "secagg+"):
+        raise ValueError(f"the Flower engine runs plaintext, secagg and secagg+, not {agg.protocol!r}")
+    return FederatedTrainer(config, split)
+
+
+def session_params(protocol: Any, n: int, *, bits: int, vector_length: int):
+    """The MaskingParams the in-process driver would use for a session of ``n`` clients.
+
+    Mirrors :class:`secure_fedrec.engine.protocols.ThresholdPolicy.run_round`
+    (proposed refactor: a ``ThresholdPolicy.session_params`` both call).
+    """
+    from protocols.errors import BelowThreshold
+
+    inner = getattr(protocol, "protocol", protocol)
+    fraction = getattr(protocol, "fraction", None)
+    min_survivors = int(getattr(protocol, "min_survivors", 1))
+    if n < min_survivors:
+        raise BelowThreshold(n, min_survivors, "sampling")
+    if fraction is not None and inner.name == "secagg":
+        inner.threshold = min(n, max(2, math.ceil(fraction * n), min_survivors))
+    return inner.params(n, bits=bits, vector_length=vector_length), min_survivors
+
+
+class RoundFailed(RuntimeError):
+    """A round could not complete (fewer survivors than the protocol's threshold)."""
+
+
+class FlowerCoordinator:
+    """Runs a whole job over a :class:`Transport` to ``num_partitions`` nodes."""
+
+    def __init__(self, config: RunConfig, data: RatingData, split: Split, transport: Transport,
+                 num_partitions: int, *, train_timeout: float | None = None,
+                 stage_timeout: float | None = None,
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.config = config
+        self.on_event = on_event
+        self.data = data
+        self.split = split
+        self.transport = transport
+        self.num_partitions = num_partitions
+        self.train_timeout = train_timeout
+        self.stage_timeout = stage_timeout
+        self.trainer = build_trainer(config, split)
+        self.config_json = json.dumps(config_to_dict(config))
+        self.dead: dict[int, str] = {}  # partition -> reason
+        #: partition -> (round index, stage) of the request it never answered
+        self.dead_at: dict[int, tuple[int, str]] = {}
+        self.history: list[RoundMetrics] = []
+        self.flower_bytes_down = 0
+        self.flower_bytes_up = 0
+
+    # -- helpers --------------------------------------------------------------------------
+    def partition_of(self, user: int) -> int:
+        return user % self.num_partitions
+
+    def _exchange(self, message_type: str, requests: dict[int, Payload], timeout: float | None,
+                  round_index: int, stats: dict[str, float], stage: str) -> dict[int, Payload]:
+        live = {p: r for p, r in requests.items() if p not in self.dead}
+        if not live:
+            return {}
+        if self.on_event is not None:
+            self.on_event({"event": "exchange", "round": round_index, "stage": stage,
+                           "partitions": sorted(live)})
+        ex = self.transport.exchange(message_type, live, timeout=timeout, round_index=round_index)
+        for p, reason in ex.failed.items():
+            log.warning("node of partition %d is gone (%s): its users are dropouts", p, reason)
+            self.dead[p] = reason
+            self.dead_at[p] = (round_index, stage)
+            if self.on_event is not None:
+                self.on_event({"event": "node_failed", "round": round_index, "stage": stage,
+                               "partition": p, "reason": reason})
+        stats["flower_bytes_down"] = stats.get("flower_bytes_down", 0.0) + ex.bytes_down
+        stats["flower_bytes_up"] = stats.get("flower_bytes_up", 0.0) + ex.bytes_up
+        stats["flower_exchanges"] = stats.get("flower_exchanges", 0.0) + 1
+        stats["flower_exchange_seconds"] = stats.get("flower_exchange_seconds", 0.0) + ex.seconds
+        self.flower_bytes_down += ex.bytes_down
+        self.flower_bytes_up += ex.bytes_up
+        return ex.replies
+
+    def _train_requests(self, sampled: np.ndarray, stragglers: np.ndarray) -> dict[int, Payload]:
+        tr = self.trainer
+        requests: dict[int, Payload] = {}
+        params = f64_bytes(tr.params)
+        for user, slow in zip(sampled.tolist(), stragglers.tolist()):
+            p = self.partition_of(user)
+            req = requests.setdefault(p, {
+                "config": self.config_json, "round": tr.round_index, "params": params,
+                "users": [], "slow": [], "n_sampled": len(sampled),
+                "frame_users": [], "frames": [],
+            })
+            req["users"].append(int(user))
+            req["slow"].append(bool(slow))
+        return requests
+
+    # -- one round ------------------------------------------------------------------------
+    def run_round(self) -> RoundMetrics:
+        started = time.perf_counter()
+        tr = self.trainer
+        t = self.config.training
+        # The in-process engine's own plan: same sampled clients, dropouts and stragglers.
+        sampled, dropouts, stragglers = tr.plan_round(tr.round_index)
+        ctx = RoundContext(round_index=tr.round_index, expected_clients=tr.expected_clients,
+                           dropouts=dropouts)
+        stats: dict[str, float] = {}
+        requests = self._train_requests(sampled, stragglers)
+        if self.config.aggregation.protocol == "plaintext":
+            update, contributors, losses, measurements = self._plaintext_round(
+                sampled, ctx, requests, stats)
+        else:
+            update, contributors, losses, measurements = self._secure_round(
+                sampled, ctx, requests, stats)
+        if contributors:
+            tr.params = tr.server_optimizer.step(tr.params, update)
+            tr.model.load_shared_state(tr.layout.unflatten(tr.params))
+        measurements.update(stats)
+        metrics = RoundMetrics(
+            round=tr.round_index + 1, sampled=len(sampled), contributors=len(contributors),
+            train_loss=float(np.mean(losses)) if losses else float("nan"), seconds=0.0,
+            measurements=measurements,
+        )
+        tr.round_index += 1
+        cfg = self.config.evaluation
+        if tr.round_index % cfg.every == 0 or tr.round_index == t.rounds:
+            metrics.evaluation = self.evaluate(stats)
+        metrics.seconds = time.perf_counter() - started
+        self.history.append(metrics)
+        return metrics
+
+    def _plaintext_round(self, sampled, ctx, requests, stats):
+        tr = self.trainer
+        replies = self._exchange("train", requests, self.train_timeout, tr.round_index, stats,
+                                 "upload")
+        rows: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
+        for reply in replies.values():
+            for j, user in enumerate(reply["users"]):
+                rows[int(user)] = (i64_array(reply["indices"][j]), f64_array(reply["values"][j]),
+                                   float(reply["weights"][j]), float(reply["losses"][j]))
+        ids = [u for u in sampled.tolist() if u in rows]
+        indptr = np.cumsum([0] + [len(rows[u][0]) for u in ids])
+        matrix = sparse.csr_array(
+            (np.concatenate([rows[u][1] for u in ids]) if ids else np.zeros(0),
+             np.concatenate([rows[u][0] for u in ids]) if ids else np.zeros(0, dtype=np.int64),
+             indptr), shape=(len(ids), tr.layout.size))
+        updates = ClientUpdates(client_ids=np.asarray(ids, dtype=np.int64), matrix=matrix,
+                                weights=np.asarray([rows[u][2] for u in ids], dtype=np.float64))
+        out = tr.pipeline.aggregate(updates, ctx)
+        out.measurements["nodes_dropped"] = float(len(set(map(self.partition_of, sampled.tolist()))
+                                                      & set(self.dead)))
+        return out.update, out.contributors, [rows[u][3] for u in ids], out.measurements
+
+    def _secure_round(self, sampled, ctx, requests, stats):
+        from protocols.masking import MaskingServer, stages_for
+
+        tr = self.trainer
+        agg = self.config.aggregation
+        layer: QuantizedSecureSum = tr.pipeline.inner  # type: ignore[assignment]
+        ids = [int(u) for u in sampled.tolist()]
+        if len(ids) < 2:
+            raise RoundFailed("a masking session needs at least 2 sampled clients")
+        encoder = layer.encoder_for(len(ids))
+        params, min_survivors = session_params(layer.protocol, len(ids), bits=agg.bits,
+                                               vector_length=tr.layout.size + 1)
+        server_seconds = 0.0
+        clock = time.process_time()
+        server = MaskingServer(params, ids, round_index=tr.round_index)
+        outgoing = server.start()
+        server_seconds += time.process_time() - clock
+        gone: set[int] = set()
+        sent = dict.fromkeys(ids, 0)
+        received = dict.fromkeys(ids, 0)
+        losses: list[float] = []
+        clipped = 0
+        rejected = 0
+        node_errors: list[str] = []
+        stages = stages_for(params.active)
+        try:
+            for index, stage in enumerate(stages):
+                per_node: dict[int, Payload] = {}
+                for user, frame in outgoing:
+                    if user in gone or ctx.dropouts.get(user) == stage or self.partition_of(user) in self.dead:
+                        gone.add(user)
+                        continue
+                    received[user] += len(frame)
+                    if index == 0:
+                        requests[self.partition_of(user)]["frame_users"].append(user)
+                        requests[self.partition_of(user)]["frames"].append(frame)
+                    else:
+                        req = per_node.setdefault(self.partition_of(user), {
+                            "round": tr.round_index, "stage": stage, "frame_users": [],
+                            "frames": [], "last": index == len(stages) - 1})
+                        req["frame_users"].append(user)
+                        req["frames"].append(frame)
+                if index == 0:
+                    # Every sampled user trains, even one scheduled to vanish (as in-process).
+                    replies = self._exchange("train", requests, self.train_timeout,
+                                             tr.round_index, stats, stage)
+                else:
+                    replies = self._exchange("train.stage", per_node, self.stage_timeout,
+                                             tr.round_index, stats, stage)
+                clock = time.process_time()
+                for partition, reply in replies.items():
+                    if index == 0:
+                        losses.extend(float(x) for x in reply["losses"])
+                        clipped += int(reply["coordinates_clipped"])
+                    node_errors.extend(str(e) for e in reply["errors"])
+                    for user, frame in zip(reply["frame_users"], reply["frames"]):
+                        user = int(user)
+                        if user not in sent or self.partition_of(user) != partition:
+                            rejected += 1  # a node answering for a user it does not host
+                            continue
+                        sent[user] += len(frame)
+                        try:
+                            server.receive(frame)
+                        except ProtocolError as exc:
+                            rejected += 1
+                            log.warning("rejected a frame of user %d: %s", user, exc)
+                outgoing = server.advance()
+                server_seconds += time.process_time() - clock
+        except ProtocolError as exc:
+            log.error("round %d failed: %s", tr.round_index + 1, exc)
+            return np.zeros(tr.layout.size), (), losses, {
+                "protocol_failed": 1.0, "protocol_dropped": float(len(gone)),
+                "nodes_dropped": float(len(self.dead))}
+        result = server.result
+        assert result is not None
+        if len(result.contributors) < min_survivors:
+            log.error("round %d failed: %d survivors, fewer than %d", tr.round_index + 1,
+                      len(result.contributors), min_survivors)
+            return np.zeros(tr.layout.size), (), losses, {"protocol_failed": 1.0}
+        decoded = encoder.decode(result.total)
+        weight_total = float(decoded[-1])
+        update = decoded[:-1] / weight_total if weight_total > 0 else np.zeros(tr.layout.size)
+        contributor_bytes = np.array([sent[c] for c in result.contributors], dtype=float)
+        plain_bytes = (tr.layout.size + 1) * agg.bits / 8
+        measurements = {
+            "bytes_sent_per_client": float(contributor_bytes.mean()) if len(contributor_bytes) else 0.0,
+            "bytes_sent_per_client_max": float(contributor_bytes.max()) if len(contributor_bytes) else 0.0,
+            "bytes_received_per_client": float(np.mean(list(received.values()))),
+            "communication_expansion": float(contributor_bytes.mean() / plain_bytes)
+            if len(contributor_bytes) else 0.0,
+            "protocol_server_seconds": server_seconds,
+            "protocol_dropped": float(len(result.dropped)),
+            "protocol_rejected_frames": float(rejected),
+            "protocol_node_errors": float(len(node_errors)),
+            "coordinates_clipped": float(clipped),
+            "quantization_step": 1.0 / encoder.scale,
+            "nodes_dropped": float(len(self.dead)),
+            "contributors": float(len(result.contributors)),
+            "weight_total": weight_total,
+        }
+        return update, result.contributors, losses, measurements
+
+    # -- evaluation -----------------------------------------------------------------------
+    def evaluate(self, stats: dict[str, float] | None = None) -> dict[str, float | str]:
+        """Federated evaluation: each live node scores its own users; means recombined exactly."""
+        tr = self.trainer
+        request = {"config": self.config_json, "params": f64_bytes(tr.params)}
+        requests = {p: dict(request) for p in range(self.num_partitions)}
+        replies = self._exchange("evaluate", requests, self.train_timeout, tr.round_index,
+                                 stats if stats is not None else {}, "evaluate")
+        sums: dict[str, float] = {}
+        labels: dict[str, str] = {}
+        total = 0
+        for reply in replies.values():
+            n = int(reply["n_test"])
+            total += n
+            for name, value in zip(reply["names"], reply["values"]):
+                squared = name == "rmse"
+                sums[name] = sums.get(name, 0.0) + n * (float(value) ** 2 if squared else float(value))
+            labels.update(zip(reply["labels"], reply["label_values"]))
+        out: dict[str, float | str] = {}
+        for name, value in sums.items():
+            mean = value / total if total else float("nan")
+            out[name] = float(np.sqrt(mean)) if name == "rmse" else float(mean)
+        out.update(labels)
+        if self.dead:
+            out["evaluated_fraction"] = total / max(1, len(self.split.test))
+        return out
+
+    def run(self) -> list[RoundMetrics]:
+        while self.trainer.round_index < self.config.training.rounds:
+            metrics = self.run_round()
+            log.info("round %d: %d/%d contributors, %.2fs", metrics.round, metrics.contributors,
+                     metrics.sampled, metrics.seconds)
+        return self.history
+
+    def result(self, started: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The same metrics.json as :func:`secure_fedrec.runner.run_job`, plus a ``flower`` section."""
+        from ...runner import environment
+
+        history = self.history
+        final = dict(history[-1].evaluation) if history else {}
+        bytes_per_round = [m.measurements.get("bytes_sent_per_client", 0.0) for m in history]
+        out: dict[str, Any] = {
+            "config": config_to_dict(self.config),
+            "seed": self.config.seed,
+            "engine": self.config.engine,
+            "protocol": self.config.aggregation.protocol,
+            "model": self.config.model_name,
+            "split": self.split.protocol,
+            "dataset": self.data.stats(),
+            "dataset_notes": list(self.data.notes),
+            "rounds": [m.as_dict() for m in history],
+            "final": final,
+            "bytes_sent_per_client_per_round": bytes_per_round,
+            "bytes_sent_per_client_mean": float(np.mean(bytes_per_round)) if bytes_per_round else 0.0,
+            "wall_time_seconds": time.perf_counter() - started,
+            "environment": environment(),
+            "flower": {
+                "num_nodes": self.num_partitions,
+                "dead_nodes": {str(k): v for k, v in self.dead.items()},
+                "dead_at": {str(k): {"round": r, "stage": st} for k, (r, st) in self.dead_at.items()},
+                "bytes_down": self.flower_bytes_down,
+                "bytes_up": self.flower_bytes_up,
+                **(extra or {}),
+            },
+            "final_params_sha256": _digest(self.trainer.params),
+        }
+        return out
+
+
+def _digest(params: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(params, dtype="<f8").tobytes()).hexdigest()

@@ -1,0 +1,74 @@
+"""Cells: the grid's cartesian product, each resolved to a full run config and hashed.
+
+A cell is identified by the hash of its *resolved* config (every default filled
+in, seed included), so the same run is recognised whatever order the grid was
+written in, and a change of any default makes it a new cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import ConfigError, RunConfig, config_from_dict, config_to_dict
+from .spec import StudyError, StudySpec, nest
+
+__all__ = ["Cell", "config_hash", "expand_cells"]
+
+
+def config_hash(config: dict[str, Any], length: int = 16) -> str:
+    """A stable hex digest of a (nested, JSON-able) config dict."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the study: a grid point and a seed."""
+
+    index: int  # position of the grid point (seeds share it)
+    seed: int
+    params: tuple[tuple[str, Any], ...]  # the grid values of this point, in grid order
+    config: dict[str, Any]  # the resolved run config (nested), seed included
+
+    @property
+    def cell_id(self) -> str:
+        """Hash of the resolved config, seed included: the file name of its result."""
+        return config_hash(self.config)
+
+    @property
+    def group_id(self) -> str:
+        """Hash of the resolved config without the seed: the runs a mean is taken over."""
+        return config_hash({k: v for k, v in self.config.items() if k != "seed"})
+
+    def run_config(self) -> RunConfig:
+        return config_from_dict(self.config)
+
+    def label(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in self.params) or "base"
+        return f"{shown}, seed={self.seed}"
+
+
+def expand_cells(spec: StudySpec) -> list[Cell]:
+    """Every (grid point, seed), validated as a run config; raises :class:`StudyError`."""
+    keys = spec.grid_keys
+    cells = []
+    for index, values in enumerate(itertools.product(*(v for _, v in spec.grid))):
+        params = tuple(zip(keys, values))
+        for seed in spec.seeds:
+            flat = {**spec.base, **dict(params), "seed": seed}
+            try:
+                config = config_to_dict(config_from_dict(nest(flat)))
+            except StudyError:
+                raise
+            except ConfigError as exc:
+                where = ", ".join(f"{k}={v!r}" for k, v in params) or "[base]"
+                raise StudyError(f"cell {where}: {exc}") from None
+            cells.append(Cell(index=index, seed=seed, params=params, config=config))
+    ids = [c.cell_id for c in cells]
+    if len(set(ids)) != len(ids):
+        raise StudyError("two grid points resolve to the same run config (a grid value equal to a default?)")
+    return cells

@@ -1,0 +1,165 @@
+"""The study file: which runs to make, validated before any of them starts.
+
+A study TOML has three tables::
+
+    [study]
+    name = "tiny"
+    seeds = [0, 1]          # every cell runs once per seed
+    parallel = 1            # worker processes (1 = in this process)
+
+    [base]                  # run-config keys shared by every cell, nested as in a run config
+    training.rounds = 2
+
+    [grid]                  # dotted run-config key -> list of values; cells = cartesian product
+    "aggregation.protocol" = ["plaintext", "secagg"]
+    "training.clients_per_round" = [5, 10]
+
+Grid keys may be quoted dotted strings or nested tables; both mean the same.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError
+
+__all__ = ["StudyError", "StudySpec", "load_study", "parse_study", "flatten", "nest"]
+
+_STUDY_KEYS = {"name", "seeds", "parallel", "description"}
+
+
+class StudyError(ConfigError):
+    """A study file that is not valid (the message names the key)."""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study: base config, grid axes and seeds."""
+
+    name: str
+    seeds: tuple[int, ...] = (0,)
+    parallel: int = 1
+    base: dict[str, Any] = field(default_factory=dict)  # dotted key -> value
+    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # (dotted key, values), in file order
+    description: str = ""
+    source_text: str = ""  # the study file as written, kept for the report
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise StudyError("study.name must be a non-empty string")
+        if not self.seeds:
+            raise StudyError("study.seeds must list at least one seed")
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise StudyError(f"study.seeds must be integers; got {seed!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise StudyError(f"study.seeds has duplicates: {list(self.seeds)}")
+        if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or self.parallel < 1:
+            raise StudyError(f"study.parallel must be an integer >= 1; got {self.parallel!r}")
+        keys = [key for key, _ in self.grid]
+        if len(set(keys)) != len(keys):
+            raise StudyError(f"grid has a key twice: {keys}")
+        for key, values in self.grid:
+            if key == "seed":
+                raise StudyError("grid.seed: list seeds in study.seeds, not in the grid")
+            if not values:
+                raise StudyError(f"grid.{key} must list at least one value")
+            if len(set(map(repr, values))) != len(values):
+                raise StudyError(f"grid.{key} has duplicate values: {list(values)}")
+            if key in self.base:
+                raise StudyError(f"{key} is set in both [base] and [grid]; keep one")
+        if "seed" in self.base:
+            raise StudyError("base.seed: list seeds in study.seeds instead")
+
+    @property
+    def grid_keys(self) -> tuple[str, ...]:
+        return tuple(key for key, _ in self.grid)
+
+    @property
+    def n_cells(self) -> int:
+        return math.prod(len(values) for _, values in self.grid)
+
+    @property
+    def n_runs(self) -> int:
+        return self.n_cells * len(self.seeds)
+
+
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c.d": 2}`` -> ``{"a.b": 1, "c.d": 2}``."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`flatten`: dotted keys -> nested tables (a run-config dict)."""
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise StudyError(f"cannot set {dotted}: {part} is a value, not a table")
+        if isinstance(node.get(leaf), dict):
+            raise StudyError(f"cannot set {dotted}: it is a table of keys")
+        node[leaf] = value
+    return nested
+
+
+def parse_study(text: str, *, origin: str = "study file") -> StudySpec:
+    """Parse and validate study TOML text (cells are checked by :func:`expand_cells`)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyError(f"{origin} is not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - {"study", "base", "grid"})
+    if unknown:
+        raise StudyError(f"unknown table [{unknown[0]}] in {origin}; valid tables: study, base, grid")
+    study = raw.get("study")
+    if not isinstance(study, dict):
+        raise StudyError(f"{origin} needs a [study] table with at least name = \"...\"")
+    bad = sorted(set(study) - _STUDY_KEYS)
+    if bad:
+        raise StudyError(f"unknown key study.{bad[0]}; valid keys: {', '.join(sorted(_STUDY_KEYS))}")
+    base = raw.get("base", {})
+    if not isinstance(base, dict):
+        raise StudyError("[base] must be a table of run-config keys")
+    grid_raw = raw.get("grid", {})
+    if not isinstance(grid_raw, dict):
+        raise StudyError("[grid] must be a table of dotted key = [values]")
+    grid = []
+    for key, values in flatten(grid_raw).items():
+        if not isinstance(values, list):
+            raise StudyError(f"grid.{key} must be a list of values; got {values!r}")
+        grid.append((key, tuple(values)))
+    seeds = study.get("seeds", [0])
+    if not isinstance(seeds, list):
+        raise StudyError(f"study.seeds must be a list of integers; got {seeds!r}")
+    return StudySpec(
+        name=study.get("name", ""),
+        seeds=tuple(seeds),
+        parallel=study.get("parallel", 1),
+        base=flatten(base),
+        grid=tuple(grid),
+        description=str(study.get("description", "")),
+        source_text=text,
+    )
+
+
+def load_study(path: str | Path) -> StudySpec:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StudyError(f"study file not found: {path}") from None
+    return parse_study(text, origin=str(path))

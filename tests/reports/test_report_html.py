@@ -1,0 +1,190 @@
+"""Reports: valid self-contained HTML whose images load, Markdown twin, plots and ε wording."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from secure_fedrec.cli import main
+from secure_fedrec.reports import load_study_data, make_plots, write_report
+from secure_fedrec.reports.render import epsilon_statements
+from secure_fedrec.studies import ResultStore, expand_cells, parse_study, result_row, run_study
+from secure_fedrec.studies.execute import write_manifest
+
+TINY = """
+[study]
+name = "tiny-report"
+description = "report test"
+seeds = [0, 1]
+[base]
+training.rounds = 2
+training.local_epochs = 1
+model.dim = 4
+data.synthetic.n_users = 30
+data.synthetic.n_items = 40
+data.synthetic.mean_ratings_per_user = 15
+[grid]
+"aggregation.protocol" = ["plaintext"]
+"training.clients_per_round" = [5, 10]
+"""
+
+VOID = {"meta", "img", "br", "hr", "link", "input", "source", "col", "area", "base", "wbr"}
+
+
+class StrictHTML(HTMLParser):
+    """Collects elements and checks that every non-void element is closed in order."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.images: list[dict[str, str]] = []
+        self.refs: list[str] = []
+        self.tags: list[str] = []
+        self.text: list[str] = []
+        self.doctype = False
+
+    def handle_decl(self, decl: str) -> None:
+        self.doctype = decl.lower() == "doctype html"
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(attrs)
+        for name in ("src", "href"):
+            if name in attrs:
+                self.refs.append(attrs[name])
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1] if self.stack else 'nothing'}")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(text: str) -> StrictHTML:
+    parser = StrictHTML()
+    parser.feed(text)
+    parser.close()
+    assert parser.doctype, "missing <!DOCTYPE html>"
+    assert not parser.errors, parser.errors[:5]
+    assert not parser.stack, f"unclosed: {parser.stack}"
+    return parser
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    outcome = run_study(parse_study(TINY), root, progress=False)
+    assert outcome.complete
+    return root
+
+
+def fake_dp_study(root: Path) -> Path:
+    """A study folder whose runs report privacy and attack results the way run_job will."""
+    spec = parse_study(TINY.replace('"training.clients_per_round" = [5, 10]',
+                                    '"training.clients_per_round" = [5, 10, 20]'))
+    cells = expand_cells(spec)
+    store = ResultStore(root)
+    store.prepare()
+    write_manifest(spec, cells, store)
+    epsilon_of = {5.0: 0.5, 10.0: 2.0, 20.0: None}
+    for cell in cells:
+        n = cell.config["training"]["clients_per_round"]
+        eps = epsilon_of[n]
+        result = {
+            "config": cell.config, "protocol": "plaintext", "model": "mf",
+            "final": {"rmse": 1.0 + (0.5 / eps if eps else 0.0) + 0.01 * cell.seed, "mae": 0.8},
+            "bytes_sent_per_client_mean": 100.0 * n, "wall_time_seconds": 0.01 * n + 0.001 * cell.seed,
+            "rounds": [{"round": 1, "seconds": 0.1, "bytes_sent_per_client": 100.0 * n}],
+            "attack": {"auc": 0.5 + (0.05 * eps if eps else 0.3), "epsilon_lower_bound": 0.3 * eps if eps else 3.0},
+        }
+        if eps is not None:
+            result["privacy"] = {"epsilon": eps, "delta": 1e-5, "unit": "user", "noise": "central"}
+        store.save_cell(result_row(spec.name, cell, result, 0.1), result)
+    store.rebuild_tables([c.cell_id for c in cells])
+    return root
+
+
+def check_images(parser: StrictHTML) -> None:
+    for image in parser.images:
+        assert image.get("alt")
+        match = re.fullmatch(r"data:image/png;base64,([A-Za-z0-9+/=]+)", image["src"])
+        assert match, image["src"][:60]
+        raw = base64.b64decode(match.group(1), validate=True)
+        assert raw.startswith(b"\x89PNG\r\n\x1a\n")
+        pixels = matplotlib.image.imread(io.BytesIO(raw), format="png")
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+        assert pixels.std() > 0  # not a blank canvas
+
+
+def test_report_of_the_tiny_study_is_valid_self_contained_html(tiny_study):
+    assert main(["report", str(tiny_study)]) == 0
+    text = (tiny_study / "report.html").read_text(encoding="utf-8")
+    parser = parse(text)
+    assert len(parser.images) == 1  # protocol cost; no DP and no attack in this grid
+    check_images(parser)
+    assert all(ref.startswith("data:") for ref in parser.refs), "the report must not load anything"
+    body = " ".join(parser.text)
+    assert "What the privacy numbers mean" in body and "ε = ∞" in body
+    assert "Not drawn" in body and "finite ε" in body
+    data = load_study_data(tiny_study)
+    for group_id in data.rows["group_id"]:
+        assert group_id in body
+    import torch
+    assert torch.__version__ in body
+    assert 'name = "tiny-report"' in body  # the study file, verbatim
+    rows = [json.loads(line) for line in (tiny_study / "results.jsonl").read_text().splitlines()]
+    for row in rows:
+        assert row["cell_id"] in body
+
+
+def test_markdown_report_links_existing_plots(tiny_study):
+    (md,) = write_report(tiny_study, formats=("md",))
+    text = md.read_text(encoding="utf-8")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert links and all((tiny_study / link).exists() for link in links)
+    assert "| aggregation.protocol |" in text
+
+
+def test_report_with_dp_and_attacks_draws_every_plot(tmp_path):
+    root = fake_dp_study(tmp_path)
+    outcomes = {p.name: p for p in make_plots(root)}
+    assert all(p.ok for p in outcomes.values()), {n: p.note for n, p in outcomes.items()}
+    for plot in outcomes.values():
+        assert plot.png.stat().st_size > 1000
+        assert plot.svg.read_text().lstrip().startswith("<?xml")
+    (html_path,) = write_report(root, formats=("html",))
+    parser = parse(html_path.read_text(encoding="utf-8"))
+    assert len(parser.images) == 3
+    check_images(parser)
+    body = " ".join(parser.text)
+    assert "any one user" in body and "ε = 0.5" in body and "δ = 1e-05" in body
+
+
+def test_epsilon_statement_bounds_the_attackers_confidence():
+    import pandas as pd
+
+    rows = pd.DataFrame([{"mechanism": "user/central (plaintext)", "epsilon": 1.0, "delta": 1e-6,
+                          "privacy.unit": "user"}])
+    (statement,) = epsilon_statements(rows)
+    assert "73.1%" in statement  # e / (1 + e) for ε = 1
+    assert "2.72" in statement
+
+
+def test_report_of_a_folder_that_is_not_a_study_fails_clearly(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a study folder" in capsys.readouterr().err
