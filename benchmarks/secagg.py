@@ -147,16 +147,21 @@ def main() -> None:
     ap.add_argument("--flower-cell-budget", type=float, default=200.0)
     ap.add_argument("--flower-total-budget", type=float, default=1800.0,
                     help="wall seconds for all reference cells together")
+    ap.add_argument("--ns", type=int, nargs="+", default=list(NS))
+    ap.add_argument("--ms", type=int, nargs="+", default=list(MS))
+    ap.add_argument("--dropouts", type=float, nargs="+", default=list(DROPOUTS))
+    ap.add_argument("--protocols", nargs="+", default=["secagg", "secagg+"],
+                    choices=["secagg", "secagg+"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS / "secagg.json"))
     args = ap.parse_args()
 
-    ns = tuple(n for n in NS if not args.quick or n <= 100)
-    ms = tuple(m for m in MS if not args.quick or m <= 100_000)
+    ns = tuple(n for n in args.ns if not args.quick or n <= 100)
+    ms = tuple(m for m in args.ms if not args.quick or m <= 100_000)
     have_flower = pathlib.Path(args.flower_python).exists()
 
-    cells = [(n, m, d, proto) for n in ns for m in ms for d in DROPOUTS
-             for proto in ("secagg", "secagg+")]
+    cells = [(n, m, d, proto) for n in ns for m in ms for d in args.dropouts
+             for proto in args.protocols]
     # Reference cells, most informative first: the headline cell, then cheap ones.
     ref_cells = []
     for n, m, d, proto in cells:

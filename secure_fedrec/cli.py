@@ -21,7 +21,11 @@ Subcommands:
 """
 
 #: modules that add subcommands: each has ``register(subparsers) -> {name: handler}``
-COMMAND_MODULES = ("secure_fedrec.studies.commands", "secure_fedrec.reports.commands")
+COMMAND_MODULES = (
+    "secure_fedrec.studies.commands",
+    "secure_fedrec.reports.commands",
+    "secure_fedrec.audit.commands",
+)
 
 
 def _parse_override(text: str) -> tuple[str, Any]:

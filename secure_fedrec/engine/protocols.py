@@ -20,8 +20,8 @@ __all__ = ["build_pipeline", "secure_sum_protocol", "ThresholdPolicy"]
 class ThresholdPolicy:
     """Sets a masking protocol's survivor threshold for each session from the round's size.
 
-    Classic SecAgg takes one global threshold t: here ``max(⌈fraction·n⌉,
-    min_survivors)``, so a distributed-DP round with fewer survivors than its
+    Classic SecAgg takes one global threshold t: here ``max(⌊n/2⌋+1,
+    ⌈fraction·n⌉, min_survivors)``, so a distributed-DP round with fewer survivors than its
     noise was sized for aborts inside the protocol. SecAgg+ chooses its
     neighbourhood threshold from its graph; the global minimum is checked on
     the result before it is returned (see docs/privacy.md for what that
@@ -46,7 +46,9 @@ class ThresholdPolicy:
         if n < self.min_survivors:
             raise BelowThreshold(n, self.min_survivors, "sampling")
         if self.protocol.name == "secagg":
-            self.protocol.threshold = min(n, max(2, math.ceil(self.fraction * n), self.min_survivors))
+            # SecAgg's security argument needs a strict majority of the session's clients.
+            self.protocol.threshold = min(n, max(n // 2 + 1, math.ceil(self.fraction * n),
+                                                 self.min_survivors))
         result = self.protocol.run_round(inputs, bits=bits, round_index=round_index, dropouts=dropouts)
         if len(result.contributors) < self.min_survivors:
             raise BelowThreshold(len(result.contributors), self.min_survivors, "unmasking")

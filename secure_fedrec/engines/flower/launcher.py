@@ -1,0 +1,366 @@
+"""Start a Flower federation on 127.0.0.1, run our App on it, and stop everything.
+
+:class:`LocalFederation` owns every process it starts (a SuperLink, and in
+deployment mode k SuperNodes), each in its own session so that stopping it
+also stops its children (ServerApp/ClientApp subprocesses, Ray). It always
+cleans up — on success, on failure, on Ctrl-C — and binds nothing but
+127.0.0.1. ``flwr`` gets a private ``FLWR_HOME`` with one connection, and the
+environment switches off everything that would reach the internet
+(dependency installation, telemetry, update checks, Ray usage stats).
+
+``flwr run`` exits 0 even when the run failed, so the outcome is read from the
+ServerApp's files: ``metrics.json`` or ``error.json`` (see :mod:`.server_app`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ...config import RunConfig, config_to_dict, dump_toml
+
+__all__ = ["FlowerRunError", "LocalFederation", "run_flower", "register", "OFFLINE_ENV"]
+
+#: Flower and Ray, with nothing that reaches beyond the machine.
+OFFLINE_ENV = {
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+
+APP_PYPROJECT = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "secure-fedrec-flower"
+version = "0.1.0"
+description = "secure_fedrec on Flower: our SecAgg/SecAgg+ carried in Flower messages"
+license = "Apache-2.0"
+# secure-fedrec itself must be installed on the SuperLink and every SuperNode
+# (runtime dependency installation is off: nothing is fetched at run time).
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "secure-fedrec"
+
+[tool.flwr.app.components]
+serverapp = "secure_fedrec.engines.flower.server_app:app"
+clientapp = "secure_fedrec.engines.flower.client_app:app"
+
+[tool.flwr.app.config]
+config-path = ""
+out-dir = ""
+mode = "sim"
+num-nodes = 2
+train-timeout = 0.0
+stage-timeout = 0.0
+node-wait-timeout = 120.0
+"""
+
+
+class FlowerRunError(RuntimeError):
+    """The Flower run did not produce a result; the message carries the log tails."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string literal is a valid TOML basic string
+
+
+class LocalFederation:
+    """A SuperLink (and, for ``mode="deployment"``, ``num_nodes`` SuperNodes) on 127.0.0.1.
+
+    Use as a context manager; :meth:`close` stops every process it started.
+    """
+
+    def __init__(self, mode: str, num_nodes: int, work_dir: str | Path | None = None, *,
+                 startup_timeout: float = 60.0) -> None:
+        if mode not in ("sim", "deployment"):
+            raise ValueError("mode must be 'sim' or 'deployment'")
+        if num_nodes < 1:
+            raise ValueError("num_nodes must be >= 1")
+        if shutil.which("flower-superlink") is None:
+            raise FlowerRunError("Flower is not installed: pip install 'secure-fedrec[flower]'")
+        self.mode = mode
+        self.num_nodes = num_nodes
+        self.startup_timeout = startup_timeout
+        self._own_dir = work_dir is None
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="sfr-flower-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = self.work_dir / "logs"
+        self.log_dir.mkdir(exist_ok=True)
+        self.env = {**os.environ, **OFFLINE_ENV, "FLWR_HOME": str(self.work_dir / "flwr-home")}
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.supernodes: list[str] = []
+        self.port = free_port()
+        self.app_dir = self.work_dir / "app"
+
+    # -- processes ------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        try:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                    cwd=self.work_dir, start_new_session=True)
+        finally:
+            log.close()
+        self.processes[name] = proc
+        return proc
+
+    def start(self) -> LocalFederation:
+        self._write_flwr_home()
+        self._write_app()
+        try:
+            self._spawn("superlink", [
+                "flower-superlink", "--insecure", "--isolation", "subprocess",
+                *(["--simulation"] if self.mode == "sim" else []),
+                # One HTTP port serves the Fleet, Control and Runtime APIs in Flower 1.42.
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--disable-runtime-dependency-installation",
+            ])
+            self._wait_for_port("superlink", self.port)
+            if self.mode == "deployment":
+                for k in range(self.num_nodes):
+                    name = f"supernode-{k}"
+                    self._spawn(name, [
+                        "flower-supernode", "--insecure",
+                        "--superlink", f"127.0.0.1:{self.port}",
+                        "--host", "127.0.0.1", "--port", str(free_port()),
+                        "--isolation", "subprocess",
+                        "--node-config", f"partition-id={k} num-partitions={self.num_nodes}",
+                    ])
+                    self.supernodes.append(name)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _wait_for_port(self, name: str, port: int) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        proc = self.processes[name]
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise FlowerRunError(f"{name} exited with {proc.returncode}:\n"
+                                     f"{_tail(self.log_dir / f'{name}.log')}")
+            if _port_open(port):
+                return
+            time.sleep(0.2)
+        raise FlowerRunError(f"{name} did not open 127.0.0.1:{port} within {self.startup_timeout} s")
+
+    def kill_node(self, index: int, sig: int = signal.SIGKILL) -> None:
+        """Kill SuperNode ``index`` and its ClientApp processes (its whole session)."""
+        proc = self.processes[self.supernodes[index]]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+    def close(self) -> None:
+        """Stop everything, SuperNodes first; SIGTERM, then SIGKILL after a grace period."""
+        order = list(reversed(list(self.processes.items())))
+        for _, proc in order:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for _, proc in order:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for _, proc in order:
+            # The session may outlive its leader (Ray workers, ClientApps): kill it all.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self.processes.clear()
+
+    def __enter__(self) -> LocalFederation:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- files ----------------------------------------------------------------------------
+    def _write_flwr_home(self) -> None:
+        home = Path(self.env["FLWR_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(
+            '[superlink]\ndefault = "sfr"\n\n'
+            f'[superlink.sfr]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n',
+            encoding="utf-8")
+
+    def _write_app(self) -> None:
+        self.app_dir.mkdir(parents=True, exist_ok=True)
+        (self.app_dir / "pyproject.toml").write_text(APP_PYPROJECT, encoding="utf-8")
+        (self.app_dir / "README.md").write_text(
+            "Generated by secure_fedrec.engines.flower.launcher; the code is the installed "
+            "secure_fedrec package.\n", encoding="utf-8")
+
+    # -- runs -----------------------------------------------------------------------------
+    def submit(self, config: RunConfig, out_dir: str | Path, *, train_timeout: float = 0.0,
+               stage_timeout: float = 0.0, node_wait_timeout: float = 120.0) -> subprocess.Popen:
+        """Write the config and start ``flwr run`` (which streams the run's logs)."""
+        out = Path(out_dir).resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in ("metrics.json", "error.json", "progress.jsonl"):
+            (out / stale).unlink(missing_ok=True)
+        config_path = out / "config.toml"
+        config_path.write_text(dump_toml(config_to_dict(config)), encoding="utf-8")
+        overrides = self.work_dir / f"run-config-{time.time_ns()}.toml"
+        overrides.write_text("\n".join([
+            f"config-path = {_toml_string(str(config_path))}",
+            f"out-dir = {_toml_string(str(out))}",
+            f"mode = {_toml_string(self.mode)}",
+            f"num-nodes = {self.num_nodes}",
+            f"train-timeout = {float(train_timeout)!r}",
+            f"stage-timeout = {float(stage_timeout)!r}",
+            f"node-wait-timeout = {float(node_wait_timeout)!r}",
+        ]) + "\n", encoding="utf-8")
+        argv = ["flwr", "run", str(self.app_dir), "sfr", "--run-config", str(overrides), "--stream"]
+        if self.mode == "sim":
+            argv += ["--federation-config",
+                     f"num-supernodes={self.num_nodes} client-resources-num-cpus=1"]
+        return self._spawn(f"flwr-run-{len([n for n in self.processes if n.startswith('flwr-run')])}",
+                           argv)
+
+    def wait(self, run: subprocess.Popen, out_dir: str | Path, timeout: float) -> dict[str, Any]:
+        """Wait for the run's metrics.json (or error.json); returns the metrics."""
+        out = Path(out_dir).resolve()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (out / "metrics.json").exists():
+                return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+            if (out / "error.json").exists():
+                error = json.loads((out / "error.json").read_text(encoding="utf-8"))
+                raise FlowerRunError(f"the ServerApp failed: {error['error']}\n{error['traceback']}")
+            superlink = self.processes.get("superlink")
+            if superlink is not None and superlink.poll() is not None:
+                raise FlowerRunError(f"the SuperLink exited:\n{self.logs()}")
+            if run.poll() is not None and not (out / "metrics.json").exists():
+                # `flwr run --stream` returned; give the ServerApp a moment to write its file.
+                time.sleep(2)
+                if not (out / "metrics.json").exists() and not (out / "error.json").exists():
+                    raise FlowerRunError(f"flwr run ended (exit {run.returncode}) without a result:\n"
+                                         f"{self.logs()}")
+            time.sleep(0.2)
+        raise FlowerRunError(f"no result within {timeout} s:\n{self.logs()}")
+
+    def logs(self, lines: int = 30) -> str:
+        parts = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            parts.append(f"--- {path.name} ---\n{_tail(path, lines)}")
+        return "\n".join(parts)
+
+
+def run_flower(config: RunConfig, out_dir: str | Path | None = None, *, mode: str = "sim",
+               num_nodes: int = 5, train_timeout: float = 0.0, stage_timeout: float = 0.0,
+               timeout: float = 3600.0, work_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run one job on Flower on this machine; returns (and writes) the metrics.json dict.
+
+    ``mode="sim"``: Flower's simulation engine (Ray) with ``num_nodes`` virtual
+    nodes. ``mode="deployment"``: a SuperLink and ``num_nodes`` SuperNode
+    processes talking gRPC over loopback. ``train_timeout``/``stage_timeout``
+    (seconds, 0 = none) bound how long a node may take before its users count
+    as dropped.
+    """
+    cleanup = out_dir is None
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="sfr-flower-out-"))
+    try:
+        with LocalFederation(mode, num_nodes, work_dir) as federation:
+            run = federation.submit(config, out, train_timeout=train_timeout,
+                                    stage_timeout=stage_timeout)
+            return federation.wait(run, out, timeout)
+    finally:
+        if cleanup:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+# -- CLI hook ----------------------------------------------------------------------------------
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``flower`` to ``secure-fedrec``: ``secure-fedrec flower --mode deployment --nodes 3``."""
+    p = subparsers.add_parser("flower", help="run a job on Flower (simulation or local deployment)")
+    p.add_argument("--config", help="TOML run config (defaults for every missing key)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key (TOML value), e.g. training.rounds=2")
+    p.add_argument("--out", required=True, help="output folder for metrics.json")
+    p.add_argument("--mode", choices=("sim", "deployment"), default="sim")
+    p.add_argument("--nodes", type=int, default=5, help="virtual nodes / SuperNodes")
+    p.add_argument("--stage-timeout", type=float, default=0.0)
+    p.add_argument("--train-timeout", type=float, default=0.0)
+    p.set_defaults(handler=_cli_main)
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set needs KEY=VALUE, got {item!r}")
+        try:
+            out[key] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw
+    return out
+
+
+def _cli_main(args: argparse.Namespace) -> int:
+    from ...config import load_config
+
+    config = load_config(args.config, _parse_overrides(args.set))
+    try:
+        result = run_flower(config, args.out, mode=args.mode, num_nodes=args.nodes,
+                            train_timeout=args.train_timeout, stage_timeout=args.stage_timeout)
+    except FlowerRunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    final = result.get("final", {})
+    print(json.dumps({"engine": result["engine"], "rounds": len(result["rounds"]),
+                      "final": final, "out": str(args.out)}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m secure_fedrec.engines.flower.launcher")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
