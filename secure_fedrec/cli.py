@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train a federated recommender and write metrics.json",
                          description="Train a federated recommender; each user is one client.")
     _add_job_arguments(run)
+    run.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                     help="continue the run whose --out was DIR from its last checkpoint "
+                          "(its config.toml is used; --set may only raise training.rounds)")
     base = sub.add_parser("baseline", help="train the same model centrally (for comparison)",
                           description="Centralized training with the federated run's model and evaluation.")
     _add_job_arguments(base)
@@ -111,6 +114,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .runner import run_job
 
+    if args.resume is not None:
+        if args.config is None:
+            args.config = args.resume / "config.toml"
+        if args.out is None:
+            args.out = args.resume
     config = _config_from_args(args)
     bar = tqdm(total=config.training.rounds, desc="rounds", unit="round", disable=args.quiet)
 
@@ -119,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         bar.set_postfix({"loss": f"{m.train_loss:.3f}", **{k: f"{v:.3f}" for k, v in shown.items()}})
         bar.update(1)
 
-    result = run_job(config, args.out, on_round=on_round)
+    result = run_job(config, args.out, on_round=on_round, resume=args.resume is not None)
     bar.close()
     rows = [
         ("dataset", f"{result['dataset']['name']} ({result['dataset']['n_users']} users, "
@@ -158,6 +166,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
+    from .engine.checkpoint import CheckpointError
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -170,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return handlers[args.command](args)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, CheckpointError) as exc:
         print(f"secure-fedrec: error: {exc}", file=sys.stderr)
         return 2
 

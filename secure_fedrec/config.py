@@ -91,6 +91,7 @@ class TrainingConfig:
     server_lr: float = 0.05
     dropout_rate: float = 0.0  # fraction of sampled clients that vanish mid-protocol
     straggler_rate: float = 0.0  # fraction of sampled clients that finish only one local epoch
+    checkpoint_every: int = 5  # rounds between crash-safe checkpoints in --out (0: never)
 
     def validate(self) -> None:
         _check(self.rounds >= 1, "training.rounds", "must be >= 1")
@@ -107,6 +108,7 @@ class TrainingConfig:
         _check(0.0 <= self.dropout_rate < 1.0, "training.dropout_rate", "must be in [0, 1)")
         _check(0.0 <= self.straggler_rate <= 1.0, "training.straggler_rate", "must be in [0, 1]")
         _check(self.negatives >= 1, "training.negatives", "must be >= 1")
+        _check(self.checkpoint_every >= 0, "training.checkpoint_every", "must be >= 0")
 
 
 @dataclass

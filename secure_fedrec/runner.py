@@ -17,6 +17,7 @@ from . import __version__
 from .config import RunConfig, config_to_dict, dump_toml
 from .data import holdout_split, leave_last_out, load_ratings, synthetic_ratings
 from .data.dataset import RatingData, Split
+from .engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .engine.inprocess import FederatedTrainer, RoundMetrics
 
 __all__ = ["load_data", "make_split", "run_job", "write_json_atomic"]
@@ -92,14 +93,34 @@ def environment() -> dict[str, str]:
 
 def run_job(
     config: RunConfig, out_dir: str | Path | None = None, *,
-    on_round: Callable[[RoundMetrics], None] | None = None,
+    on_round: Callable[[RoundMetrics], None] | None = None, resume: bool = False,
 ) -> dict[str, Any]:
-    """Run a whole federated job; returns (and, with ``out_dir``, writes) ``metrics.json``."""
+    """Run a whole federated job; returns (and, with ``out_dir``, writes) ``metrics.json``.
+
+    With ``out_dir``, a checkpoint is written there every
+    ``training.checkpoint_every`` rounds; ``resume=True`` continues from it.
+    """
     started = time.perf_counter()
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        if not resume:  # written first, so that a crashed run can be resumed from its folder
+            (Path(out_dir) / "config.toml").write_text(dump_toml(config_to_dict(config)), encoding="utf-8")
     data = load_data(config)
     split = make_split(config, data)
     trainer = FederatedTrainer(config, split)
-    history = trainer.run(on_round=on_round)
+    if resume:
+        if out_dir is None:
+            raise CheckpointError("resuming needs the run's output folder")
+        load_checkpoint(trainer, out_dir)
+    every = config.training.checkpoint_every
+
+    def after_round(metrics: RoundMetrics) -> None:
+        if out_dir is not None and every and trainer.round_index % every == 0:
+            save_checkpoint(trainer, out_dir)
+        if on_round is not None:
+            on_round(metrics)
+
+    history = trainer.run(on_round=after_round)
     final = dict(history[-1].evaluation) if history else {}
     bytes_per_round = [m.measurements.get("bytes_sent_per_client", 0.0) for m in history]
     result: dict[str, Any] = {
@@ -125,5 +146,6 @@ def run_job(
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", result)
         save_model_atomic(out / "model.pt", trainer)
-        (out / "config.toml").write_text(dump_toml(config_to_dict(config)), encoding="utf-8")
+        if every:
+            save_checkpoint(trainer, out)
     return result

@@ -206,7 +206,8 @@ class FederatedTrainer:
                         sampled_negatives=cfg.sampled_negatives, seed=self.config.seed)
 
     def run(self, *, on_round: Callable[[RoundMetrics], None] | None = None) -> list[RoundMetrics]:
-        torch.manual_seed(self.config.seed)
+        if self.round_index == 0:
+            torch.manual_seed(self.config.seed)  # a resumed run restores torch's state instead
         while self.round_index < self.config.training.rounds:
             if not self.privacy.can_run_round():
                 break  # the next round would exceed the privacy budget: stop with the model as is

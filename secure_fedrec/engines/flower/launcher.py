@@ -100,6 +100,37 @@ def _tail(path: Path, lines: int = 40) -> str:
         return ""
 
 
+def _session_members(sessions: set[int]) -> list[int]:
+    """PIDs whose session id is one of ``sessions`` (Linux /proc; empty elsewhere)."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command: state ppid pgrp session ...
+        fields = stat[stat.rfind(")") + 2:].split()
+        if (len(fields) > 3 and fields[0] != "Z" and int(fields[3]) in sessions
+                and int(entry.name) != os.getpid()):
+            members.append(int(entry.name))
+    return members
+
+
+def _kill_sessions(sessions: set[int], settle_seconds: float = 3.0) -> None:
+    """SIGKILL every process of the given sessions, until none is left for a moment."""
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        members = _session_members(sessions)
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if not members and time.monotonic() > deadline:
+            return
+        if time.monotonic() > deadline + 10:
+            return
+        time.sleep(0.2)
+
+
 def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string literal is a valid TOML basic string
 
@@ -200,11 +231,12 @@ class LocalFederation:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         for _, proc in order:
-            # The session may outlive its leader (Ray workers, ClientApps): kill it all.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+        # A session outlives its leader: Ray's agents and workers, ClientApp processes.
+        _kill_sessions({proc.pid for _, proc in order})
         self.processes.clear()
 
     def __enter__(self) -> LocalFederation:
