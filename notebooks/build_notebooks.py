@@ -93,6 +93,12 @@ survivors = [c for c in updates if c in dropped.contributors]
 print("contributors:", dropped.contributors, "dropped:", dropped.dropped)
 print("max error:", np.abs(encoder.decode(dropped.total) - sum(updates[c] for c in survivors)).max())
 """),
+    md("The engine runs the same protocol when `aggregation.protocol` asks for it:"),
+    code("""
+secure = run_job(load_config(None, {**TINY, "aggregation.protocol": "secagg+"}))
+pd.DataFrame({"plaintext": {**result["final"], "bytes/client/round": result["bytes_sent_per_client_mean"]},
+              "secagg+": {**secure["final"], "bytes/client/round": secure["bytes_sent_per_client_mean"]}})
+"""),
     md("## 3. Evaluate against the centralized twin\nSame model, same split, all ratings pooled on one machine."),
     code("""
 from secure_fedrec.centralized import train_centralized
@@ -106,80 +112,83 @@ pd.DataFrame({"federated": result["final"], "centralized": central.metrics})
 
 DP_TRADEOFF = [
     md("""
-# DP / accuracy trade-off
+# DP / accuracy trade-off study
 
 User-level DP-FedAvg (McMahan et al. 2018): each sampled client's whole update
 is clipped to L2 norm C, the server adds Gaussian noise z·C to the sum, and
-the PLD accountant turns (z, sampling rate, rounds) into ε at a fixed δ. More
-noise → smaller ε → worse accuracy. This notebook sweeps z on tiny synthetic
-data and draws the curve with the same plotting code as
-`secure-fedrec study` / `secure-fedrec report`.
+the accountant turns (z, sampling rate, rounds) into ε at δ = 1/N^1.1. More
+noise → smaller ε → worse accuracy.
 
-The pipeline is built here from the engine's public layers (`Clip`,
-`CentralGaussianNoise`, `Mean`) so the notebook shows every step; see
-docs/privacy.md for what the ε covers (the private user embeddings stay on
-the clients and are outside it).
+This notebook runs the same machinery as
+`secure-fedrec study --config study.toml --out DIR` and
+`secure-fedrec report DIR`: a grid of run configs, run cell by cell (resumable),
+one tidy row per run and seed, plots and a reviewer report. See
+docs/studies.md, and docs/privacy.md for what the ε covers.
 """),
+    code('''
+import tempfile
+from pathlib import Path
+
+from secure_fedrec.studies import parse_study, run_study
+
+STUDY = """
+[study]
+name = "dp-tradeoff"
+seeds = [0, 1]
+
+[base]
+training.rounds = 4
+training.local_epochs = 1
+training.clients_per_round = 15
+training.sampling = "poisson"   # the user-level accountant assumes Poisson sampling
+model.dim = 4
+data.synthetic.n_users = 60
+data.synthetic.n_items = 50
+data.synthetic.mean_ratings_per_user = 15
+
+[[grid]]                        # the no-DP reference (epsilon = infinity)
+"privacy.unit" = ["none"]
+
+[[grid]]                        # user-level DP at three noise levels
+"privacy.unit" = ["user"]
+"privacy.noise_multiplier" = [0.5, 1.0, 2.0]
+"""
+out = Path(tempfile.mkdtemp(prefix="dp-tradeoff-"))
+spec = parse_study(STUDY)
+print(spec.n_runs, "runs into", out)
+'''),
     code("""
-import numpy as np
+outcome = run_study(spec, out)
+print(f"{outcome.ran} ran now, {outcome.skipped} were already done")
+"""),
+    md("Running it again does nothing: every run is already recorded under its config hash."),
+    code("""
+again = run_study(spec, out, progress=False)
+assert again.ran == 0 and again.skipped == spec.n_runs
+"""),
+    md("The tidy table (`results.csv`): one row per run and seed."),
+    code("""
 import pandas as pd
 
-from secure_fedrec.config import load_config
-from secure_fedrec.engine.aggregators import CentralGaussianNoise, Clip, FloatSum, Mean
-from secure_fedrec.engine.inprocess import FederatedTrainer
-from secure_fedrec.privacy import PldAccountant, default_delta
-from secure_fedrec.runner import load_data, make_split
-
-NOISE_MULTIPLIERS = [0.0, 0.5, 1.0, 2.0]  # 0.0 = no DP
-SEEDS = [0, 1]
-CLIP_NORM = 0.5
-TINY = {
-    "data.synthetic.n_users": 100, "data.synthetic.n_items": 60,
-    "data.synthetic.mean_ratings_per_user": 15, "model.dim": 4,
-    "training.rounds": 6, "training.clients_per_round": 30, "training.local_epochs": 1,
-    "training.sampling": "poisson", "aggregation.weighting": "uniform",
-}
-"""),
-    md("One run: the DP pipeline, the federated rounds, and the accountant."),
-    code("""
-def dp_run(noise_multiplier: float, seed: int) -> dict:
-    config = load_config(None, {**TINY, "seed": seed})
-    split = make_split(config, load_data(config))
-    inner = FloatSum()
-    if noise_multiplier > 0:
-        inner = CentralGaussianNoise(inner, stddev=noise_multiplier * CLIP_NORM)
-    pipeline = Mean(Clip(inner, clip_norm=CLIP_NORM), denominator="expected")
-    trainer = FederatedTrainer(config, split, pipeline=pipeline)
-    history = trainer.run()
-    n_users = config.data.synthetic.n_users
-    delta = default_delta(n_users)
-    epsilon = None
-    if noise_multiplier > 0:
-        accountant = PldAccountant()
-        accountant.step(noise_multiplier=noise_multiplier,
-                        sample_rate=config.training.clients_per_round / n_users,
-                        steps=config.training.rounds)
-        epsilon = accountant.get_epsilon(delta)
-    return {"mechanism": "user/central (plaintext)" if noise_multiplier else "no DP (plaintext)",
-            "noise_multiplier": noise_multiplier, "seed": seed, "epsilon": epsilon,
-            "delta": delta if epsilon else None, "metric.rmse": history[-1].evaluation["rmse"]}
-"""),
-    code("""
-rows = pd.DataFrame([dp_run(z, seed) for z in NOISE_MULTIPLIERS for seed in SEEDS])
-rows
+rows = pd.read_csv(out / "results.csv")
+rows[["mechanism", "param.privacy.noise_multiplier", "seed", "epsilon", "delta", "metric.rmse"]]
 """),
     md("Mean ± std over seeds; ε = ∞ (no DP) is drawn at the right edge, past the axis break."),
     code("""
-from secure_fedrec.reports.plots import privacy_utility_figure
+from IPython.display import Image
 
-rows["group_id"] = rows["noise_multiplier"].astype(str)
-fig = privacy_utility_figure(rows)
+from secure_fedrec.reports import make_plots
+
+plots = {p.name: p for p in make_plots(out)}
+Image(filename=str(plots["privacy_utility"].png))
 """),
-    md("""
-The same sweep as a resumable study, once the run config exposes the privacy
-keys (see docs/studies.md): put them in the `[grid]` of a study file and run
-`secure-fedrec study --config study.toml --out DIR`, then
-`secure-fedrec report DIR`.
+    md("The report a privacy reviewer reads: one self-contained HTML file, plus Markdown."),
+    code("""
+from secure_fedrec.reports import write_report
+
+for path in write_report(out):
+    print(path, path.stat().st_size, "bytes")
+print((out / "report.md").read_text().split("## Plots")[0])
 """),
 ]
 

@@ -15,6 +15,7 @@ from .errors import (
     ProtocolError,
     RemoteProtocolError,
 )
+from .masking import SecAgg, SecAggPlus
 from .plaintext import PlaintextSum
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "LocalProtocolError",
     "MalformedMessage",
     "PlaintextSum",
+    "SecAgg",
+    "SecAggPlus",
     "ProtocolError",
     "RemoteProtocolError",
     "SecureSum",

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "secure_fedrec.studies.commands",
     "secure_fedrec.reports.commands",
     "secure_fedrec.audit.commands",
+    "secure_fedrec.engines.flower.launcher",
 )
 
 
@@ -49,6 +50,8 @@ def _add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], type=_parse_override,
                    metavar="KEY=VALUE", help="override one config key, e.g. --set training.rounds=10")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", choices=("inprocess", "flower-sim", "flower"), default=None,
+                   help="in-process (default), Flower's simulation engine, or a Flower deployment")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +97,8 @@ def _config_from_args(args: argparse.Namespace):
         overrides["data.format"] = args.format
     if args.seed is not None:
         overrides["seed"] = args.seed
+    if getattr(args, "engine", None) is not None:
+        overrides["engine"] = args.engine
     return load_config(args.config, overrides)
 
 

@@ -113,7 +113,7 @@ class TrainingConfig:
 
 @dataclass
 class AggregationConfig:
-    protocol: Literal["plaintext", "secagg", "secagg+", "paillier"] = "plaintext"
+    protocol: Literal["plaintext", "secagg", "secagg+", "paillier"] = "secagg+"
     bits: int = 32
     coordinate_clip: float = 1.0
     weighting: Literal["examples", "uniform"] = "examples"
@@ -170,7 +170,7 @@ class EvaluationConfig:
 @dataclass
 class RunConfig:
     seed: int = 0
-    engine: Literal["inprocess"] = "inprocess"
+    engine: Literal["inprocess", "flower-sim", "flower"] = "inprocess"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)

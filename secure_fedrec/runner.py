@@ -100,6 +100,10 @@ def run_job(
     With ``out_dir``, a checkpoint is written there every
     ``training.checkpoint_every`` rounds; ``resume=True`` continues from it.
     """
+    if config.engine != "inprocess":
+        from .engines.flower import run_flower
+
+        return run_flower(config, out_dir, mode="sim" if config.engine == "flower-sim" else "deployment")
     started = time.perf_counter()
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)

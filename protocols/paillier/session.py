@@ -285,7 +285,7 @@ class _RequestChecker:
             raise ReplayedMessage("this session was already decrypted once")
         request = DecryptionRequest.parse(body, ciphertext_bytes=self.public_key.ciphertext_bytes)
         if self.contributions == "required" and request.contributions is None:
-            raise RemoteProtocolError("this key holder recomputes the aggregate: send contributions")
+            raise RemoteProtocolError("this key holder recomputes the aggregate: send them all")
         if self.contributions == "forbidden" and request.contributions is not None:
             raise RemoteProtocolError("this decryptor must never receive individual ciphertexts")
         params = request.params

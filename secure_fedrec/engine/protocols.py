@@ -45,7 +45,7 @@ class ThresholdPolicy:
         n = len(inputs)
         if n < self.min_survivors:
             raise BelowThreshold(n, self.min_survivors, "sampling")
-        if self.protocol.name == "secagg":
+        if self.protocol.name == "secagg" and not getattr(self.protocol, "active", False):
             # SecAgg's security argument needs a strict majority of the session's clients.
             self.protocol.threshold = min(n, max(n // 2 + 1, math.ceil(self.fraction * n),
                                                  self.min_survivors))

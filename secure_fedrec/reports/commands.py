@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["register", "cmd_report"]
+__all__ = ["cmd_report", "register"]
 
 
 def register(subparsers) -> dict:

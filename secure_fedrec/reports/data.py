@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..studies.store import ResultStore
 
-__all__ = ["StudyData", "load_study_data", "ReportError"]
+__all__ = ["ReportError", "StudyData", "load_study_data"]
 
 
 class ReportError(ValueError):

@@ -20,14 +20,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window (CI, workers, notebooks alike)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 __all__ = [
+    "UTILITY_METRICS",
     "PlotOutcome",
     "PlotSkipped",
-    "UTILITY_METRICS",
     "leakage_figure",
     "make_plots",
     "privacy_utility_figure",
@@ -112,13 +112,13 @@ class _InfinityAxis:
             [t for t in ax.get_xticks() if self.lo / 1.5 <= t <= self.hi * 1.5]
         ax.minorticks_off()
         if not self.has_inf:
-            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
             return
-        ax.set_xticks([*ticks, self.inf_x], [*(f"{t:g}" for t in ticks), "∞"])
+        ax.set_xticks([*ticks, self.inf_x], [*(f"{t:.3g}" for t in ticks), "∞"])
         ax.set_xlim(self.lo / 1.5, self.inf_x * 1.5)
         if self.has_finite:
             gap = math.sqrt(self.hi * self.inf_x)  # the axis break: two slashes between max ε and ∞
-            kwargs = dict(transform=ax.get_xaxis_transform(), color="k", clip_on=False, lw=1)
+            kwargs = {"transform": ax.get_xaxis_transform(), "color": "k", "clip_on": False, "lw": 1}
             for offset in (0.93, 1.07):
                 ax.plot([gap * offset / 1.03, gap * offset * 1.03], [-0.02, 0.02], **kwargs)
 
@@ -127,6 +127,13 @@ def _colors(labels: pd.Series) -> dict[str, str]:
     """One colour per series, the same in every panel of a figure."""
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     return {name: cycle[i % len(cycle)] for i, name in enumerate(sorted(labels.unique()))}
+
+
+def _legend_outside(ax: plt.Axes) -> None:
+    """Below the axes, so that no legend hides a point (files are saved with a tight box)."""
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
 
 
 def _errorbar_lines(ax: plt.Axes, rows: pd.DataFrame, axis: _InfinityAxis, y: str) -> None:
@@ -160,7 +167,7 @@ def privacy_utility_figure(rows: pd.DataFrame) -> plt.Figure:
         ax.set_xlabel("ε (privacy budget; ∞ = no DP)")
         ax.set_ylabel(f"{label} ({'lower' if lower_better else 'higher'} is better)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8)
+    _legend_outside(axes[0][-1])
     fig.suptitle("Privacy–utility trade-off (error bars: std over seeds)")
     fig.tight_layout()
     return fig
@@ -206,7 +213,7 @@ def leakage_figure(rows: pd.DataFrame) -> plt.Figure:
             ax.set_ylabel("audited lower bound ε̂")
             ax.set_title("Audit: ε̂ must stay below ε")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend_outside(ax)
     fig.tight_layout()
     return fig
 
@@ -218,12 +225,14 @@ def protocol_cost_figure(
     m_column: str | None = None,
     time_column: str = "wall_time_seconds",
     bytes_column: str = "bytes_sent_per_client_mean",
-    group_column: str = "protocol",
+    group_column: str = "mechanism",
 ) -> plt.Figure:
     """Time and bytes vs the number of clients n and the vector length m, one line per protocol.
 
     Defaults find n in ``clients_per_round`` / ``param.training.clients_per_round`` and m
-    in ``round_mean.vector_length`` / ``param.model.dim`` — whichever varies.
+    in ``round_mean.vector_length`` / ``param.model.dim`` — whichever varies. Lines are
+    per ``mechanism`` (protocol, and DP mode: DP runs also pay for noise and accounting),
+    falling back to ``protocol``.
     """
     def varying(candidates: tuple[str, ...]) -> str | None:
         for c in candidates:
@@ -240,6 +249,8 @@ def protocol_cost_figure(
                           "and the time/bytes columns")
     fig, axes = plt.subplots(len(costs), len(axes_x), figsize=(5 * len(axes_x), 3.6 * len(costs)),
                              squeeze=False)
+    if group_column not in rows:
+        group_column = "protocol"
     groups = rows[group_column].astype(str) if group_column in rows else pd.Series("runs", index=rows.index)
     for j, x in enumerate(axes_x):
         for i, y in enumerate(costs):
@@ -254,7 +265,7 @@ def protocol_cost_figure(
             ax.set_ylabel({time_column: "wall time (s)", bytes_column: "bytes sent per client"}.get(y, y))
             ax.set_yscale("log")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+        _legend_outside(axes[-1][j])
     fig.suptitle("Protocol cost")
     fig.tight_layout()
     return fig
@@ -270,8 +281,8 @@ PLOTS: dict[str, tuple[str, Callable[[pd.DataFrame], plt.Figure]]] = {
 def save_figure(fig: plt.Figure, stem: Path) -> tuple[Path, Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
-    fig.savefig(png, dpi=110)
-    fig.savefig(svg)
+    fig.savefig(png, dpi=110, bbox_inches="tight")
+    fig.savefig(svg, bbox_inches="tight")
     plt.close(fig)
     return png, svg
 

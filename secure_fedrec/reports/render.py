@@ -22,7 +22,7 @@ from ..studies.environment import environment
 from .data import StudyData, load_study_data
 from .plots import PlotOutcome, make_plots
 
-__all__ = ["render_html", "render_markdown", "write_report", "epsilon_statements", "summary_table"]
+__all__ = ["epsilon_statements", "render_html", "render_markdown", "summary_table", "write_report"]
 
 _UNIT_WORDS = {
     "user": "any one user (all of that person's ratings together)",
@@ -32,6 +32,8 @@ _UNIT_WORDS = {
     "rating": "any single rating",
 }
 _SUMMARY_METRICS = ("metric.", "attack.")
+#: what the privacy module says about a run, quoted next to our wording
+_RUN_WORDS = (("privacy.statement", "The run's own statement"), ("privacy.assumptions", "Assumptions"))
 _SUMMARY_COLUMNS = ("epsilon", "delta", "bytes_sent_per_client_mean", "wall_time_seconds")
 
 
@@ -72,11 +74,13 @@ def epsilon_statements(rows: pd.DataFrame) -> list[str]:
                           if d is not None and not pd.isna(d) else "(δ not reported)")
             statements.append(
                 f"{first.get('mechanism', 'DP')} at ε = {e:.3g}: whether or not the data of {who} was "
-                f"used changes the probability of anything an observer can see about the training "
-                f"(the model, and what the accounting says is released) by at most a factor "
+                f"used changes the probability of any outcome of the released model (and of anything "
+                f"computed from it) by at most a factor "
                 f"e^ε ≈ {math.exp(min(e, 700)):.3g}, {delta_text}. For example, an attacker who "
                 f"starts 50/50 on whether someone took part can end at most "
                 f"{100 * math.exp(e) / (1 + math.exp(e)):.1f}% sure (ignoring δ)."
+                + "".join(f" {label}: {first[column]}." for column, label in _RUN_WORDS
+                          if isinstance(first.get(column), str) and first[column])
             )
     return statements
 
@@ -172,8 +176,8 @@ def render_html(study_dir: str | Path) -> str:
         f"<title>Study report: {esc(d.name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Study report: {esc(d.name)}</h1>",
         f"<p>{esc(d.manifest.get('description', ''))}</p>",
-        f"<p>{len(d.rows)} of {d.expected_runs} runs finished; {len(d.failures)} failed. "
-        f"Generated {esc(s.generated)} from <code>{esc(str(d.root))}</code>.</p>",
+        (f"<p>{len(d.rows)} of {d.expected_runs} runs finished; {len(d.failures)} failed. "
+         f"Generated {esc(s.generated)} from <code>{esc(str(d.root))}</code>.</p>"),
         "<h2>What the privacy numbers mean</h2>",
         *(f'<p class="privacy">{esc(t)}</p>' for t in s.statements),
         "<h2>Plots</h2>",
@@ -194,8 +198,8 @@ def render_html(study_dir: str | Path) -> str:
              for f in d.failures])))
     parts += ["<h2>Study file</h2>", f"<pre>{esc(d.source_text or '(not recorded)')}</pre>",
               "<h2>Exact configuration of every grid point</h2>",
-              "<p>Resolved run configs (every default filled in); each ran once per seed "
-              f"{esc(str(d.manifest.get('seeds', [])))}.</p>"]
+              ("<p>Resolved run configs (every default filled in); each ran once per seed "
+               f"{esc(str(d.manifest.get('seeds', [])))}.</p>")]
     for group_id, label, toml_text in _group_configs(d):
         parts.append(f"<details><summary><code>{esc(group_id)}</code> {esc(label)}</summary>"
                      f"<pre>{esc(toml_text)}</pre></details>")
@@ -211,7 +215,7 @@ def render_html(study_dir: str | Path) -> str:
 def _md_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "_(empty)_\n"
-    cells = lambda values: "| " + " | ".join(_fmt(v).replace("|", "\\|") for v in values) + " |"  # noqa: E731
+    cells = lambda values: "| " + " | ".join(_fmt(v).replace("|", "\\|") for v in values) + " |"
     lines = [cells(frame.columns), "| " + " | ".join("---" for _ in frame.columns) + " |"]
     lines += [cells(row) for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
@@ -221,8 +225,8 @@ def render_markdown(study_dir: str | Path) -> str:
     s = _collect(Path(study_dir))
     d = s.data
     out = [f"# Study report: {d.name}\n", d.manifest.get("description", "") + "\n",
-           f"{len(d.rows)} of {d.expected_runs} runs finished; {len(d.failures)} failed. "
-           f"Generated {s.generated}.\n", "## What the privacy numbers mean\n",
+           (f"{len(d.rows)} of {d.expected_runs} runs finished; {len(d.failures)} failed. "
+            f"Generated {s.generated}.\n"), "## What the privacy numbers mean\n",
            *(f"> {t}\n" for t in s.statements), "## Plots\n"]
     for plot in s.plots:
         if plot.ok:

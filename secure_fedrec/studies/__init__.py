@@ -5,10 +5,10 @@
 and keeps one tidy row per finished run. See docs/studies.md.
 """
 
-from .spec import StudyError, StudySpec, load_study, parse_study
 from .cells import Cell, config_hash, expand_cells
-from .store import ResultStore, result_row
 from .execute import StudyOutcome, run_study
+from .spec import StudyError, StudySpec, load_study, parse_study
+from .store import ResultStore, result_row
 
 __all__ = [
     "Cell",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["register", "cmd_study"]
+__all__ = ["cmd_study", "register"]
 
 DESCRIPTION = """\
 Run every cell of a study grid (a TOML file with [study], [base] and [grid]) and

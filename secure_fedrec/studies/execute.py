@@ -19,7 +19,7 @@ from .environment import environment
 from .spec import StudySpec
 from .store import ResultStore, result_row, strict_json, write_atomic
 
-__all__ = ["StudyOutcome", "run_study", "run_cell"]
+__all__ = ["StudyOutcome", "run_cell", "run_study"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,11 @@ def run_cell(study_name: str, cell: Cell, root: str) -> tuple[str, str, str]:
     store = ResultStore(root)
     started = time.perf_counter()
     try:
-        result = run_job(cell.run_config())
-    except Exception as exc:  # a failing cell is recorded and retried next time, not fatal
+        if "audit" in cell.job:
+            result = _run_audit(cell)
+        else:
+            result = run_job(cell.run_config())
+    except Exception as exc:  # noqa: BLE001 -- any failure of one cell is recorded and retried, not fatal
         store.save_failure(cell, f"{type(exc).__name__}: {exc}", traceback.format_exc())
         return cell.cell_id, "failed", f"{type(exc).__name__}: {exc}"
     row = result_row(study_name, cell, result, time.perf_counter() - started)
@@ -80,6 +83,41 @@ def warm_up() -> None:
     _warmed_up = True
 
 
+def _run_audit(cell: Cell) -> dict[str, Any]:
+    """``secure_fedrec.audit.run_audit`` on the cell, reshaped like a run_job result."""
+    from ..audit.run import run_audit
+    from ..audit.spec import spec_from_dict
+
+    audit = run_audit(cell.run_config(), spec_from_dict(dict(cell.job["audit"])))
+    return audit_as_run_result(audit)
+
+
+def audit_as_run_result(audit: dict[str, Any]) -> dict[str, Any]:
+    """Map audit.json onto the keys a tidy row reads: final, privacy, attack, wall time.
+
+    ``attack.auc`` is the strongest membership attack's AUC (what a reviewer compares
+    with chance), ``attack.epsilon_lower_bound`` the canary audit's ε̂; every attack's
+    own metrics follow as ``attack.<name>.<metric>``.
+    """
+    attacks = audit.get("attacks") or {}
+    attack: dict[str, Any] = {}
+    aucs = {name: a.get("auc") for name, a in attacks.items() if isinstance(a, dict)
+            and isinstance(a.get("auc"), (int, float))}
+    if aucs:
+        strongest = max(aucs, key=aucs.get)
+        attack["auc"] = aucs[strongest]
+        attack["strongest"] = strongest
+    canary = audit.get("canary_audit") or {}
+    if "epsilon_hat" in canary:
+        attack["epsilon_lower_bound"] = canary["epsilon_hat"]
+    attack["violation"] = bool(audit.get("violation"))
+    for name, metrics in attacks.items():
+        if isinstance(metrics, dict):
+            attack[name] = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+    training = audit.get("training") or {}
+    return {**audit, "final": training.get("final", {}), "attack": attack}
+
+
 def _init_worker() -> None:
     # One BLAS/OpenMP thread per worker: n workers on n cores must not oversubscribe.
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -95,9 +133,11 @@ def write_manifest(spec: StudySpec, cells: list[Cell], store: ResultStore) -> No
         write_atomic(store.root / "study.toml", spec.source_text)
     manifest = {
         "name": spec.name,
+        "job": spec.job,
+        "audit": spec.audit,
         "description": spec.description,
         "seeds": list(spec.seeds),
-        "grid": {key: list(values) for key, values in spec.grid},
+        "grids": [{key: list(values) for key, values in grid} for grid in spec.grids],
         "base": spec.base,
         "cells": [
             {"cell_id": c.cell_id, "group_id": c.group_id, "cell_index": c.index, "seed": c.seed,

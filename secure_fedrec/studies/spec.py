@@ -15,6 +15,14 @@ A study TOML has three tables::
     "training.clients_per_round" = [5, 10]
 
 Grid keys may be quoted dotted strings or nested tables; both mean the same.
+Several grids, written as ``[[grid]]`` tables, make a union of products — how a
+no-DP baseline sits next to a sweep over ε without running it once per ε::
+
+    [[grid]]
+    "privacy.unit" = ["none"]
+    [[grid]]
+    "privacy.unit" = ["user"]
+    "privacy.target_epsilon" = [1.0, 4.0, 16.0]
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ from typing import Any
 
 from ..config import ConfigError
 
-__all__ = ["StudyError", "StudySpec", "load_study", "parse_study", "flatten", "nest"]
+__all__ = ["StudyError", "StudySpec", "flatten", "load_study", "nest", "parse_study"]
 
-_STUDY_KEYS = {"name", "seeds", "parallel", "description"}
+_STUDY_KEYS = {"name", "seeds", "parallel", "description", "job"}
+JOBS = ("run", "audit")
 
 
 class StudyError(ConfigError):
@@ -44,9 +53,11 @@ class StudySpec:
     seeds: tuple[int, ...] = (0,)
     parallel: int = 1
     base: dict[str, Any] = field(default_factory=dict)  # dotted key -> value
-    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # (dotted key, values), in file order
+    grids: tuple[tuple[tuple[str, tuple[Any, ...]], ...], ...] = ((),)  # per grid: (key, values)
     description: str = ""
     source_text: str = ""  # the study file as written, kept for the report
+    job: str = "run"  # "run": run_job per cell; "audit": secure_fedrec.audit.run_audit per cell
+    audit: dict[str, Any] = field(default_factory=dict)  # the [audit] table (job = "audit")
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -60,10 +71,9 @@ class StudySpec:
             raise StudyError(f"study.seeds has duplicates: {list(self.seeds)}")
         if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or self.parallel < 1:
             raise StudyError(f"study.parallel must be an integer >= 1; got {self.parallel!r}")
-        keys = [key for key, _ in self.grid]
-        if len(set(keys)) != len(keys):
-            raise StudyError(f"grid has a key twice: {keys}")
-        for key, values in self.grid:
+        if not self.grids:
+            raise StudyError("a study needs at least one grid (an empty [grid] runs the base config)")
+        for key, values in (axis for grid in self.grids for axis in grid):
             if key == "seed":
                 raise StudyError("grid.seed: list seeds in study.seeds, not in the grid")
             if not values:
@@ -74,14 +84,24 @@ class StudySpec:
                 raise StudyError(f"{key} is set in both [base] and [grid]; keep one")
         if "seed" in self.base:
             raise StudyError("base.seed: list seeds in study.seeds instead")
+        if self.job not in JOBS:
+            raise StudyError(f"study.job must be one of {', '.join(map(repr, JOBS))}; got {self.job!r}")
+        if self.audit and self.job != "audit":
+            raise StudyError('an [audit] table needs study.job = "audit"')
+        if self.job == "audit":
+            from ..audit.spec import spec_from_dict
+
+            spec_from_dict(dict(self.audit))  # raises a ConfigError naming the audit key
 
     @property
     def grid_keys(self) -> tuple[str, ...]:
-        return tuple(key for key, _ in self.grid)
+        """Every key that some grid varies, in order of first appearance."""
+        return tuple(dict.fromkeys(key for grid in self.grids for key, _ in grid))
 
     @property
     def n_cells(self) -> int:
-        return math.prod(len(values) for _, values in self.grid)
+        """Grid points (before collapsing points that two grids share)."""
+        return sum(math.prod(len(values) for _, values in grid) for grid in self.grids)
 
     @property
     def n_runs(self) -> int:
@@ -122,9 +142,12 @@ def parse_study(text: str, *, origin: str = "study file") -> StudySpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"{origin} is not valid TOML: {exc}") from None
-    unknown = sorted(set(raw) - {"study", "base", "grid"})
+    unknown = sorted(set(raw) - {"study", "base", "grid", "audit"})
     if unknown:
-        raise StudyError(f"unknown table [{unknown[0]}] in {origin}; valid tables: study, base, grid")
+        raise StudyError(f"unknown table [{unknown[0]}] in {origin}; valid tables: study, base, grid, audit")
+    audit = raw.get("audit", {})
+    if not isinstance(audit, dict):
+        raise StudyError("[audit] must be a table of audit options (see `secure-fedrec audit --help`)")
     study = raw.get("study")
     if not isinstance(study, dict):
         raise StudyError(f"{origin} needs a [study] table with at least name = \"...\"")
@@ -135,13 +158,17 @@ def parse_study(text: str, *, origin: str = "study file") -> StudySpec:
     if not isinstance(base, dict):
         raise StudyError("[base] must be a table of run-config keys")
     grid_raw = raw.get("grid", {})
-    if not isinstance(grid_raw, dict):
-        raise StudyError("[grid] must be a table of dotted key = [values]")
-    grid = []
-    for key, values in flatten(grid_raw).items():
-        if not isinstance(values, list):
-            raise StudyError(f"grid.{key} must be a list of values; got {values!r}")
-        grid.append((key, tuple(values)))
+    tables = grid_raw if isinstance(grid_raw, list) else [grid_raw]
+    grids = []
+    for table in tables:
+        if not isinstance(table, dict):
+            raise StudyError("[grid] must be a table of dotted key = [values] (or [[grid]] tables)")
+        grid = []
+        for key, values in flatten(table).items():
+            if not isinstance(values, list):
+                raise StudyError(f"grid.{key} must be a list of values; got {values!r}")
+            grid.append((key, tuple(values)))
+        grids.append(tuple(grid))
     seeds = study.get("seeds", [0])
     if not isinstance(seeds, list):
         raise StudyError(f"study.seeds must be a list of integers; got {seeds!r}")
@@ -150,9 +177,11 @@ def parse_study(text: str, *, origin: str = "study file") -> StudySpec:
         seeds=tuple(seeds),
         parallel=study.get("parallel", 1),
         base=flatten(base),
-        grid=tuple(grid),
+        grids=tuple(grids),
         description=str(study.get("description", "")),
         source_text=text,
+        job=study.get("job", "run"),
+        audit=audit,
     )
 
 

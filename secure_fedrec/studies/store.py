@@ -27,8 +27,9 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .cells import Cell
 
@@ -122,8 +123,9 @@ def result_row(study: str, cell: Cell, result: dict[str, Any], cell_seconds: flo
     row["clients_per_round"] = config.get("training", {}).get("clients_per_round")
     row["mechanism"] = mechanism_label(protocol, privacy, config)
     # ε = ∞ when a run has no DP: recorded as None (JSON has no infinity) with dp = False.
-    row["dp"] = privacy is not None and _number(privacy.get("epsilon")) is not None
-    row["epsilon"] = _number(privacy.get("epsilon")) if privacy else None
+    epsilon = _number(privacy.get("epsilon")) if privacy else None
+    row["dp"] = epsilon is not None and math.isfinite(epsilon)
+    row["epsilon"] = epsilon if row["dp"] else None
     row["delta"] = _number(privacy.get("delta")) if privacy else None
     if privacy:
         row.update({k: v for k, v in _scalars("privacy", privacy).items()

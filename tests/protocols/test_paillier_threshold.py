@@ -35,9 +35,28 @@ def _encrypt(key_set, plaintexts):
 
 def test_safe_primes_are_safe() -> None:
     gmp = gmpy2()
-    for backend, bits in (("gmpy2", 128), ("gmpy2", 256), ("openssl", 512)):
+    for backend, bits in (
+        ("sieve", 16),
+        ("sieve", 40),
+        ("sieve", 256),
+        ("next_prime", 128),
+        ("openssl", 512),
+    ):
         p = generate_safe_prime(bits, backend=backend)
         assert p.bit_length() == bits and gmp.is_prime(p) and gmp.is_prime((p - 1) // 2)
+
+
+def test_sieved_primes_have_their_top_two_bits_set() -> None:
+    """So that any two of them multiply to a modulus of the full size."""
+    for _ in range(5):
+        assert generate_safe_prime(256) >> 254 == 0b11
+
+
+def test_unknown_backend_refused() -> None:
+    with pytest.raises(ValueError):
+        generate_safe_prime(256, backend="magic")
+    with pytest.raises(ValueError):
+        generate_safe_prime(256, backend="openssl")
 
 
 def test_full_strength_floor_applies_to_threshold_keys() -> None:

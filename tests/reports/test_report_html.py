@@ -18,7 +18,7 @@ from secure_fedrec.reports.render import epsilon_statements
 from secure_fedrec.studies import ResultStore, expand_cells, parse_study, result_row, run_study
 from secure_fedrec.studies.execute import write_manifest
 
-TINY = """
+BASE = """
 [study]
 name = "tiny-report"
 description = "report test"
@@ -26,13 +26,26 @@ seeds = [0, 1]
 [base]
 training.rounds = 2
 training.local_epochs = 1
+training.sampling = "poisson"
 model.dim = 4
 data.synthetic.n_users = 30
 data.synthetic.n_items = 40
 data.synthetic.mean_ratings_per_user = 15
-[grid]
-"aggregation.protocol" = ["plaintext"]
+"""
+# a no-DP baseline at two sizes, and real user-level DP runs at two budgets
+TINY = BASE + """
+[[grid]]
+"privacy.unit" = ["none"]
 "training.clients_per_round" = [5, 10]
+[[grid]]
+"privacy.unit" = ["user"]
+"privacy.accountant" = ["rdp"]  # the faster accountant; PLD is the default
+"privacy.noise_multiplier" = [0.7, 2.0]
+"training.clients_per_round" = [10]
+"""
+FAKE = BASE + """
+[grid]
+"training.clients_per_round" = [5, 10, 20]
 """
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "source", "col", "area", "base", "wbr"}
@@ -95,8 +108,7 @@ def tiny_study(tmp_path_factory) -> Path:
 
 def fake_dp_study(root: Path) -> Path:
     """A study folder whose runs report privacy and attack results the way run_job will."""
-    spec = parse_study(TINY.replace('"training.clients_per_round" = [5, 10]',
-                                    '"training.clients_per_round" = [5, 10, 20]'))
+    spec = parse_study(FAKE)
     cells = expand_cells(spec)
     store = ResultStore(root)
     store.prepare()
@@ -135,19 +147,26 @@ def test_report_of_the_tiny_study_is_valid_self_contained_html(tiny_study):
     assert main(["report", str(tiny_study)]) == 0
     text = (tiny_study / "report.html").read_text(encoding="utf-8")
     parser = parse(text)
-    assert len(parser.images) == 1  # protocol cost; no DP and no attack in this grid
+    assert len(parser.images) == 2  # privacy-utility and protocol cost; no attack in this grid
     check_images(parser)
     assert all(ref.startswith("data:") for ref in parser.refs), "the report must not load anything"
     body = " ".join(parser.text)
     assert "What the privacy numbers mean" in body and "ε = ∞" in body
-    assert "Not drawn" in body and "finite ε" in body
+    assert "Not drawn" in body and "no attack" in body
     data = load_study_data(tiny_study)
+    dp = data.rows.dropna(subset=["epsilon"])
+    assert len(dp) == 4 and (dp["delta"] > 0).all()
+    by_noise = dp.groupby("param.privacy.noise_multiplier")["epsilon"].mean()
+    assert by_noise[0.7] > by_noise[2.0] > 0  # more noise, smaller ε
+    finite = dp["epsilon"]
+    assert "any one user" in body and f"ε = {finite.min():.3g}" in body
     for group_id in data.rows["group_id"]:
         assert group_id in body
     import torch
     assert torch.__version__ in body
     assert 'name = "tiny-report"' in body  # the study file, verbatim
     rows = [json.loads(line) for line in (tiny_study / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 8
     for row in rows:
         assert row["cell_id"] in body
 
@@ -157,7 +176,7 @@ def test_markdown_report_links_existing_plots(tiny_study):
     text = md.read_text(encoding="utf-8")
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert links and all((tiny_study / link).exists() for link in links)
-    assert "| aggregation.protocol |" in text
+    assert "| privacy.unit |" in text and "| ε |" in text
 
 
 def test_report_with_dp_and_attacks_draws_every_plot(tmp_path):
@@ -188,3 +207,27 @@ def test_epsilon_statement_bounds_the_attackers_confidence():
 def test_report_of_a_folder_that_is_not_a_study_fails_clearly(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a study folder" in capsys.readouterr().err
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no headless Chromium on this machine")
+def test_report_renders_in_a_headless_browser(tiny_study, tmp_path):
+    import subprocess
+
+    (html_path,) = write_report(tiny_study, formats=("html",))
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,3000",
+         f"--screenshot={shot}", html_path.resolve().as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (3000, 1000)
+    # the plots are drawn: some rows of the page have many non-white pixels in a stretch
+    non_white = (pixels[..., :3] < 0.9).any(axis=2).sum(axis=1)
+    assert (non_white > 300).sum() > 200

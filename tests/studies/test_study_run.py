@@ -144,3 +144,41 @@ def test_parallel_workers_produce_the_same_table(tmp_path):
     serial = run_study(parse_study(tiny_study()), tmp_path / "serial", parallel=1, progress=False)
     rmse = {r["cell_id"]: r["metric.rmse"] for r in outcome.rows}
     assert rmse == pytest.approx({r["cell_id"]: r["metric.rmse"] for r in serial.rows}, rel=1e-5)
+
+
+AUDIT_STUDY = """
+[study]
+name = "tiny-audit"
+job = "audit"
+seeds = [0]
+[base]
+training.rounds = 2
+training.local_epochs = 1
+training.sampling = "poisson"
+training.clients_per_round = 10
+model.dim = 4
+data.synthetic.n_users = 40
+data.synthetic.n_items = 40
+data.synthetic.mean_ratings_per_user = 15
+[audit]
+canaries = 40
+attacks = ["loss"]
+n_bootstrap = 20
+member_samples = 50
+[[grid]]
+"privacy.unit" = ["none"]
+[[grid]]
+"privacy.unit" = ["record"]
+"privacy.noise_multiplier" = [1.0]
+"""
+
+
+def test_an_audit_study_records_attack_metrics_and_epsilon(tmp_path):
+    outcome = run_study(parse_study(AUDIT_STUDY), tmp_path, progress=False)
+    assert outcome.complete and outcome.ran == 2
+    by_unit = {r["param.privacy.unit"]: r for r in outcome.rows}
+    assert by_unit["none"]["epsilon"] is None and by_unit["record"]["epsilon"] > 0
+    for row in outcome.rows:
+        assert 0.0 <= row["attack.auc"] <= 1.0 and row["attack.loss.auc"] == row["attack.auc"]
+        assert row["attack.epsilon_lower_bound"] >= 0.0 and row["attack.violation"] is False
+        assert row["metric.rmse"] > 0

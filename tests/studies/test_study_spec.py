@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from secure_fedrec.config import ConfigError
 from secure_fedrec.studies import StudyError, expand_cells, parse_study
 
 TINY = """
@@ -73,3 +74,57 @@ def test_invalid_run_config_values_name_the_cell(grid, needle):
     spec = parse_study(f'[study]\nname="x"\n[grid]\n{grid}\n')
     with pytest.raises(StudyError, match=needle):
         expand_cells(spec)
+
+
+UNION = """
+[study]
+name = "u"
+seeds = [0, 1]
+[base]
+training.sampling = "poisson"
+[[grid]]
+"privacy.unit" = ["none"]
+"training.clients_per_round" = [5, 10]
+[[grid]]
+"privacy.unit" = ["user"]
+"privacy.target_epsilon" = [1.0, 4.0]
+[[grid]]
+"privacy.unit" = ["none"]
+"training.clients_per_round" = [10, 20]
+"""
+
+
+def test_several_grids_make_a_union_without_repeating_shared_points():
+    spec = parse_study(UNION)
+    cells = expand_cells(spec)
+    points = {c.params for c in cells}
+    assert len(points) == 2 + 2 + 1  # (none, 10) is in the first and the third grid: run once
+    assert len(cells) == 5 * 2
+    assert len({c.cell_id for c in cells}) == len(cells)
+    assert spec.grid_keys == ("privacy.unit", "training.clients_per_round", "privacy.target_epsilon")
+    dp = [c for c in cells if dict(c.params)["privacy.unit"] == "user"]
+    assert {c.config["privacy"]["target_epsilon"] for c in dp} == {1.0, 4.0}
+    assert all(c.config["training"]["clients_per_round"] == 0.2 for c in dp)  # the default
+
+
+def test_a_grid_must_be_a_table():
+    with pytest.raises(StudyError, match="grid"):
+        parse_study('grid = 3\n[study]\nname="x"\n')
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('[study]\nname="x"\njob="train"\n', "study.job"),
+    ('[study]\nname="x"\n[audit]\ncanaries=10\n', "needs study.job"),
+    ('[study]\nname="x"\njob="audit"\n[audit]\ncanaries=-1\n', "audit.canaries"),
+])
+def test_audit_studies_are_validated(text, needle):
+    with pytest.raises(ConfigError, match=needle):  # StudyError, or the audit module's own error
+        parse_study(text)
+
+
+def test_audit_options_are_part_of_the_run_id():
+    text = '[study]\nname="x"\njob="audit"\n[audit]\ncanaries={}\n'
+    a, b = (expand_cells(parse_study(text.format(n)))[0] for n in (10, 20))
+    plain = expand_cells(parse_study('[study]\nname="x"\n'))[0]
+    assert len({a.cell_id, b.cell_id, plain.cell_id}) == 3
+    assert a.config == plain.config  # same training run, different job

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["run_flower", "FlowerRunError", "LocalFederation", "register"]
+__all__ = ["FlowerRunError", "LocalFederation", "register", "run_flower"]
 
 if TYPE_CHECKING:
     from .launcher import FlowerRunError, LocalFederation, register, run_flower

@@ -28,13 +28,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 __all__ = [
     "PAYLOAD_KEY",
     "Payload",
-    "f64_bytes",
-    "f64_array",
-    "i64_bytes",
-    "i64_array",
-    "payload_size",
     "dump_node_state",
+    "f64_array",
+    "f64_bytes",
+    "i64_array",
+    "i64_bytes",
     "load_node_state",
+    "payload_size",
 ]
 
 #: The name of the ConfigRecord that holds our payload in every message.
@@ -112,4 +112,4 @@ def dump_node_state(state: dict[str, Any]) -> bytes:
 def load_node_state(blob: bytes) -> dict[str, Any]:
     if not blob:
         return {}
-    return pickle.loads(blob)  # noqa: S301 - the node's own state, see the module docstring
+    return pickle.loads(blob)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,9 +35,17 @@ from ...data.dataset import RatingData, Split
 from ...engine.aggregators import QuantizedSecureSum
 from ...engine.inprocess import FederatedTrainer, RoundMetrics
 from ...engine.updates import ClientUpdates, RoundContext
-from .codec import Payload, f64_array, f64_bytes, i64_array, payload_size
+from .codec import Payload, f64_array, f64_bytes, i64_array
 
-__all__ = ["Exchange", "Transport", "FlowerCoordinator", "build_trainer", "masking_protocol"]
+__all__ = [
+    "Exchange",
+    "FlowerCoordinator",
+    "Transport",
+    "build_trainer",
+    "check_supported",
+    "combine_evaluations",
+    "session_params",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,33 +66,66 @@ class Transport(Protocol):
                  timeout: float | None, round_index: int) -> Exchange: ...
 
 
-def build_trainer(config: RunConfig, split: Split) -> FederatedTrainer:
-    """The server's trainer (the engine's own pipeline); the tests run it in-process too."""
-    agg = config.aggregation
+def check_supported(config: RunConfig) -> None:
+    """Refuse, before anything starts, what the Flower engine does not run yet."""
     if config.privacy.unit != "none":
         raise NotImplementedError(
             "the Flower engine does not run differential privacy yet (privacy.unit must be 'none')")
-    if agg.protocol not in ("plaintext", "secagg", "secagg+"):
-        raise ValueError(f"the Flower engine runs plaintext, secagg and secagg+, not {agg.protocol!r}")
+    if config.aggregation.protocol not in ("plaintext", "secagg", "secagg+"):
+        raise ValueError("the Flower engine runs plaintext, secagg and secagg+, not "
+                         f"{config.aggregation.protocol!r}")
+
+
+def build_trainer(config: RunConfig, split: Split) -> FederatedTrainer:
+    """The server's trainer (the engine's own pipeline); the tests run it in-process too."""
+    check_supported(config)
     return FederatedTrainer(config, split)
 
 
+class _Probed(Exception):
+    def __init__(self, params: Any) -> None:
+        self.params = params
+
+
+class _ParamsProbe:
+    """Stands in for the masking protocol inside the engine's policy wrapper for one call:
+    records the parameters the policy would run the session with, and stops there."""
+
+    def __init__(self, inner: Any, vector_length: int) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.stages = inner.stages
+        self.vector_length = vector_length
+        self.threshold = getattr(inner, "threshold", None)
+
+    def run_round(self, inputs, *, bits, round_index=0, dropouts=None):
+        if hasattr(self.inner, "threshold"):
+            self.inner.threshold = self.threshold
+        raise _Probed(self.inner.params(len(inputs), bits=bits, vector_length=self.vector_length))
+
+
 def session_params(protocol: Any, n: int, *, bits: int, vector_length: int):
-    """The MaskingParams the in-process driver would use for a session of ``n`` clients.
+    """The MaskingParams the in-process engine would use for a session of ``n`` clients,
+    and the survivors it requires.
 
-    Mirrors :class:`secure_fedrec.engine.protocols.ThresholdPolicy.run_round`
-    (proposed refactor: a ``ThresholdPolicy.session_params`` both call).
+    The engine wraps the masking protocol in a policy
+    (:class:`secure_fedrec.engine.protocols.ThresholdPolicy`) that sets the
+    threshold per session inside its ``run_round``; rather than copy that rule,
+    the policy is run once around a probe that records the parameters.
+    (Proposed refactor: a ``ThresholdPolicy.session_params(n, bits, vector_length)``.)
     """
-    from protocols.errors import BelowThreshold
-
-    inner = getattr(protocol, "protocol", protocol)
-    fraction = getattr(protocol, "fraction", None)
-    min_survivors = int(getattr(protocol, "min_survivors", 1))
-    if n < min_survivors:
-        raise BelowThreshold(n, min_survivors, "sampling")
-    if fraction is not None and inner.name == "secagg":
-        inner.threshold = min(n, max(2, math.ceil(fraction * n), min_survivors))
-    return inner.params(n, bits=bits, vector_length=vector_length), min_survivors
+    inner = getattr(protocol, "protocol", None)
+    if inner is None:  # a bare SecAgg / SecAggPlus
+        return protocol.params(n, bits=bits, vector_length=vector_length), 1
+    probe = _ParamsProbe(inner, vector_length)
+    protocol.protocol = probe
+    try:
+        protocol.run_round({i: np.zeros(0, dtype=np.uint64) for i in range(n)}, bits=bits)
+    except _Probed as probed:
+        return probed.params, int(getattr(protocol, "min_survivors", 1))
+    finally:
+        protocol.protocol = inner
+    raise RuntimeError("the protocol policy did not start a session")  # pragma: no cover
 
 
 class RoundFailed(RuntimeError):
@@ -189,6 +229,7 @@ class FlowerCoordinator:
         cfg = self.config.evaluation
         if tr.round_index % cfg.every == 0 or tr.round_index == t.rounds:
             metrics.evaluation = self.evaluate(stats)
+            metrics.measurements.update(stats)  # with the evaluation exchange's bytes and time
         metrics.seconds = time.perf_counter() - started
         self.history.append(metrics)
         return metrics
@@ -325,24 +366,7 @@ class FlowerCoordinator:
         requests = {p: dict(request) for p in range(self.num_partitions)}
         replies = self._exchange("evaluate", requests, self.train_timeout, tr.round_index,
                                  stats if stats is not None else {}, "evaluate")
-        sums: dict[str, float] = {}
-        labels: dict[str, str] = {}
-        total = 0
-        for reply in replies.values():
-            n = int(reply["n_test"])
-            total += n
-            for name, value in zip(reply["names"], reply["values"]):
-                squared = name == "rmse"
-                sums[name] = sums.get(name, 0.0) + n * (float(value) ** 2 if squared else float(value))
-            labels.update(zip(reply["labels"], reply["label_values"]))
-        out: dict[str, float | str] = {}
-        for name, value in sums.items():
-            mean = value / total if total else float("nan")
-            out[name] = float(np.sqrt(mean)) if name == "rmse" else float(mean)
-        out.update(labels)
-        if self.dead:
-            out["evaluated_fraction"] = total / max(1, len(self.split.test))
-        return out
+        return combine_evaluations(list(replies.values()), len(self.split.test), bool(self.dead))
 
     def run(self) -> list[RoundMetrics]:
         while self.trainer.round_index < self.config.training.rounds:
@@ -384,6 +408,29 @@ class FlowerCoordinator:
             "final_params_sha256": _digest(self.trainer.params),
         }
         return out
+
+
+def combine_evaluations(replies: list[Payload], n_test_total: int,
+                        partial: bool) -> dict[str, float | str]:
+    """Recombine the nodes' metric means exactly: weights ``n_test``, RMSE through its square."""
+    sums: dict[str, float] = {}
+    labels: dict[str, str] = {}
+    total = 0
+    for reply in replies:
+        n = int(reply["n_test"])
+        total += n
+        for name, value in zip(reply["names"], reply["values"]):
+            squared = name == "rmse"
+            sums[name] = sums.get(name, 0.0) + n * (float(value) ** 2 if squared else float(value))
+        labels.update(zip(reply["labels"], reply["label_values"]))
+    out: dict[str, float | str] = {}
+    for name, value in sums.items():
+        mean = value / total if total else float("nan")
+        out[name] = float(np.sqrt(mean)) if name == "rmse" else float(mean)
+    out.update(labels)
+    if partial:
+        out["evaluated_fraction"] = total / max(1, n_test_total)
+    return out
 
 
 def _digest(params: np.ndarray) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .codec import Payload, dump_node_state, load_node_state
-from .node import handle_evaluate, handle_hello, handle_stage, handle_train
+from .stages import handle_hello, handle_stage
 
 __all__ = ["dispatch"]
 
@@ -24,10 +24,16 @@ def dispatch(message_type: str, request: Payload, state_blob: bytes,
         return handle_hello(node_config), state_blob
     state = load_node_state(state_blob)
     if message_type == "train":
+        from .node import (
+            handle_train,  # torch and the model: only where training happens
+        )
+
         reply = handle_train(state, request, partition, num_partitions)
     elif message_type == "train.stage":
         reply = handle_stage(state, request)
     elif message_type == "evaluate":
+        from .node import handle_evaluate
+
         reply = handle_evaluate(state, request, partition, num_partitions)
     else:
         raise ValueError(f"unknown message type {message_type!r}")

@@ -26,11 +26,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ...config import RunConfig, config_to_dict, dump_toml
 
-__all__ = ["FlowerRunError", "LocalFederation", "run_flower", "register", "OFFLINE_ENV"]
+__all__ = ["OFFLINE_ENV", "FlowerRunError", "LocalFederation", "register", "run_flower"]
 
 #: Flower and Ray, with nothing that reaches beyond the machine.
 OFFLINE_ENV = {
@@ -40,6 +40,15 @@ OFFLINE_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
     "PYTHONUNBUFFERED": "1",
+}
+
+#: ServerApp and ClientApp: ours (our protocols in Flower messages), or the comparison with
+#: Flower's own SecAgg+ (secaggplus_mod + SecAggPlusWorkflow).
+COMPONENTS = {
+    "ours": ("secure_fedrec.engines.flower.server_app:app",
+             "secure_fedrec.engines.flower.client_app:app"),
+    "flower-secagg+": ("secure_fedrec.engines.flower.secaggplus:server_app",
+                       "secure_fedrec.engines.flower.secaggplus:client_app"),
 }
 
 APP_PYPROJECT = """\
@@ -63,8 +72,8 @@ packages = ["."]
 publisher = "secure-fedrec"
 
 [tool.flwr.app.components]
-serverapp = "secure_fedrec.engines.flower.server_app:app"
-clientapp = "secure_fedrec.engines.flower.client_app:app"
+serverapp = "{serverapp}"
+clientapp = "{clientapp}"
 
 [tool.flwr.app.config]
 config-path = ""
@@ -100,9 +109,9 @@ def _tail(path: Path, lines: int = 40) -> str:
         return ""
 
 
-def _session_members(sessions: set[int]) -> list[int]:
-    """PIDs whose session id is one of ``sessions`` (Linux /proc; empty elsewhere)."""
-    members = []
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, session id, state) from /proc (empty where there is no /proc)."""
+    table = {}
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             stat = (entry / "stat").read_text()
@@ -110,25 +119,63 @@ def _session_members(sessions: set[int]) -> list[int]:
             continue
         # Fields after the parenthesised command: state ppid pgrp session ...
         fields = stat[stat.rfind(")") + 2:].split()
-        if (len(fields) > 3 and fields[0] != "Z" and int(fields[3]) in sessions
-                and int(entry.name) != os.getpid()):
-            members.append(int(entry.name))
-    return members
+        if len(fields) > 3:
+            table[int(entry.name)] = (int(fields[1]), int(fields[3]), fields[0])
+    return table
 
 
-def _kill_sessions(sessions: set[int], settle_seconds: float = 3.0) -> None:
-    """SIGKILL every process of the given sessions, until none is left for a moment."""
+def _family(roots: set[int]) -> tuple[set[int], set[int]]:
+    """The descendants of ``roots`` (roots included) and every session they lead or belong to.
+
+    Flower's SuperExec starts its own session (setsid), so a process group
+    alone misses the ServerApp/ClientApp processes it runs.
+    """
+    table = _process_table()
+    members = set(roots)
+    changed = True
+    while changed:
+        changed = False
+        for pid, (ppid, _, _) in table.items():
+            if ppid in members and pid not in members:
+                members.add(pid)
+                changed = True
+    sessions = {table[pid][1] for pid in members if pid in table} | set(roots)
+    return members, sessions
+
+
+def _kill_family(pids: set[int], sessions: set[int], settle_seconds: float = 2.0) -> None:
+    """SIGKILL the given processes and every live member of the given sessions, until none is left."""
+    me = os.getpid()
     deadline = time.monotonic() + settle_seconds
     while True:
-        members = _session_members(sessions)
-        for pid in members:
+        table = _process_table()
+        alive = [pid for pid, (_, sid, state) in table.items()
+                 if state != "Z" and pid != me and (pid in pids or sid in sessions)]
+        for pid in alive:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        if not members and time.monotonic() > deadline:
-            return
-        if time.monotonic() > deadline + 10:
+        if (not alive and time.monotonic() > deadline) or time.monotonic() > deadline + 10:
             return
         time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """Turn SIGTERM into SystemExit while the federation runs, so that cleanup still happens."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _toml_string(value: str) -> str:
@@ -142,7 +189,10 @@ class LocalFederation:
     """
 
     def __init__(self, mode: str, num_nodes: int, work_dir: str | Path | None = None, *,
-                 startup_timeout: float = 60.0) -> None:
+                 startup_timeout: float = 60.0, aggregation: str = "ours") -> None:
+        if aggregation not in COMPONENTS:
+            raise ValueError(f"aggregation must be one of {sorted(COMPONENTS)}")
+        self.aggregation = aggregation
         if mode not in ("sim", "deployment"):
             raise ValueError("mode must be 'sim' or 'deployment'")
         if num_nodes < 1:
@@ -174,7 +224,7 @@ class LocalFederation:
         self.processes[name] = proc
         return proc
 
-    def start(self) -> LocalFederation:
+    def start(self) -> Self:
         self._write_flwr_home()
         self._write_app()
         try:
@@ -215,14 +265,17 @@ class LocalFederation:
         raise FlowerRunError(f"{name} did not open 127.0.0.1:{port} within {self.startup_timeout} s")
 
     def kill_node(self, index: int, sig: int = signal.SIGKILL) -> None:
-        """Kill SuperNode ``index`` and its ClientApp processes (its whole session)."""
+        """Kill SuperNode ``index`` with everything it started (SuperExec, ClientApps)."""
         proc = self.processes[self.supernodes[index]]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
+        family, _ = _family({proc.pid})
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     def close(self) -> None:
         """Stop everything, SuperNodes first; SIGTERM, then SIGKILL after a grace period."""
         order = list(reversed(list(self.processes.items())))
+        family, sessions = _family({proc.pid for _, proc in order})
         for _, proc in order:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -235,11 +288,12 @@ class LocalFederation:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
-        # A session outlives its leader: Ray's agents and workers, ClientApp processes.
-        _kill_sessions({proc.pid for _, proc in order})
+        # Children outlive their parents: Ray's agents and workers, ServerApp/ClientApp processes.
+        family_now, sessions_now = _family(family)
+        _kill_family(family | family_now, sessions | sessions_now)
         self.processes.clear()
 
-    def __enter__(self) -> LocalFederation:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -256,7 +310,10 @@ class LocalFederation:
 
     def _write_app(self) -> None:
         self.app_dir.mkdir(parents=True, exist_ok=True)
-        (self.app_dir / "pyproject.toml").write_text(APP_PYPROJECT, encoding="utf-8")
+        serverapp, clientapp = COMPONENTS[self.aggregation]
+        (self.app_dir / "pyproject.toml").write_text(
+            APP_PYPROJECT.replace("{serverapp}", serverapp).replace("{clientapp}", clientapp),
+            encoding="utf-8")
         (self.app_dir / "README.md").write_text(
             "Generated by secure_fedrec.engines.flower.launcher; the code is the installed "
             "secure_fedrec package.\n", encoding="utf-8")
@@ -310,6 +367,23 @@ class LocalFederation:
             time.sleep(0.2)
         raise FlowerRunError(f"no result within {timeout} s:\n{self.logs()}")
 
+    def kill_when(self, run: subprocess.Popen, out_dir: str | Path, node: int, round_index: int,
+                  stage: str, *, timeout: float) -> None:
+        """SIGKILL SuperNode ``node`` as soon as the server starts ``stage`` of ``round_index``."""
+        progress = Path(out_dir).resolve() / "progress.jsonl"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and run.poll() is None:
+            if progress.exists():
+                for line in progress.read_text(encoding="utf-8").splitlines():
+                    with contextlib.suppress(ValueError):
+                        event = json.loads(line)
+                        if (event.get("event") == "exchange" and event.get("round") == round_index
+                                and event.get("stage") == stage):
+                            self.kill_node(node)
+                            return
+            time.sleep(0.05)
+        raise FlowerRunError(f"the run never reached round {round_index}, stage {stage!r}")
+
     def logs(self, lines: int = 30) -> str:
         parts = []
         for path in sorted(self.log_dir.glob("*.log")):
@@ -318,22 +392,46 @@ class LocalFederation:
 
 
 def run_flower(config: RunConfig, out_dir: str | Path | None = None, *, mode: str = "sim",
-               num_nodes: int = 5, train_timeout: float = 0.0, stage_timeout: float = 0.0,
-               timeout: float = 3600.0, work_dir: str | Path | None = None) -> dict[str, Any]:
+               num_nodes: int | None = None, train_timeout: float | None = None,
+               stage_timeout: float | None = None, timeout: float = 3600.0, work_dir: str | Path | None = None,
+               kill_node: tuple[int, int, str] | None = None,
+               aggregation: str = "ours") -> dict[str, Any]:
     """Run one job on Flower on this machine; returns (and writes) the metrics.json dict.
 
     ``mode="sim"``: Flower's simulation engine (Ray) with ``num_nodes`` virtual
     nodes. ``mode="deployment"``: a SuperLink and ``num_nodes`` SuperNode
-    processes talking gRPC over loopback. ``train_timeout``/``stage_timeout``
+    processes talking to it over loopback. ``train_timeout``/``stage_timeout``
     (seconds, 0 = none) bound how long a node may take before its users count
-    as dropped.
+    as dropped. ``kill_node=(node, round, stage)`` (deployment only) SIGKILLs
+    that SuperNode when the server starts that stage of that round (0-based
+    round; stages ``advertise_keys`` (training), ``share_keys``,
+    ``masked_input``, ``unmasking``, ``evaluate``) — the dropout drill.
+    ``aggregation="flower-secagg+"`` runs the comparison with Flower's own
+    SecAgg+ instead of our protocol (see :mod:`.secaggplus`).
     """
+    # Unset arguments come from a ``[flower]`` config section when the run config has one.
+    section = getattr(config, "flower", None)
+    if num_nodes is None:
+        num_nodes = int(getattr(section, "nodes", 5))
+    if train_timeout is None:
+        train_timeout = float(getattr(section, "train_timeout", 0.0))
+    if stage_timeout is None:
+        stage_timeout = float(getattr(section, "stage_timeout", 0.0))
+    if aggregation == "ours":
+        from .coordinator import check_supported
+
+        check_supported(config)
+    if kill_node is not None and mode != "deployment":
+        raise ValueError("kill_node needs mode='deployment' (simulated nodes are not processes)")
     cleanup = out_dir is None
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="sfr-flower-out-"))
     try:
-        with LocalFederation(mode, num_nodes, work_dir) as federation:
+        with _sigterm_as_exit(), LocalFederation(mode, num_nodes, work_dir,
+                                                 aggregation=aggregation) as federation:
             run = federation.submit(config, out, train_timeout=train_timeout,
                                     stage_timeout=stage_timeout)
+            if kill_node is not None:
+                federation.kill_when(run, out, *kill_node, timeout=timeout)
             return federation.wait(run, out, timeout)
     finally:
         if cleanup:
@@ -341,18 +439,29 @@ def run_flower(config: RunConfig, out_dir: str | Path | None = None, *, mode: st
 
 
 # -- CLI hook ----------------------------------------------------------------------------------
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``flower`` to ``secure-fedrec``: ``secure-fedrec flower --mode deployment --nodes 3``."""
+def register(subparsers: argparse._SubParsersAction) -> dict[str, Any]:
+    """Add ``flower`` to ``secure-fedrec`` (``secure-fedrec flower --mode deployment --nodes 3``);
+    returns ``{name: handler}`` as ``secure_fedrec.cli.COMMAND_MODULES`` expects."""
     p = subparsers.add_parser("flower", help="run a job on Flower (simulation or local deployment)")
     p.add_argument("--config", help="TOML run config (defaults for every missing key)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key (TOML value), e.g. training.rounds=2")
     p.add_argument("--out", required=True, help="output folder for metrics.json")
     p.add_argument("--mode", choices=("sim", "deployment"), default="sim")
-    p.add_argument("--nodes", type=int, default=5, help="virtual nodes / SuperNodes")
-    p.add_argument("--stage-timeout", type=float, default=0.0)
-    p.add_argument("--train-timeout", type=float, default=0.0)
+    p.add_argument("--nodes", type=int, default=None,
+                   help="virtual nodes / SuperNodes (default: flower.nodes of the config, else 5)")
+    p.add_argument("--stage-timeout", type=float, default=None,
+                   help="seconds a node may take per protocol stage before it counts as dropped")
+    p.add_argument("--train-timeout", type=float, default=None,
+                   help="seconds a node may take to train (and to evaluate)")
+    p.add_argument("--kill-node", metavar="NODE:ROUND:STAGE",
+                   help="deployment drill: SIGKILL SuperNode NODE when the server starts STAGE of "
+                        "ROUND (0-based), e.g. 2:0:share_keys")
+    p.add_argument("--aggregation", choices=sorted(COMPONENTS), default="ours",
+                   help="ours: aggregation.protocol carried in Flower messages; flower-secagg+: "
+                        "Flower's secaggplus_mod/SecAggPlusWorkflow, for comparison")
     p.set_defaults(handler=_cli_main)
+    return {"flower": _cli_main}
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -374,10 +483,16 @@ def _cli_main(args: argparse.Namespace) -> int:
     from ...config import load_config
 
     config = load_config(args.config, _parse_overrides(args.set))
+    kill = None
+    if args.kill_node:
+        node, round_index, stage = args.kill_node.split(":")
+        kill = (int(node), int(round_index), stage)
     try:
         result = run_flower(config, args.out, mode=args.mode, num_nodes=args.nodes,
-                            train_timeout=args.train_timeout, stage_timeout=args.stage_timeout)
-    except FlowerRunError as exc:
+                            train_timeout=args.train_timeout, stage_timeout=args.stage_timeout,
+                            kill_node=kill, work_dir=os.environ.get("SFR_FLOWER_WORK_DIR") or None,
+                            aggregation=args.aggregation)
+    except (FlowerRunError, NotImplementedError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     final = result.get("final", {})

@@ -21,7 +21,8 @@ class MemoryTransport:
     def __init__(self, num_partitions: int) -> None:
         self.num_partitions = num_partitions
         self.states: dict[int, bytes] = {p: b"" for p in range(num_partitions)}
-        #: (round_index, message_type) -> partitions that die on receiving it
+        #: (round_index, stage) -> partitions that die on receiving it; the stage is the
+        #: request's ``stage`` for protocol stages, else the message type ("train", "evaluate")
         self.kill_at: dict[tuple[int, str], set[int]] = {}
         self.killed: set[int] = set()
 
@@ -31,7 +32,8 @@ class MemoryTransport:
         ex = Exchange(replies={})
         for partition, request in requests.items():
             ex.bytes_down += payload_size(request)
-            if partition in self.kill_at.get((round_index, message_type), set()):
+            label = request.get("stage", message_type)
+            if partition in self.kill_at.get((round_index, label), set()):
                 self.killed.add(partition)
             if partition in self.killed:
                 ex.failed[partition] = "killed"

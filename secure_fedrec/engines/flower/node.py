@@ -24,18 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from protocols.errors import ProtocolError
-
 from ...config import RunConfig, config_from_dict
 from ...data.dataset import Split
 from ...evaluation import evaluate
 from ...models import FederatedModel
 from ...runner import load_data, make_split
-from .compat import client_training_rng, example_weight, quantize_for_sum
 from .codec import Payload, f64_array, f64_bytes, i64_bytes
+from .compat import client_training_rng, example_weight, quantize_for_sum
+from .stages import deliver
 
-__all__ = ["NodeWorkspace", "workspace", "handle_train", "handle_stage", "handle_evaluate",
-           "handle_hello", "users_of"]
+__all__ = ["NodeWorkspace", "handle_evaluate", "handle_train", "users_of", "workspace"]
 
 
 def users_of(partition: int, num_partitions: int, n_users: int) -> np.ndarray:
@@ -87,11 +85,6 @@ def workspace(config_json: str) -> NodeWorkspace:
     rows = [order[bounds[u]:bounds[u + 1]] for u in range(train.n_users)]
     return NodeWorkspace(config=config, split=split, model=model, initial_private=initial,
                          client_rows=rows)
-
-
-def handle_hello(node_config: dict[str, Any]) -> Payload:
-    return {"partition_id": int(node_config["partition-id"]),
-            "num_partitions": int(node_config["num-partitions"])}
 
 
 def _check_hosted(users: list[int], partition: int, num_partitions: int) -> None:
@@ -155,39 +148,8 @@ def handle_train(state: dict[str, Any], request: Payload, partition: int,
         client = MaskingClient(user)
         client.set_input(inputs[user])
         sessions[user] = client
-    frames_out = _deliver(sessions, request)
+    frames_out = deliver(sessions, request)
     reply.update(frames_out)
-    return reply
-
-
-def _deliver(sessions: dict[int, Any], request: Payload) -> Payload:
-    """Feed each user's protocol party its frame; collect the replies (or the errors)."""
-    out_users, out_frames, errors = [], [], []
-    for user, frame in zip(request["frame_users"], request["frames"]):
-        user = int(user)
-        client = sessions.get(user)
-        if client is None:
-            errors.append(f"{user}: no protocol party (node restarted or user not trained)")
-            continue
-        try:
-            replies = client.receive(frame)
-        except ProtocolError as exc:
-            # An aborted party answers nothing more: the server sees a dropout.
-            errors.append(f"{user}: {type(exc).__name__}: {exc}")
-            del sessions[user]
-            continue
-        for data in replies:
-            out_users.append(user)
-            out_frames.append(data)
-    return {"frame_users": out_users, "frames": out_frames, "errors": errors}
-
-
-def handle_stage(state: dict[str, Any], request: Payload) -> Payload:
-    """One later protocol stage: the server's frames for this node's users in, replies out."""
-    sessions = state.setdefault("sessions", {})
-    reply = _deliver(sessions, request)
-    if request.get("last"):
-        state["sessions"] = {}
     return reply
 
 

@@ -26,7 +26,7 @@ from flwr.serverapp import Grid, ServerApp
 from .codec import PAYLOAD_KEY, Payload, payload_size
 from .coordinator import Exchange, FlowerCoordinator
 
-__all__ = ["app", "GridTransport", "discover_nodes"]
+__all__ = ["GridTransport", "app", "discover_nodes"]
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.05  # Grid.send_and_receive polls every 3 s, which would dominate a round

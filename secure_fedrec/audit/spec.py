@@ -1,0 +1,128 @@
+"""The ``[audit]`` table of an audit configuration: what to attack and how hard.
+
+The run configuration (``secure_fedrec.config``) validates its keys strictly and
+knows nothing about audits, so an audit file is a run configuration plus one
+``[audit]`` table that is split off here and validated on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import ConfigError
+
+__all__ = ["ATTACKS", "AuditSpec", "AuditSpecError", "spec_from_dict", "split_audit_table"]
+
+#: attacks an audit can run, in the order they run
+ATTACKS = ("loss", "lira", "user", "update")
+CANARY_KINDS = ("ratings", "users")
+
+
+class AuditSpecError(ConfigError):
+    """An ``[audit]`` key or value that is not valid (a ConfigError, so the CLI reports it cleanly)."""
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    """How an audit is run. Every field has a default; see ``docs/attacks.md``."""
+
+    canaries: int = 500  # one-run audit canaries (0: no canary audit)
+    canary_kind: str = "ratings"  # "ratings" audits a record-level, "users" a user-level guarantee
+    canary_rating: float | None = None  # None: the lowest rating of the scale (1.0 for implicit)
+    canary_items_per_user: int = 10  # canary users only
+    attacks: tuple[str, ...] = ATTACKS
+    shadow_models: int = 8  # LiRA shadows (trained centrally)
+    shadow_epochs: int = 20  # centralized epochs per shadow model
+    member_samples: int = 2000  # per class, for the rating-level attacks (LiRA population)
+    fpr_levels: tuple[float, ...] = (0.01, 0.001, 0.0)
+    n_bootstrap: int = 200
+    confidence: float = 0.95
+    update_targets: int = 20  # clients whose items the update-inference attack tries to recover
+    cohort_sizes: tuple[int, ...] = ()  # aggregate sizes for update inference; () = 2, 10, the round's
+    recommend_k: int = 20  # length of the recommended lists the user-level attack sees
+    max_users: int = 0  # audit on a random subset of this many users (0: all)
+
+    def __post_init__(self) -> None:
+        _check(self.canaries >= 0, "audit.canaries", "must be >= 0")
+        _check(self.canary_kind in CANARY_KINDS, "audit.canary_kind",
+               f"must be one of {', '.join(map(repr, CANARY_KINDS))}; got {self.canary_kind!r}")
+        _check(self.canary_items_per_user >= 1, "audit.canary_items_per_user", "must be >= 1")
+        unknown = [a for a in self.attacks if a not in ATTACKS]
+        _check(not unknown, "audit.attacks",
+               f"has unknown attack {unknown[0] if unknown else ''!r}; valid: {', '.join(ATTACKS)}")
+        _check(len(set(self.attacks)) == len(self.attacks), "audit.attacks", "lists an attack twice")
+        _check(self.shadow_models >= 2, "audit.shadow_models", "must be >= 2 (LiRA needs IN and OUT shadows)")
+        _check(self.shadow_epochs >= 1, "audit.shadow_epochs", "must be >= 1")
+        _check(self.member_samples >= 10, "audit.member_samples", "must be >= 10")
+        _check(all(0.0 <= f < 1.0 for f in self.fpr_levels), "audit.fpr_levels", "must be in [0, 1)")
+        _check(self.n_bootstrap >= 1, "audit.n_bootstrap", "must be >= 1")
+        _check(0.0 < self.confidence < 1.0, "audit.confidence", "must be in (0, 1)")
+        _check(self.update_targets >= 1, "audit.update_targets", "must be >= 1")
+        _check(all(n >= 1 for n in self.cohort_sizes), "audit.cohort_sizes", "must be >= 1")
+        _check(self.recommend_k >= 1, "audit.recommend_k", "must be >= 1")
+        _check(self.max_users == 0 or self.max_users >= 8, "audit.max_users", "must be 0 (all) or >= 8")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise AuditSpecError(f"{key} {message}")
+
+
+_INT_KEYS = {"canaries", "canary_items_per_user", "shadow_models", "shadow_epochs", "member_samples",
+             "n_bootstrap", "update_targets", "recommend_k", "max_users"}
+_FLOAT_KEYS = {"confidence"}
+
+
+def spec_from_dict(raw: dict[str, Any]) -> AuditSpec:
+    """Validate an ``[audit]`` table (types and values) and build the spec."""
+    if not isinstance(raw, dict):
+        raise AuditSpecError("audit must be a table")
+    known = {f.name for f in dataclasses.fields(AuditSpec)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise AuditSpecError(f"unknown key audit.{unknown[0]}; valid keys here: {', '.join(sorted(known))}")
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"audit.{key}"
+        if key in _INT_KEYS:
+            _check(isinstance(value, int) and not isinstance(value, bool), name, f"must be an integer; got {value!r}")
+        elif key in _FLOAT_KEYS:
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool), name,
+                   f"must be a number; got {value!r}")
+            value = float(value)
+        elif key == "canary_rating":
+            _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)), name,
+                   f"must be a number; got {value!r}")
+            value = None if value is None else float(value)
+        elif key == "canary_kind":
+            _check(isinstance(value, str), name, f"must be a string; got {value!r}")
+        elif key == "attacks":
+            if isinstance(value, str):  # --set audit.attacks=loss,lira
+                value = [a.strip() for a in value.split(",") if a.strip()]
+            _check(isinstance(value, (list, tuple)) and all(isinstance(a, str) for a in value), name,
+                   f"must be a list of attack names; got {value!r}")
+            value = tuple(value)
+        elif key == "fpr_levels":
+            _check(isinstance(value, (list, tuple)) and all(
+                isinstance(f, (int, float)) and not isinstance(f, bool) for f in value), name,
+                f"must be a list of numbers; got {value!r}")
+            value = tuple(float(f) for f in value)
+        elif key == "cohort_sizes":
+            _check(isinstance(value, (list, tuple)) and all(
+                isinstance(n, int) and not isinstance(n, bool) for n in value), name,
+                f"must be a list of integers; got {value!r}")
+            value = tuple(value)
+        kwargs[key] = value
+    return AuditSpec(**kwargs)
+
+
+def split_audit_table(raw: dict[str, Any]) -> tuple[dict[str, Any], AuditSpec]:
+    """``(run configuration table, audit spec)`` from a whole audit file's table."""
+    run = dict(raw)
+    return run, spec_from_dict(run.pop("audit", {}))

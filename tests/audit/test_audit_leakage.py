@@ -1,0 +1,133 @@
+"""The audit measures leakage where there is some, and never claims more than the accountant allows."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from secure_fedrec.audit import AuditSpec, run_audit
+from secure_fedrec.audit.canaries import insert_canaries
+from secure_fedrec.audit.run import guess_counts, partition_users
+from secure_fedrec.audit.spec import AuditSpecError, spec_from_dict
+from secure_fedrec.config import config_from_dict
+from secure_fedrec.runner import load_data, make_split
+
+
+def _config(**training):
+    return config_from_dict({
+        "data": {"synthetic": {"n_users": 40, "n_items": 60, "mean_ratings_per_user": 20}},
+        "model": {"dim": 16},
+        "training": {"rounds": 4, "clients_per_round": 0.999, "checkpoint_every": 0, **training},
+        "evaluation": {"every": 100},
+    })
+
+
+def test_planted_overfit_is_detected():
+    # No regularisation and many local epochs: the model memorises its training ratings.
+    config = _config(local_epochs=15, reg=0.0, lr=0.05, server_optimizer="fedadam", server_lr=0.3, rounds=3)
+    spec = AuditSpec(canaries=200, attacks=("loss",), n_bootstrap=50)
+    result = run_audit(config, spec)
+    loss = result["attacks"]["loss"]
+    assert loss["auc_low"] > 0.6, loss
+    canary = result["canary_audit"]
+    assert canary["scores"]["loss"]["membership"]["auc"] > 0.75
+    assert canary["epsilon_hat"] > 0.5 and not canary["violation"]
+
+
+def test_epsilon_hat_is_below_epsilon_on_a_dp_run():
+    config = _config(local_epochs=1, reg=0.0, server_optimizer="fedadam", server_lr=0.1, rounds=2)
+    config = dataclasses.replace(config, privacy=dataclasses.replace(
+        config.privacy, unit="record", target_epsilon=1.0, delta=1e-5))
+    spec = AuditSpec(canaries=200, attacks=(), n_bootstrap=20)
+    result = run_audit(config, spec)
+    canary = result["canary_audit"]
+    assert math.isfinite(result["epsilon"]) and 0 < result["epsilon"] <= 1.0 + 1e-6
+    assert canary["delta"] == 1e-5 and not canary["delta_too_large"]
+    assert canary["epsilon_hat"] <= result["epsilon"]
+    assert canary["violation"] is False and result["violation"] is False
+    assert canary["tightness"] == pytest.approx(canary["epsilon_hat"] / result["epsilon"])
+
+
+def test_canary_ratings_are_new_pairs_and_only_included_ones_are_trained():
+    config = _config()
+    split = make_split(config, load_data(config))
+    members = np.arange(0, 40, 2)
+    plan = insert_canaries(split, kind="ratings", count=50, member_users=members, rating=None,
+                           items_per_user=1, seed=3)
+    c = plan.canaries
+    assert set(c.users.tolist()) <= set(members.tolist())
+    seen = set(zip(np.r_[split.train.users, split.test.users].tolist(),
+                   np.r_[split.train.items, split.test.items].tolist()))
+    assert not seen & set(zip(c.users.tolist(), c.items.tolist()))
+    assert len(plan.split.train) == len(split.train) + int(c.included.sum())
+    assert np.all(c.ratings == split.train.rating_scale[0])
+    again = insert_canaries(split, kind="ratings", count=50, member_users=members, rating=None,
+                            items_per_user=1, seed=3)
+    assert np.array_equal(again.canaries.included, c.included)
+
+
+def test_canary_users_get_new_indices():
+    config = _config()
+    split = make_split(config, load_data(config))
+    plan = insert_canaries(split, kind="users", count=10, member_users=np.arange(40), rating=5.0,
+                           items_per_user=4, seed=0)
+    assert plan.split.train.n_users == split.train.n_users + 10 == plan.split.test.n_users
+    trained = set(plan.split.train.users[len(split.train):].tolist())
+    assert trained == set(plan.users[plan.canaries.included].tolist())
+
+
+def test_user_partition_is_disjoint_and_covers_everyone():
+    users = np.arange(101)
+    groups = partition_users(users, user_attack=True, seed=1)
+    joined = np.concatenate(list(groups.values()))
+    assert np.array_equal(np.sort(joined), users)
+    assert len(groups["members"]) == 50
+    assert len(partition_users(users, user_attack=False, seed=1)["nonmembers"]) == 0
+
+
+def test_guess_counts_and_spec_parsing():
+    assert guess_counts(1000) == ([50, 100, 250], [0, 50, 100, 250])
+    spec = spec_from_dict({"attacks": "loss, user", "fpr_levels": [0.01], "confidence": 0.9})
+    assert spec.attacks == ("loss", "user") and spec.fpr_levels == (0.01,)
+    with pytest.raises(AuditSpecError, match="audit.canaries must be an integer"):
+        spec_from_dict({"canaries": 1.5})
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known leak, reported to the lead: record-level DP-SGD trains a client view holding only the "
+    "client's rated items, so noise never reaches other item rows; whether an item row moved reveals "
+    "whether anyone rated it, outside the accounted mechanism (the one-run audit's displacement score "
+    "finds eps_hat > eps at eps = 1 on ml-latest-small)"))
+def test_record_level_dp_moves_rows_independently_of_the_data():
+    from secure_fedrec.audit.canaries import item_rows
+    from secure_fedrec.engine.inprocess import FederatedTrainer
+
+    config = config_from_dict({
+        "data": {"synthetic": {"n_users": 12, "n_items": 200, "mean_ratings_per_user": 6}},
+        "model": {"dim": 4},
+        "training": {"rounds": 1, "clients_per_round": 0.999, "local_epochs": 1, "checkpoint_every": 0},
+        "privacy": {"unit": "record", "target_epsilon": 1.0, "delta": 1e-5},
+        "evaluation": {"every": 100},
+    })
+    split = make_split(config, load_data(config))
+    trainer = FederatedTrainer(config, split)
+    before = item_rows(trainer.model.shared_state(), trainer.model.item_row_names)
+    trainer.run()
+    after = item_rows(trainer.model.shared_state(), trainer.model.item_row_names)
+    unrated = np.setdiff1d(np.arange(split.train.n_items), split.train.items)
+    assert unrated.size > 0
+    # Under DP every row must be able to move whether or not some client rated its item.
+    assert not np.array_equal(after[unrated], before[unrated])
+
+
+def test_canary_users_audit_runs_on_a_user_level_dp_run():
+    config = _config(local_epochs=1, rounds=2, sampling="poisson", clients_per_round=0.5)
+    config = dataclasses.replace(config, privacy=dataclasses.replace(
+        config.privacy, unit="user", target_epsilon=2.0, delta=1e-5))
+    spec = AuditSpec(canaries=20, canary_kind="users", canary_items_per_user=5, attacks=(), n_bootstrap=10)
+    result = run_audit(config, spec)
+    canary = result["canary_audit"]
+    assert canary["kind"] == "users" and canary["num_canaries"] == 20
+    assert set(canary["scores"]) == {"loss", "displacement"}
+    assert canary["epsilon_hat"] <= result["epsilon"] <= 2.0 + 1e-6
