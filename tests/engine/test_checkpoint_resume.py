@@ -11,7 +11,7 @@ import pytest
 
 from secure_fedrec.cli import main
 
-TINY = ["--set", "data.synthetic.n_users=40", "--set", "data.synthetic.n_items=60",
+TINY = ["--set", "aggregation.protocol=plaintext", "--set", "data.synthetic.n_users=40", "--set", "data.synthetic.n_items=60",
         "--set", "training.clients_per_round=10", "--set", "model.dim=4",
         "--set", "training.local_epochs=1", "--set", "training.checkpoint_every=1"]
 

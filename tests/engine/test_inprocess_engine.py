@@ -6,7 +6,8 @@ from secure_fedrec.engine import FederatedTrainer
 from secure_fedrec.runner import load_data, make_split
 
 TINY = {
-    "data.synthetic.n_users": 40, "data.synthetic.n_items": 60, "training.rounds": 3,
+    "aggregation.protocol": "plaintext", "data.synthetic.n_users": 40, "data.synthetic.n_items": 60,
+    "training.rounds": 3,
     "training.clients_per_round": 10, "model.dim": 8, "training.local_epochs": 2,
 }
 

@@ -8,7 +8,8 @@ from secure_fedrec.engine import FederatedTrainer
 from secure_fedrec.runner import load_data, make_split
 
 TINY = {
-    "data.synthetic.n_users": 40, "data.synthetic.n_items": 60, "training.rounds": 3,
+    "aggregation.protocol": "plaintext", "data.synthetic.n_users": 40, "data.synthetic.n_items": 60,
+    "training.rounds": 3,
     "training.clients_per_round": 10, "model.dim": 4, "training.local_epochs": 1,
 }
 USER = {"privacy.unit": "user", "training.sampling": "poisson", "privacy.clip_norm": 0.1}
@@ -78,4 +79,5 @@ def test_distributed_noise_requires_a_secure_protocol():
     from secure_fedrec.config import ConfigError
 
     with pytest.raises(ConfigError, match="secure protocol"):
-        load_config(None, {**USER, "privacy.noise": "distributed", "privacy.target_epsilon": 4.0})
+        load_config(None, {**USER, "aggregation.protocol": "plaintext", "privacy.noise": "distributed",
+                           "privacy.target_epsilon": 4.0})
