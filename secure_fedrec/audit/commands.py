@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import math
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
+
+from ..cli import _parse_override  # one parser for every subcommand's --set
 
 __all__ = ["cmd_audit", "load_audit_config", "register"]
 
@@ -25,17 +26,6 @@ The configuration is a run configuration (see `secure-fedrec run --help`) plus a
 
 --set audit.KEY=VALUE overrides one audit key. See docs/attacks.md.
 """
-
-
-def _parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
-    key, raw = text.split("=", 1)
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw
-    return key.strip(), value
 
 
 def register(subparsers) -> dict:
