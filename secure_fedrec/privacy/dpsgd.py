@@ -54,7 +54,12 @@ def train_client_dpsgd(
 ) -> tuple[ClientResult, DpSgdStep]:
     from opacus import PrivacyEngine
 
-    items, local_items, targets = local_examples(model, data, model.n_items, cfg.negatives, rng)  # type: ignore[attr-defined]
+    touched, local_items, targets = local_examples(model, data, model.n_items, cfg.negatives, rng)  # type: ignore[attr-defined]
+    # The view holds *every* item row, not just the ones this client touches: DP-SGD then
+    # noises all rows, so which rows moved no longer depends on which items were rated
+    # (a view of the rated rows only leaked exactly that, outside the accounted mechanism).
+    items = np.arange(model.n_items)  # type: ignore[attr-defined]
+    local_items = touched[local_items]
     view = model.client_view(data.user, items)
     n = len(targets)
     dataset = TensorDataset(

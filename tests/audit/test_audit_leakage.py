@@ -94,11 +94,6 @@ def test_guess_counts_and_spec_parsing():
         spec_from_dict({"canaries": 1.5})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known leak, reported to the lead: record-level DP-SGD trains a client view holding only the "
-    "client's rated items, so noise never reaches other item rows; whether an item row moved reveals "
-    "whether anyone rated it, outside the accounted mechanism (the one-run audit's displacement score "
-    "finds eps_hat > eps at eps = 1 on ml-latest-small)"))
 def test_record_level_dp_moves_rows_independently_of_the_data():
     from secure_fedrec.audit.canaries import item_rows
     from secure_fedrec.engine.inprocess import FederatedTrainer
