@@ -113,6 +113,16 @@ class FederatedTrainer:
     def client_rng(self, round_index: int, client: int) -> np.random.Generator:
         return np.random.default_rng([self.config.seed, round_index, _CLIENT_STREAM, client])
 
+    def protocol_stages(self) -> tuple[str, ...]:
+        """Stage names of the secure-sum protocol inside the pipeline (privacy layers wrap it)."""
+        layer = self.pipeline.inner
+        while layer is not None:
+            protocol = getattr(layer, "protocol", None)
+            if protocol is not None:
+                return tuple(protocol.stages)
+            layer = getattr(layer, "inner", None)
+        return ("upload",)  # the plaintext float sum: a client can only fail to upload
+
     def plan_round(self, round_index: int) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
         """Who is sampled, who drops out (at which protocol stage), who straggles."""
         t = self.config.training
@@ -120,7 +130,7 @@ class FederatedTrainer:
         sampled = sample_clients(self.population, t.clients_per_round, t.sampling, rng)
         dropouts: dict[int, str] = {}
         if t.dropout_rate > 0:
-            stages = getattr(getattr(self.pipeline.inner, "protocol", None), "stages", ("upload",))
+            stages = self.protocol_stages()
             drops = sampled[rng.random(len(sampled)) < t.dropout_rate]
             dropouts = {int(c): str(stages[rng.integers(len(stages))]) for c in drops}
         stragglers = rng.random(len(sampled)) < t.straggler_rate
@@ -165,7 +175,8 @@ class FederatedTrainer:
         )
         updates = ClientUpdates(client_ids=np.asarray(trained, dtype=np.int64), matrix=matrix,
                                 weights=np.asarray(weights, dtype=np.float64))
-        ctx.dropouts = {c: s for c, s in ctx.dropouts.items() if c in set(trained)}
+        trained_set = set(trained)
+        ctx.dropouts = {c: s for c, s in ctx.dropouts.items() if c in trained_set}
         contributors: tuple[int, ...] = ()
         measurements: dict[str, float] = {}
         if len(trained):

@@ -81,3 +81,14 @@ def test_distributed_noise_requires_a_secure_protocol():
     with pytest.raises(ConfigError, match="secure protocol"):
         load_config(None, {**USER, "aggregation.protocol": "plaintext", "privacy.noise": "distributed",
                            "privacy.target_epsilon": 4.0})
+
+
+def test_dropouts_under_privacy_use_the_wrapped_protocols_stages():
+    trainer = _trainer(**USER, **{"aggregation.protocol": "secagg", "training.dropout_rate": 0.3,
+                                  "privacy.noise_multiplier": 1.0, "training.rounds": 1})
+    stages = set(trainer.protocol_stages())
+    assert "unmasking" in stages
+    _, dropouts, _ = trainer.plan_round(0)
+    assert set(dropouts.values()) <= stages
+    history = trainer.run()
+    assert history[-1].contributors <= history[-1].sampled
