@@ -7,6 +7,7 @@ Usage::
     python benchmarks/paillier.py --key-bits 3072 --output benchmarks/results/paillier_3072.json
     python benchmarks/paillier.py --quick         # 2048 only, m = 10^3, 10^4 (a few minutes)
     python benchmarks/paillier.py --keygen-only --output benchmarks/results/paillier_keygen.json
+    python benchmarks/paillier.py --ml100k-only --output benchmarks/results/paillier_ml100k.json
 
 The full grid at 3072 bits takes about an hour on the project machine; the JSON
 is rewritten after every row, so an interrupted run keeps what it measured.
@@ -15,7 +16,9 @@ For every key size (2048, 3072), vector length m (10^3, 10^4, 10^5), client
 count n (10, 100) and quantization width b (16, 32 bits) it measures, on one
 core (``time.process_time``):
 
-* client encryption of one m-vector: values/s without precomputation, and
+* client encryption of one m-vector: values/s without precomputation (textbook
+  randomizers r^n, and the opt-in DJN fixed-base randomizers: see
+  protocols/paillier/encryption.py; their one-off table is reported apart), and
   the online cost with a randomizer pool (the pool fill is reported apart);
 * bytes per value: the length of the actual wire frame / m;
 * server sum: multiplying n clients' ciphertexts (n copies of one client's
@@ -49,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from protocols.paillier import (  # noqa: E402
     PackingLayout,
     PaillierPublicKey,
+    FixedBaseRandomizers,
     RandomizerPool,
     add_ciphertexts,
     ciphertexts_to_bytes,
@@ -60,6 +64,7 @@ from protocols.paillier import (  # noqa: E402
     partial_decrypt,
     verify_partial,
 )
+from protocols.paillier.encryption import _fixed_base_for  # noqa: E402
 from protocols.paillier.keys import PaillierPrivateKey  # noqa: E402
 from protocols.paillier.messages import EncryptedUpdate  # noqa: E402
 from protocols.wire import HEADER_SIZE  # noqa: E402
@@ -107,6 +112,8 @@ def bench_config(
     plaintexts, pack_seconds = cpu(layout.pack, vector)
     ciphertexts, encrypt_seconds = cpu(encrypt_packed, public, plaintexts)
     blob, serialize_seconds = cpu(ciphertexts_to_bytes, public, ciphertexts)
+    _fixed_base_for(public.n)  # the one-off DJN table (timed in djn_table_seconds)
+    djn_ciphertexts, djn_seconds = cpu(encrypt_packed, public, plaintexts, randomizers="djn")
     pool = RandomizerPool(public)
     _, fill_seconds = cpu(pool.fill, len(plaintexts))
 
@@ -132,6 +139,12 @@ def bench_config(
     plaintext_sum, combine_seconds = cpu(combine_partials, key_set.params, partials)
     total, unpack_seconds = cpu(layout.unpack, plaintext_sum, count=n)
     assert np.array_equal(total, expected), "threshold decryption is wrong"
+    djn_sum = add_ciphertexts(public, [djn_ciphertexts] * n)
+    djn_partials = [partial_decrypt(share, djn_sum, context=context)
+                    for share in key_set.shares[: key_set.params.threshold]]
+    assert np.array_equal(
+        layout.unpack(combine_partials(key_set.params, djn_partials), count=n), expected
+    ), "DJN ciphertexts decrypt wrongly"
     # The dealer erased the threshold key's factors, so the two-party decryptor is timed on its own
     # key of the same size, on ciphertexts of the same plaintexts (r = 1: the cost of CRT decryption
     # does not depend on r, and building them costs nothing).
@@ -153,6 +166,8 @@ def bench_config(
         "pool_fill_seconds": fill_seconds,
         "values_per_second_no_pool": m / client_no_pool,
         "values_per_second_pool": m / online_seconds,
+        "client_seconds_djn": pack_seconds + djn_seconds + serialize_seconds,
+        "values_per_second_djn": m / (pack_seconds + djn_seconds + serialize_seconds),
         "frame_bytes": frame_bytes(public, blob),
         "bytes_per_value": frame_bytes(public, blob) / m,
         "server_sum_seconds": sum_seconds,
@@ -173,6 +188,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keygen", action="store_true", help="also time threshold key generation")
     parser.add_argument("--keygen-only", action="store_true", help="only time key generation")
+    parser.add_argument("--ml100k-only", action="store_true",
+                        help="only the ML-100K item-table cells (and the phe reference)")
     parser.add_argument("--phe-sample", type=int, default=200)
     parser.add_argument("--key-bits", type=int, nargs="*", default=None)
     parser.add_argument("--bits", type=int, nargs="*", default=[16, 32])
@@ -214,7 +231,7 @@ def main() -> None:
             f"(sample {args.phe_sample})",
             flush=True,
         )
-        for bits in args.bits:
+        for bits in [] if args.ml100k_only else args.bits:
             for m in lengths:
                 for n in clients:
                     row = bench_config(key_set, private_two_party, m, n, bits)
@@ -234,6 +251,7 @@ def main() -> None:
                             * m,
                             "speedup_no_pool": row["values_per_second_no_pool"] * phe_enc,
                             "speedup_pool": row["values_per_second_pool"] * phe_enc,
+                            "speedup_djn": row["values_per_second_djn"] * phe_enc,
                             "bytes_ratio": reference["bytes_per_value"] / row["bytes_per_value"],
                         }
                     )
@@ -252,6 +270,15 @@ def main() -> None:
                 return ciphertexts_to_bytes(public, encrypt_packed(public, layout.pack(vector)))
 
             _, seconds = cpu(encrypt_table)
+            _, table_seconds = cpu(FixedBaseRandomizers, public.n)
+            _fixed_base_for(public.n)
+
+            def encrypt_table_djn(public=public, layout=layout, vector=vector) -> bytes:
+                return ciphertexts_to_bytes(
+                    public, encrypt_packed(public, layout.pack(vector), randomizers="djn")
+                )
+
+            _, djn_seconds = cpu(encrypt_table_djn)
             wall_start = time.perf_counter()
             ciphertexts_to_bytes(public, encrypt_packed(public, layout.pack(vector), processes=2))
             wall_two = time.perf_counter() - wall_start
@@ -262,6 +289,8 @@ def main() -> None:
                 "values": 53_824,
                 "ciphertexts": layout.num_plaintexts,
                 "one_core_cpu_seconds": seconds,
+                "one_core_cpu_seconds_djn": djn_seconds,
+                "djn_table_cpu_seconds": table_seconds,
                 "two_processes_wall_seconds": wall_two,
                 "phe_one_core_seconds_extrapolated": reference["encrypt_seconds_per_value"]
                 * 53_824,
@@ -270,7 +299,8 @@ def main() -> None:
             save(report, args.output)
             print(
                 f"[{key_bits}] ML-100K item table, b={bits}: {seconds:.2f} s on one core "
-                f"({wall_two:.2f} s wall on 2 processes); "
+                f"({wall_two:.2f} s wall on 2 processes); DJN randomizers {djn_seconds:.2f} s "
+                f"(+ {table_seconds:.2f} s one-off table); "
                 f"phe ≈ {entry['phe_one_core_seconds_extrapolated']:.0f} s",
                 flush=True,
             )
@@ -320,6 +350,7 @@ def print_row(row: dict, *, flush: bool = False) -> None:
     print(
         f"k={r['key_bits']} m={r['m']:>6} n={r['n']:>3} b={r['bits']:>2} slots={r['slots']:>3} | "
         f"enc {r['values_per_second_no_pool']:>9.0f} v/s ({r['speedup_no_pool']:5.1f}x phe) "
+        f"djn {r['values_per_second_djn']:>9.0f} v/s ({r['speedup_djn']:5.1f}x) "
         f"pool {r['values_per_second_pool']:>10.0f} v/s ({r['speedup_pool']:6.0f}x) | "
         f"B/v {r['bytes_per_value']:6.2f} vs {r['phe_bytes_per_value']:.0f} "
         f"({r['bytes_ratio']:4.0f}x) | "
@@ -338,9 +369,11 @@ def summarize(rows: list[dict]) -> None:
         subset = [r for r in rows if r["key_bits"] == key_bits]
         no_pool = statistics.median(r["speedup_no_pool"] for r in subset)
         pool = statistics.median(r["speedup_pool"] for r in subset)
+        djn = statistics.median(r["speedup_djn"] for r in subset)
         smaller = statistics.median(r["bytes_ratio"] for r in subset)
         print(
-            f"{key_bits}-bit: median speed-up {no_pool:.0f}x (no pool), {pool:.0f}x (pool); "
+            f"{key_bits}-bit: median speed-up {no_pool:.0f}x (no pool), {djn:.0f}x (DJN), "
+            f"{pool:.0f}x (pool); "
             f"bytes {smaller:.0f}x smaller"
         )
 

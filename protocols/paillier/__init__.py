@@ -13,6 +13,8 @@ docs/protocols/paillier.md for the threat model.
 
 from .driver import STAGES, PaillierDeployment, PaillierSecureSum, SessionOutcome, run_session
 from .encryption import (
+    RANDOMIZER_MODES,
+    FixedBaseRandomizers,
     RandomizerPool,
     add_ciphertexts,
     check_ciphertext,
@@ -82,6 +84,8 @@ __all__ = [
     "PaillierSecureSum",
     "PartialDecryption",
     "PoolExhausted",
+    "RANDOMIZER_MODES",
+    "FixedBaseRandomizers",
     "RandomizerPool",
     "SessionOutcome",
     "SessionParams",

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ..api import DropoutSchedule, SecureSumResult
 from ..errors import BelowThreshold, LocalProtocolError, ProtocolError
 from ..wire import decode_frame
-from .encryption import RandomizerPool
+from .encryption import RANDOMIZER_MODES, RandomizerPool
 from .keys import DEFAULT_KEY_BITS, PaillierPrivateKey, PaillierPublicKey, generate_keypair
 from .messages import KEY_HOLDER_ID_BASE, MAX_CLIENT_ID
 from .session import PaillierAggregator, PaillierClient, ThresholdKeyHolder, TwoPartyDecryptor
@@ -122,6 +122,7 @@ def run_session(
     max_clients: int | None = None,
     pools: Mapping[int, RandomizerPool] | None = None,
     processes: int = 1,
+    randomizers: str = "full",
 ) -> SessionOutcome:
     """One complete session over ``inputs`` (client id -> uint64 vector in [0, 2^bits))."""
     dropouts = dict(dropouts or {})
@@ -156,6 +157,7 @@ def run_session(
             round_index=round_index,
             pool=(pools or {}).get(cid),
             processes=processes,
+            randomizers=randomizers,
         )
     aggregator = timed(
         "server",
@@ -282,6 +284,7 @@ class PaillierSecureSum:
         keys: ThresholdKeySet | PaillierPrivateKey | None = None,
         processes: int = 1,
         key_holder_dropouts: Collection[int] = (),
+        randomizers: str = "full",
     ) -> None:
         if mode not in ("threshold", "two_party"):
             raise ValueError("mode must be 'threshold' or 'two_party'")
@@ -297,7 +300,10 @@ class PaillierSecureSum:
         self.max_clients = max_clients
         self.require_contributions = require_contributions
         self.insecure_for_tests = insecure_for_tests
+        if randomizers not in RANDOMIZER_MODES:
+            raise ValueError(f"randomizers must be one of {RANDOMIZER_MODES}")
         self.processes = processes
+        self.randomizers = randomizers  # "full" (DCR only) or "djn" (faster; see encryption.py)
         self.key_holder_dropouts = tuple(key_holder_dropouts)
         self._keys = keys
         self._deployment: PaillierDeployment | None = None
@@ -352,6 +358,7 @@ class PaillierSecureSum:
             key_holder_dropouts=self.key_holder_dropouts,
             max_clients=self.max_clients,
             processes=self.processes,
+            randomizers=self.randomizers,
         )
         return SecureSumResult(
             total=outcome.total,

@@ -65,6 +65,7 @@ from ..errors import (
 from ..wire import SERVER_ID, SESSION_ID_SIZE, FrameHeader, decode_frame, encode_frame
 from ._lazy import gmpy2
 from .encryption import (
+    RANDOMIZER_MODES,
     RandomizerPool,
     add_ciphertexts,
     ciphertexts_from_bytes,
@@ -166,6 +167,7 @@ class PaillierClient:
         round_index: int | None = None,
         pool: RandomizerPool | None = None,
         processes: int = 1,
+        randomizers: str = "full",
     ) -> None:
         if not (isinstance(client_id, int) and 0 <= client_id <= MAX_CLIENT_ID):
             raise ValueError(f"client id must be in [0, {MAX_CLIENT_ID}]")
@@ -174,8 +176,11 @@ class PaillierClient:
         self._signing_key = signing_key
         self.min_clients = min_clients
         self.round_index = round_index
+        if randomizers not in RANDOMIZER_MODES:
+            raise ValueError(f"randomizers must be one of {RANDOMIZER_MODES}")
         self.pool = pool
         self.processes = processes
+        self.randomizers = randomizers  # "full" or "djn": see protocols.paillier.encryption
         self.state = ClientState.WAITING
         self._session_id = b""
         self._round = 0
@@ -225,7 +230,11 @@ class PaillierClient:
         except ValueError as error:  # EncodingError: wrong shape, dtype or range
             raise self._abort(LocalProtocolError(str(error))) from error
         ciphertexts = encrypt_packed(
-            self.public_key, plaintexts, pool=self.pool, processes=self.processes
+            self.public_key,
+            plaintexts,
+            pool=self.pool,
+            processes=self.processes,
+            randomizers=self.randomizers,  # type: ignore[arg-type]
         )
         blob = ciphertexts_to_bytes(self.public_key, ciphertexts)
         statement = update_statement(

@@ -175,12 +175,15 @@ class DiscreteGaussianTable:
         )
         high, low = raw[:, 0], raw[:, 1]
         right = np.searchsorted(self._hi, high, side="right")
-        left = np.searchsorted(self._hi, high, side="left")
         magnitude = right.astype(np.int64)
         # Thresholds whose top 64 bits equal the draw's need the low word too.
         # This happens with probability about (K+1) * 2^-64 per sample; exact ints then.
-        for index in np.flatnonzero(left != right):
-            count = int(left[index])
+        # A tie exists iff the last threshold counted has the draw's top word (one
+        # searchsorted instead of a second, side="left", pass: the sampler's main cost).
+        tied = right > 0
+        tied[tied] = self._hi[right[tied] - 1] == high[tied]
+        for index in np.flatnonzero(tied):
+            count = int(np.searchsorted(self._hi, high[index], side="left"))
             while count < right[index] and self._lo[count] <= low[index]:
                 count += 1
             magnitude[index] = count

@@ -129,3 +129,24 @@ def test_rejects_bad_parameters():
         sample_discrete_gaussian_exact(-1, 3)
     with pytest.raises(ValueError):
         distributed_noise_share_sigma(10.0, 0)
+
+
+def test_table_sampler_breaks_top_word_ties_with_the_low_word(monkeypatch):
+    """Draws whose top 64 bits equal a threshold's are resolved by the full 128-bit compare."""
+    import os
+
+    table = DiscreteGaussianTable(3.0)
+    thresholds = [(int(hi) << 64) | int(lo) for hi, lo in zip(table._hi, table._lo)]
+    draws = []
+    for threshold in thresholds[:6]:
+        for delta in (-1, 0, 1):  # just below, at and just above: same top word, low word decides
+            draws.append(threshold + delta)
+    draws.append(0)
+    draws.append((1 << 128) - 1)
+    raw = b"".join(((d >> 64).to_bytes(8, "little") + (d & ((1 << 64) - 1)).to_bytes(8, "little"))
+                   for d in draws)
+    stream = iter([raw, bytes(len(draws))])  # then the sign bits: all positive
+    monkeypatch.setattr(os, "urandom", lambda n: next(stream))
+    got = table.sample(len(draws))
+    want = [sum(1 for t in thresholds if t <= d) for d in draws]
+    assert got.tolist() == want

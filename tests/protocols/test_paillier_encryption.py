@@ -83,3 +83,39 @@ def test_ciphertext_round_trip_and_validation(keys) -> None:
             )
     with pytest.raises(InvalidCiphertext):
         check_ciphertext(public, public.nsquare + 1)
+
+
+def test_djn_fixed_base_power_matches_a_plain_exponentiation(keys) -> None:
+    import secrets
+
+    import gmpy2
+
+    from protocols.paillier import FixedBaseRandomizers
+
+    public, _ = keys
+    table = FixedBaseRandomizers(public.n, window_bits=5)
+    assert table.exponent_bits == (public.n.bit_length() + 1) // 2
+    edge = (1 << table.exponent_bits) - 1
+    for alpha in [0, 1, 31, 32, edge, *(secrets.randbits(table.exponent_bits) for _ in range(20))]:
+        assert table.power(alpha) == gmpy2.powmod(table.base, alpha, public.nsquare)
+    with pytest.raises(ValueError):
+        table.power(edge + 1)
+
+
+def test_djn_randomizers_decrypt_and_are_fresh(keys) -> None:
+    public, private = keys
+    first = encrypt_packed(public, [7] * 20, randomizers="djn")
+    second = encrypt_packed(public, [7] * 20, randomizers="djn")
+    assert len(set(first) | set(second)) == 40
+    assert private.decrypt_raw(first + second) == [7] * 40
+    pool = RandomizerPool(public, randomizers="djn")
+    pool.fill(3)
+    assert private.decrypt_raw(encrypt_packed(public, [1, 2, 3], pool=pool)) == [1, 2, 3]
+    with pytest.raises(ValueError):
+        encrypt_packed(public, [1], randomizers="short")
+
+
+def test_djn_randomizers_spread_over_processes(keys) -> None:
+    public, private = keys
+    ciphertexts = encrypt_packed(public, list(range(8)), processes=2, randomizers="djn")
+    assert private.decrypt_raw(ciphertexts) == list(range(8))

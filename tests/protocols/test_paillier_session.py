@@ -128,6 +128,18 @@ def test_sum_equals_plaintext_sum(threshold_keys, private_key, mode, clients, le
     assert np.array_equal(outcome.total, _expected(inputs, range(clients)))
 
 
+@pytest.mark.parametrize("mode", ["threshold", "two_party"])
+def test_djn_randomizers_give_the_same_sums(threshold_keys, private_key, mode) -> None:
+    deployment = (
+        PaillierDeployment(threshold_keys=threshold_keys)
+        if mode == "threshold"
+        else PaillierDeployment(private_key=private_key)
+    )
+    inputs = _inputs(5, 70)
+    outcome = run_session(deployment, inputs, bits=BITS, randomizers="djn", dropouts={3: "upload"})
+    assert np.array_equal(outcome.total, _expected(inputs, (0, 1, 2, 4)))
+
+
 @pytest.mark.parametrize("bits", [2, 8, 32, 62])
 def test_sum_for_many_bit_widths(threshold_keys, bits) -> None:
     inputs = _inputs(6, 30, bits)
