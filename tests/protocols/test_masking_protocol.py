@@ -147,3 +147,24 @@ def test_out_of_range_input_is_caller_error():
     inputs[2] = np.array([1.5, 2.0, 3.0])
     with pytest.raises(ValueError):
         SecAgg().run_round(inputs, bits=8)
+
+
+def test_protocols_import_and_run_with_torch_unavailable() -> None:
+    """`protocols` is usable in FL code without torch: block torch and run a whole round."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+        "import numpy as np\n"
+        "from protocols import SecAggPlus, FixedPointEncoder\n"
+        "encoder = FixedPointEncoder.for_sum(clip=1.0, max_summands=6, bits=32)\n"
+        "inputs = {c: encoder.encode(np.full(50, 0.25)) for c in range(6)}\n"
+        "result = SecAggPlus(dropout_rate=0.2).run_round(inputs, bits=32, dropouts={4: 'masked_input'})\n"
+        "print(result.contributors, round(float(encoder.decode(result.total)[0]), 3))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "(0, 1, 2, 3, 5) 1.25"
