@@ -75,6 +75,8 @@ def _load_document(text: str | bytes, expected_format: str) -> dict[str, Any]:
         document = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError("not a JSON key document") from exc
+    except RecursionError:  # deeply nested arrays (fuzz contract, fuzz/targets.py)
+        raise ValueError("not a JSON key document: nested too deeply") from None
     if not isinstance(document, dict) or document.get("format") != expected_format:
         raise ValueError(f"not a {expected_format} document")
     if document.get("version") != _FORMAT_VERSION:

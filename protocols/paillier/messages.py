@@ -307,7 +307,7 @@ class PartialDecryptionMessage:
     @classmethod
     def parse(cls, body: bytes, *, partials_size: int, key_bytes: int) -> PartialDecryptionMessage:
         reader = Reader(body)
-        message = cls(
+        fields = (
             reader.u8(),
             reader.blob(exact_len=partials_size),
             reader.bigint(max_bytes=2 * key_bytes),
@@ -315,7 +315,10 @@ class PartialDecryptionMessage:
             reader.bigint(max_bytes=4 * key_bytes + 128),
         )
         reader.end()
-        return message
+        try:
+            return cls(*fields)
+        except ValueError as exc:  # index 0 or 255 (fuzz contract, fuzz/targets.py)
+            raise MalformedMessage(f"invalid partial decryption: {exc}") from None
 
 
 @dataclass(frozen=True)
