@@ -68,6 +68,9 @@ def main() -> None:
         "data.synthetic.n_users": args.users, "data.synthetic.n_items": 80,
         "training.clients_per_round": args.clients, "training.local_epochs": 2,
         "aggregation.threshold_fraction": 0.6,
+        # Pinned, not inherited from the defaults: the job measured must stay the same.
+        "privacy.unit": "none", "training.sampling": "fixed", "aggregation.bits": 32,
+        "training.dropout_rate": 0.0, "training.straggler_rate": 0.0, "seed": 0,
     })
     rows = []
     started = time.perf_counter()

@@ -7,6 +7,7 @@
 # Examples:
 #   scripts/flower-local.sh -k 3 -o runs/flower-local --set aggregation.protocol='"secagg"'
 #   scripts/flower-local.sh -k 3 -o runs/drill -- --kill-node 2:0:share_keys --stage-timeout 30
+#   scripts/flower-local.sh -k 3 -o runs/paillier --set aggregation.protocol='"paillier"'   # keys dealt first
 #   scripts/flower-local.sh --sim -k 20 -o runs/flower-sim
 #
 # The process management lives in secure_fedrec.engines.flower.launcher (LocalFederation):
@@ -28,7 +29,7 @@ while [[ $# -gt 0 ]]; do
     --sim) mode="sim"; shift ;;
     --set) extra+=(--set "$2"); shift 2 ;;
     --) shift; extra+=("$@"); break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done

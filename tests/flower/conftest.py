@@ -19,7 +19,34 @@ SMALL_JOB = {
     "training.local_epochs": 2,
     # 6 of 10 sampled users must survive: a node of the 3-node tests may die.
     "aggregation.threshold_fraction": 0.6,
+    # Pinned rather than inherited, so a change of the defaults (private by default)
+    # does not change what these tests check; each test overrides what it is about.
+    "aggregation.protocol": "secagg",
+    "aggregation.bits": 32,
+    "privacy.unit": "none",
+    "privacy.noise": "central",
+    "training.dropout_rate": 0.0,
+    "training.straggler_rate": 0.0,
+    "training.sampling": "fixed",
+    "evaluation.every": 1,
 }
+
+
+#: User-level DP needs Poisson sampling of clients (the accountant assumes it).
+USER_DP = {"privacy.unit": "user", "training.sampling": "poisson", "privacy.clip_norm": 0.5,
+           "privacy.accountant": "pld", "privacy.delta": 1e-5}
+#: Central noise from a fixed multiplier: calibrating to a target ε costs seconds per run.
+CENTRAL_DP = {**USER_DP, "privacy.noise": "central", "privacy.target_epsilon": None,
+              "privacy.noise_multiplier": 1.0}
+DISTRIBUTED_DP = {**USER_DP, "privacy.noise": "distributed", "privacy.target_epsilon": 8.0,
+                  "aggregation.protocol": "secagg+"}
+RECORD_DP = {"privacy.unit": "record", "privacy.noise_multiplier": 1.0,
+             "privacy.record_batch_size": 8, "privacy.delta": 1e-5, "privacy.target_epsilon": 20.0,
+             "privacy.grad_sample_mode": "hooks"}
+#: Packed Paillier encrypts ~56 coordinates per 2048-bit ciphertext: a tiny model keeps it fast.
+PAILLIER_JOB = {"aggregation.protocol": "paillier", "aggregation.paillier_key_bits": 2048,
+                "model.dim": 4, "data.synthetic.n_items": 40,
+                "data.synthetic.mean_ratings_per_user": 15.0}
 
 
 def small_config(**overrides) -> RunConfig:
@@ -43,15 +70,16 @@ class ScheduledDropouts(FederatedTrainer):
 
     def plan_round(self, round_index):
         sampled, dropouts, stragglers = super().plan_round(round_index)
+        first = self.protocol_stages()[0]  # advertise_keys (masking), announce (Paillier)
         for user in sampled.tolist():
             died = self.dead_at.get(user % self.num_partitions)
             if died is None:
                 continue
             died_round, stage = died
             if round_index > died_round or (round_index == died_round and stage == "evaluate"):
-                dropouts[int(user)] = "advertise_keys"
+                dropouts[int(user)] = first
             elif round_index == died_round:
-                dropouts[int(user)] = "advertise_keys" if stage == "upload" else stage
+                dropouts[int(user)] = first if stage == "upload" else stage
         return sampled, dropouts, stragglers
 
 

@@ -9,17 +9,37 @@ from secure_fedrec.engines.flower.coordinator import FlowerCoordinator
 from secure_fedrec.engines.flower.memory import MemoryTransport
 from secure_fedrec.runner import load_data, make_split
 
-from .conftest import reference_params, small_config
+from .conftest import (
+    CENTRAL_DP,
+    DISTRIBUTED_DP,
+    PAILLIER_JOB,
+    RECORD_DP,
+    reference_params,
+    small_config,
+)
 
 
-def run_split(config, num_partitions, kill_at=None):
+def run_split(config, num_partitions, kill_at=None, paillier_keys=None):
     data = load_data(config)
     split = make_split(config, data)
     transport = MemoryTransport(num_partitions)
     transport.kill_at = kill_at or {}
-    coordinator = FlowerCoordinator(config, data, split, transport, num_partitions)
+    coordinator = FlowerCoordinator(config, data, split, transport, num_partitions,
+                                    paillier_keys=paillier_keys)
     coordinator.run()
     return coordinator
+
+
+@pytest.fixture(scope="module")
+def paillier_keys(tmp_path_factory):
+    """One dealing for the module: a 2048-bit threshold key takes seconds to deal."""
+    from secure_fedrec.engines.flower.paillier import deal_paillier_keys
+
+    return str(deal_paillier_keys(small_config(**PAILLIER_JOB), tmp_path_factory.mktemp("keys")))
+
+
+def epsilons(history):
+    return [m.measurements.get("epsilon") for m in history]
 
 
 def test_plaintext_matches_inprocess_exactly():
@@ -59,12 +79,87 @@ def test_dead_node_is_a_dropout(label, recorded):
     assert got.history[-1].contributors < got.history[-1].sampled
 
 
-def test_unsupported_configs_are_refused_before_anything_starts():
+def test_every_protocol_and_privacy_unit_is_supported():
     from secure_fedrec.engines.flower.coordinator import check_supported
 
-    with pytest.raises(ValueError, match="paillier"):
-        check_supported(small_config(**{"aggregation.protocol": "paillier"}))
-    check_supported(small_config(**{"aggregation.protocol": "secagg+"}))
+    for protocol in ("plaintext", "secagg", "secagg+", "paillier"):
+        check_supported(small_config(**{"aggregation.protocol": protocol}))
+    for privacy in (CENTRAL_DP, DISTRIBUTED_DP, RECORD_DP):
+        check_supported(small_config(**privacy))
+
+
+def test_paillier_needs_the_dealers_keys():
+    config = small_config(**PAILLIER_JOB)
+    with pytest.raises(ValueError, match="paillier_keys"):
+        run_split(config, 3)
+
+
+@pytest.mark.parametrize("name, privacy", [
+    ("central+secagg", {**CENTRAL_DP, "aggregation.protocol": "secagg"}),
+    ("central+plaintext", {**CENTRAL_DP, "aggregation.protocol": "plaintext"}),
+    ("distributed+secagg+", DISTRIBUTED_DP),
+])
+def test_user_level_dp_accounts_as_inprocess(name, privacy):
+    """Same sampled users, same rounds, the same ε after every round; the noise itself differs."""
+    config = small_config(**privacy)
+    got = run_split(config, 3)
+    _, trainer = reference_params(config)
+    assert epsilons(got.history) == epsilons(trainer.history)
+    assert all(e is not None and 0 < e < 20 for e in epsilons(got.history))
+    assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
+    assert got.trainer.privacy.summary()["epsilon"] == trainer.privacy.summary()["epsilon"]
+    last = got.history[-1].measurements
+    assert last["noise_stddev"] == trainer.history[-1].measurements["noise_stddev"] > 0
+    assert last["clip_norm"] == 0.5
+
+
+def test_user_level_pipeline_matches_inprocess_without_noise():
+    """Clip on the nodes, mean over the expected count on the server: with (almost) no noise,
+    the parameters are the in-process engine's."""
+    config = small_config(**{**CENTRAL_DP, "privacy.noise_multiplier": 1e-6,
+                             "privacy.accountant": "rdp", "aggregation.protocol": "secagg"})
+    got = run_split(config, 3)
+    expected, _ = reference_params(config)
+    assert got.history[-1].measurements["noise_stddev"] < 1e-6
+    # FedAdam divides by sqrt(v): where v is tiny, even this noise moves a coordinate a little.
+    np.testing.assert_allclose(got.trainer.params, expected, rtol=0, atol=1e-3)
+    assert np.median(np.abs(got.trainer.params - expected)) < 1e-5  # values are ~1e-1
+
+
+def test_record_level_dp_accounts_as_inprocess():
+    """DP-SGD runs on the nodes; each user's steps are charged to its accountant on the server."""
+    config = small_config(**{**RECORD_DP, "aggregation.protocol": "secagg"})
+    got = run_split(config, 3)
+    _, trainer = reference_params(config)
+    assert epsilons(got.history) == epsilons(trainer.history)
+    assert all(e is not None and e > 0 for e in epsilons(got.history))
+    assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
+    ours, theirs = got.trainer.privacy.summary(), trainer.privacy.summary()
+    assert ours["epsilon"] == theirs["epsilon"]
+    assert ours["epsilon_distribution"] == theirs["epsilon_distribution"]
+
+
+def test_paillier_matches_inprocess(paillier_keys):
+    config = small_config(**PAILLIER_JOB)
+    got = run_split(config, 3, paillier_keys=paillier_keys)
+    expected, trainer = reference_params(config)
+    np.testing.assert_allclose(got.trainer.params, expected, rtol=0, atol=1e-6)
+    assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history] == [10, 10]
+    assert got.history[-1].measurements["protocol_key_bits"] == 2048
+
+
+def test_paillier_survives_a_dead_key_holder_host(paillier_keys):
+    """Node 2 hosts key holder 3; it dies at the decryption: 2 of 3 key holders still decrypt."""
+    config = small_config(**PAILLIER_JOB)
+    got = run_split(config, 3, kill_at={(0, "decrypt"): {2}}, paillier_keys=paillier_keys)
+    assert got.dead_at[2] == (0, "decrypt")
+    # Round 0 keeps node 2's users (they had uploaded before it died); from round 1 on they
+    # are dropouts, as in-process with the node gone before round 1 (its "evaluate" tag).
+    expected, trainer = reference_params(config, num_partitions=3, dead_at={2: (1, "evaluate")})
+    assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
+    assert got.history[0].contributors == 10
+    np.testing.assert_allclose(got.trainer.params, expected, rtol=0, atol=1e-6)
+    assert got.history[1].contributors < got.history[1].sampled
 
 
 def test_node_state_keeps_protocol_parties_across_messages():

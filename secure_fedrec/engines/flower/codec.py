@@ -22,7 +22,10 @@ from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 __all__ = [
@@ -94,6 +97,10 @@ def _reduce_ed25519(key: Ed25519PrivateKey):
     return Ed25519PrivateKey.from_private_bytes, (key.private_bytes(_RAW, _RAW_PRIVATE, _NO_ENCRYPTION),)
 
 
+def _reduce_ed25519_public(key: Ed25519PublicKey):
+    return Ed25519PublicKey.from_public_bytes, (key.public_bytes(_RAW, serialization.PublicFormat.Raw),)
+
+
 class _StatePickler(pickle.Pickler):
     """Pickles the protocol parties' key objects (Rust types with no pickle support)
     by their raw private bytes; scoped to this pickler, nothing global is registered."""
@@ -101,6 +108,7 @@ class _StatePickler(pickle.Pickler):
     dispatch_table = copyreg.dispatch_table.copy()
     dispatch_table[type(X25519PrivateKey.generate())] = _reduce_x25519
     dispatch_table[type(Ed25519PrivateKey.generate())] = _reduce_ed25519
+    dispatch_table[type(Ed25519PrivateKey.generate().public_key())] = _reduce_ed25519_public
 
 
 def dump_node_state(state: dict[str, Any]) -> bytes:

@@ -83,6 +83,7 @@ num-nodes = 2
 train-timeout = 0.0
 stage-timeout = 0.0
 node-wait-timeout = 120.0
+paillier-keys = ""
 """
 
 
@@ -320,8 +321,19 @@ class LocalFederation:
 
     # -- runs -----------------------------------------------------------------------------
     def submit(self, config: RunConfig, out_dir: str | Path, *, train_timeout: float = 0.0,
-               stage_timeout: float = 0.0, node_wait_timeout: float = 120.0) -> subprocess.Popen:
-        """Write the config and start ``flwr run`` (which streams the run's logs)."""
+               stage_timeout: float = 0.0, node_wait_timeout: float = 120.0,
+               paillier_keys: str | Path | None = None) -> subprocess.Popen:
+        """Write the config and start ``flwr run`` (which streams the run's logs).
+
+        For ``aggregation.protocol = "paillier"`` the dealer runs here, before
+        the job, unless ``paillier_keys`` names a folder it already filled
+        (see :mod:`.paillier`): the ServerApp never sees a key share.
+        """
+        if (paillier_keys is None and self.aggregation == "ours"
+                and config.aggregation.protocol == "paillier"):
+            from .paillier import deal_paillier_keys
+
+            paillier_keys = deal_paillier_keys(config, self.work_dir / "paillier-keys")
         out = Path(out_dir).resolve()
         out.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.json", "error.json", "progress.jsonl"):
@@ -337,6 +349,7 @@ class LocalFederation:
             f"train-timeout = {float(train_timeout)!r}",
             f"stage-timeout = {float(stage_timeout)!r}",
             f"node-wait-timeout = {float(node_wait_timeout)!r}",
+            f"paillier-keys = {_toml_string(str(Path(paillier_keys).resolve()) if paillier_keys else '')}",
         ]) + "\n", encoding="utf-8")
         argv = ["flwr", "run", str(self.app_dir), "sfr", "--run-config", str(overrides), "--stream"]
         if self.mode == "sim":
@@ -368,8 +381,9 @@ class LocalFederation:
         raise FlowerRunError(f"no result within {timeout} s:\n{self.logs()}")
 
     def kill_when(self, run: subprocess.Popen, out_dir: str | Path, node: int, round_index: int,
-                  stage: str, *, timeout: float) -> None:
-        """SIGKILL SuperNode ``node`` as soon as the server starts ``stage`` of ``round_index``."""
+                  stage: str, *, timeout: float, sig: int = signal.SIGKILL) -> None:
+        """Kill SuperNode ``node`` (with ``sig``) as soon as the server starts ``stage`` of
+        ``round_index``."""
         progress = Path(out_dir).resolve() / "progress.jsonl"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and run.poll() is None:
@@ -379,7 +393,7 @@ class LocalFederation:
                         event = json.loads(line)
                         if (event.get("event") == "exchange" and event.get("round") == round_index
                                 and event.get("stage") == stage):
-                            self.kill_node(node)
+                            self.kill_node(node, sig)
                             return
             time.sleep(0.05)
         raise FlowerRunError(f"the run never reached round {round_index}, stage {stage!r}")
@@ -395,7 +409,7 @@ def run_flower(config: RunConfig, out_dir: str | Path | None = None, *, mode: st
                num_nodes: int | None = None, train_timeout: float | None = None,
                stage_timeout: float | None = None, timeout: float = 3600.0, work_dir: str | Path | None = None,
                kill_node: tuple[int, int, str] | None = None,
-               aggregation: str = "ours") -> dict[str, Any]:
+               aggregation: str = "ours", kill_signal: int = signal.SIGKILL) -> dict[str, Any]:
     """Run one job on Flower on this machine; returns (and writes) the metrics.json dict.
 
     ``mode="sim"``: Flower's simulation engine (Ray) with ``num_nodes`` virtual
@@ -405,7 +419,9 @@ def run_flower(config: RunConfig, out_dir: str | Path | None = None, *, mode: st
     as dropped. ``kill_node=(node, round, stage)`` (deployment only) SIGKILLs
     that SuperNode when the server starts that stage of that round (0-based
     round; stages ``advertise_keys`` (training), ``share_keys``,
-    ``masked_input``, ``unmasking``, ``evaluate``) — the dropout drill.
+    ``masked_input``, ``unmasking``, ``evaluate``) — the dropout drill;
+    ``kill_signal`` is SIGKILL (a crash: Flower notices in ~45 s, so the
+    stage timeout decides) or SIGTERM (a shutdown: an error reply in ~5 s).
     ``aggregation="flower-secagg+"`` runs the comparison with Flower's own
     SecAgg+ instead of our protocol (see :mod:`.secaggplus`).
     """
@@ -421,6 +437,9 @@ def run_flower(config: RunConfig, out_dir: str | Path | None = None, *, mode: st
         from .coordinator import check_supported
 
         check_supported(config)
+    elif config.privacy.unit != "none":
+        raise ValueError("the comparison with Flower's SecAgg+ runs without differential privacy "
+                         "(privacy.unit = 'none'): Flower's workflow has no place for our noise")
     if kill_node is not None and mode != "deployment":
         raise ValueError("kill_node needs mode='deployment' (simulated nodes are not processes)")
     cleanup = out_dir is None
@@ -431,7 +450,7 @@ def run_flower(config: RunConfig, out_dir: str | Path | None = None, *, mode: st
             run = federation.submit(config, out, train_timeout=train_timeout,
                                     stage_timeout=stage_timeout)
             if kill_node is not None:
-                federation.kill_when(run, out, *kill_node, timeout=timeout)
+                federation.kill_when(run, out, *kill_node, timeout=timeout, sig=kill_signal)
             return federation.wait(run, out, timeout)
     finally:
         if cleanup:
@@ -455,8 +474,10 @@ def register(subparsers: argparse._SubParsersAction) -> dict[str, Any]:
     p.add_argument("--train-timeout", type=float, default=None,
                    help="seconds a node may take to train (and to evaluate)")
     p.add_argument("--kill-node", metavar="NODE:ROUND:STAGE",
-                   help="deployment drill: SIGKILL SuperNode NODE when the server starts STAGE of "
+                   help="deployment drill: kill SuperNode NODE when the server starts STAGE of "
                         "ROUND (0-based), e.g. 2:0:share_keys")
+    p.add_argument("--kill-signal", choices=("KILL", "TERM"), default="KILL",
+                   help="the signal of --kill-node: KILL (a crash) or TERM (a shutdown)")
     p.add_argument("--aggregation", choices=sorted(COMPONENTS), default="ours",
                    help="ours: aggregation.protocol carried in Flower messages; flower-secagg+: "
                         "Flower's secaggplus_mod/SecAggPlusWorkflow, for comparison")
@@ -491,7 +512,8 @@ def _cli_main(args: argparse.Namespace) -> int:
         result = run_flower(config, args.out, mode=args.mode, num_nodes=args.nodes,
                             train_timeout=args.train_timeout, stage_timeout=args.stage_timeout,
                             kill_node=kill, work_dir=os.environ.get("SFR_FLOWER_WORK_DIR") or None,
-                            aggregation=args.aggregation)
+                            aggregation=args.aggregation,
+                            kill_signal=getattr(signal, f"SIG{args.kill_signal}"))
     except (FlowerRunError, NotImplementedError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

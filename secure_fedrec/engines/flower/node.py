@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,8 +30,19 @@ from ...evaluation import evaluate
 from ...models import FederatedModel
 from ...runner import load_data, make_split
 from .codec import Payload, f64_array, f64_bytes, i64_bytes
-from .compat import client_training_rng, example_weight, quantize_for_sum
+from .compat import (
+    client_training_rng,
+    clip_l2,
+    ddg_encode,
+    example_weight,
+    privacy_session,
+    quantize_for_sum,
+)
+from .paillier import public_identity
 from .stages import deliver
+
+if TYPE_CHECKING:  # importing privacy before engine in a fresh process is circular
+    from ...privacy.session import PrivacySession
 
 __all__ = ["NodeWorkspace", "handle_evaluate", "handle_train", "users_of", "workspace"]
 
@@ -50,6 +61,17 @@ class NodeWorkspace:
     model: FederatedModel
     initial_private: dict[str, torch.Tensor]
     client_rows: list[np.ndarray]
+    #: the run's privacy plan, derived by the node itself (DP-SGD multiplier, noise shares)
+    privacy: PrivacySession
+
+    @property
+    def paillier_min_clients(self) -> int:
+        """The floor this node's Paillier parties enforce: ``secure_sum_protocol``'s."""
+        from ...engine.protocols import secure_sum_protocol
+
+        protocol = secure_sum_protocol(self.config, self.privacy.expected_clients,
+                                       min_survivors=self.privacy.min_survivors)
+        return int(protocol.min_clients)
 
     def reset_user(self, user: int, stored: dict[str, np.ndarray] | None) -> None:
         """Put the user's private rows (stored, or the seeded initial ones) into the model."""
@@ -84,7 +106,8 @@ def workspace(config_json: str) -> NodeWorkspace:
     bounds = np.searchsorted(train.users[order], np.arange(train.n_users + 1))
     rows = [order[bounds[u]:bounds[u + 1]] for u in range(train.n_users)]
     return NodeWorkspace(config=config, split=split, model=model, initial_private=initial,
-                         client_rows=rows)
+                         client_rows=rows,
+                         privacy=privacy_session(config, split, model.layout().size))
 
 
 def _check_hosted(users: list[int], partition: int, num_partitions: int) -> None:
@@ -98,13 +121,24 @@ def handle_train(state: dict[str, Any], request: Payload, partition: int,
     """Train the sampled users; answer the protocol's first request for each of them.
 
     Request: ``config``, ``round``, ``params`` (float64 bytes), ``users``,
-    ``slow`` (straggler flags), ``n_sampled``, and for a secure protocol
-    ``frame_users``/``frames`` (each user's SessionStart).
+    ``slow`` (straggler flags), ``n_clients`` (users training this round: the
+    quantizer's range depends on it), and for a secure protocol
+    ``frame_users``/``frames`` (each user's SessionStart; none for Paillier,
+    whose announcement comes in the next stage) and, for Paillier,
+    ``paillier_keys`` (the folder with the dealer's public parameters).
+
+    Privacy is applied here, on the node, exactly as the in-process engine's
+    client half does it: DP-SGD for ``privacy.unit = "record"``; for
+    ``"user"``, L2 clipping and then either quantization (central noise: the
+    server adds it) or the distributed discrete Gaussian encoding (this node
+    adds each user's noise share before the update is masked or encrypted).
     """
     from ...engine.client import ClientData, LocalTraining, train_client
 
     ws = workspace(request["config"])
     config = ws.config
+    privacy = ws.privacy
+    p = config.privacy
     users = [int(u) for u in request["users"]]
     _check_hosted(users, partition, num_partitions)
     round_index = int(request["round"])
@@ -116,41 +150,77 @@ def handle_train(state: dict[str, Any], request: Payload, partition: int,
     private = state.setdefault("private", {})
     state["sessions"] = {}  # a new round: the last round's parties are gone
     reply: Payload = {"users": users, "losses": [], "weights": [], "indices": [], "values": []}
+    steps: Payload = {"dp_noise_multipliers": [], "dp_sample_rates": [], "dp_steps": []}
     for user, slow in zip(users, request["slow"]):
         ws.reset_user(user, private.get(user))
         rows = ws.client_rows[user]
         data = ClientData(user=user, items=ws.split.train.items[rows],
                           ratings=ws.split.train.ratings[rows])
-        result = train_client(ws.model, data, local, client_training_rng(config, round_index, user),
-                              epochs=1 if slow else None)
+        rng = client_training_rng(config, round_index, user)
+        epochs = 1 if slow else None
+        if p.unit == "record":
+            from ...privacy.dpsgd import train_client_dpsgd
+
+            result, step = train_client_dpsgd(
+                ws.model, data, local, rng, noise_multiplier=privacy.noise_multiplier,
+                max_grad_norm=p.clip_norm, batch_size=p.record_batch_size,
+                grad_sample_mode=p.grad_sample_mode, epochs=epochs)
+            # The mechanism's public parameters, for the server's per-client accountant.
+            steps["dp_noise_multipliers"].append(float(step.noise_multiplier))
+            steps["dp_sample_rates"].append(float(step.sample_rate))
+            steps["dp_steps"].append(int(step.steps))
+        else:
+            result = train_client(ws.model, data, local, rng, epochs=epochs)
         private[user] = ws.private_rows(user)
         reply["losses"].append(float(result.loss))
         reply["weights"].append(example_weight(config, result.num_examples))
         reply["indices"].append(i64_bytes(layout.indices_for_items(result.items)))
         reply["values"].append(f64_bytes(result.delta))
+    if p.unit == "record":
+        reply.update(steps)
     if config.aggregation.protocol == "plaintext":
-        return reply
+        return reply  # the server's pipeline clips and noises (central DP trusts the server)
 
-    from protocols.masking import MaskingClient
-
-    n_sampled = int(request["n_sampled"])
+    n_clients = int(request["n_clients"])
     inputs = {}
     clipped = 0
+    l2_clipped = 0
     for j, user in enumerate(users):
         dense = np.zeros(layout.size, dtype=np.float64)
         dense[np.frombuffer(reply["indices"][j], dtype="<i8")] = np.frombuffer(reply["values"][j], dtype="<f8")
-        inputs[user], n_clipped = quantize_for_sum(config, dense, reply["weights"][j], n_sampled)
-        clipped += n_clipped
-    # Only the masked protocol frames leave the node, never the update itself.
-    reply = {"users": users, "losses": reply["losses"], "coordinates_clipped": clipped}
+        if p.unit == "user":
+            dense, was_clipped = clip_l2(dense, p.clip_norm)
+            l2_clipped += was_clipped
+        if privacy.ddg_plan is not None:
+            inputs[user] = ddg_encode(dense, privacy.ddg_plan)
+        else:
+            inputs[user], n_clipped = quantize_for_sum(config, dense, reply["weights"][j], n_clients)
+            clipped += n_clipped
+    # Only the masked / encrypted protocol frames leave the node, never the update itself.
+    out: Payload = {"users": users, "losses": reply["losses"], "coordinates_clipped": clipped,
+                    "l2_clipped": l2_clipped}
+    if p.unit == "record":
+        out.update(steps)
     sessions = state["sessions"]
+    if config.aggregation.protocol == "paillier":
+        from .paillier import paillier_uploaders
+
+        identities = state.setdefault("identities", {})
+        sessions.update(paillier_uploaders(users, inputs, identities, request["paillier_keys"],
+                                           min_clients=ws.paillier_min_clients,
+                                           round_index=round_index))
+        out["identity_keys"] = [public_identity(identities[u]) for u in users]
+        out.update({"frame_users": [], "frames": [], "errors": []})
+        return out
+
+    from protocols.masking import MaskingClient
+
     for user in users:
         client = MaskingClient(user)
         client.set_input(inputs[user])
         sessions[user] = client
-    frames_out = deliver(sessions, request)
-    reply.update(frames_out)
-    return reply
+    out.update(deliver(sessions, request))
+    return out
 
 
 def handle_evaluate(state: dict[str, Any], request: Payload, partition: int,

@@ -4,7 +4,9 @@ Run-config keys (``[tool.flwr.app.config]``, set by the launcher): ``config-path
 (our TOML run config, read by the server; nodes receive it in their
 messages), ``out-dir`` (where metrics.json goes), ``num-nodes``,
 ``train-timeout`` / ``stage-timeout`` (seconds a node may take to answer
-before it counts as dropped; 0 = wait forever) and ``node-wait-timeout``.
+before it counts as dropped; 0 = wait forever), ``node-wait-timeout`` and,
+for Paillier, ``paillier-keys`` (the dealer's folder; the server reads only
+its public parameters).
 
 ``flwr run`` exits 0 even when the ServerApp fails, so the outcome is a file:
 ``metrics.json`` on success, ``error.json`` (with the traceback) on failure.
@@ -135,7 +137,8 @@ def main(grid: Grid, context: Context) -> None:
 
         coordinator = FlowerCoordinator(config, data, split, GridTransport(grid, mapping), num_nodes,
                                         train_timeout=train_timeout, stage_timeout=stage_timeout,
-                                        on_event=on_event)
+                                        on_event=on_event,
+                                        paillier_keys=str(rc.get("paillier-keys", "")) or None)
         coordinator.run()
         result = coordinator.result(started, {"mode": str(rc.get("mode", "")),
                                               "node_ids": {str(p): n for p, n in mapping.items()}})

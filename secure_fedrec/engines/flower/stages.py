@@ -44,8 +44,21 @@ def deliver(sessions: dict[int, Any], request: Payload) -> Payload:
 
 
 def handle_stage(state: dict[str, Any], request: Payload) -> Payload:
-    """One later protocol stage: the server's frames for this node's users in, replies out."""
+    """One later protocol stage: the server's frames for this node's parties in, replies out.
+
+    The parties are this round's users (masking clients, Paillier uploaders)
+    and, for the Paillier ``decrypt`` stage, the key holders this node hosts.
+    """
     sessions = state.setdefault("sessions", {})
+    if request.get("stage") == "decrypt":
+        from .node import workspace  # the key holders' floor needs the population size
+        from .paillier import key_holder_parties
+
+        holders = key_holder_parties(
+            state, request, min_clients=workspace(request["config"]).paillier_min_clients)
+        # A copy: a key holder that refuses one request (its error is reported) still serves
+        # later sessions.
+        return deliver(dict(holders), request)
     reply = deliver(sessions, request)
     if request.get("last"):
         state["sessions"] = {}
