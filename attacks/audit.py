@@ -33,7 +33,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize, stats
 
-from ._validation import RandomState, check_binary_labels, check_random_state, check_scores
+from ._validation import (
+    RandomState,
+    check_binary_labels,
+    check_random_state,
+    check_scores,
+)
 
 __all__ = [
     "AuditResult",
@@ -41,6 +46,7 @@ __all__ = [
     "CanaryUsers",
     "PrivacyViolationWarning",
     "audit_clopper_pearson",
+    "audit_delta",
     "audit_one_run",
     "clopper_pearson_interval",
     "count_correct_guesses",
@@ -148,6 +154,27 @@ def one_run_p_value(
     window = np.cumsum(stats.binom.pmf(np.arange(v - 1, -1, -1), r, q))
     correction = float(np.max(window / np.arange(1, v + 1)))
     return min(tail + 2.0 * m * delta * correction, 1.0)
+
+
+def audit_delta(num_canaries: int, confidence: float = 0.95, *, share: float = 0.1) -> float:
+    """The δ to train and audit with when a one-run audit uses ``num_canaries`` canaries.
+
+    The one-run p-value (:func:`one_run_p_value`) adds ``2·m·δ·c`` with
+    ``c ≤ 1`` to the ε-DP tail, so with m·δ near the test level
+    ``α = 1 − confidence`` no attack can certify anything. Choosing
+    ``δ = share · α / (2·m)`` keeps that term below ``share`` of the test level
+    whatever the attack does: the audit then measures ε, not δ. At 95 %
+    confidence and the default share this is δ = 1/(400·m), well under 1/m
+    (the scale at which "(ε, δ)-DP" allows one canary to leak outright).
+
+    >>> f"{audit_delta(1000):.3g}"
+    '2.5e-06'
+    """
+    if num_canaries < 1:
+        raise ValueError("num_canaries must be positive")
+    if not 0.0 < confidence < 1.0 or not 0.0 < share <= 1.0:
+        raise ValueError("need 0 < confidence < 1 and 0 < share <= 1")
+    return share * (1.0 - confidence) / (2.0 * num_canaries)
 
 
 def one_run_epsilon_lower_bound(

@@ -3,7 +3,13 @@ user-level against recommenders (Zhang et al. 2021)."""
 
 from .base import ShadowStatistics, TrainAndScore, logit_confidence, train_shadow_models
 from .lira import RMIA, LiRA
-from .recsys import RecommenderMembershipAttack, user_membership_features
+from .recsys import (
+    RecommenderMembershipAttack,
+    interaction_item_vectors,
+    popular_item_lists,
+    top_k_excluding,
+    user_membership_features,
+)
 from .threshold import CalibratedLossAttack, LossThresholdAttack
 
 __all__ = [
@@ -14,7 +20,10 @@ __all__ = [
     "RecommenderMembershipAttack",
     "ShadowStatistics",
     "TrainAndScore",
+    "interaction_item_vectors",
     "logit_confidence",
+    "popular_item_lists",
+    "top_k_excluding",
     "train_shadow_models",
     "user_membership_features",
 ]

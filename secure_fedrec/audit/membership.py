@@ -6,11 +6,14 @@
   are trained *centrally* on the same model class — far cheaper than
   federated shadows, at the price of a shadow/target training mismatch.
 * user level (Zhang et al. 2021): was this user a client at all? Features
-  from the recommended lists against the user's interacted items.
+  from the recommended lists against the user's interacted items, in two
+  settings: non-members get popular items (the paper's) or personalised lists
+  from a private row they fit themselves (a federated recommender's new client).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -23,17 +26,32 @@ from attacks import (
     RecommenderMembershipAttack,
     evaluate_membership,
     train_shadow_models,
-    user_membership_features,
+)
+from attacks.membership.recsys import (
+    interaction_item_vectors,
+    popular_item_lists,
+    top_k_excluding,
 )
 
 from ..centralized import train_centralized
 from ..config import RunConfig
 from ..data.dataset import RatingData, Split
+from ..engine.client import loss_fn
 from ..models import FederatedModel
-from .canaries import item_rows, pair_losses
+from .canaries import pair_losses
 
-__all__ = ["MembershipOutcome", "RatingPopulation", "lira_attack", "loss_threshold_attack",
-           "rating_population", "user_level_attack"]
+__all__ = [
+    "NONMEMBER_SETTINGS",
+    "MembershipOutcome",
+    "RatingPopulation",
+    "fit_private_rows",
+    "lira_attack",
+    "loss_threshold_attack",
+    "rating_population",
+    "recommended_lists",
+    "train_shadow_recommender",
+    "user_level_attack",
+]
 
 _LOG_FLOOR = 1e-4  # keeps log(loss) finite on a perfectly fitted rating
 
@@ -137,57 +155,153 @@ def lira_attack(
 
 
 @torch.no_grad()
-def recommended_lists(model: FederatedModel, users: np.ndarray, k: int) -> list[np.ndarray]:
-    """Top-k items by the model's score for each user (nothing excluded, so members and
-    non-members are treated alike)."""
-    out = []
+def recommended_lists(model: FederatedModel, users: np.ndarray, history: list[np.ndarray], k: int) -> list[np.ndarray]:
+    """Top-k items by the model's score for each user, excluding the items the user already
+    interacted with (what a recommender shows, and what Zhang et al. attack)."""
+    out: list[np.ndarray] = []
     for start in range(0, len(users), 256):
         scores = model.score_all_items(torch.as_tensor(users[start:start + 256], dtype=torch.long))
-        top = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.numpy()
-        out.extend(list(top))
+        out.extend(top_k_excluding(scores.double().numpy(), history[start:start + 256], k))
     return out
+
+
+def fit_private_rows(model: FederatedModel, data: RatingData, users: np.ndarray, *, steps: int, lr: float,
+                     reg: float, seed: int) -> FederatedModel:
+    """A copy of ``model`` whose private rows of ``users`` are fitted to their ratings in ``data``
+    with every shared parameter frozen — what a new client of a federated recommender does
+    before it can rank items: train its own row locally against the shared model.
+
+    Each user minimises the mean loss over its own ratings (plus ``reg`` times the penalty,
+    as in local training) with full-batch Adam from a zero row."""
+    fitted = copy.deepcopy(model)
+    params = dict(fitted.named_parameters())
+    private = [params[n] for n in fitted.private_names]
+    for p in fitted.parameters():
+        p.requires_grad_(False)
+    rows = torch.as_tensor(np.asarray(users, dtype=np.int64))
+    with torch.no_grad():
+        for p in private:
+            p[rows] = 0.0
+    for p in private:
+        p.requires_grad_(True)
+    keep = np.isin(data.users, users)
+    u, i, y = data.users[keep], data.items[keep], data.ratings[keep].astype(np.float32)
+    if fitted.task != "explicit":  # implicit: the rated items against as many random items
+        rng = np.random.default_rng([seed, 0xF17])
+        u = np.concatenate([u, u])
+        i = np.concatenate([i, rng.integers(0, data.n_items, size=len(i))])
+        y = np.concatenate([np.ones(len(y)), np.zeros(len(y))]).astype(np.float32)
+    counts = np.bincount(u, minlength=data.n_users).astype(np.float32)
+    weight = torch.as_tensor(1.0 / counts[u])  # sum of per-user means: each row sees its own mean loss
+    u_t, i_t, y_t = (torch.as_tensor(a) for a in (u, i, y))
+    criterion = loss_fn(fitted)
+    opt = torch.optim.Adam(private, lr=lr)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loss = ((criterion(fitted(u_t, i_t), y_t) + reg * fitted.penalty(u_t, i_t)) * weight).sum()
+            loss.backward()
+        opt.step()
+    for p in private:
+        p.requires_grad_(False)
+    return fitted
+
+
+def train_shadow_recommender(config: RunConfig, split: Split, users: np.ndarray, *, how: str,
+                             epochs: int) -> FederatedModel:
+    """The attacker's shadow recommender on ``users``' training data.
+
+    ``federated``: the target's own configuration (the attacker knows the algorithm, as in
+    Zhang et al. and LiRA), over plaintext aggregation (the protocol does not change the
+    model's distribution, only the cost) and with another seed (it does not know the
+    target's initialisation). ``central``: ``epochs`` of centralized minibatch Adam — cheaper,
+    but its lists differ from a federated target's, which the classifier then mis-transfers.
+    """
+    keep = np.isin(split.train.users, users)
+    shadow_split = Split(split.train.subset(keep), split.test.subset(np.isin(split.test.users, users)),
+                         split.protocol, split.seed)
+    if how == "central":
+        return train_centralized(config, shadow_split, epochs=epochs).model
+    if how != "federated":
+        raise ValueError(f"unknown shadow training {how!r}; use 'federated' or 'central'")
+    from ..engine.inprocess import FederatedTrainer
+
+    privacy = config.privacy
+    if privacy.unit == "user" and privacy.noise == "distributed":  # same noise in total, added centrally
+        privacy = dataclasses.replace(privacy, noise="central")
+    shadow_config = dataclasses.replace(
+        config, seed=config.seed + 1, privacy=privacy,
+        aggregation=dataclasses.replace(config.aggregation, protocol="plaintext"),
+        evaluation=dataclasses.replace(config.evaluation, every=max(1, config.training.rounds)))
+    trainer = FederatedTrainer(shadow_config, shadow_split)
+    trainer.run()
+    return trainer.model
+
+
+#: how a recommender treats users it was not trained on (the user-level attack's two settings)
+NONMEMBER_SETTINGS = {
+    # Zhang et al.'s setting: a user unknown to the recommender gets the most popular items.
+    "popular": "user_popular",
+    # Ours: a new client fits its private row to its history against the shared model and
+    # ranks items with it, exactly like a member does with the row it trained.
+    "fitted": "user",
+}
 
 
 def user_level_attack(
     config: RunConfig, target: FederatedModel, split: Split, *, member_users: np.ndarray,
     nonmember_users: np.ndarray, shadow_users: np.ndarray, k: int, shadow_epochs: int, seed: int,
+    settings: tuple[str, ...] = ("fitted", "popular"), vector_dim: int = 20, shadow_training: str = "federated",
     **evaluation,
 ) -> list[MembershipOutcome]:
-    """Zhang et al. 2021 against the federated target; the shadow recommender is trained centrally
-    on half of ``shadow_users`` (the attacker's own data), the other half being its non-members."""
+    """Zhang et al. 2021 against the federated target, once per non-member setting.
+
+    The attacker holds ``shadow_users``' data: it factorises their interactions into item
+    vectors, trains a shadow recommender on half of them (the other half are its non-members)
+    the way the target was trained (``shadow_training``, see :func:`train_shadow_recommender`),
+    and treats its own non-members the way the target treats them in each
+    setting. It knows the history of every user it attacks. Members' lists come from their
+    trained private rows; nobody is recommended an item they already interacted with."""
     train = split.train
     rows = train.rows_by_user()
-    history = lambda users: [train.items[rows[u]] for u in users]
+    history = lambda users: [np.unique(train.items[rows[u]]) for u in users]
     rng = np.random.default_rng([seed, 0x05E7])
     shuffled = rng.permutation(shadow_users)
-    shadow_in, shadow_out = shuffled[: len(shuffled) // 2], shuffled[len(shuffled) // 2:]
-    is_in = np.zeros(train.n_users, dtype=bool)
-    is_in[shadow_in] = True
-    shadow_split = Split(train.subset(is_in[train.users]), split.test, split.protocol, split.seed)
-    shadow_model = train_centralized(config, shadow_split, epochs=shadow_epochs).model
-    # The item vectors are the target's shared item parameters: every client (and the server)
-    # holds them in federated learning, so the attacker does too.
-    vectors = item_rows(target.shared_state(), target.item_row_names)
-    shadow_users_all = np.concatenate([shadow_in, shadow_out])
-    attack = RecommenderMembershipAttack().fit(
-        history(shadow_users_all), recommended_lists(shadow_model, shadow_users_all, k), vectors,
-        np.concatenate([np.ones(len(shadow_in), bool), np.zeros(len(shadow_out), bool)]),
-    )
+    shadow_in, shadow_out = np.sort(shuffled[: len(shuffled) // 2]), np.sort(shuffled[len(shuffled) // 2:])
+    is_shadow = np.isin(train.users, shadow_users)
+    vector_dim = max(1, min(vector_dim, len(shadow_users) - 1))  # the attacker's matrix has that rank at most
+    vectors = interaction_item_vectors(train.users[is_shadow], train.items[is_shadow], n_users=train.n_users,
+                                       n_items=train.n_items, dim=vector_dim, random_state=seed)
+    shadow_train = train.subset(np.isin(train.users, shadow_in))
+    target_train = train.subset(np.isin(train.users, member_users))
+    shadow_model = train_shadow_recommender(config, split, shadow_in, how=shadow_training, epochs=shadow_epochs)
+    t = config.training
+    fit = {"steps": t.rounds * t.local_epochs, "lr": t.lr, "reg": t.reg, "seed": seed}
+
+    def lists(model: FederatedModel, model_train: RatingData, members: np.ndarray, nonmembers: np.ndarray,
+              setting: str) -> list[np.ndarray]:
+        out = recommended_lists(model, members, history(members), k)
+        if setting == "popular":
+            popularity = np.bincount(model_train.items, minlength=model_train.n_items)
+            return out + popular_item_lists(popularity, history(nonmembers), k)
+        new_clients = fit_private_rows(model, train, nonmembers, **fit)
+        return out + recommended_lists(new_clients, nonmembers, history(nonmembers), k)
+
     users = np.concatenate([member_users, nonmember_users])
     labels = np.concatenate([np.ones(len(member_users), bool), np.zeros(len(nonmember_users), bool)])
-    interacted, recommended = history(users), recommended_lists(target, users, k)
-    scores = attack.score(interacted, recommended, vectors)
-    shadow_free = user_membership_features(interacted, recommended, vectors)[:, -1]
-    return [
-        _evaluate("user", labels, scores, seed=seed, **evaluation,
-                  notes=f"Zhang et al. 2021; top-{k} recommended lists; shadow recommender trained "
-                        f"centrally on {len(shadow_in)} users ({len(shadow_out)} shadow non-members); "
-                        "item vectors = the target's shared item parameters"),
-        # Without a shadow model: a member's recommendations resemble what it interacted with.
-        _evaluate("user_centroid", labels, shadow_free, seed=seed, **evaluation,
-                  notes="no shadow model: score = cosine of the interacted and recommended centroids"),
-        # Nothing is excluded from the lists, so a member's list repeats items it rated.
-        _evaluate("user_overlap", labels, np.array([np.isin(r, h).mean() for r, h in zip(recommended, interacted)]),
-                  seed=seed, **evaluation,
-                  notes=f"no shadow model: score = fraction of the top-{k} list the user interacted with"),
-    ]
+    shadow_labels = np.concatenate([np.ones(len(shadow_in), bool), np.zeros(len(shadow_out), bool)])
+    outcomes = []
+    for setting in settings:
+        attack = RecommenderMembershipAttack().fit(
+            history(np.concatenate([shadow_in, shadow_out])),
+            lists(shadow_model, shadow_train, shadow_in, shadow_out, setting), vectors, shadow_labels)
+        scores = attack.score(history(users), lists(target, target_train, member_users, nonmember_users, setting),
+                              vectors)
+        treatment = ("the most popular items of the recommender's training data" if setting == "popular" else
+                     f"top-{k} of a private row fitted to their history ({fit['steps']} Adam steps, shared model frozen)")
+        outcomes.append(_evaluate(
+            NONMEMBER_SETTINGS[setting], labels, scores, seed=seed, **evaluation,
+            notes=f"Zhang et al. 2021; top-{k} lists excluding interacted items; non-members get {treatment}; "
+                  f"item vectors: rank-{vector_dim} SVD of the attacker's {len(shadow_users)} users' interactions; "
+                  f"shadow recommender trained ({shadow_training}) on {len(shadow_in)} of them"))
+    return outcomes

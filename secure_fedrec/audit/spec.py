@@ -18,6 +18,7 @@ __all__ = ["ATTACKS", "AuditSpec", "AuditSpecError", "spec_from_dict", "split_au
 #: attacks an audit can run, in the order they run
 ATTACKS = ("loss", "lira", "user", "update")
 CANARY_KINDS = ("ratings", "users")
+USER_SHADOWS = ("federated", "central")
 
 
 class AuditSpecError(ConfigError):
@@ -34,7 +35,7 @@ class AuditSpec:
     canary_items_per_user: int = 10  # canary users only
     attacks: tuple[str, ...] = ATTACKS
     shadow_models: int = 8  # LiRA shadows (trained centrally)
-    shadow_epochs: int = 20  # centralized epochs per shadow model
+    shadow_epochs: int = 20  # centralized epochs per LiRA shadow (and per user-level shadow if "central")
     member_samples: int = 2000  # per class, for the rating-level attacks (LiRA population)
     fpr_levels: tuple[float, ...] = (0.01, 0.001, 0.0)
     n_bootstrap: int = 200
@@ -42,6 +43,7 @@ class AuditSpec:
     update_targets: int = 20  # clients whose items the update-inference attack tries to recover
     cohort_sizes: tuple[int, ...] = ()  # aggregate sizes for update inference; () = 2, 10, the round's
     recommend_k: int = 20  # length of the recommended lists the user-level attack sees
+    user_shadow: str = "federated"  # user-level shadow recommender: "federated" (like the target) or "central"
     max_users: int = 0  # audit on a random subset of this many users (0: all)
 
     def __post_init__(self) -> None:
@@ -62,6 +64,8 @@ class AuditSpec:
         _check(self.update_targets >= 1, "audit.update_targets", "must be >= 1")
         _check(all(n >= 1 for n in self.cohort_sizes), "audit.cohort_sizes", "must be >= 1")
         _check(self.recommend_k >= 1, "audit.recommend_k", "must be >= 1")
+        _check(self.user_shadow in USER_SHADOWS, "audit.user_shadow",
+               f"must be one of {', '.join(map(repr, USER_SHADOWS))}; got {self.user_shadow!r}")
         _check(self.max_users == 0 or self.max_users >= 8, "audit.max_users", "must be 0 (all) or >= 8")
 
     def as_dict(self) -> dict[str, Any]:
@@ -100,7 +104,7 @@ def spec_from_dict(raw: dict[str, Any]) -> AuditSpec:
             _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)), name,
                    f"must be a number; got {value!r}")
             value = None if value is None else float(value)
-        elif key == "canary_kind":
+        elif key in ("canary_kind", "user_shadow"):
             _check(isinstance(value, str), name, f"must be a string; got {value!r}")
         elif key == "attacks":
             if isinstance(value, str):  # --set audit.attacks=loss,lira

@@ -9,6 +9,7 @@ from attacks.audit import (
     AuditResult,
     PrivacyViolationWarning,
     audit_clopper_pearson,
+    audit_delta,
     audit_one_run,
     clopper_pearson_interval,
     count_correct_guesses,
@@ -213,3 +214,27 @@ def test_one_run_perfect_guessing_delta_1e5_solves_the_paper_p_value():
 
     assert paper_p_value(eps) == pytest.approx(0.05, rel=1e-6)
     assert 5.7 < eps < one_run_epsilon_lower_bound(m, r, v)
+
+
+@pytest.mark.parametrize("m", [100, 1000, 5000])
+def test_audit_delta_keeps_the_delta_term_below_a_tenth_of_the_test_level(m):
+    delta = audit_delta(m, 0.95)
+    assert delta <= 1 / (10 * m)
+    # For any outcome, the δ term of the p-value is at most 0.1 · α.
+    for r, v in [(m, m), (m // 2, m // 2), (m // 4, m // 5), (m // 10, m // 10 - 1)]:
+        for eps in (0.0, 0.5, 2.0):
+            extra = one_run_p_value(m, r, v, eps, delta) - one_run_p_value(m, r, v, eps, 0.0)
+            assert 0.0 <= extra <= 0.1 * 0.05 + 1e-12
+    # A perfect attack then certifies nearly what it would under pure DP ...
+    pure = one_run_epsilon_lower_bound(m, m // 4, m // 4, delta=0.0)
+    assert one_run_epsilon_lower_bound(m, m // 4, m // 4, delta=delta) > 0.95 * pure
+    # ... whereas the accountant's default δ = 1/N^1.1 (N = 610 users) can leave it blind.
+    if m >= 1000:
+        assert one_run_epsilon_lower_bound(m, m // 4, m // 4, delta=610 ** -1.1) < 0.5 * pure
+
+
+def test_audit_delta_validates():
+    with pytest.raises(ValueError):
+        audit_delta(0)
+    with pytest.raises(ValueError):
+        audit_delta(10, confidence=1.0)

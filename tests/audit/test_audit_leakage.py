@@ -18,7 +18,11 @@ def _config(**training):
     return config_from_dict({
         "data": {"synthetic": {"n_users": 40, "n_items": 60, "mean_ratings_per_user": 20}},
         "model": {"dim": 16},
-        "training": {"rounds": 4, "clients_per_round": 0.999, "checkpoint_every": 0, **training},
+        # Pinned: the package defaults (private by default) may change under these tests.
+        "privacy": {"unit": "none", "noise": "central", "grad_sample_mode": "hooks"},
+        "aggregation": {"protocol": "plaintext"},
+        "training": {"rounds": 4, "clients_per_round": 0.999, "sampling": "fixed", "local_epochs": 5,
+                     "checkpoint_every": 0, **training},
         "evaluation": {"every": 100},
     })
 
@@ -32,6 +36,7 @@ def test_planted_overfit_is_detected():
     assert loss["auc_low"] > 0.6, loss
     canary = result["canary_audit"]
     assert canary["scores"]["loss"]["membership"]["auc"] > 0.75
+    assert set(canary["scores"]) == {"loss", "displacement", "alignment"}
     assert canary["epsilon_hat"] > 0.5 and not canary["violation"]
 
 
@@ -102,7 +107,9 @@ def test_record_level_dp_moves_rows_independently_of_the_data():
         "data": {"synthetic": {"n_users": 12, "n_items": 200, "mean_ratings_per_user": 6}},
         "model": {"dim": 4},
         "training": {"rounds": 1, "clients_per_round": 0.999, "local_epochs": 1, "checkpoint_every": 0},
-        "privacy": {"unit": "record", "target_epsilon": 1.0, "delta": 1e-5},
+        "privacy": {"unit": "record", "noise": "central", "target_epsilon": 1.0, "delta": 1e-5,
+                    "grad_sample_mode": "hooks"},
+        "aggregation": {"protocol": "plaintext"},
         "evaluation": {"every": 100},
     })
     split = make_split(config, load_data(config))
@@ -126,3 +133,38 @@ def test_canary_users_audit_runs_on_a_user_level_dp_run():
     assert canary["kind"] == "users" and canary["num_canaries"] == 20
     assert set(canary["scores"]) == {"loss", "displacement"}
     assert canary["epsilon_hat"] <= result["epsilon"] <= 2.0 + 1e-6
+
+
+def test_audit_chooses_a_delta_small_against_the_number_of_canaries():
+    from attacks import audit_delta
+    from secure_fedrec.audit.run import AuditDeltaWarning, audit_config
+
+    spec = AuditSpec(canaries=1000)
+    dp = config_from_dict({"privacy": {"unit": "record", "noise": "central", "target_epsilon": 1.0}})
+    trained, delta = audit_config(dp, spec, num_users=610)
+    # Unset δ: train and audit at min(1/N^1.1, audit_delta(m)), which the accountant then uses.
+    assert delta == trained.privacy.delta == audit_delta(1000, 0.95) < 610 ** -1.1
+    assert dp.privacy.delta is None  # the caller's config is not mutated
+    tiny = config_from_dict({"privacy": {"unit": "record", "noise": "central", "target_epsilon": 1.0}})
+    assert audit_config(tiny, AuditSpec(canaries=10), num_users=10**7)[1] == pytest.approx((10**7) ** -1.1)
+    # An explicit δ is respected, with a warning when it is too large to audit.
+    explicit = config_from_dict({"privacy": {"unit": "record", "noise": "central", "target_epsilon": 1.0,
+                                             "delta": 1e-3}})
+    with pytest.warns(AuditDeltaWarning):
+        kept, delta = audit_config(explicit, spec, num_users=610)
+    assert delta == kept.privacy.delta == 1e-3
+    # Without DP there is nothing to train with; the bound uses audit_delta(m).
+    plain = config_from_dict({"privacy": {"unit": "none"}})
+    assert audit_config(plain, spec, num_users=610) == (plain, audit_delta(1000, 0.95))
+
+
+def test_unset_delta_is_trained_and_audited_at_the_audit_delta():
+    from attacks import audit_delta
+
+    config = _config(local_epochs=1, reg=0.0, rounds=1)
+    config = dataclasses.replace(config, privacy=dataclasses.replace(
+        config.privacy, unit="record", target_epsilon=2.0, delta=None, grad_sample_mode="hooks"))
+    result = run_audit(config, AuditSpec(canaries=100, attacks=(), n_bootstrap=10))
+    canary = result["canary_audit"]
+    assert result["privacy"]["delta"] == canary["delta"] == pytest.approx(audit_delta(100, 0.95))
+    assert not canary["delta_too_large"] and canary["epsilon_hat"] <= result["epsilon"]
