@@ -46,6 +46,9 @@ TINY = {
     "data.synthetic.mean_ratings_per_user": 20,
     "model.dim": 8, "training.rounds": 5, "training.clients_per_round": 20,
     "training.local_epochs": 2,
+    # The CLI's default run is private (user-level DP, distributed noise, SecAgg+);
+    # this walk-through starts from the plaintext, non-private reference.
+    "aggregation.protocol": "plaintext", "privacy.unit": "none", "training.sampling": "fixed",
 }
 config = load_config(None, TINY)
 config.model_name, config.split_protocol
@@ -149,8 +152,9 @@ data.synthetic.mean_ratings_per_user = 15
 [[grid]]                        # the no-DP reference (epsilon = infinity)
 "privacy.unit" = ["none"]
 
-[[grid]]                        # user-level DP at three noise levels
+[[grid]]                        # user-level DP (central Gaussian noise) at three noise levels
 "privacy.unit" = ["user"]
+"privacy.noise" = ["central"]
 "privacy.noise_multiplier" = [0.5, 1.0, 2.0]
 """
 out = Path(tempfile.mkdtemp(prefix="dp-tradeoff-"))

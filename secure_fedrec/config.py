@@ -29,10 +29,16 @@ class ConfigError(ValueError):
     """A configuration file or override that is not valid."""
 
 
+#: the default run's user-level budget (privacy.target_epsilon)
+DEFAULT_TARGET_EPSILON = 8.0
+
+
 @dataclass
 class SyntheticConfig:
-    n_users: int = 300
-    n_items: int = 400
+    # Sized for the private default: user-level DP needs many users (the noise on the mean
+    # shrinks with N at a fixed ε); docs/privacy.md §5.1 has the numbers behind these values.
+    n_users: int = 2000
+    n_items: int = 200
     rank: int = 5
     mean_ratings_per_user: float = 45.0
     noise_std: float = 0.5
@@ -67,7 +73,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: Literal["auto", "mf", "neumf"] = "auto"
-    dim: int = 32
+    dim: int = 8  # the default synthetic data has rank 5; fewer coordinates, less total noise
     hidden: int = 32
     init_std: float = 0.1
 
@@ -78,10 +84,10 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
-    rounds: int = 30
-    clients_per_round: float = 0.2  # a fraction of all users if < 1, else a count
-    sampling: Literal["fixed", "poisson"] = "fixed"
-    local_epochs: int = 5
+    rounds: int = 18
+    clients_per_round: float = 0.1  # a fraction of all users if < 1, else a count
+    sampling: Literal["fixed", "poisson"] = "poisson"  # what the DP accountants assume
+    local_epochs: int = 2
     batch_size: int = 0  # 0: full batch (all of the client's ratings)
     lr: float = 0.05
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -131,27 +137,49 @@ class AggregationConfig:
 
 @dataclass
 class PrivacyConfig:
-    unit: Literal["none", "record", "user"] = "none"
-    noise: Literal["central", "distributed"] = "central"
-    target_epsilon: float | None = None  # when set, calibrates the noise for the planned rounds
+    # Private by default: user-level DP, noise shares added by the clients under masking.
+    unit: Literal["none", "record", "user"] = "user"
+    noise: Literal["central", "distributed"] = "distributed"
+    # calibrates the noise for the planned rounds, and the budget guard stops before exceeding it
+    target_epsilon: float | None = DEFAULT_TARGET_EPSILON
     delta: float | None = None  # default 1 / N^1.1 for N users
-    noise_multiplier: float = 1.0  # used when target_epsilon is not set
-    clip_norm: float = 0.5  # user: L2 bound of a client update; record: of one example's gradient
+    # when set, this noise multiplier is used as is (central or record level) and target_epsilon
+    # only guards the budget; the distributed noise is always calibrated from target_epsilon
+    noise_multiplier: float | None = None
+    clip_norm: float = 1.0  # user: L2 bound of a client update; record: of one example's gradient
     accountant: Literal["pld", "rdp"] = "pld"
     record_batch_size: int = 32  # record level: expected Poisson batch size of DP-SGD
-    # hooks: measured faster than ghost on the small per-client views here (benchmarks/dp_overhead.py)
-    grad_sample_mode: Literal["ghost", "hooks"] = "hooks"
+    # user level: "adaptive" moves clip_norm (the initial value) toward the target quantile of the
+    # update norms (Andrew et al. 2021); the accounting stays that of noise_multiplier z
+    clipping: Literal["fixed", "adaptive"] = "fixed"
+    target_quantile: float = 0.5
+    clip_learning_rate: float = 0.2  # η_C of the geometric update C <- C exp(-η_C (b̄ - γ))
+    clip_count_stddev: float | None = None  # σ_b of the clipped-count sum; default E[clients]/20
+    # ghost clipping: same clipped gradients as hooks, 5-7x faster on the full-item-table
+    # view DP-SGD trains (benchmarks/dp_overhead.py, tests/privacy/test_privacy_ghost_clipping.py)
+    grad_sample_mode: Literal["ghost", "hooks"] = "ghost"
 
     def validate(self) -> None:
         _check(self.target_epsilon is None or self.target_epsilon > 0, "privacy.target_epsilon", "must be > 0")
         _check(self.delta is None or 0 < self.delta < 1, "privacy.delta", "must be in (0, 1)")
-        _check(self.noise_multiplier > 0, "privacy.noise_multiplier", "must be > 0")
+        _check(self.noise_multiplier is None or self.noise_multiplier > 0, "privacy.noise_multiplier",
+               "must be > 0")
         _check(self.clip_norm > 0, "privacy.clip_norm", "must be > 0")
         _check(self.record_batch_size >= 1, "privacy.record_batch_size", "must be >= 1")
+        _check(0.0 < self.target_quantile < 1.0, "privacy.target_quantile", "must be in (0, 1)")
+        _check(self.clip_learning_rate > 0, "privacy.clip_learning_rate", "must be > 0")
+        _check(self.clip_count_stddev is None or self.clip_count_stddev > 0, "privacy.clip_count_stddev",
+               "must be > 0")
+        _check(self.clipping == "fixed" or self.unit == "user", "privacy.clipping",
+               "= 'adaptive' needs privacy.unit = 'user' (it adapts the clip norm of client updates)")
         if self.unit == "none":
             return
-        _check(self.unit == "user" or self.noise == "central", "privacy.noise",
-               "= 'distributed' needs privacy.unit = 'user' (record-level noise is added by DP-SGD)")
+        # privacy.noise places the user-level noise; record-level noise is always each client's DP-SGD
+        _check(self.target_epsilon is not None or self.noise_multiplier is not None, "privacy.target_epsilon",
+               "or privacy.noise_multiplier must be set when privacy.unit is not 'none'")
+        _check(not (self.unit == "user" and self.noise == "distributed" and self.noise_multiplier is not None),
+               "privacy.noise_multiplier", "cannot be set with privacy.noise = 'distributed': the noise "
+               "shares are calibrated from privacy.target_epsilon")
 
 
 @dataclass
@@ -193,6 +221,9 @@ class RunConfig:
                    "'distributed': with plaintext the server sees each client's barely-noised update")
             _check(p.target_epsilon is not None, "privacy.target_epsilon",
                    "must be set with privacy.noise = 'distributed' (the noise shares are calibrated to it)")
+        if p.unit == "user" and p.clipping == "adaptive":
+            _check(self.engine == "inprocess", "privacy.clipping",
+                   "= 'adaptive' is implemented by the in-process engine only (engine = 'inprocess')")
 
     @property
     def model_name(self) -> str:
@@ -290,6 +321,10 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             raise ConfigError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8 (fuzz contract, fuzz/targets.py)
+            raise ConfigError(f"{path} is not valid TOML: not UTF-8 ({exc.reason})") from None
+        except RecursionError:  # tomllib recurses per nesting level (fuzz contract)
+            raise ConfigError(f"{path} is not valid TOML: nested too deeply") from None
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")

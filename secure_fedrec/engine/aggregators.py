@@ -24,6 +24,7 @@ import numpy as np
 
 from protocols import FixedPointEncoder, SecureSum
 
+from ..privacy.clipping import AdaptiveClipNorm
 from ..privacy.noise import csprng_normal
 from .updates import ClientUpdates, RoundContext, SumOutput
 
@@ -32,6 +33,7 @@ __all__ = [
     "FloatSum",
     "QuantizedSecureSum",
     "Clip",
+    "AdaptiveClip",
     "CentralGaussianNoise",
     "Mean",
     "MeanOutput",
@@ -148,6 +150,48 @@ class Clip(SumLayer):
         out.measurements["fraction_clipped"] = float(np.mean(norms > self.clip_norm)) if len(norms) else 0.0
         out.measurements["update_norm_median"] = float(np.median(norms)) if len(norms) else 0.0
         out.measurements["clip_norm"] = float(self.clip_norm)
+        return out
+
+
+@dataclass
+class AdaptiveClip(SumLayer):
+    """Clip to the current ``C`` and move ``C`` toward a quantile of the update norms.
+
+    Andrew et al. 2021 (see :mod:`secure_fedrec.privacy.adaptive_clipping`).
+    Each row is divided by ``C`` and clipped to norm 1, and the centred bit
+    ``bit_scale·(1[||Δ|| <= C] - 1/2)`` is appended as one more coordinate, so
+    the inner layers (noise, secure sum) see unit-scale vectors of norm at most
+    ``sqrt(1 + bit_scale²/4)`` and no one sees a single client's bit. The
+    noisy bit sum then moves ``C`` (its last coordinate, divided by
+    ``bit_scale``); the update part is scaled back by ``C``.
+    """
+
+    inner: SumLayer
+    state: AdaptiveClipNorm
+    bit_scale: float
+
+    def sum(self, updates: ClientUpdates, ctx: RoundContext) -> SumOutput:
+        clip = self.state.clip_norm
+        norms = updates.row_norms()
+        unclipped = norms <= clip
+        # unit scale; clipped rows shrink by a relative 1e-12 more so rounding never leaves them above 1
+        factors = np.minimum(1.0 / clip, (1.0 - 1e-12) / np.maximum(norms, 1e-300))
+        augmented = updates.scale_rows(factors).append_column(self.bit_scale * (unclipped - 0.5))
+        out = self.inner.sum(augmented, ctx)
+        # Centred bits: Σ(b_i - 1/2) + noise; adding m/2 (not the contributor count, which
+        # depends on who took part) gives the noisy unclipped count the paper uses.
+        noisy_count = float(out.total[-1]) / self.bit_scale + ctx.expected_clients / 2
+        estimate = noisy_count / ctx.expected_clients
+        out.total = out.total[:-1] * clip
+        if "noise_stddev" in out.measurements:  # the inner layers noised unit-scale vectors
+            out.measurements["noise_stddev"] *= clip
+        out.measurements["clip_norm"] = float(clip)
+        out.measurements["unclipped_fraction_estimate"] = estimate
+        out.measurements["clip_norm_next"] = self.state.update(
+            noisy_count, ctx.expected_clients, already_noised=True)
+        # Simulation diagnostics from the individual norms (a deployment's server never has them).
+        out.measurements["fraction_clipped"] = float(np.mean(~unclipped)) if len(norms) else 0.0
+        out.measurements["update_norm_median"] = float(np.median(norms)) if len(norms) else 0.0
         return out
 
 

@@ -76,15 +76,22 @@ def loss_fn(model: FederatedModel) -> nn.Module:
 
 def train_client(
     model: FederatedModel, data: ClientData, cfg: LocalTraining, rng: np.random.Generator,
-    *, epochs: int | None = None,
+    *, epochs: int | None = None, all_items: bool = False,
 ) -> ClientResult:
     """Train the client's view of ``model`` on its own data and return its shared-parameter delta.
+
+    ``all_items=True`` trains a view of every item row (the view record-level
+    DP-SGD trains) instead of the touched rows only; benchmarks use it as the
+    same-model non-private reference.
 
     The private rows the client trained are written back with
     :meth:`FederatedModel.store_private` (the in-process stand-in for the
     client keeping them); only the returned delta ever leaves the client.
     """
     items, local_items, targets = local_examples(model, data, model.n_items, cfg.negatives, rng)  # type: ignore[attr-defined]
+    if all_items:
+        local_items = items[local_items]
+        items = np.arange(model.n_items)  # type: ignore[attr-defined]
     view = model.client_view(data.user, items)
     opt = make_optimizer(view.parameters(), cfg)
     criterion = loss_fn(model)

@@ -144,6 +144,7 @@ class FederatedTrainer:
             round_index=self.round_index, expected_clients=self.expected_clients, dropouts=dropouts,
         )
         indptr, indices, values, weights, losses, trained = [0], [], [], [], [], []
+        nonfinite = 0
         p = self.config.privacy
         for cid, slow in zip(sampled.tolist(), stragglers.tolist()):
             data = self.client_data(cid)
@@ -160,6 +161,11 @@ class FederatedTrainer:
                 self.privacy.record_client_step(cid, step)
             else:
                 result = train_client(self.model, data, self.local, rng, epochs=epochs)
+            if not np.all(np.isfinite(result.delta)):
+                # A diverged client (NaN/inf update) does not upload: it is a dropout, so the
+                # other clients' sum stays exact (encoding it would abort everyone's round).
+                nonfinite += 1
+                continue
             trained.append(cid)
             idx = self.layout.indices_for_items(result.items)
             indices.append(idx)
@@ -192,6 +198,8 @@ class FederatedTrainer:
                     self.params = self.server_optimizer.step(self.params, out.update)
                     self.model.load_shared_state(self.layout.unflatten(self.params))
         measurements.update(self.privacy.after_round())
+        if nonfinite:
+            measurements["nonfinite_updates_dropped"] = float(nonfinite)
         metrics = RoundMetrics(
             round=self.round_index + 1, sampled=len(sampled), contributors=len(contributors),
             train_loss=float(np.mean(losses)) if losses else float("nan"),

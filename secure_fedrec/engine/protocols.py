@@ -11,7 +11,15 @@ import numpy as np
 from protocols import BelowThreshold, SecureSum, SecureSumResult
 
 from ..config import RunConfig
-from .aggregators import CentralGaussianNoise, Clip, FloatSum, Mean, QuantizedSecureSum, SumLayer
+from .aggregators import (
+    AdaptiveClip,
+    CentralGaussianNoise,
+    Clip,
+    FloatSum,
+    Mean,
+    QuantizedSecureSum,
+    SumLayer,
+)
 
 __all__ = ["build_pipeline", "secure_sum_protocol", "ThresholdPolicy"]
 
@@ -80,6 +88,8 @@ def secure_sum_protocol(config: RunConfig, expected_clients: float, *, min_survi
 def build_pipeline(config: RunConfig, expected_clients: float, privacy=None) -> Mean:
     """plaintext/secure sum, wrapped by the privacy unit's layers (inside-out)."""
     agg, p = config.aggregation, config.privacy
+    if privacy is not None and privacy.unit == "user" and privacy.adaptive_clip is not None:
+        return _adaptive_user_pipeline(config, expected_clients, privacy)
     if privacy is not None and privacy.unit == "user":
         if privacy.ddg_plan is not None:
             from .ddg import DistributedDiscreteGaussianSum
@@ -97,3 +107,21 @@ def build_pipeline(config: RunConfig, expected_clients: float, privacy=None) -> 
     return Mean(QuantizedSecureSum(protocol=secure_sum_protocol(config, expected_clients),
                                    coordinate_clip=agg.coordinate_clip, bits=agg.bits),
                 denominator="weights")
+
+
+def _adaptive_user_pipeline(config: RunConfig, expected_clients: float, privacy) -> Mean:
+    """User level with adaptive clipping: the inner layers see unit-scale vectors plus the bit."""
+    agg = config.aggregation
+    if privacy.ddg_plan is not None:
+        from .ddg import DistributedDiscreteGaussianSum
+
+        protocol = secure_sum_protocol(config, expected_clients, min_survivors=privacy.min_survivors)
+        inner: SumLayer = DistributedDiscreteGaussianSum(protocol=protocol, plan=privacy.ddg_plan)
+    else:
+        # unit-scale rows have |x_j| <= 1 and the bit coordinate is ±bit_scale/2
+        bound = max(1.0, privacy.bit_scale / 2)
+        base = (FloatSum() if agg.protocol == "plaintext" else QuantizedSecureSum(
+            protocol=secure_sum_protocol(config, expected_clients), coordinate_clip=bound, bits=agg.bits))
+        inner = CentralGaussianNoise(base, stddev=privacy.update_noise_multiplier)
+    return Mean(AdaptiveClip(inner, state=privacy.adaptive_clip, bit_scale=privacy.bit_scale),
+                denominator="expected")

@@ -43,6 +43,11 @@ class ClientUpdates:
         scaled = sparse.csr_array(sparse.diags_array(np.asarray(factors, dtype=np.float64)) @ self.matrix)
         return replace(self, matrix=scaled)
 
+    def append_column(self, column: np.ndarray) -> ClientUpdates:
+        """One more coordinate per client (a value that must ride through the same sum)."""
+        extra = sparse.csr_array(np.asarray(column, dtype=np.float64).reshape(-1, 1))
+        return replace(self, matrix=sparse.csr_array(sparse.hstack([self.matrix, extra], format="csr")))
+
     def dense_row(self, j: int) -> np.ndarray:
         out = np.zeros(self.dim, dtype=np.float64)
         start, end = self.matrix.indptr[j], self.matrix.indptr[j + 1]

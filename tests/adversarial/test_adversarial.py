@@ -265,8 +265,9 @@ def test_nan_cannot_be_encoded():
 
 
 def test_a_nan_update_aborts_the_pipeline_round_with_a_typed_error():
-    # In the in-process pipeline the clients' vectors are encoded together, so
-    # one NaN stops the round (EncodingError) instead of poisoning the sum.
+    # The engine drops a non-finite client before aggregation (see
+    # test_a_diverged_client_is_a_dropout_...); handed one anyway, the layer refuses
+    # with a typed error instead of poisoning the sum.
     from protocols.masking import SecAgg
     from secure_fedrec.engine.aggregators import QuantizedSecureSum
     from secure_fedrec.engine.updates import ClientUpdates, RoundContext

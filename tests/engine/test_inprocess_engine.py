@@ -9,6 +9,8 @@ TINY = {
     "aggregation.protocol": "plaintext", "data.synthetic.n_users": 40, "data.synthetic.n_items": 60,
     "training.rounds": 3,
     "training.clients_per_round": 10, "model.dim": 8, "training.local_epochs": 2,
+    # pinned: the engine's non-private behaviour, not the private default
+    "privacy.unit": "none", "privacy.noise": "central", "training.sampling": "fixed",
 }
 
 
@@ -61,3 +63,25 @@ def test_implicit_neumf_reports_ranking_metrics(implicit):
     history = trainer.run()
     ev = history[-1].evaluation
     assert 0.0 <= ev["hr@10"] <= 1.0 and ev["ranking_protocol"] == "full"
+
+
+def test_a_diverged_client_is_a_dropout_and_the_others_still_aggregate(monkeypatch):
+    """A client whose update is NaN does not upload; the round completes without it."""
+    from secure_fedrec.engine import inprocess
+
+    original = inprocess.train_client
+    calls = {"n": 0}
+
+    def first_client_diverges(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            result.delta[:] = np.nan
+        return result
+
+    monkeypatch.setattr(inprocess, "train_client", first_client_diverges)
+    trainer = _trainer(**{"aggregation.protocol": "secagg", "training.clients_per_round": 6})
+    metrics = trainer.run_round()
+    assert metrics.sampled == 6 and metrics.contributors == 5
+    assert metrics.measurements["nonfinite_updates_dropped"] == 1.0
+    assert np.all(np.isfinite(trainer.params))

@@ -11,6 +11,8 @@ TINY = {
     "aggregation.protocol": "plaintext", "data.synthetic.n_users": 40, "data.synthetic.n_items": 60,
     "training.rounds": 3,
     "training.clients_per_round": 10, "model.dim": 4, "training.local_epochs": 1,
+    # pinned: central noise / fixed sampling unless a test asks otherwise (not the private default)
+    "privacy.unit": "none", "privacy.noise": "central", "training.sampling": "fixed",
 }
 USER = {"privacy.unit": "user", "training.sampling": "poisson", "privacy.clip_norm": 0.1}
 

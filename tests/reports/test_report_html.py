@@ -31,6 +31,7 @@ model.dim = 4
 data.synthetic.n_users = 30
 data.synthetic.n_items = 40
 data.synthetic.mean_ratings_per_user = 15
+privacy.noise = "central"  # pinned: the user-level cells below use central noise on plaintext
 """
 # a no-DP baseline at two sizes, and real user-level DP runs at two budgets
 TINY = BASE + """

@@ -23,6 +23,8 @@ training.local_epochs = 1
 data.synthetic.n_users = 30
 data.synthetic.n_items = 40
 data.synthetic.mean_ratings_per_user = 15
+privacy.unit = "none"  # pinned: these tests are about the study runner, not the private default
+training.sampling = "fixed"
 """
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from secure_fedrec.config import ConfigError
+from secure_fedrec.config import ConfigError, TrainingConfig
 from secure_fedrec.studies import StudyError, expand_cells, parse_study
 
 TINY = """
@@ -13,6 +13,7 @@ name = "t"
 seeds = [0, 1]
 [base]
 training.rounds = 2
+privacy.unit = "none"  # pinned: a non-private grid, not the private default
 [grid]
 "aggregation.protocol" = ["plaintext", "secagg"]
 training.clients_per_round = [5, 10, 15]
@@ -104,7 +105,8 @@ def test_several_grids_make_a_union_without_repeating_shared_points():
     assert spec.grid_keys == ("privacy.unit", "training.clients_per_round", "privacy.target_epsilon")
     dp = [c for c in cells if dict(c.params)["privacy.unit"] == "user"]
     assert {c.config["privacy"]["target_epsilon"] for c in dp} == {1.0, 4.0}
-    assert all(c.config["training"]["clients_per_round"] == 0.2 for c in dp)  # the default
+    default = TrainingConfig().clients_per_round
+    assert all(c.config["training"]["clients_per_round"] == default for c in dp)  # the default
 
 
 def test_a_grid_must_be_a_table():
