@@ -8,7 +8,7 @@ vector length) for SecAgg, SecAgg+ (passive and active mode) and packed
 Paillier (threshold and two-party, 512-bit keys: ``insecure_for_tests``,
 speed only), through a network that drops, reorders, duplicates, delays and
 replays frames, with a fraction of clients tampering with their own frames.
-Each round is classified by :mod:`protocols.faults`: ``exact``, ``aborted``
+Each round is classified by :mod:`protocols.testing.faults`: ``exact``, ``aborted``
 (typed), ``unverifiable`` (passive mode, see there) or ``other`` — a bug,
 which must be 0. There is no reference implementation to put side by side;
 the table shows the verdict counts per protocol instead, and the per-round
@@ -28,7 +28,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from protocols.faults import MASKING_VARIANTS, FaultConfig, PaillierSoak, run_soak
+from protocols.testing.faults import MASKING_VARIANTS, FaultConfig, PaillierSoak, run_soak
 
 
 def main(argv: list[str] | None = None) -> int:

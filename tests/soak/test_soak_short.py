@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protocols import faults
-from protocols.faults import MASKING_VARIANTS, FaultConfig, PaillierSoak, run_soak
+from protocols.testing import faults
+from protocols.testing.faults import MASKING_VARIANTS, FaultConfig, PaillierSoak, run_soak
 from protocols.masking.server import MaskingServer
 
 

@@ -50,15 +50,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BelowThreshold, ProtocolError
-from .keys import StaticTrustStore
-from .masking import messages as mm
-from .masking.client import MaskingClient
-from .masking.driver import stages_for
-from .masking.params import MaskingParams
-from .masking.server import MaskingServer
-from .testing import expected_outcome
-from .wire import HEADER_SIZE, decode_frame
+from ..errors import BelowThreshold, ProtocolError
+from ..keys import StaticTrustStore
+from ..masking import messages as mm
+from ..masking.client import MaskingClient
+from ..masking.driver import stages_for
+from ..masking.params import MaskingParams
+from ..masking.server import MaskingServer
+from . import expected_outcome
+from ..wire import HEADER_SIZE, decode_frame
 
 __all__ = [
     "MASKING_VARIANTS",
@@ -461,7 +461,7 @@ class PaillierSoak:
 
     def __init__(self, mode: str, *, key_bits: int = 512, insecure_for_tests: bool = False,
                  keys: Any = None) -> None:
-        from .paillier import PaillierDeployment, deal_threshold_keys, generate_keypair
+        from ..paillier import PaillierDeployment, deal_threshold_keys, generate_keypair
 
         if mode == "threshold":
             keys = keys or deal_threshold_keys(key_bits, threshold=2, parties=3,
@@ -492,7 +492,7 @@ class PaillierSoak:
                              session: bytes, round_index: int, params_digest: bytes,
                              ) -> Callable[[bytes], bytes | None]:
         """A correctly signed update carrying one ciphertext too many or too few."""
-        from .paillier.messages import EncryptedUpdate, update_statement
+        from ..paillier.messages import EncryptedUpdate, update_statement
 
         public = self.deployment.public_key
 
@@ -509,8 +509,8 @@ class PaillierSoak:
 
     def _run(self, network: _Network, n: int, round_index: int,
              report: Callable[[str, str], RoundReport]) -> RoundReport:
-        from .paillier import PaillierAggregator, PaillierClient
-        from .paillier.messages import KEY_HOLDER_ID_BASE
+        from ..paillier import PaillierAggregator, PaillierClient
+        from ..paillier.messages import KEY_HOLDER_ID_BASE
 
         rng, config, dep = network.rng, network.config, self.deployment
         ids = sorted(int(x) for x in rng.choice(1 << 20, size=n, replace=False))

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .graph import harary_neighbourhoods
-from .masking import messages as m
-from .masking.driver import stages_for
-from .masking.params import MaskingParams
+from ..graph import harary_neighbourhoods
+from ..masking import messages as m
+from ..masking.driver import stages_for
+from ..masking.params import MaskingParams
 
 __all__ = ["FrameLog", "Outcome", "expected_outcome", "rewrite"]
 
