@@ -87,9 +87,8 @@ def _extra_commands(sub) -> dict:
     return handlers
 
 
-def _config_from_args(args: argparse.Namespace):
-    from .config import load_config
-
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    """The ``--set`` overrides plus the shortcut flags (--data, --format, --seed, --engine)."""
     overrides = dict(args.overrides)
     if args.data is not None:
         overrides["data.source"] = args.data
@@ -99,7 +98,13 @@ def _config_from_args(args: argparse.Namespace):
         overrides["seed"] = args.seed
     if getattr(args, "engine", None) is not None:
         overrides["engine"] = args.engine
-    return load_config(args.config, overrides)
+    return overrides
+
+
+def _config_from_args(args: argparse.Namespace):
+    from .config import load_config
+
+    return load_config(args.config, overrides_from_args(args))
 
 
 def _summary_table(rows: list[tuple[str, str]]) -> str:

@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..cli import _parse_override  # one parser for every subcommand's --set
+from ..cli import _parse_override, overrides_from_args  # one parser for every subcommand
 
 __all__ = ["cmd_audit", "load_audit_config", "register"]
 
@@ -75,14 +75,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     from .run import run_audit
 
-    overrides = dict(args.overrides)
-    if args.data is not None:
-        overrides["data.source"] = args.data
-    if args.format is not None:
-        overrides["data.format"] = args.format
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    config, spec = load_audit_config(args.config, overrides)
+    config, spec = load_audit_config(args.config, overrides_from_args(args))
     bar = tqdm(total=config.training.rounds, desc="rounds", unit="round", disable=args.quiet)
     result = run_audit(config, spec, args.out, on_round=lambda _m: bar.update(1),
                        log=None if args.quiet else (lambda msg: tqdm.write(msg)))
