@@ -149,6 +149,11 @@ class PrivacyConfig:
     clip_norm: float = 1.0  # user: L2 bound of a client update; record: of one example's gradient
     accountant: Literal["pld", "rdp"] = "pld"
     record_batch_size: int = 32  # record level: expected Poisson batch size of DP-SGD
+    # record level: DP-SGD's local optimizer. Plain SGD lets the untouched item rows take their
+    # noise in closed form (a sparse client, docs/privacy.md §2.1.1) and learns better under the
+    # dense noise than Adam, which turns noise into ±lr steps on every row (§5.2)
+    record_optimizer: Literal["sgd", "adam"] = "sgd"
+    record_lr: float = 1.0
     # user level: "adaptive" moves clip_norm (the initial value) toward the target quantile of the
     # update norms (Andrew et al. 2021); the accounting stays that of noise_multiplier z
     clipping: Literal["fixed", "adaptive"] = "fixed"
@@ -166,6 +171,7 @@ class PrivacyConfig:
                "must be > 0")
         _check(self.clip_norm > 0, "privacy.clip_norm", "must be > 0")
         _check(self.record_batch_size >= 1, "privacy.record_batch_size", "must be >= 1")
+        _check(self.record_lr > 0, "privacy.record_lr", "must be > 0")
         _check(0.0 < self.target_quantile < 1.0, "privacy.target_quantile", "must be in (0, 1)")
         _check(self.clip_learning_rate > 0, "privacy.clip_learning_rate", "must be > 0")
         _check(self.clip_count_stddev is None or self.clip_count_stddev > 0, "privacy.clip_count_stddev",

@@ -58,7 +58,7 @@ def update_inference(trainer: FederatedTrainer, *, targets: int, cohort_sizes: t
             client_rng = trainer.client_rng(trainer.round_index, user)
             if trainer.privacy.unit == "record":
                 result, _ = train_client_dpsgd(
-                    model, data, trainer.local, client_rng, noise_multiplier=trainer.privacy.noise_multiplier,
+                    model, data, trainer.dpsgd_local, client_rng, noise_multiplier=trainer.privacy.noise_multiplier,
                     max_grad_norm=p.clip_norm, batch_size=p.record_batch_size, grad_sample_mode=p.grad_sample_mode,
                 )
             else:

@@ -10,7 +10,8 @@ from torch import nn
 
 from ..models import FederatedModel
 
-__all__ = ["LocalTraining", "ClientData", "ClientResult", "train_client", "local_examples"]
+__all__ = ["LocalTraining", "ClientData", "ClientResult", "train_client", "local_examples", "num_local_examples",
+           "examples_per_user"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,24 @@ def local_examples(
     targets = np.concatenate([np.ones(len(positives)), np.zeros(len(neg))]).astype(np.float32)
     items = np.unique(all_items)
     return items, np.searchsorted(items, all_items), targets
+
+
+def num_local_examples(model: FederatedModel, data: ClientData, n_items: int, negatives: int) -> int:
+    """How many examples :func:`local_examples` makes for this client (what DP-SGD samples from)."""
+    if model.task == "explicit":
+        return len(data.items)
+    positives = len(np.unique(data.items))
+    return positives + min(negatives * positives, n_items - positives)
+
+
+def examples_per_user(model: FederatedModel, users: np.ndarray, items: np.ndarray, n_users: int,
+                      n_items: int, negatives: int) -> np.ndarray:
+    """:func:`num_local_examples` of every user at once, from a split's (user, item) columns."""
+    if model.task == "explicit":
+        return np.bincount(users, minlength=n_users)
+    pairs = np.unique(np.asarray(users, dtype=np.int64) * n_items + np.asarray(items, dtype=np.int64))
+    positives = np.bincount(pairs // n_items, minlength=n_users)
+    return positives + np.minimum(negatives * positives, n_items - positives)
 
 
 def make_optimizer(params, cfg: LocalTraining) -> torch.optim.Optimizer:

@@ -23,10 +23,10 @@ from ..evaluation import evaluate
 from ..models import FederatedModel, build_model
 from protocols import BelowThreshold
 
-from ..privacy.dpsgd import train_client_dpsgd
+from ..privacy.dpsgd import dpsgd_local_training, train_client_dpsgd
 from ..privacy.session import PrivacySession
 from .aggregators import Mean
-from .client import ClientData, LocalTraining, train_client
+from .client import ClientData, LocalTraining, examples_per_user, num_local_examples, train_client
 from .protocols import build_pipeline
 from .server import ServerOptimizer, build_server_optimizer, expected_clients, sample_clients
 from .updates import ClientUpdates, RoundContext
@@ -83,19 +83,20 @@ class FederatedTrainer:
             epochs=t.local_epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
             reg=t.reg, negatives=t.negatives,
         )
+        p = config.privacy
+        self.dpsgd_local = dpsgd_local_training(self.local, p.record_optimizer, p.record_lr)
         train = split.train
         self.population = np.flatnonzero(train.ratings_per_user() > 0)
         self.expected_clients = expected_clients(len(self.population), t.clients_per_round)
-        counts = train.ratings_per_user()[self.population]
-        self.privacy = PrivacySession(
-            config, n_users=len(self.population), expected_clients=self.expected_clients,
-            dim=self.layout.size, min_client_examples=int(counts.min()) if len(counts) else 1,
-        )
-        self.pipeline = pipeline or build_pipeline(config, self.expected_clients, self.privacy)
-        self.server_optimizer = server_optimizer or build_server_optimizer(t.server_optimizer, t.server_lr)
         order = np.argsort(train.users, kind="stable")
         bounds = np.searchsorted(train.users[order], np.arange(train.n_users + 1))
         self._client_rows = [order[bounds[u]:bounds[u + 1]] for u in range(train.n_users)]
+        self.privacy = PrivacySession(
+            config, n_users=len(self.population), expected_clients=self.expected_clients,
+            dim=self.layout.size, client_examples=self.population_examples(),
+        )
+        self.pipeline = pipeline or build_pipeline(config, self.expected_clients, self.privacy)
+        self.server_optimizer = server_optimizer or build_server_optimizer(t.server_optimizer, t.server_lr)
         self.round_index = 0
         self.history: list[RoundMetrics] = []
 
@@ -103,6 +104,16 @@ class FederatedTrainer:
     def client_data(self, user: int) -> ClientData:
         rows = self._client_rows[user]
         return ClientData(user=user, items=self.split.train.items[rows], ratings=self.split.train.ratings[rows])
+
+    def num_examples(self, data: ClientData) -> int:
+        """The client's local training examples (implicit feedback: with its sampled negatives)."""
+        return num_local_examples(self.model, data, self.model.n_items, self.local.negatives)  # type: ignore[arg-type]
+
+    def population_examples(self) -> np.ndarray:
+        train = self.split.train
+        every = examples_per_user(self.model, train.users, train.items, train.n_users,
+                                  self.model.n_items, self.local.negatives)  # type: ignore[arg-type]
+        return every[self.population]
 
     # Randomness is derived per (seed, round[, client]) rather than drawn from one
     # running stream: any engine (in-process, Flower) and a resumed run reproduce
@@ -151,10 +162,10 @@ class FederatedTrainer:
             rng = self.client_rng(self.round_index, cid)
             epochs = 1 if slow else None
             if self.privacy.unit == "record":
-                if not self.privacy.client_can_train(cid, len(data.items)):
+                if not self.privacy.client_can_train(cid, self.num_examples(data)):
                     continue  # this client's own budget is spent: it abstains
                 result, step = train_client_dpsgd(
-                    self.model, data, self.local, rng, noise_multiplier=self.privacy.noise_multiplier,
+                    self.model, data, self.dpsgd_local, rng, noise_multiplier=self.privacy.noise_multiplier,
                     max_grad_norm=p.clip_norm, batch_size=p.record_batch_size,
                     grad_sample_mode=p.grad_sample_mode, epochs=epochs,
                 )

@@ -14,9 +14,9 @@ side, hence the hand-written bisection.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from .accounting import create_accountant, validate_delta
+from .accounting import INTEGER_RDP_ORDERS, create_accountant, validate_delta
 from .ddg_accounting import DistributedDiscreteGaussianAccountant
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "calibrate",
     "calibrate_ddg_total_sigma",
     "calibrate_noise_multiplier",
+    "calibrate_record_noise_multiplier",
     "default_delta",
 ]
 
@@ -107,6 +108,54 @@ def calibrate_noise_multiplier(
     # PLD is tighter than RDP, so its answer lies below the RDP one: bracket there
     # (PLD evaluations at tiny noise multipliers are slow).
     return calibrate(epsilon_of(accountant), target_epsilon, lower=0.7 * rdp_z, upper=rdp_z, rtol=rtol)
+
+
+def calibrate_record_noise_multiplier(
+    target_epsilon: float,
+    delta: float,
+    *,
+    client_examples: Iterable[int],
+    batch_size: int,
+    epochs: int,
+    rounds: int,
+    rtol: float = 1e-3,
+) -> float:
+    """DP-SGD's noise multiplier such that *every* client stays within the target if it trains
+    in every planned round, by the accountant each client is charged with (RDP, integer orders).
+
+    A client with ``n`` examples runs ``rounds · epochs · ⌈n/B⌉`` steps at ``q = min(1, B/n)``.
+    Its ε grows with ``q`` and with the steps, so the client with the fewest examples is not
+    always the worst: at small noise a bigger client's extra steps can outweigh its lower
+    sampling rate. Among clients with the same ``⌈n/B⌉`` the smallest has the highest ``q``, so
+    one candidate per step count is checked; the answer is the largest noise any candidate
+    needs (ε falls as the noise grows).
+    """
+    delta = validate_delta(delta)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError("batch_size must be a positive integer")
+    smallest_per_steps: dict[int, int] = {}
+    for n in client_examples:
+        n = max(1, int(n))
+        batches = -(-n // batch_size)
+        smallest_per_steps[batches] = min(n, smallest_per_steps.get(batches, n))
+    if not smallest_per_steps:
+        raise ValueError("client_examples is empty")
+
+    def epsilon_of(sample_rate: float, steps: int) -> Callable[[float], float]:
+        def compute(z: float) -> float:
+            trial = create_accountant("rdp", orders=list(INTEGER_RDP_ORDERS))
+            trial.step(noise_multiplier=z, sample_rate=sample_rate, steps=steps)
+            return trial.get_epsilon(delta)
+
+        return compute
+
+    z = 0.0
+    for batches, n in sorted(smallest_per_steps.items()):
+        candidate = epsilon_of(min(1.0, batch_size / n), rounds * epochs * batches)
+        if z > 0 and candidate(z) <= target_epsilon:
+            continue  # the noise some other client needs already covers this one
+        z = calibrate(candidate, target_epsilon, lower=max(z, 0.25), upper=max(2 * z, 1.0), rtol=rtol)
+    return z
 
 
 def calibrate_ddg_total_sigma(

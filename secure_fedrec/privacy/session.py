@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from ..config import ConfigError, RunConfig
@@ -21,7 +22,7 @@ from .adaptive_clipping import (
     default_bit_noise_std,
 )
 from .clipping import AdaptiveClipNorm, effective_update_noise_multiplier
-from .calibration import calibrate_noise_multiplier, default_delta
+from .calibration import calibrate_noise_multiplier, calibrate_record_noise_multiplier, default_delta
 from .ddg_accounting import DistributedDiscreteGaussianAccountant
 from .distributed_dp import DdgPlan, plan_distributed_discrete_gaussian
 from .dpsgd import DpSgdStep, client_sample_rate, planned_steps
@@ -40,7 +41,8 @@ class PrivacySession:
     n_users: int
     expected_clients: float
     dim: int
-    min_client_examples: int = 1
+    #: record level: each client's number of DP-SGD examples (its sampling rate and steps)
+    client_examples: Sequence[int] = (1,)
     delta: float = field(init=False)
     noise_multiplier: float | None = field(init=False, default=None)
     ddg_plan: DdgPlan | None = field(init=False, default=None)
@@ -78,14 +80,12 @@ class PrivacySession:
                 self.ddg_plan = self._plan_ddg(l2_clip=p.clip_norm, dim=self.dim)
             self.accountant = DistributedDiscreteGaussianAccountant()
         elif self.unit == "record":
-            # Calibrate for the worst client: the one with the fewest examples has the highest
-            # sampling rate, and a client may be sampled in every round.
-            q = client_sample_rate(self.min_client_examples, p.record_batch_size)
-            steps = t.rounds * planned_steps(self.min_client_examples, p.record_batch_size, t.local_epochs)
+            # Calibrate for the worst client, which may be sampled in every round.
             self.noise_multiplier = (
                 p.noise_multiplier if p.noise_multiplier is not None
-                else calibrate_noise_multiplier(p.target_epsilon, self.delta, sample_rate=q, steps=steps,
-                                                accountant="rdp")
+                else calibrate_record_noise_multiplier(
+                    p.target_epsilon, self.delta, client_examples=self.client_examples,
+                    batch_size=p.record_batch_size, epochs=t.local_epochs, rounds=t.rounds)
             )
             self.client_accountants = ClientAccountants(mechanism="rdp")
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from secure_fedrec.privacy.accounting import create_accountant
+from secure_fedrec.privacy.accounting import INTEGER_RDP_ORDERS, create_accountant
 from secure_fedrec.privacy.calibration import (
     CalibrationError,
     calibrate_ddg_total_sigma,
     calibrate_noise_multiplier,
+    calibrate_record_noise_multiplier,
     default_delta,
 )
 from secure_fedrec.privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
@@ -58,3 +59,30 @@ def test_default_delta():
     assert default_delta(610) < 1 / 610
     with pytest.raises(ValueError):
         default_delta(1)
+
+
+def _record_client_epsilon(z: float, n: int, batch: int, epochs: int, rounds: int) -> float:
+    accountant = create_accountant("rdp", orders=list(INTEGER_RDP_ORDERS))  # as ClientAccountants
+    accountant.step(noise_multiplier=z, sample_rate=min(1.0, batch / n), steps=rounds * epochs * -(-n // batch))
+    return accountant.get_epsilon(DELTA)
+
+
+def test_record_calibration_covers_every_client_not_just_the_smallest():
+    # implicit-feedback-like sizes: with a large batch the small clients run full-batch steps
+    # (q = 1) while bigger ones take more, subsampled steps; at low noise those can cost more
+    examples, batch, epochs, rounds, target = [19, 95, 130, 500, 3000], 128, 2, 20, 8.0
+    z = calibrate_record_noise_multiplier(target, DELTA, client_examples=examples, batch_size=batch,
+                                          epochs=epochs, rounds=rounds)
+    eps = [_record_client_epsilon(z, n, batch, epochs, rounds) for n in examples]
+    assert max(eps) <= target * (1 + 1e-9)
+    assert max(eps) >= 0.99 * target  # the worst client spends (almost) all of it
+    # calibrating for the smallest client alone under-noises someone else
+    smallest_only = calibrate_record_noise_multiplier(target, DELTA, client_examples=[min(examples)],
+                                                      batch_size=batch, epochs=epochs, rounds=rounds)
+    assert smallest_only < z
+    assert max(_record_client_epsilon(smallest_only, n, batch, epochs, rounds) for n in examples) > target
+
+
+def test_record_calibration_rejects_empty_population():
+    with pytest.raises(ValueError):
+        calibrate_record_noise_multiplier(1.0, DELTA, client_examples=[], batch_size=8, epochs=1, rounds=1)

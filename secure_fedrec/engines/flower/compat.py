@@ -22,8 +22,10 @@ import numpy as np
 from ...config import RunConfig
 from ...data.dataset import Split
 from ...engine.aggregators import QuantizedSecureSum
+from ...engine.client import examples_per_user
 from ...engine.inprocess import FederatedTrainer
 from ...engine.server import expected_clients
+from ...models import FederatedModel
 from ...privacy.discrete_gaussian import sample_discrete_gaussian
 from ...privacy.distributed_dp import DdgPlan, conditional_randomized_round
 from ...privacy.session import PrivacySession
@@ -54,16 +56,17 @@ def example_weight(config: RunConfig, num_examples: int) -> float:
     return min(num_examples, agg.weight_cap) / agg.weight_cap
 
 
-def privacy_session(config: RunConfig, split: Split, dim: int) -> PrivacySession:
+def privacy_session(config: RunConfig, split: Split, model: FederatedModel) -> PrivacySession:
     """The run's :class:`PrivacySession`, built from the same inputs as ``FederatedTrainer``:
     a node derives the noise it adds (DP-SGD multiplier, discrete Gaussian plan) itself."""
     train = split.train
     population = np.flatnonzero(train.ratings_per_user() > 0)
-    counts = train.ratings_per_user()[population]
+    examples = examples_per_user(model, train.users, train.items, train.n_users, model.n_items,  # type: ignore[arg-type]
+                                 config.training.negatives)
     return PrivacySession(
         config, n_users=len(population),
         expected_clients=expected_clients(len(population), config.training.clients_per_round),
-        dim=dim, min_client_examples=int(counts.min()) if len(counts) else 1,
+        dim=model.layout().size, client_examples=examples[population],
     )
 
 

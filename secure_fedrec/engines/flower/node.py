@@ -107,7 +107,7 @@ def workspace(config_json: str) -> NodeWorkspace:
     rows = [order[bounds[u]:bounds[u + 1]] for u in range(train.n_users)]
     return NodeWorkspace(config=config, split=split, model=model, initial_private=initial,
                          client_rows=rows,
-                         privacy=privacy_session(config, split, model.layout().size))
+                         privacy=privacy_session(config, split, model))
 
 
 def _check_hosted(users: list[int], partition: int, num_partitions: int) -> None:
@@ -159,10 +159,10 @@ def handle_train(state: dict[str, Any], request: Payload, partition: int,
         rng = client_training_rng(config, round_index, user)
         epochs = 1 if slow else None
         if p.unit == "record":
-            from ...privacy.dpsgd import train_client_dpsgd
+            from ...privacy.dpsgd import dpsgd_local_training, train_client_dpsgd
 
             result, step = train_client_dpsgd(
-                ws.model, data, local, rng, noise_multiplier=privacy.noise_multiplier,
+                ws.model, data, dpsgd_local_training(local, p.record_optimizer, p.record_lr), rng, noise_multiplier=privacy.noise_multiplier,
                 max_grad_norm=p.clip_norm, batch_size=p.record_batch_size,
                 grad_sample_mode=p.grad_sample_mode, epochs=epochs)
             # The mechanism's public parameters, for the server's per-client accountant.
