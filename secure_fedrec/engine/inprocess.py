@@ -93,7 +93,7 @@ class FederatedTrainer:
         self._client_rows = [order[bounds[u]:bounds[u + 1]] for u in range(train.n_users)]
         self.privacy = PrivacySession(
             config, n_users=len(self.population), expected_clients=self.expected_clients,
-            dim=self.layout.size, client_examples=self.population_examples(),
+            dim=self.layout.size, client_examples=self.population_examples(), n_records=len(train.users),
         )
         self.pipeline = pipeline or build_pipeline(config, self.expected_clients, self.privacy)
         self.server_optimizer = server_optimizer or build_server_optimizer(t.server_optimizer, t.server_lr)

@@ -43,6 +43,8 @@ class PrivacySession:
     dim: int
     #: record level: each client's number of DP-SGD examples (its sampling rate and steps)
     client_examples: Sequence[int] = (1,)
+    #: record level: ratings in the training data, the N of the default δ = 1/N^1.1
+    n_records: int | None = None
     delta: float = field(init=False)
     noise_multiplier: float | None = field(init=False, default=None)
     ddg_plan: DdgPlan | None = field(init=False, default=None)
@@ -58,7 +60,9 @@ class PrivacySession:
     def __post_init__(self) -> None:
         p, t = self.config.privacy, self.config.training
         self.unit, self.noise = p.unit, p.noise
-        self.delta = p.delta if p.delta is not None else default_delta(self.n_users)
+        # δ = 1/N^1.1 for N privacy units: users at user level, ratings at record level
+        units = self.n_records if self.unit == "record" and self.n_records else self.n_users
+        self.delta = p.delta if p.delta is not None else default_delta(units)
         self.sample_rate = min(1.0, self.expected_clients / max(1, self.n_users))
         self.accountant = None
         self.client_accountants: ClientAccountants | None = None

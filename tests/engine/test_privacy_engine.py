@@ -94,3 +94,13 @@ def test_dropouts_under_privacy_use_the_wrapped_protocols_stages():
     assert set(dropouts.values()) <= stages
     history = trainer.run()
     assert history[-1].contributors <= history[-1].sampled
+
+
+def test_default_delta_counts_the_privacy_units():
+    from secure_fedrec.privacy.calibration import default_delta
+
+    user = _trainer(**USER, **{"privacy.noise_multiplier": 1.0})
+    assert user.privacy.delta == pytest.approx(default_delta(len(user.population)))
+    record = _trainer(**{"privacy.unit": "record", "privacy.noise_multiplier": 1.0})
+    assert record.privacy.delta == pytest.approx(default_delta(len(record.split.train.users)))
+    assert record.privacy.delta < 1 / record.population_examples().max()

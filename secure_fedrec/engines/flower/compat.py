@@ -66,7 +66,7 @@ def privacy_session(config: RunConfig, split: Split, model: FederatedModel) -> P
     return PrivacySession(
         config, n_users=len(population),
         expected_clients=expected_clients(len(population), config.training.clients_per_round),
-        dim=model.layout().size, client_examples=examples[population],
+        dim=model.layout().size, client_examples=examples[population], n_records=len(train.users),
     )
 
 
