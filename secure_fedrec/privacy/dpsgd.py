@@ -10,12 +10,15 @@ every round is cheap (about a millisecond, against tens of milliseconds of
 steps: ``benchmarks/dp_overhead.py`` reports both), so no wrapped module is
 kept between rounds.
 
-Per-example gradients: ``grad_sample_mode="ghost"`` (Opacus' ghost clipping,
-the default) computes each example's gradient *norm* without materializing the
-per-example gradients, then clips with a second backward pass. The view holds
-every item row, so ``"hooks"`` materializes a batch × items × dim tensor per
-embedding and is 5–7× slower here; both give the same clipped gradients on
-our models (``tests/privacy/test_privacy_ghost_clipping.py``).
+Per-example gradients: ``"ghost"`` (Opacus' ghost clipping) computes each
+example's gradient *norm* without materializing the per-example gradients,
+then clips with a second backward pass; ``"hooks"`` materializes a
+batch × rows × dim tensor per embedding in one backward pass. Both give the
+same clipped gradients on our models (``tests/privacy/test_privacy_ghost_clipping.py``).
+``"auto"`` (the default) picks by the view: hooks on the sparse view of the
+SGD client (a few hundred rows: the per-example tensor is small and one
+backward pass is cheaper than two), ghost on the full-table view of the Adam
+client (there hooks are 5–7× slower). ``benchmarks/dp_overhead.py`` measures all four.
 
 Every item row is noised at every step, so which rows moved never reveals
 which items were rated (a view of the rated rows alone leaked exactly that,
@@ -95,7 +98,7 @@ def planned_steps(num_examples: int, batch_size: int, epochs: int) -> int:
 
 def train_client_dpsgd(
     model: FederatedModel, data: ClientData, cfg: LocalTraining, rng: np.random.Generator, *,
-    noise_multiplier: float, max_grad_norm: float, batch_size: int, grad_sample_mode: str = "ghost",
+    noise_multiplier: float, max_grad_norm: float, batch_size: int, grad_sample_mode: str = "auto",
     epochs: int | None = None, lazy_noise: bool = True,
 ) -> tuple[ClientResult, DpSgdStep]:
     """One client's round of DP-SGD on its data; ``cfg.optimizer`` and ``cfg.lr`` are DP-SGD's
@@ -113,6 +116,8 @@ def train_client_dpsgd(
         items = all_items
         local_items = touched[local_items]
     view = model.client_view(data.user, items)
+    if grad_sample_mode == "auto":
+        grad_sample_mode = "hooks" if lazy else "ghost"
     n = len(targets)
     dataset = TensorDataset(
         torch.zeros(n, dtype=torch.long), torch.as_tensor(local_items, dtype=torch.long),
