@@ -151,7 +151,7 @@ class PrivacyConfig:
     record_batch_size: int = 32  # record level: expected Poisson batch size of DP-SGD
     # record level: DP-SGD's local optimizer. Plain SGD lets the untouched item rows take their
     # noise in closed form (a sparse client, docs/privacy.md §2.1.1) and learns better under the
-    # dense noise than Adam, which turns noise into ±lr steps on every row (§5.2)
+    # dense noise than Adam, which turns noise into ±lr steps on every row (docs/results.md)
     record_optimizer: Literal["sgd", "adam"] = "sgd"
     record_lr: float = 1.0
     # user level: "adaptive" moves clip_norm (the initial value) toward the target quantile of the

@@ -156,12 +156,18 @@ def train_client_dpsgd(
     warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
     for _ in range(cfg.epochs if epochs is None else epochs):
         for users_b, items_b, y_b in dp_loader:
-            # An empty Poisson batch still counts as a step: Opacus takes a noise-only step.
+            # An empty Poisson batch is still a step that must release noise (skipping it would
+            # show the batch was empty), i.e. noise on a zero clipped sum.
             dp_optimizer.zero_grad(set_to_none=True)
             if len(y_b):
                 loss = dp_criterion(dp_model(users_b, items_b), y_b)
                 loss.backward()
                 last_loss = float(loss.detach())
+            elif grad_sample_mode == "hooks":  # zero examples give empty per-example gradients
+                dp_criterion(dp_model(users_b, items_b), y_b).backward()
+            else:  # ghost clipping cannot take a backward pass on zero examples: the sum is zero
+                for param in dp_model.parameters():
+                    param.grad = torch.zeros_like(param)
             dp_optimizer.step()
             steps += 1
     train_seconds = time.perf_counter() - train_started

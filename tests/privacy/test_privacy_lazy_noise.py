@@ -147,3 +147,27 @@ def test_example_counts_match_what_local_training_builds(name):
     for client in clients:
         _, _, targets = local_examples(model, client, N_ITEMS, 200, np.random.default_rng(0))
         assert num_local_examples(model, client, N_ITEMS, 200) == len(targets) == every[client.user]
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_empty_poisson_batches_are_noise_only_steps(monkeypatch, mode, optimizer):
+    # 6 examples at batch 1: q = 1/6, so about a third of the 18 steps draw an empty batch
+    from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
+
+    noised = []
+    for cls in (DPOptimizer, DPOptimizerFastGradientClipping):
+        original = cls.add_noise
+
+        def counting(self, _original=original):
+            noised.append(1)
+            return _original(self)
+
+        monkeypatch.setattr(cls, "add_noise", counting)
+    model = build_model("mf", n_users=3, n_items=50, dim=4, init_std=0.1, seed=3, global_mean=3.5)
+    data = ClientData(user=1, items=np.arange(6), ratings=np.full(6, 4.0, dtype=np.float32))
+    local = LocalTraining(epochs=3, lr=0.5, optimizer=optimizer, reg=0.0)
+    result, step = train_client_dpsgd(model, data, local, np.random.default_rng(0), noise_multiplier=1.0,
+                                      max_grad_norm=0.3, batch_size=1, grad_sample_mode=mode)
+    assert step.steps == 18 and len(noised) == 18  # every step, empty or not, released noise
+    assert np.all(np.isfinite(result.delta))
