@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def on_round(m) -> None:
         shown = {k: v for k, v in m.evaluation.items() if isinstance(v, float)}
-        bar.set_postfix({"loss": f"{m.train_loss:.3f}", **{k: f"{v:.3f}" for k, v in shown.items()}})
+        loss = {"loss": f"{m.train_loss:.3f}"} if math.isfinite(m.train_loss) else {}  # private runs: none
+        bar.set_postfix({**loss, **{k: f"{v:.3f}" for k, v in shown.items()}})
         bar.update(1)
 
     result = run_job(config, args.out, on_round=on_round, resume=args.resume is not None)

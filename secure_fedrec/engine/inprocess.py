@@ -8,6 +8,7 @@ private row — so the data flow is the one a deployment has.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,7 +62,8 @@ class RoundMetrics:
     def as_dict(self) -> dict[str, Any]:
         return {
             "round": self.round, "sampled": self.sampled, "contributors": self.contributors,
-            "train_loss": self.train_loss, "seconds": self.seconds,
+            # null when no client reported one (private runs; rounds without contributors)
+            "train_loss": self.train_loss if math.isfinite(self.train_loss) else None, "seconds": self.seconds,
             **self.measurements, **self.evaluation,
         }
 
@@ -183,7 +185,10 @@ class FederatedTrainer:
             values.append(result.delta)
             indptr.append(indptr[-1] + len(idx))
             weights.append(self._weight(result.num_examples))
-            losses.append(result.loss)
+            if not self.privacy.enabled:
+                # A client's training loss is a function of its data that no DP mechanism
+                # covers: private clients do not report it (train_loss is then null).
+                losses.append(result.loss)
         matrix = sparse.csr_array(
             (np.concatenate(values) if values else np.zeros(0),
              np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64),

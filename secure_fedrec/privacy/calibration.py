@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 
 from .accounting import INTEGER_RDP_ORDERS, create_accountant, validate_delta
 from .ddg_accounting import DistributedDiscreteGaussianAccountant
+from .record_sampling import client_sample_rate
 
 __all__ = [
     "CalibrationError",
@@ -123,22 +124,17 @@ def calibrate_record_noise_multiplier(
     """DP-SGD's noise multiplier such that *every* client stays within the target if it trains
     in every planned round, by the accountant each client is charged with (RDP, integer orders).
 
-    A client with ``n`` examples runs ``rounds · epochs · ⌈n/B⌉`` steps at ``q = min(1, B/n)``.
-    Its ε grows with ``q`` and with the steps, so the client with the fewest examples is not
-    always the worst: at small noise a bigger client's extra steps can outweigh its lower
-    sampling rate. Among clients with the same ``⌈n/B⌉`` the smallest has the highest ``q``, so
-    one candidate per step count is checked; the answer is the largest noise any candidate
-    needs (ε falls as the noise grows).
+    A client's loader samples at ``q = 1/⌈n/B⌉`` and runs ``int(1/q)`` steps per epoch
+    (:mod:`.record_sampling`), so clients fall into groups of equal ``⌈n/B⌉``, each with one
+    ``(q, steps)``. ε grows with ``q`` and with the steps, so the client with the fewest examples
+    is not always the worst: at small noise a bigger client's extra steps can outweigh its lower
+    sampling rate. The answer is the largest noise any group needs (ε falls as noise grows).
     """
     delta = validate_delta(delta)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError("batch_size must be a positive integer")
-    smallest_per_steps: dict[int, int] = {}
-    for n in client_examples:
-        n = max(1, int(n))
-        batches = -(-n // batch_size)
-        smallest_per_steps[batches] = min(n, smallest_per_steps.get(batches, n))
-    if not smallest_per_steps:
+    groups = {client_sample_rate(int(n), batch_size) for n in client_examples}
+    if not groups:
         raise ValueError("client_examples is empty")
 
     def epsilon_of(sample_rate: float, steps: int) -> Callable[[float], float]:
@@ -150,10 +146,10 @@ def calibrate_record_noise_multiplier(
         return compute
 
     z = 0.0
-    for batches, n in sorted(smallest_per_steps.items()):
-        candidate = epsilon_of(min(1.0, batch_size / n), rounds * epochs * batches)
+    for q in sorted(groups, reverse=True):
+        candidate = epsilon_of(q, rounds * epochs * int(1.0 / q))
         if z > 0 and candidate(z) <= target_epsilon:
-            continue  # the noise some other client needs already covers this one
+            continue  # the noise some other group needs already covers this one
         z = calibrate(candidate, target_epsilon, lower=max(z, 0.25), upper=max(2 * z, 1.0), rtol=rtol)
     return z
 

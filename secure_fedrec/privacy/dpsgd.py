@@ -51,6 +51,8 @@ optimizer weight decay: data-independent, so it costs no privacy.
 from __future__ import annotations
 
 import logging
+import math
+import secrets
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -61,6 +63,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..engine.client import ClientData, ClientResult, LocalTraining, local_examples, loss_fn
 from ..models import FederatedModel
+from .record_sampling import client_sample_rate
 
 __all__ = ["DpSgdStep", "train_client_dpsgd", "dpsgd_local_training", "client_sample_rate", "noise_untouched_rows",
            "untouched_row_noise_std"]
@@ -87,24 +90,23 @@ def dpsgd_local_training(local: LocalTraining, record_optimizer: str, record_lr:
     return replace(local, optimizer=record_optimizer, lr=record_lr)
 
 
-def client_sample_rate(num_examples: int, batch_size: int) -> float:
-    return min(1.0, batch_size / max(1, num_examples))
-
-
-def planned_steps(num_examples: int, batch_size: int, epochs: int) -> int:
-    """Steps of one round: Opacus' Poisson loader runs ⌈1/q⌉ batches per epoch."""
-    return epochs * int(np.ceil(1.0 / client_sample_rate(num_examples, batch_size)))
-
-
 def train_client_dpsgd(
     model: FederatedModel, data: ClientData, cfg: LocalTraining, rng: np.random.Generator, *,
     noise_multiplier: float, max_grad_norm: float, batch_size: int, grad_sample_mode: str = "auto",
-    epochs: int | None = None, lazy_noise: bool = True,
+    epochs: int | None = None, lazy_noise: bool = True, generator: torch.Generator | None = None,
 ) -> tuple[ClientResult, DpSgdStep]:
     """One client's round of DP-SGD on its data; ``cfg.optimizer`` and ``cfg.lr`` are DP-SGD's
     (see :func:`dpsgd_local_training`). ``lazy_noise=False`` noises the full table at every
-    step even under SGD (the reference the closed form is tested and benchmarked against)."""
+    step even under SGD (the reference the closed form is tested and benchmarked against).
+
+    ``generator`` drives the Poisson batches and all the noise. By default it is seeded from
+    the OS entropy pool for every call: the server knows the run's seed, and a sampler or
+    noise it can replay would void the guarantee. Tests pass a seeded one to compare paths.
+    """
     from opacus import PrivacyEngine
+
+    if generator is None:
+        generator = torch.Generator().manual_seed(secrets.randbits(63))
 
     setup_started = time.perf_counter()
     touched, local_items, targets = local_examples(model, data, model.n_items, cfg.negatives, rng)  # type: ignore[attr-defined]
@@ -123,8 +125,7 @@ def train_client_dpsgd(
         torch.zeros(n, dtype=torch.long), torch.as_tensor(local_items, dtype=torch.long),
         torch.as_tensor(targets, dtype=torch.float32),
     )
-    loader = DataLoader(dataset, batch_size=min(batch_size, n),
-                        generator=torch.Generator().manual_seed(int(rng.integers(2**63))))
+    loader = DataLoader(dataset, batch_size=min(batch_size, n), generator=generator)
     # On the full table every step updates every item row: the fused kernel measured
     # ~15% more steps/s than the default Adam there.
     optimizer = (torch.optim.Adam(view.parameters(), lr=cfg.lr, weight_decay=cfg.reg, fused=True)
@@ -141,13 +142,16 @@ def train_client_dpsgd(
         wrapped = engine.make_private(
             module=view, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm, poisson_sampling=True, grad_sample_mode=grad_sample_mode,
-            **kwargs,
+            noise_generator=generator, **kwargs,
         )
     if grad_sample_mode == "ghost":
         dp_model, dp_optimizer, dp_criterion, dp_loader = wrapped
     else:
         dp_model, dp_optimizer, dp_loader = wrapped
         dp_criterion = criterion
+    # Opacus divides the noised sum by int(n / len(loader)), which is n itself for n <= B: the
+    # noise scale would publish the client's example count. Divide by the public B instead.
+    dp_optimizer.expected_batch_size = batch_size
     setup_seconds = time.perf_counter() - setup_started
     train_started = time.perf_counter()
     steps, last_loss = 0, 0.0
@@ -175,11 +179,12 @@ def train_client_dpsgd(
     if lazy:
         per_step_std = dp_optimizer.noise_multiplier * dp_optimizer.max_grad_norm / dp_optimizer.expected_batch_size
         trained = noise_untouched_rows(model, trained, data.user, touched, steps=steps, lr=cfg.lr,
-                                       weight_decay=cfg.reg, gradient_noise_std=per_step_std)
+                                       weight_decay=cfg.reg, gradient_noise_std=per_step_std,
+                                       generator=generator)
     delta = model.view_delta(trained, all_items)
     model.store_private(data.user, trained)
     result = ClientResult(user=data.user, items=all_items, delta=delta, num_examples=n, loss=last_loss)
-    return result, DpSgdStep(noise_multiplier, client_sample_rate(n, batch_size), steps,
+    return result, DpSgdStep(noise_multiplier, dp_loader.sample_rate, steps,
                              setup_seconds=setup_seconds, train_seconds=train_seconds)
 
 
@@ -190,20 +195,24 @@ def untouched_row_noise_std(*, steps: int, lr: float, weight_decay: float, gradi
     ``ξ_t ~ N(0, gradient_noise_std²)`` i.i.d. gives a Gaussian of variance
     ``lr² gradient_noise_std² Σ_{k<T} a^{2k}``.
     """
-    a2 = (1.0 - lr * weight_decay) ** 2
-    geometric = float(steps) if a2 == 1.0 else (1.0 - a2 ** steps) / (1.0 - a2)
-    return lr * gradient_noise_std * float(np.sqrt(geometric))
+    if weight_decay == 0.0:
+        return lr * gradient_noise_std * math.sqrt(steps)
+    log_a2 = 2.0 * math.log1p(-lr * weight_decay)  # expm1/log1p: a² is close to 1
+    geometric = math.expm1(steps * log_a2) / math.expm1(log_a2)
+    return lr * gradient_noise_std * math.sqrt(geometric)
 
 
 def noise_untouched_rows(
     model: FederatedModel, trained: FederatedModel, user: int, touched: np.ndarray, *, steps: int, lr: float,
-    weight_decay: float, gradient_noise_std: float,
+    weight_decay: float, gradient_noise_std: float, generator: torch.Generator,
 ) -> FederatedModel:
     """A full-table view: the trained rows of ``touched`` plus, for every other item row, the
     state ``steps`` steps of noise-only DP-SGD would have left it in (module docstring).
 
-    The noise comes from torch's generator, the same source as Opacus' own noise
-    (docs/privacy.md §2.1 on ``secure_mode``).
+    Computed in float64 and rounded to float32 once: ``float32(std · z32)`` reaches only part of
+    the float32 grid (for rows starting at 0, such as item biases, a server could tell rows
+    that cannot be of that form — the touched ones — from the others), while the dense
+    client's values are sums of many rounded terms with no such pattern.
     """
     full = model.client_view(user, np.arange(model.n_items))  # type: ignore[attr-defined]
     untouched = torch.ones(model.n_items, dtype=torch.bool)  # type: ignore[attr-defined]
@@ -220,6 +229,7 @@ def noise_untouched_rows(
                 param.copy_(got[name])
                 continue
             param[touched_idx] = got[name]
-            rows = param[untouched_idx]
-            param[untouched_idx] = decay * rows + std * torch.randn_like(rows)
+            rows = param[untouched_idx].double()
+            noise = torch.randn(rows.shape, dtype=torch.float64, generator=generator)
+            param[untouched_idx] = (decay * rows + std * noise).to(param.dtype)
     return full

@@ -25,7 +25,8 @@ from .clipping import AdaptiveClipNorm, effective_update_noise_multiplier
 from .calibration import calibrate_noise_multiplier, calibrate_record_noise_multiplier, default_delta
 from .ddg_accounting import DistributedDiscreteGaussianAccountant
 from .distributed_dp import DdgPlan, plan_distributed_discrete_gaussian
-from .dpsgd import DpSgdStep, client_sample_rate, planned_steps
+from .dpsgd import DpSgdStep
+from .record_sampling import client_sample_rate, planned_steps
 
 __all__ = ["PrivacySession"]
 

@@ -104,3 +104,16 @@ def test_default_delta_counts_the_privacy_units():
     record = _trainer(**{"privacy.unit": "record", "privacy.noise_multiplier": 1.0})
     assert record.privacy.delta == pytest.approx(default_delta(len(record.split.train.users)))
     assert record.privacy.delta < 1 / record.population_examples().max()
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_record_level_calibration_lets_every_client_train_every_round(implicit):
+    # every client in every round: the calibration must leave none of them out of budget
+    # (it once planned for the smallest client only, and most implicit-feedback clients abstained)
+    trainer = _trainer(**{"privacy.unit": "record", "privacy.target_epsilon": 4.0,
+                          "privacy.record_batch_size": 16, "training.rounds": 2,
+                          "training.clients_per_round": 40, "data.implicit": implicit})
+    history = trainer.run()
+    assert [m.contributors for m in history] == [len(trainer.population)] * 2
+    worst = trainer.privacy.summary()["epsilon"]
+    assert 0.9 * 4.0 <= worst <= 4.0 * (1 + 1e-9)

@@ -13,6 +13,7 @@ from secure_fedrec.privacy.calibration import (
     default_delta,
 )
 from secure_fedrec.privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
+from secure_fedrec.privacy.record_sampling import client_sample_rate, planned_steps
 
 DELTA = 1e-5
 
@@ -63,24 +64,21 @@ def test_default_delta():
 
 def _record_client_epsilon(z: float, n: int, batch: int, epochs: int, rounds: int) -> float:
     accountant = create_accountant("rdp", orders=list(INTEGER_RDP_ORDERS))  # as ClientAccountants
-    accountant.step(noise_multiplier=z, sample_rate=min(1.0, batch / n), steps=rounds * epochs * -(-n // batch))
+    accountant.step(noise_multiplier=z, sample_rate=client_sample_rate(n, batch),
+                    steps=rounds * planned_steps(n, batch, epochs))
     return accountant.get_epsilon(DELTA)
 
 
-def test_record_calibration_covers_every_client_not_just_the_smallest():
-    # implicit-feedback-like sizes: with a large batch the small clients run full-batch steps
-    # (q = 1) while bigger ones take more, subsampled steps; at low noise those can cost more
-    examples, batch, epochs, rounds, target = [19, 95, 130, 500, 3000], 128, 2, 20, 8.0
+def test_record_calibration_covers_every_client():
+    examples, batch, epochs, rounds, target = [19, 95, 130, 500, 3000, 93 * 128], 128, 2, 20, 8.0
     z = calibrate_record_noise_multiplier(target, DELTA, client_examples=examples, batch_size=batch,
                                           epochs=epochs, rounds=rounds)
     eps = [_record_client_epsilon(z, n, batch, epochs, rounds) for n in examples]
     assert max(eps) <= target * (1 + 1e-9)
     assert max(eps) >= 0.99 * target  # the worst client spends (almost) all of it
-    # calibrating for the smallest client alone under-noises someone else
-    smallest_only = calibrate_record_noise_multiplier(target, DELTA, client_examples=[min(examples)],
-                                                      batch_size=batch, epochs=epochs, rounds=rounds)
-    assert smallest_only < z
-    assert max(_record_client_epsilon(smallest_only, n, batch, epochs, rounds) for n in examples) > target
+    # the loader's rate 1/⌈n/B⌉, not B/n: n = 130 at B = 128 runs 2 batches at q = 1/2
+    assert client_sample_rate(130, 128) == 0.5 and planned_steps(130, 128, 1) == 2
+    assert planned_steps(93 * 128, 128, 1) == 92  # Opacus' int(1/q) rounding, charged as run
 
 
 def test_record_calibration_rejects_empty_population():

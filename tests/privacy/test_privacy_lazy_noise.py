@@ -36,10 +36,9 @@ def _client(name: str) -> ClientData:
 def _train(name: str, *, lazy: bool, noise: float, seed: int = 0):
     model = _model(name)
     local = LocalTraining(epochs=2, lr=LR, optimizer="sgd", reg=WEIGHT_DECAY, negatives=2)
-    torch.manual_seed(seed)
     result, step = train_client_dpsgd(
         model, _client(name), local, np.random.default_rng(seed), noise_multiplier=noise,
-        max_grad_norm=0.3, batch_size=BATCH, lazy_noise=lazy)
+        max_grad_norm=0.3, batch_size=BATCH, lazy_noise=lazy, generator=torch.Generator().manual_seed(seed))
     return model, result, step
 
 
@@ -101,10 +100,9 @@ def test_untouched_rows_carry_the_noise_of_every_step(name):
         values = _row_values(model, result, untouched) - start
         stds[lazy] = values.std()
         n = values.size
-        # Opacus divides the noised sum by its expected batch size, len(data) / len(loader)
-        expected_batch = int(result.num_examples / np.ceil(result.num_examples / BATCH))
+        # the noised sum is divided by the public batch size B (never by the client's n)
         expected = untouched_row_noise_std(steps=step.steps, lr=LR, weight_decay=WEIGHT_DECAY,
-                                           gradient_noise_std=noise * 0.3 / expected_batch)
+                                           gradient_noise_std=noise * 0.3 / BATCH)
         # the sample std of n Gaussians has relative standard error ~ 1/sqrt(2n); allow 5 of them
         tolerance = 5.0 / np.sqrt(2 * n)
         assert values.std() == pytest.approx(expected, rel=tolerance), (lazy, n)
@@ -136,7 +134,11 @@ def test_lazy_client_leaves_the_global_model_and_touched_rows_consistent():
 
 @pytest.mark.parametrize("name", ["mf", "neumf"])
 def test_example_counts_match_what_local_training_builds(name):
-    from secure_fedrec.engine.client import examples_per_user, local_examples, num_local_examples
+    from secure_fedrec.engine.client import (
+        examples_per_user,
+        local_examples,
+        num_local_examples,
+    )
 
     model = _model(name)
     clients = [_client(name), ClientData(user=2, items=np.arange(N_ITEMS - 5, N_ITEMS),
@@ -171,3 +173,44 @@ def test_empty_poisson_batches_are_noise_only_steps(monkeypatch, mode, optimizer
                                       max_grad_norm=0.3, batch_size=1, grad_sample_mode=mode)
     assert step.steps == 18 and len(noised) == 18  # every step, empty or not, released noise
     assert np.all(np.isfinite(result.delta))
+
+
+def _of_the_float32_product_form(values: np.ndarray, std: float) -> np.ndarray:
+    """Whether each float32 value equals float32(std · z) for some float32 z (searching ±3 ulps)."""
+    z = (values.astype(np.float64) / std).astype(np.float32)
+    found = np.zeros(len(values), dtype=bool)
+    for direction in (np.float32(np.inf), np.float32(-np.inf)):
+        candidate = z
+        for _ in range(4):
+            found |= (torch.from_numpy(candidate) * std).numpy() == values
+            candidate = np.nextafter(candidate, direction)
+    return found
+
+
+def test_untouched_rows_do_not_carry_a_float32_fingerprint():
+    # Item biases start at exactly 0, so an untouched bias row is just its noise. Drawn and
+    # scaled in float32 it would always be float32(std · z32), a form the touched rows often
+    # miss, so a server could spot rated items; one rounding of a float64 value has no such form.
+    model = build_model("mf", n_users=2, n_items=3000, dim=2, init_std=0.1, seed=3, global_mean=3.5)
+    items = np.random.default_rng(0).choice(3000, 200, replace=False)
+    data = ClientData(user=1, items=items, ratings=np.full(200, 4.0, dtype=np.float32))
+    local = LocalTraining(epochs=2, lr=1.0, optimizer="sgd", reg=0.05)
+    result, step = train_client_dpsgd(model, data, local, np.random.default_rng(0), noise_multiplier=1.0,
+                                      max_grad_norm=1.0, batch_size=BATCH, generator=torch.Generator().manual_seed(0))
+    std = untouched_row_noise_std(steps=step.steps, lr=1.0, weight_decay=0.05, gradient_noise_std=1.0 / BATCH)
+    bias = result.delta[3000 * 2:3000 * 3].astype(np.float32)  # item_bias block of the flat layout
+    untouched = np.setdiff1d(np.arange(3000), items)
+    flagged = ~_of_the_float32_product_form(bias[untouched], std)
+    assert flagged.mean() > 0.05  # float32(std · z32) would give exactly 0
+
+
+@pytest.mark.parametrize("n", [5, 8, 9, 93 * 8])
+def test_charged_rate_and_steps_are_what_the_plan_says(n):
+    from secure_fedrec.privacy.record_sampling import client_sample_rate, planned_steps
+
+    model = build_model("mf", n_users=2, n_items=50, dim=2, init_std=0.1, seed=3, global_mean=3.5)
+    data = ClientData(user=1, items=np.arange(n) % 50, ratings=np.full(n, 4.0, dtype=np.float32))
+    _, step = train_client_dpsgd(model, data, LocalTraining(epochs=1, lr=0.1, optimizer="sgd", reg=0.0),
+                                 np.random.default_rng(0), noise_multiplier=1.0, max_grad_norm=1.0, batch_size=8)
+    assert step.sample_rate == client_sample_rate(n, 8)
+    assert step.steps == planned_steps(n, 8, 1)

@@ -172,7 +172,8 @@ def handle_train(state: dict[str, Any], request: Payload, partition: int,
         else:
             result = train_client(ws.model, data, local, rng, epochs=epochs)
         private[user] = ws.private_rows(user)
-        reply["losses"].append(float(result.loss))
+        # under DP the loss is data no mechanism covers: it is not sent (as in-process)
+        reply["losses"].append(float(result.loss) if p.unit == "none" else float("nan"))
         reply["weights"].append(example_weight(config, result.num_examples))
         reply["indices"].append(i64_bytes(layout.indices_for_items(result.items)))
         reply["values"].append(f64_bytes(result.delta))
