@@ -29,18 +29,20 @@ depends on the optimizer:
   the view holds only the rows this round's examples touch, and every other
   item row receives, once at the end, the closed form of what ``T`` steps of
   the same DP-SGD would have done to it. Such a row gets no gradient, only
-  Opacus' noise ``ξ_t ~ N(0, (zC/B)²)`` and weight decay, so
+  the noise ``ξ_t ~ N(0, (zC/B)²)`` (B = ``batch_size``, the public divisor
+  set on Opacus' optimizer below) and weight decay, so
   ``w_T = a^T w_0 − η Σ_t a^(T−1−t) ξ_t`` with ``a = 1 − η·λ``: a Gaussian of
   variance ``η² (zC/B)² Σ_{k<T} a^{2k}``, drawn in one call. That is the
   same output *distribution* as noising the whole table at every step (the
   rows are independent, no other parameter reads them, and a sum of
   independent Gaussians is Gaussian), so the privacy analysis is unchanged,
   at the cost of a sparse client (``tests/privacy/test_privacy_lazy_noise.py``
-  checks it against the dense path). No library does this lazy noising for
+  checks it against the dense path; the draw is float64, rounded once, see
+  :func:`noise_untouched_rows`). No library does this lazy noising for
   Opacus, hence the few lines here.
 * ``adam``: Adam's update is not linear in the noise, so no closed form
   exists: the view holds every item row and Opacus noises the whole table at
-  every step (4.9–6.9× the non-private client, ``benchmarks/dp_overhead.py``).
+  every step (slower: ``benchmarks/dp_overhead.py``).
 
 The private user rows are trained under the same DP-SGD step (they are part of
 the view), but they never leave the client, so they are outside what the DP
