@@ -9,8 +9,8 @@ accountants after it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import ConfigError, RunConfig

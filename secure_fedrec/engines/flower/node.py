@@ -162,8 +162,8 @@ def handle_train(state: dict[str, Any], request: Payload, partition: int,
             from ...privacy.dpsgd import dpsgd_local_training, train_client_dpsgd
 
             result, step = train_client_dpsgd(
-                ws.model, data, dpsgd_local_training(local, p.record_optimizer, p.record_lr), rng, noise_multiplier=privacy.noise_multiplier,
-                max_grad_norm=p.clip_norm, batch_size=p.record_batch_size,
+                ws.model, data, dpsgd_local_training(local, p.record_optimizer, p.record_lr), rng,
+                noise_multiplier=privacy.noise_multiplier, max_grad_norm=p.clip_norm, batch_size=p.record_batch_size,
                 grad_sample_mode=p.grad_sample_mode, epochs=epochs)
             # The mechanism's public parameters, for the server's per-client accountant.
             steps["dp_noise_multipliers"].append(float(step.noise_multiplier))
