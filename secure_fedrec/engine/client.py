@@ -69,8 +69,7 @@ def num_local_examples(model: FederatedModel, data: ClientData, n_items: int, ne
     """How many examples :func:`local_examples` makes for this client (what DP-SGD samples from)."""
     if model.task == "explicit":
         return len(data.items)
-    positives = len(np.unique(data.items))
-    return positives + min(negatives * positives, n_items - positives)
+    return int(_with_negatives(np.array([len(np.unique(data.items))]), n_items, negatives)[0])
 
 
 def examples_per_user(model: FederatedModel, users: np.ndarray, items: np.ndarray, n_users: int,
@@ -79,7 +78,11 @@ def examples_per_user(model: FederatedModel, users: np.ndarray, items: np.ndarra
     if model.task == "explicit":
         return np.bincount(users, minlength=n_users)
     pairs = np.unique(np.asarray(users, dtype=np.int64) * n_items + np.asarray(items, dtype=np.int64))
-    positives = np.bincount(pairs // n_items, minlength=n_users)
+    return _with_negatives(np.bincount(pairs // n_items, minlength=n_users), n_items, negatives)
+
+
+def _with_negatives(positives: np.ndarray, n_items: int, negatives: int) -> np.ndarray:
+    """Positives plus the negatives :func:`local_examples` draws (at most every unrated item)."""
     return positives + np.minimum(negatives * positives, n_items - positives)
 
 

@@ -27,7 +27,7 @@ from protocols import BelowThreshold
 from ..privacy.dpsgd import dpsgd_local_training, train_client_dpsgd
 from ..privacy.session import PrivacySession
 from .aggregators import Mean
-from .client import ClientData, LocalTraining, examples_per_user, num_local_examples, train_client
+from .client import ClientData, LocalTraining, examples_per_user, train_client
 from .protocols import build_pipeline
 from .server import ServerOptimizer, build_server_optimizer, expected_clients, sample_clients
 from .updates import ClientUpdates, RoundContext
@@ -93,9 +93,12 @@ class FederatedTrainer:
         order = np.argsort(train.users, kind="stable")
         bounds = np.searchsorted(train.users[order], np.arange(train.n_users + 1))
         self._client_rows = [order[bounds[u]:bounds[u + 1]] for u in range(train.n_users)]
+        # each user's local training examples (implicit feedback: with its sampled negatives)
+        self._examples = examples_per_user(self.model, train.users, train.items, train.n_users,
+                                           self.model.n_items, t.negatives)  # type: ignore[arg-type]
         self.privacy = PrivacySession(
             config, n_users=len(self.population), expected_clients=self.expected_clients,
-            dim=self.layout.size, client_examples=self.population_examples(), n_records=len(train.users),
+            dim=self.layout.size, client_examples=self._examples[self.population], n_records=len(train.users),
         )
         self.pipeline = pipeline or build_pipeline(config, self.expected_clients, self.privacy)
         self.server_optimizer = server_optimizer or build_server_optimizer(t.server_optimizer, t.server_lr)
@@ -107,15 +110,12 @@ class FederatedTrainer:
         rows = self._client_rows[user]
         return ClientData(user=user, items=self.split.train.items[rows], ratings=self.split.train.ratings[rows])
 
-    def num_examples(self, data: ClientData) -> int:
-        """The client's local training examples (implicit feedback: with its sampled negatives)."""
-        return num_local_examples(self.model, data, self.model.n_items, self.local.negatives)  # type: ignore[arg-type]
+    def num_examples(self, user: int) -> int:
+        """The user's local training examples, what its DP-SGD samples from."""
+        return int(self._examples[user])
 
     def population_examples(self) -> np.ndarray:
-        train = self.split.train
-        every = examples_per_user(self.model, train.users, train.items, train.n_users,
-                                  self.model.n_items, self.local.negatives)  # type: ignore[arg-type]
-        return every[self.population]
+        return self._examples[self.population]
 
     # Randomness is derived per (seed, round[, client]) rather than drawn from one
     # running stream: any engine (in-process, Flower) and a resumed run reproduce
@@ -164,7 +164,7 @@ class FederatedTrainer:
             rng = self.client_rng(self.round_index, cid)
             epochs = 1 if slow else None
             if self.privacy.unit == "record":
-                if not self.privacy.client_can_train(cid, self.num_examples(data)):
+                if not self.privacy.client_can_train(cid, self.num_examples(cid)):
                     continue  # this client's own budget is spent: it abstains
                 result, step = train_client_dpsgd(
                     self.model, data, self.dpsgd_local, rng, noise_multiplier=self.privacy.noise_multiplier,

@@ -275,7 +275,7 @@ class FlowerCoordinator:
         # The in-process engine's own plan: same sampled clients, dropouts and stragglers.
         sampled, dropouts, stragglers = tr.plan_round(tr.round_index)
         # Record level: a user whose own budget is spent abstains (decided as in-process).
-        trains = np.array([tr.privacy.client_can_train(int(u), tr.num_examples(tr.client_data(int(u))))
+        trains = np.array([tr.privacy.client_can_train(int(u), tr.num_examples(int(u)))
                            for u in sampled.tolist()], dtype=bool)
         trained = sampled[trains]
         ctx = RoundContext(round_index=tr.round_index, expected_clients=tr.expected_clients,
