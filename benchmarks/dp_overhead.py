@@ -6,7 +6,7 @@ Run from the repository root::
 
 Same model, same clients, same data and batch size, measured side by side in
 one process (the machine is shared and noisy, so only the ratios measured in
-the same run mean much). For each client the three trainers run one after the
+the same run mean much). For each client the modes below run one after the
 other on a fresh copy of the model:
 
 * ``non-private``: :func:`secure_fedrec.engine.client.train_client` with
@@ -18,17 +18,20 @@ other on a fresh copy of the model:
   noising) every item row at every step;
 * ``non-private-sgd``: the non-private client with plain SGD instead of Adam
   (DP-SGD's default optimizer), same sparse view;
-* ``dp-hooks-adam`` / ``dp-ghost-adam``: :func:`secure_fedrec.privacy.dpsgd.train_client_dpsgd`
-  with Adam, Opacus' per-sample hooks or ghost clipping. With Adam the view
-  holds *every* item row and Opacus noises all of them at every step
-  (``"auto"`` picks ghost here);
-* ``dp-hooks-sgd`` / ``dp-ghost-sgd``: plain SGD, a view of the touched rows
-  only, and the untouched rows noised once in closed form at the end of the
-  round (the same output distribution as the dense client:
-  ``tests/privacy/test_privacy_lazy_noise.py``). ``dp-hooks-sgd`` is the
-  default record-level client (``"auto"`` picks hooks on this small view).
+* ``dp-<clipping>-adam``: :func:`secure_fedrec.privacy.dpsgd.train_client_dpsgd`
+  with Adam: the view holds *every* item row and every one is noised at
+  every step;
+* ``dp-<clipping>-sgd``: plain SGD, a view of the touched rows only, and the
+  untouched rows noised once in closed form at the end of the round (the
+  same output distribution as the dense client:
+  ``tests/privacy/test_privacy_lazy_noise.py``).
 
-Per-round setup (view + ``make_private``) is reported apart from the per-step
+``<clipping>`` is ``grad_sample_mode``: ``hooks`` and ``ghost`` are Opacus'
+per-sample hooks and ghost clipping, ``bookkeeping`` our one-pass clipped sum
+(:mod:`secure_fedrec.privacy.bookkeeping`). ``dp-bookkeeping-sgd`` is the
+default record-level client (``"auto"``, ``record_optimizer = "sgd"``).
+
+Per-round setup (view + Opacus wrapping) is reported apart from the per-step
 cost; ``x per round`` (whole client round, setup and the closed-form noise of
 the untouched rows included, per step) is the headline ratio.
 
@@ -59,8 +62,8 @@ from secure_fedrec.runner import load_data, make_split
 
 ROOT = Path(__file__).resolve().parents[1]
 MOVIELENS = ROOT.parent / "shared" / "data" / "ml-latest-small"
-MODES = ("non-private", "non-private-sgd", "non-private-full", "dp-hooks-adam", "dp-ghost-adam", "dp-ghost-sgd",
-         "dp-hooks-sgd")
+MODES = ("non-private", "non-private-sgd", "non-private-full", "dp-hooks-adam", "dp-ghost-adam",
+         "dp-bookkeeping-adam", "dp-ghost-sgd", "dp-hooks-sgd", "dp-bookkeeping-sgd")
 DP_SGD_LR = 1.0  # privacy.record_lr's default (speed does not depend on it)
 
 
@@ -160,7 +163,7 @@ def main() -> None:
                   f"{row['slowdown_per_step_vs_full_view']:11.2f}x {row['slowdown_per_client_round']:11.2f}x "
                   f"{row['setup_ms_per_client_round']:15.1f}")
     print(f"data: {results[0]['data']} ({results[0]['n_items']} items), {args.clients} clients, "
-          f"{args.epochs} epochs, batch {args.batch_size}, dim {args.dim}; target: dp-hooks-sgd (the default) <= 3x")
+          f"{args.epochs} epochs, batch {args.batch_size}, dim {args.dim}; target: dp-bookkeeping-sgd (the default) <= 3x")
     payload = {"command": "OMP_NUM_THREADS=1 python benchmarks/dp_overhead.py", "args": vars(args) | {"out": str(args.out)},
                "results": results, "torch": torch.__version__,
                "opacus": __import__("opacus").__version__, "platform": platform.platform()}

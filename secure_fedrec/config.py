@@ -161,11 +161,11 @@ class PrivacyConfig:
     target_quantile: float = 0.5
     clip_learning_rate: float = 0.2  # η_C of the geometric update C <- C exp(-η_C (b̄ - γ))
     clip_count_stddev: float | None = None  # σ_b of the clipped-count sum; default E[clients]/20
-    # Opacus' per-example gradients; hooks and ghost clipping give the same clipped gradients
-    # (tests/privacy/test_privacy_ghost_clipping.py). "auto": hooks on the SGD client's sparse view,
-    # ghost on the Adam client's full item table, the faster of the two on each
-    # (benchmarks/dp_overhead.py)
-    grad_sample_mode: Literal["auto", "ghost", "hooks"] = "auto"
+    # record level: how per-example gradients are clipped; all modes give the same clipped sums
+    # (tests/privacy/test_privacy_ghost_clipping.py). "auto" = "bookkeeping": one backward pass,
+    # Embedding/Linear layers only, 2-3x faster than the best Opacus mode (benchmarks/dp_overhead.py);
+    # "hooks" / "ghost": Opacus' per-sample hooks / ghost clipping, for models with other layers
+    grad_sample_mode: Literal["auto", "bookkeeping", "ghost", "hooks"] = "auto"
 
     def validate(self) -> None:
         _check(self.target_epsilon is None or self.target_epsilon > 0, "privacy.target_epsilon", "must be > 0")

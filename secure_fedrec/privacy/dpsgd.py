@@ -4,21 +4,29 @@ Each round a client trains its view of the model with Poisson-sampled
 batches, per-example gradient clipping and Gaussian noise (Opacus). The
 client's *own* accountant (in :class:`~.accounting.ClientAccountants`) is
 stepped by the engine with the steps returned here, so ε composes over every
-round the client took part in — a fresh Opacus ``PrivacyEngine`` is created
-per round only as a training wrapper, never as the source of ε. Re-wrapping
-every round is cheap (2–10 ms, against a few hundred milliseconds of steps:
-``benchmarks/dp_overhead.py`` reports both), so no wrapped module is kept
-between rounds.
+round the client took part in — Opacus' optimizer (and, in the Opacus modes,
+its ``PrivacyEngine``) is created per round only as a training wrapper, never
+as the source of ε. Re-wrapping every round is cheap (2–5 ms, against a few
+hundred milliseconds of steps: ``benchmarks/dp_overhead.py`` reports both), so
+no wrapped module is kept between rounds.
 
-Per-example gradients: ``"ghost"`` (Opacus' ghost clipping) computes each
-example's gradient *norm* without materializing the per-example gradients,
-then clips with a second backward pass; ``"hooks"`` materializes a
-batch × rows × dim tensor per embedding in one backward pass. Both give the
-same clipped gradients on our models (``tests/privacy/test_privacy_ghost_clipping.py``).
-``"auto"`` (the default) picks by the view: hooks on the sparse view of the
-SGD client (a few hundred rows: the per-example tensor is small and one
-backward pass is cheaper than two), ghost on the full-table view of the Adam
-client (there hooks are 5–7× slower). ``benchmarks/dp_overhead.py`` measures all four.
+Per-example clipping, ``grad_sample_mode``:
+
+* ``"bookkeeping"`` (what ``"auto"``, the default, picks): the per-example
+  norms and the clipped sum from one backward pass to the layer outputs
+  (:mod:`.bookkeeping`), then Opacus' Poisson sampler, noise and step
+  (``DPOptimizerFastGradientClipping``);
+* ``"hooks"``: Opacus' per-sample hooks (a batch × rows × dim tensor per
+  embedding, clipped parameter by parameter);
+* ``"ghost"``: Opacus' ghost clipping (norms without per-example gradients,
+  then a second backward pass).
+
+All three give the same clipped gradients on our models
+(``tests/privacy/test_privacy_ghost_clipping.py``,
+``tests/privacy/test_privacy_bookkeeping.py``); book-keeping is 2–3× faster
+than the better Opacus mode here (``benchmarks/dp_overhead.py``). The last two
+stay for models with layers book-keeping refuses (anything but Embedding and
+Linear) and as the reference.
 
 Every item row is noised at every step, so which rows moved never reveals
 which items were rated (a view of the rated rows alone leaked exactly that,
@@ -65,6 +73,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..engine.client import ClientData, ClientResult, LocalTraining, local_examples, loss_fn
 from ..models import FederatedModel
+from .bookkeeping import BookkeepingClipping
 from .record_sampling import client_sample_rate
 
 __all__ = ["DpSgdStep", "train_client_dpsgd", "dpsgd_local_training", "client_sample_rate", "full_table_delta",
@@ -105,8 +114,6 @@ def train_client_dpsgd(
     the OS entropy pool for every call: the server knows the run's seed, and a sampler or
     noise it can replay would void the guarantee. Tests pass a seeded one to compare paths.
     """
-    from opacus import PrivacyEngine
-
     if generator is None:
         generator = torch.Generator().manual_seed(secrets.randbits(63))
 
@@ -121,19 +128,93 @@ def train_client_dpsgd(
         local_items = touched[local_items]
     view = model.client_view(data.user, items)
     if grad_sample_mode == "auto":
-        grad_sample_mode = "hooks" if lazy else "ghost"
+        grad_sample_mode = "bookkeeping"
+    if grad_sample_mode not in ("bookkeeping", "hooks", "ghost"):
+        raise ValueError(f"grad_sample_mode must be auto, bookkeeping, hooks or ghost, got {grad_sample_mode!r}")
     n = len(targets)
-    dataset = TensorDataset(
-        torch.zeros(n, dtype=torch.long), torch.as_tensor(local_items, dtype=torch.long),
-        torch.as_tensor(targets, dtype=torch.float32),
-    )
-    loader = DataLoader(dataset, batch_size=min(batch_size, n), generator=generator)
+    examples = (torch.zeros(n, dtype=torch.long), torch.as_tensor(local_items, dtype=torch.long),
+                torch.as_tensor(targets, dtype=torch.float32))
     # On the full table every step updates every item row: the fused kernel measured
     # ~15% more steps/s than the default Adam there.
     optimizer = (torch.optim.Adam(view.parameters(), lr=cfg.lr, weight_decay=cfg.reg, fused=True)
                  if cfg.optimizer == "adam"
                  else torch.optim.SGD(view.parameters(), lr=cfg.lr, weight_decay=cfg.reg))
-    criterion = loss_fn(model)
+    steps_of = _bookkeeping_steps if grad_sample_mode == "bookkeeping" else _opacus_steps
+    run = steps_of(view, optimizer, loss_fn(model), examples, grad_sample_mode=grad_sample_mode,
+                   noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, batch_size=batch_size,
+                   epochs=cfg.epochs if epochs is None else epochs, generator=generator)
+    setup_seconds = run.train_started - setup_started
+    if lazy:
+        # the noised sum is divided by the public B (never by the client's n): see _dp_optimizer
+        per_step_std = noise_multiplier * max_grad_norm / batch_size
+        delta = full_table_delta(model, run.trained, touched, steps=run.steps, lr=cfg.lr, weight_decay=cfg.reg,
+                                 gradient_noise_std=per_step_std, generator=generator)
+    else:
+        delta = model.view_delta(run.trained, all_items)
+    model.store_private(data.user, run.trained)
+    result = ClientResult(user=data.user, items=all_items, delta=delta, num_examples=n, loss=run.last_loss)
+    return result, DpSgdStep(noise_multiplier, run.sample_rate, run.steps,
+                             setup_seconds=setup_seconds, train_seconds=run.train_seconds)
+
+
+@dataclass(frozen=True)
+class _Run:
+    trained: FederatedModel
+    steps: int
+    sample_rate: float
+    last_loss: float
+    train_started: float
+    train_seconds: float
+
+
+def _bookkeeping_steps(
+    view: FederatedModel, optimizer: torch.optim.Optimizer, criterion: torch.nn.Module,
+    examples: tuple[torch.Tensor, ...], *, grad_sample_mode: str, noise_multiplier: float,
+    max_grad_norm: float, batch_size: int, epochs: int, generator: torch.Generator,
+) -> _Run:
+    """DP-SGD with book-keeping clipping (:mod:`.bookkeeping`); Opacus samples and noises."""
+    from opacus.optimizers import DPOptimizerFastGradientClipping
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+    n = len(examples[0])
+    sample_rate = client_sample_rate(n, batch_size)
+    # Opacus' Poisson loader draws its batches with this very sampler; indexing the tensors
+    # with each batch directly saves the loader's per-example fetch and collate.
+    sampler = UniformWithReplacementSampler(num_samples=n, sample_rate=sample_rate, generator=generator)
+    # It takes p.grad as the clipped sum, adds N(0, (zC)^2) to it and divides by B.
+    dp_optimizer = _dp_optimizer(DPOptimizerFastGradientClipping(
+        optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
+        expected_batch_size=batch_size, loss_reduction="mean", generator=generator), batch_size)
+    criterion.reduction = "none"
+    train_started = time.perf_counter()
+    steps, last_loss = 0, 0.0
+    with BookkeepingClipping(view, max_grad_norm=max_grad_norm) as clipping:
+        for _ in range(epochs):
+            for batch in sampler:
+                # An empty Poisson batch is still a step that must release noise (skipping it
+                # would show the batch was empty): noise on a zero clipped sum.
+                dp_optimizer.zero_grad(set_to_none=True)
+                index = torch.as_tensor(batch, dtype=torch.long)
+                users_b, items_b, y_b = (t[index] for t in examples)
+                losses = criterion(view(users_b, items_b), y_b) if len(index) else y_b
+                clipping.backward(losses)
+                if len(index):
+                    last_loss = float(losses.detach().mean())
+                dp_optimizer.step()
+                steps += 1
+    return _Run(view, steps, sample_rate, last_loss, train_started, time.perf_counter() - train_started)
+
+
+def _opacus_steps(
+    view: FederatedModel, optimizer: torch.optim.Optimizer, criterion: torch.nn.Module,
+    examples: tuple[torch.Tensor, ...], *, grad_sample_mode: str, noise_multiplier: float,
+    max_grad_norm: float, batch_size: int, epochs: int, generator: torch.Generator,
+) -> _Run:
+    """DP-SGD wrapped by Opacus' ``make_private`` with its per-sample hooks or ghost clipping."""
+    from opacus import PrivacyEngine
+
+    n = len(examples[0])
+    loader = DataLoader(TensorDataset(*examples), batch_size=min(batch_size, n), generator=generator)
     criterion.reduction = "mean"
     with warnings.catch_warnings():
         # Opacus warns about secure_mode=False on every call; docs/privacy.md says it once.
@@ -151,16 +232,13 @@ def train_client_dpsgd(
     else:
         dp_model, dp_optimizer, dp_loader = wrapped
         dp_criterion = criterion
-    # Opacus divides the noised sum by int(n / len(loader)), which is n itself for n <= B: the
-    # noise scale would publish the client's example count. Divide by the public B instead.
-    dp_optimizer.expected_batch_size = batch_size
-    setup_seconds = time.perf_counter() - setup_started
+    _dp_optimizer(dp_optimizer, batch_size)
     train_started = time.perf_counter()
     steps, last_loss = 0, 0.0
     # The views' inputs are index tensors (no grad), which makes torch note that
     # Opacus' full backward hooks fire on outputs only — expected here.
     warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
-    for _ in range(cfg.epochs if epochs is None else epochs):
+    for _ in range(epochs):
         for users_b, items_b, y_b in dp_loader:
             # An empty Poisson batch is still a step that must release noise (skipping it would
             # show the batch was empty), i.e. noise on a zero clipped sum.
@@ -176,18 +254,17 @@ def train_client_dpsgd(
                     param.grad = torch.zeros_like(param)
             dp_optimizer.step()
             steps += 1
-    train_seconds = time.perf_counter() - train_started
     trained = dp_model._module if hasattr(dp_model, "_module") else dp_model
-    if lazy:
-        per_step_std = dp_optimizer.noise_multiplier * dp_optimizer.max_grad_norm / dp_optimizer.expected_batch_size
-        delta = full_table_delta(model, trained, touched, steps=steps, lr=cfg.lr, weight_decay=cfg.reg,
-                                 gradient_noise_std=per_step_std, generator=generator)
-    else:
-        delta = model.view_delta(trained, all_items)
-    model.store_private(data.user, trained)
-    result = ClientResult(user=data.user, items=all_items, delta=delta, num_examples=n, loss=last_loss)
-    return result, DpSgdStep(noise_multiplier, dp_loader.sample_rate, steps,
-                             setup_seconds=setup_seconds, train_seconds=train_seconds)
+    return _Run(trained, steps, dp_loader.sample_rate, last_loss, train_started,
+                time.perf_counter() - train_started)
+
+
+def _dp_optimizer(dp_optimizer, batch_size: int):
+    """Opacus divides the noised sum by ``int(n / len(loader))``, which is n itself for
+    n <= B: the noise scale would publish the client's example count. Divide by the public
+    B instead."""
+    dp_optimizer.expected_batch_size = batch_size
+    return dp_optimizer
 
 
 def untouched_row_noise_std(*, steps: int, lr: float, weight_decay: float, gradient_noise_std: float) -> float:

@@ -1,6 +1,7 @@
-"""Opacus' ghost clipping gives the same clipped gradients as per-sample hooks on our models.
+"""Opacus' ghost clipping, its per-sample hooks and our book-keeping clipping give the same
+clipped gradients on our models.
 
-Both modes are compared with an independent reference: each example's
+All three are compared with an independent reference: each example's
 gradient computed by its own backward pass, clipped to L2 norm C over *all*
 parameters jointly, summed and divided by the batch size. The noise is
 zero, so one SGD step with learning rate 1 moves the parameters by exactly
@@ -86,11 +87,26 @@ def _opacus_clipped_mean(name: str, mode: str) -> dict[str, torch.Tensor]:
     return {n: (before[n] - after[n]).detach() for n in before}
 
 
+def _bookkeeping_clipped_mean(name: str) -> dict[str, torch.Tensor]:
+    from secure_fedrec.privacy.bookkeeping import BookkeepingClipping
+
+    view = _view(name)
+    users, items, targets = _batch(name)
+    with BookkeepingClipping(view, max_grad_norm=CLIP) as clipping:
+        norms = clipping.backward(_criterion(name, "none")(view(users, items), targets))
+    assert norms.shape == (BATCH,) and bool((norms > CLIP).all())
+    return {n: p.grad / BATCH for n, p in view.named_parameters()}
+
+
+def _clipped_mean(name: str, mode: str) -> dict[str, torch.Tensor]:
+    return _bookkeeping_clipped_mean(name) if mode == "bookkeeping" else _opacus_clipped_mean(name, mode)
+
+
 @pytest.mark.parametrize("name", ["mf", "neumf"])
-@pytest.mark.parametrize("mode", ["hooks", "ghost"])
-def test_opacus_clipped_gradients_match_the_per_example_reference(name: str, mode: str) -> None:
+@pytest.mark.parametrize("mode", ["hooks", "ghost", "bookkeeping"])
+def test_clipped_gradients_match_the_per_example_reference(name: str, mode: str) -> None:
     reference = _reference_clipped_mean(name)
-    got = _opacus_clipped_mean(name, mode)
+    got = _clipped_mean(name, mode)
     assert set(got) == set(reference)
     for param_name, expected in reference.items():
         assert torch.count_nonzero(expected) > 0 or param_name.startswith("item")
@@ -99,7 +115,8 @@ def test_opacus_clipped_gradients_match_the_per_example_reference(name: str, mod
 
 
 @pytest.mark.parametrize("name", ["mf", "neumf"])
-def test_ghost_and_hooks_agree(name: str) -> None:
-    hooks, ghost = _opacus_clipped_mean(name, "hooks"), _opacus_clipped_mean(name, "ghost")
+@pytest.mark.parametrize("mode", ["ghost", "bookkeeping"])
+def test_modes_agree_with_opacus_hooks(name: str, mode: str) -> None:
+    hooks, other = _opacus_clipped_mean(name, "hooks"), _clipped_mean(name, mode)
     for param_name in hooks:
-        torch.testing.assert_close(ghost[param_name], hooks[param_name], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(other[param_name], hooks[param_name], rtol=1e-4, atol=1e-7)

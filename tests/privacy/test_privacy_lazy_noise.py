@@ -151,7 +151,7 @@ def test_example_counts_match_what_local_training_builds(name):
         assert num_local_examples(model, client, N_ITEMS, 200) == len(targets) == every[client.user]
 
 
-@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+@pytest.mark.parametrize("mode", ["hooks", "ghost", "bookkeeping"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_empty_poisson_batches_are_noise_only_steps(monkeypatch, mode, optimizer):
     # 6 examples at batch 1: q = 1/6, so about a third of the 18 steps draw an empty batch
