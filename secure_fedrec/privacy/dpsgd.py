@@ -73,7 +73,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..engine.client import ClientData, ClientResult, LocalTraining, local_examples, loss_fn
 from ..models import FederatedModel
-from .bookkeeping import BookkeepingClipping
+from .bookkeeping import BookkeepingClipping, supports_bookkeeping
 from .record_sampling import client_sample_rate
 
 __all__ = ["DpSgdStep", "train_client_dpsgd", "dpsgd_local_training", "client_sample_rate", "full_table_delta",
@@ -127,8 +127,8 @@ def train_client_dpsgd(
         items = all_items
         local_items = touched[local_items]
     view = model.client_view(data.user, items)
-    if grad_sample_mode == "auto":
-        grad_sample_mode = "bookkeeping"
+    if grad_sample_mode == "auto":  # Opacus' hooks serve models with layers book-keeping refuses
+        grad_sample_mode = "bookkeeping" if supports_bookkeeping(view) else "hooks"
     if grad_sample_mode not in ("bookkeeping", "hooks", "ghost"):
         raise ValueError(f"grad_sample_mode must be auto, bookkeeping, hooks or ghost, got {grad_sample_mode!r}")
     n = len(targets)
@@ -145,7 +145,7 @@ def train_client_dpsgd(
                    epochs=cfg.epochs if epochs is None else epochs, generator=generator)
     setup_seconds = run.train_started - setup_started
     if lazy:
-        # the noised sum is divided by the public B (never by the client's n): see _dp_optimizer
+        # the noised sum is divided by the public B (never by the client's n): see _public_divisor
         per_step_std = noise_multiplier * max_grad_norm / batch_size
         delta = full_table_delta(model, run.trained, touched, steps=run.steps, lr=cfg.lr, weight_decay=cfg.reg,
                                  gradient_noise_std=per_step_std, generator=generator)
@@ -181,10 +181,11 @@ def _bookkeeping_steps(
     # Opacus' Poisson loader draws its batches with this very sampler; indexing the tensors
     # with each batch directly saves the loader's per-example fetch and collate.
     sampler = UniformWithReplacementSampler(num_samples=n, sample_rate=sample_rate, generator=generator)
-    # It takes p.grad as the clipped sum, adds N(0, (zC)^2) to it and divides by B.
-    dp_optimizer = _dp_optimizer(DPOptimizerFastGradientClipping(
+    # It takes p.grad as the clipped sum, adds N(0, (zC)^2) to it and divides by the public B
+    # (never by the client's n: see _public_divisor).
+    dp_optimizer = DPOptimizerFastGradientClipping(
         optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
-        expected_batch_size=batch_size, loss_reduction="mean", generator=generator), batch_size)
+        expected_batch_size=batch_size, loss_reduction="mean", generator=generator)
     criterion.reduction = "none"
     train_started = time.perf_counter()
     steps, last_loss = 0, 0.0
@@ -232,7 +233,7 @@ def _opacus_steps(
     else:
         dp_model, dp_optimizer, dp_loader = wrapped
         dp_criterion = criterion
-    _dp_optimizer(dp_optimizer, batch_size)
+    _public_divisor(dp_optimizer, batch_size)
     train_started = time.perf_counter()
     steps, last_loss = 0, 0.0
     # The views' inputs are index tensors (no grad), which makes torch note that
@@ -259,12 +260,11 @@ def _opacus_steps(
                 time.perf_counter() - train_started)
 
 
-def _dp_optimizer(dp_optimizer, batch_size: int):
+def _public_divisor(dp_optimizer, batch_size: int) -> None:
     """Opacus divides the noised sum by ``int(n / len(loader))``, which is n itself for
     n <= B: the noise scale would publish the client's example count. Divide by the public
     B instead."""
     dp_optimizer.expected_batch_size = batch_size
-    return dp_optimizer
 
 
 def untouched_row_noise_std(*, steps: int, lr: float, weight_decay: float, gradient_noise_std: float) -> float:

@@ -19,7 +19,7 @@ def _config(**training):
         "data": {"synthetic": {"n_users": 40, "n_items": 60, "mean_ratings_per_user": 20}},
         "model": {"dim": 16},
         # Pinned: the package defaults (private by default) may change under these tests.
-        "privacy": {"unit": "none", "noise": "central", "grad_sample_mode": "hooks"},
+        "privacy": {"unit": "none", "noise": "central", "grad_sample_mode": "bookkeeping"},
         "aggregation": {"protocol": "plaintext"},
         "training": {"rounds": 4, "clients_per_round": 0.999, "sampling": "fixed", "local_epochs": 5,
                      "checkpoint_every": 0, **training},
@@ -108,7 +108,7 @@ def test_record_level_dp_moves_rows_independently_of_the_data():
         "model": {"dim": 4},
         "training": {"rounds": 1, "clients_per_round": 0.999, "local_epochs": 1, "checkpoint_every": 0},
         "privacy": {"unit": "record", "noise": "central", "target_epsilon": 1.0, "delta": 1e-5,
-                    "grad_sample_mode": "hooks"},
+                    "grad_sample_mode": "bookkeeping"},
         "aggregation": {"protocol": "plaintext"},
         "evaluation": {"every": 100},
     })
@@ -163,7 +163,7 @@ def test_unset_delta_is_trained_and_audited_at_the_audit_delta():
 
     config = _config(local_epochs=1, reg=0.0, rounds=1)
     config = dataclasses.replace(config, privacy=dataclasses.replace(
-        config.privacy, unit="record", target_epsilon=2.0, delta=None, grad_sample_mode="hooks"))
+        config.privacy, unit="record", target_epsilon=2.0, delta=None, grad_sample_mode="bookkeeping"))
     result = run_audit(config, AuditSpec(canaries=100, attacks=(), n_bootstrap=10))
     canary = result["canary_audit"]
     assert result["privacy"]["delta"] == canary["delta"] == pytest.approx(audit_delta(100, 0.95))

@@ -42,7 +42,7 @@ DISTRIBUTED_DP = {**USER_DP, "privacy.noise": "distributed", "privacy.target_eps
                   "aggregation.protocol": "secagg+"}
 RECORD_DP = {"privacy.unit": "record", "privacy.noise_multiplier": 1.0,
              "privacy.record_batch_size": 8, "privacy.delta": 1e-5, "privacy.target_epsilon": 20.0,
-             "privacy.grad_sample_mode": "hooks"}
+             "privacy.grad_sample_mode": "bookkeeping"}
 #: Packed Paillier encrypts ~56 coordinates per 2048-bit ciphertext: a tiny model keeps it fast.
 PAILLIER_JOB = {"aggregation.protocol": "paillier", "aggregation.paillier_key_bits": 2048,
                 "model.dim": 4, "data.synthetic.n_items": 40,

@@ -155,6 +155,77 @@ def test_layers_it_cannot_compute_per_example_are_refused(model, match):
         BookkeepingClipping(model, max_grad_norm=1.0)
 
 
+class InPlaceRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(inplace=True), nn.Linear(3, 1))
+
+    def forward(self, x):
+        return self.net(x).squeeze(-1)
+
+
+class ScaledInPlace(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(3, 2)
+
+    def forward(self, x):
+        return self.emb(x).mul_(2).sum(-1)
+
+
+class WeightUsedDirectly(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.lin = nn.Embedding(3, 2), nn.Linear(2, 1)
+
+    def forward(self, x):
+        return self.lin(nn.functional.embedding(x, self.emb.weight)).squeeze(-1) + self.lin.weight.sum()
+
+
+class OwnLinear(nn.Linear):
+    def forward(self, x):
+        return super().forward(2 * x)
+
+
+INPUTS = {InPlaceRelu: torch.randn(4, 2), ScaledInPlace: torch.tensor([0, 1, 2, 1]),
+          WeightUsedDirectly: torch.tensor([0, 1, 2, 1])}
+
+
+@pytest.mark.parametrize("model_type, match", [
+    (InPlaceRelu, "in place"), (ScaledInPlace, "in place"), (WeightUsedDirectly, "outside its own layer"),
+])
+def test_what_would_give_silently_wrong_gradients_is_refused(model_type, match):
+    model = model_type()
+    with BookkeepingClipping(model, max_grad_norm=1.0) as clipping, pytest.raises(UnsupportedLayerError, match=match):
+        clipping.backward(model(INPUTS[model_type]))
+
+
+def test_layer_subclasses_are_refused():
+    with pytest.raises(UnsupportedLayerError, match="OwnLinear"):
+        BookkeepingClipping(OwnLinear(2, 1), max_grad_norm=1.0)
+
+
+def test_forward_passes_without_grad_are_not_recorded_and_hooks_cannot_stack():
+    model = Tower()
+    clipping = BookkeepingClipping(model, max_grad_norm=0.05)
+    with clipping:
+        with torch.no_grad():
+            model(X, Y)  # e.g. an evaluation inside the training loop
+        got = clipping.backward(nn.functional.mse_loss(model(X, Y), T, reduction="none"))
+        with pytest.raises(RuntimeError, match="already active"), clipping:
+            pass
+    assert got.shape == (len(X),)
+    torch.testing.assert_close(model.out.weight.grad, _per_example_reference(Tower(), 0.05)["out.weight"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_float64_models_keep_float64_norms():
+    model = Tower().double()
+    with BookkeepingClipping(model, max_grad_norm=0.05) as clipping:
+        norms = clipping.backward(nn.functional.mse_loss(model(X, Y), T.double(), reduction="none"))
+    assert norms.dtype == torch.float64 and model.out.weight.grad.dtype == torch.float64
+
+
 def test_a_layer_called_twice_is_refused():
     model = CalledTwice()
     with pytest.raises(UnsupportedLayerError, match="called twice"), BookkeepingClipping(model, max_grad_norm=1.0):

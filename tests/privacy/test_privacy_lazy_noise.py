@@ -204,13 +204,37 @@ def test_untouched_rows_do_not_carry_a_float32_fingerprint():
     assert flagged.mean() > 0.05  # float32(std · z32) would give exactly 0
 
 
+@pytest.mark.parametrize("mode", ["bookkeeping", "hooks"])
 @pytest.mark.parametrize("n", [5, 8, 9, 93 * 8])
-def test_charged_rate_and_steps_are_what_the_plan_says(n):
+def test_charged_rate_and_steps_are_what_the_sampler_really_ran(monkeypatch, n, mode):
+    # The rate the client reports (and the engine charges) must be the one its Poisson sampler
+    # was built with, and that must be the rate Opacus' own DP data loader would use.
+    from opacus.data_loader import DPDataLoader
+    from opacus.utils import uniform_sampler
+    from torch.utils.data import DataLoader, TensorDataset
+
     from secure_fedrec.privacy.record_sampling import client_sample_rate, planned_steps
 
+    opacus_rate = DPDataLoader.from_data_loader(DataLoader(TensorDataset(torch.zeros(n)), batch_size=min(8, n))).sample_rate
+    built, batches = [], []
+    original_init, original_iter = uniform_sampler.UniformWithReplacementSampler.__init__, \
+        uniform_sampler.UniformWithReplacementSampler.__iter__
+
+    def recording_init(self, **kwargs):
+        built.append(kwargs["sample_rate"])
+        original_init(self, **kwargs)
+
+    def recording_iter(self):
+        for batch in original_iter(self):
+            batches.append(batch)
+            yield batch
+
+    monkeypatch.setattr(uniform_sampler.UniformWithReplacementSampler, "__init__", recording_init)
+    monkeypatch.setattr(uniform_sampler.UniformWithReplacementSampler, "__iter__", recording_iter)
     model = build_model("mf", n_users=2, n_items=50, dim=2, init_std=0.1, seed=3, global_mean=3.5)
     data = ClientData(user=1, items=np.arange(n) % 50, ratings=np.full(n, 4.0, dtype=np.float32))
     _, step = train_client_dpsgd(model, data, LocalTraining(epochs=1, lr=0.1, optimizer="sgd", reg=0.0),
-                                 np.random.default_rng(0), noise_multiplier=1.0, max_grad_norm=1.0, batch_size=8)
-    assert step.sample_rate == client_sample_rate(n, 8)
-    assert step.steps == planned_steps(n, 8, 1)
+                                 np.random.default_rng(0), noise_multiplier=1.0, max_grad_norm=1.0, batch_size=8,
+                                 grad_sample_mode=mode)
+    assert len(set(built)) == 1 and built[0] == step.sample_rate == opacus_rate == client_sample_rate(n, 8)
+    assert step.steps == len(batches) == planned_steps(n, 8, 1)
