@@ -148,10 +148,7 @@ class BookkeepingClipping:
         if per_example_loss.dim() != 1:
             raise ValueError(f"expected one loss per example (shape [batch]), got {tuple(per_example_loss.shape)}")
         if batch == 0:
-            for layer in self._layers:
-                for param in layer.parameters(recurse=False):
-                    if param.requires_grad:
-                        param.grad = torch.zeros_like(param)
+            self._zero_grads(self._layers)
             return per_example_loss.new_zeros(0)
         used = [layer for layer in self._layers if layer in records]
         self._check_graph(per_example_loss, records)
@@ -184,12 +181,15 @@ class BookkeepingClipping:
                     layer.weight.grad = scaled.T @ inputs
                 if layer.bias is not None and layer.bias.requires_grad:
                     layer.bias.grad = scaled.sum(0)
-        for layer in self._layers:
-            if layer not in records:  # not called in this forward pass: its gradient is zero
-                for param in layer.parameters(recurse=False):
-                    if param.requires_grad:
-                        param.grad = torch.zeros_like(param)
+        self._zero_grads([layer for layer in self._layers if layer not in records])  # not called: zero
         return norms
+
+    @staticmethod
+    def _zero_grads(layers: list[nn.Module]) -> None:
+        for layer in layers:
+            for param in layer.parameters(recurse=False):
+                if param.requires_grad:
+                    param.grad = torch.zeros_like(param)
 
     def _check_graph(self, per_example_loss: torch.Tensor, records: dict[nn.Module, _Record]) -> None:
         """Refuse what would make the per-layer formulas wrong without any error from torch:
