@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import math
 import sys
@@ -31,14 +30,13 @@ COMMAND_MODULES = (
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
-    key, raw = text.split("=", 1)
+    """argparse's ``type=`` for ``--set``: :func:`secure_fedrec.config.parse_override`."""
+    from .config import ConfigError, parse_override
+
     try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw  # a bare word is a string
-    return key.strip(), value
+        return parse_override(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_job_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +47,8 @@ def _add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="folder for metrics.json and config.toml")
     p.add_argument("--seed", type=int, default=None, help="seed for data, sampling and model init")
     p.add_argument("--set", dest="overrides", action="append", default=[], type=_parse_override,
-                   metavar="KEY=VALUE", help="override one config key, e.g. --set training.rounds=10")
+                   metavar="KEY=VALUE", help="override one config key with a TOML value, e.g. --set training.rounds=10 "
+                        "--set data.implicit=true --set privacy.unit='\"record\"'")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--engine", choices=("inprocess", "flower-sim", "flower"), default=None,
                    help="in-process (default), Flower's simulation engine, or a Flower deployment")

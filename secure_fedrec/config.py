@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "RunConfig",
     "load_config",
+    "parse_override",
     "config_from_dict",
     "config_to_dict",
     "dump_toml",
@@ -317,6 +318,41 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     config = _build(RunConfig, raw, "")
     config.validate()
     return config
+
+
+#: Python spellings some users type for TOML booleans; accepted so that ``--set x=True`` works too
+_PYTHON_BOOLEANS = {"True": True, "False": False}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """One ``--set KEY=VALUE`` of any command: the value is a TOML value.
+
+    ``true``/``false``, numbers, ``"quoted strings"`` and arrays parse as TOML;
+    a bare word that is not TOML (``privacy.unit=none``) is taken as a string,
+    and Python's ``True``/``False`` as booleans. Every subcommand (run,
+    baseline, audit, study, flower) uses this one parser.
+
+    >>> parse_override("data.implicit=true")
+    ('data.implicit', True)
+    >>> parse_override('privacy.unit="record"')
+    ('privacy.unit', 'record')
+    >>> parse_override("privacy.unit=none")
+    ('privacy.unit', 'none')
+    >>> parse_override("training.rounds=10")
+    ('training.rounds', 10)
+    """
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    if raw in _PYTHON_BOOLEANS:
+        return key, _PYTHON_BOOLEANS[raw]
+    try:
+        return key, tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, raw  # a bare word is a string
+    except RecursionError:
+        raise ConfigError(f"--set {key}: value nested too deeply") from None
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:

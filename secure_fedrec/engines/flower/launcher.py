@@ -486,18 +486,12 @@ def register(subparsers: argparse._SubParsersAction) -> dict[str, Any]:
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    import tomllib
+    from ...config import ConfigError, parse_override
 
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set needs KEY=VALUE, got {item!r}")
-        try:
-            out[key] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key] = raw
-    return out
+    try:
+        return dict(parse_override(item) for item in items)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _cli_main(args: argparse.Namespace) -> int:
