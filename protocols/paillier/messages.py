@@ -26,26 +26,35 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..errors import MalformedMessage
-from ..wire import Reader, Writer
+from cryptography.exceptions import InvalidSignature as _CryptographyInvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ..errors import InvalidSignature, MalformedMessage, SessionMismatch
+from ..wire import FrameHeader, Reader, Writer, decode_frame, encode_frame
 from .packing import PackingLayout
 
 __all__ = [
-    "PROTOCOL_CODE",
     "KEY_HOLDER_ID_BASE",
     "MAX_CLIENT_ID",
+    "PROTOCOL_CODE",
+    "AggregatePlaintext",
+    "ClientRegistry",
+    "DecryptionRequest",
+    "EncryptedUpdate",
     "Kind",
     "Mode",
-    "SessionParams",
-    "RoundAnnouncement",
-    "EncryptedUpdate",
-    "DecryptionRequest",
     "PartialDecryptionMessage",
-    "AggregatePlaintext",
+    "RoundAnnouncement",
+    "SessionParams",
+    "decryption_context",
+    "encode_message",
     "key_holder_id",
+    "open_frame",
     "update_statement",
+    "verify_update_signature",
 ]
 
 PROTOCOL_CODE = 2
@@ -57,6 +66,9 @@ SIGNATURE_SIZE = 64  # Ed25519
 MAX_VECTOR_LENGTH = 1 << 26
 MAX_CONTRIBUTORS = 1 << 20
 MAX_KEY_BYTES = 1024  # 8192-bit moduli
+
+#: Client id -> Ed25519 identity key: who may sign updates (a PKI assumption, see the docs).
+ClientRegistry = Mapping[int, Ed25519PublicKey]
 
 
 class Kind(enum.IntEnum):
@@ -80,7 +92,8 @@ def key_holder_id(index: int) -> int:
 
 def _check_bytes(name: str, value: bytes, size: int | None = None) -> None:
     if not isinstance(value, bytes):
-        raise ValueError(f"{name} must be bytes")
+        # ValueError for any bad field, as every message constructor here promises
+        raise ValueError(f"{name} must be bytes")  # noqa: TRY004
     if size is not None and len(value) != size:
         raise ValueError(f"{name} must be {size} bytes")
 
@@ -335,3 +348,45 @@ class AggregatePlaintext:
         message = cls(reader.blob(exact_len=size))
         reader.end()
         return message
+
+
+# -- frames: every body travels in a protocols.wire frame bound to its session ---------------
+def encode_message(
+    kind: Kind, session_id: bytes, round_index: int, sender: int, receiver: int, body: bytes
+) -> bytes:
+    return encode_frame(
+        FrameHeader(PROTOCOL_CODE, int(kind), session_id, round_index, sender, receiver), body
+    )
+
+
+def open_frame(frame: bytes, *, receiver: int) -> tuple[FrameHeader, Kind, bytes]:
+    """Header, kind and body of a Paillier frame for ``receiver``."""
+    header, body = decode_frame(frame)
+    if header.protocol != PROTOCOL_CODE:
+        raise MalformedMessage(f"not a Paillier frame (protocol {header.protocol})")
+    if header.receiver != receiver:
+        raise SessionMismatch("frame addressed to another party")
+    try:
+        kind = Kind(header.kind)
+    except ValueError as exc:
+        raise MalformedMessage(f"unknown message kind {header.kind}") from exc
+    return header, kind, body
+
+
+def decryption_context(
+    session_id: bytes, round_index: int, params: SessionParams, aggregate: bytes
+) -> bytes:
+    """What a partial decryption is bound to: this session's exact aggregate."""
+    return hashlib.sha256(
+        b"secure_fedrec/paillier/decryption/v1"
+        + params.digest(session_id, round_index)
+        + hashlib.sha256(aggregate).digest()
+    ).digest()
+
+
+def verify_update_signature(key: Ed25519PublicKey, signature: bytes, statement: bytes) -> None:
+    """Raise :class:`~protocols.errors.InvalidSignature` unless ``signature`` signs ``statement``."""
+    try:
+        key.verify(signature, statement)
+    except _CryptographyInvalidSignature:
+        raise InvalidSignature("client signature does not verify") from None

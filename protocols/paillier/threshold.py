@@ -49,15 +49,15 @@ from .errors import InvalidPartialDecryption
 from .keys import PaillierPublicKey, _hex, _load_document, _unhex, check_key_size
 
 __all__ = [
-    "ThresholdParams",
     "KeyShare",
-    "ThresholdKeySet",
     "PartialDecryption",
+    "ThresholdKeySet",
+    "ThresholdParams",
+    "combine_partials",
     "deal_threshold_keys",
     "generate_safe_prime",
     "partial_decrypt",
     "verify_partial",
-    "combine_partials",
 ]
 
 _PARAMS_FORMAT = "secure_fedrec/paillier-threshold-params"
@@ -221,10 +221,10 @@ class ThresholdParams:
 def _params_from_document(document: dict[str, Any], insecure_for_tests: bool) -> ThresholdParams:
     keys = document.get("verification_keys")
     if not isinstance(keys, list):
-        raise ValueError("verification_keys must be a list")
+        raise ValueError("verification_keys must be a list")  # noqa: TRY004 - key documents: ValueError
     threshold, parties = document.get("threshold"), document.get("parties")
     if not isinstance(threshold, int) or not isinstance(parties, int):
-        raise ValueError("threshold and parties must be integers")
+        raise ValueError("threshold and parties must be integers")  # noqa: TRY004 - as above
     return ThresholdParams(
         public_key=PaillierPublicKey(_unhex(document, "n"), insecure_for_tests=insecure_for_tests),
         threshold=threshold,
@@ -277,7 +277,7 @@ class KeyShare:
             raise ValueError("share document lacks its threshold parameters")
         index = document.get("index")
         if not isinstance(index, int):
-            raise ValueError("index must be an integer")
+            raise ValueError("index must be an integer")  # noqa: TRY004 - key documents: ValueError
         params = _params_from_document(params_document, insecure_for_tests)
         return cls(params, index, _unhex(document, "share"))
 
