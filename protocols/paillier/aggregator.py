@@ -14,6 +14,9 @@ fails its proof is excluded. The aggregator aborts, releasing nothing, when
 the session cannot finish correctly: fewer than ``min_clients`` contributors
 at close (it then sends no decryption request at all), decryption shares that
 do not combine, or a slot overflow.
+
+Every frame is bounded by this session's parameters before it is decoded: an
+update has one exact size, a decryption share a maximum (:mod:`.messages`).
 """
 
 from __future__ import annotations
@@ -143,6 +146,7 @@ class PaillierAggregator:
         self._params_digest = self.params.digest(self.session_id, round_index)
         self._batch_size = layout.num_plaintexts * public_key.ciphertext_bytes
         self._accepted = accepted_kinds(Role.AGGREGATOR, self.params.mode)
+        self._max_body = max(self._body_limit(kind) for kind in self._accepted)
         self.state = AggregatorState.COLLECTING
         self._contributions: dict[int, _Contribution] = {}
         self._digests: set[bytes] = set()
@@ -152,6 +156,20 @@ class PaillierAggregator:
         self._bad_key_holders: set[int] = set()
         self._request_blob = b""
         self.result: AggregationResult | None = None
+
+    def _body_limit(self, kind: Kind) -> int:
+        """The largest body of ``kind`` this session can produce."""
+        if kind is Kind.ENCRYPTED_UPDATE:
+            return EncryptedUpdate.body_size(self._batch_size)
+        if kind is Kind.PARTIAL_DECRYPTION:
+            return PartialDecryptionMessage.max_body_size(
+                partials_size=self._batch_size, key_bytes=self.public_key.plaintext_bytes
+            )
+        if kind is Kind.AGGREGATE_PLAINTEXT:
+            return AggregatePlaintext.body_size(
+                self.layout.num_plaintexts * self.public_key.plaintext_bytes
+            )
+        raise AssertionError(f"the aggregator never receives {kind.name}")
 
     @property
     def layout(self) -> PackingLayout:
@@ -180,7 +198,7 @@ class PaillierAggregator:
         return self._send(Kind.ROUND_ANNOUNCEMENT, client_id, RoundAnnouncement(self.params).body())
 
     def receive(self, frame: bytes) -> list[bytes]:
-        header, kind, body = open_frame(frame, receiver=SERVER_ID)
+        header, kind, body = open_frame(frame, receiver=SERVER_ID, max_body=self._max_body)
         if header.session_id != self.session_id or header.round != self.round_index:
             raise SessionMismatch("frame of another session or round")
         if kind not in self._accepted:

@@ -98,7 +98,9 @@ class PaillierClient:
                 LocalProtocolError(f"no message expected in state {self.state.value}")
             )
         try:
-            header, kind, body = open_frame(frame, receiver=self.client_id)
+            header, kind, body = open_frame(
+                frame, receiver=self.client_id, max_body=RoundAnnouncement.BODY_SIZE
+            )
             nxt = self._move(received(kind))
             if header.sender != SERVER_ID or nxt is None:
                 raise SessionMismatch("expected a round announcement from the aggregator")

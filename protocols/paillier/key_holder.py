@@ -10,6 +10,10 @@ the slot headroom; every ciphertext lies in Z*_{n^2}; with
 ``require_contributions``, the aggregate is the product of the signed
 contributions. A refused request raises its typed error and leaves the session
 unserved (states: :class:`~.states.KeyHolderState`).
+
+The request is decoded against its own declared size (read from its first
+bytes, no copy), with no more contributors than registered clients, before
+anything proportional to its length is allocated.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from ..errors import (
     ReplayedMessage,
     SessionMismatch,
 )
-from ..wire import SERVER_ID, FrameHeader
+from ..wire import HEADER_SIZE, SERVER_ID, FrameHeader
 from .encryption import add_ciphertexts, ciphertexts_from_bytes, ciphertexts_to_bytes
 from .errors import ForeignKey, UnknownParty
 from .keys import PaillierPrivateKey, PaillierPublicKey
@@ -76,8 +80,16 @@ class _RequestChecker:
     def session_state(self, session_id: bytes) -> KeyHolderState:
         return KeyHolderState.SERVED if session_id in self.served_sessions else KeyHolderState.NEW
 
+    def _open(self, frame: bytes) -> tuple[FrameHeader, Any, bytes]:
+        declared = DecryptionRequest.declared_body_size(
+            memoryview(frame)[HEADER_SIZE:],
+            ciphertext_bytes=self.public_key.ciphertext_bytes,
+            max_contributors=len(self.clients),
+        )
+        return open_frame(frame, receiver=self.my_id, max_body=declared)
+
     def check(self, frame: bytes) -> tuple[FrameHeader, DecryptionRequest, list[Any]]:
-        header, kind, body = open_frame(frame, receiver=self.my_id)
+        header, kind, body = self._open(frame)
         event = received(kind)
         state = self.session_state(header.session_id)
         if header.sender != SERVER_ID or next_state(Role.KEY_HOLDER, KeyHolderState.NEW, event) is None:

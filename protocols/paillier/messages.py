@@ -19,6 +19,15 @@ Bodies (u8/u32 big-endian, ``blob`` = u32 length || bytes)::
 
 C = number of ciphertexts (ceil(length / slots)), L = ciphertext bytes
 (= bytes of n^2), P = plaintext bytes (= bytes of n), k = contributors.
+
+Every size above follows from the session's parameters, so each party bounds
+a frame *before* decoding it (:func:`open_frame`'s ``max_body``): a client
+knows the announcement's fixed size, the aggregator the exact size of an
+update and the largest decryption share of its session, and a key holder reads
+the request's own parameters and contributor count from the first bytes
+(:meth:`DecryptionRequest.declared_body_size`, no copy) and accepts a body of
+exactly that size, with no more contributors than it has registered clients.
+An oversized frame costs a length comparison, nothing proportional to its size.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from cryptography.exceptions import InvalidSignature as _CryptographyInvalidSign
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import InvalidSignature, MalformedMessage, SessionMismatch
-from ..wire import FrameHeader, Reader, Writer, decode_frame, encode_frame
+from ..wire import HEADER_SIZE, FrameHeader, Reader, Writer, decode_frame, encode_frame
 from .packing import PackingLayout
 
 __all__ = [
@@ -66,6 +75,7 @@ SIGNATURE_SIZE = 64  # Ed25519
 MAX_VECTOR_LENGTH = 1 << 26
 MAX_CONTRIBUTORS = 1 << 20
 MAX_KEY_BYTES = 1024  # 8192-bit moduli
+_U32 = 4  # a u32 field, and the length prefix of every blob
 
 #: Client id -> Ed25519 identity key: who may sign updates (a PKI assumption, see the docs).
 ClientRegistry = Mapping[int, Ed25519PublicKey]
@@ -124,6 +134,9 @@ class SessionParams:
             and self.max_clients <= min(MAX_CONTRIBUTORS, 1 << self.headroom_bits)
         ):
             raise ValueError("max_clients exceeds the slot headroom")
+
+    #: bytes of the encoded parameters (fixed: blob(32), 3 x u8, 4 x u32)
+    SIZE = _U32 + FINGERPRINT_SIZE + 3 + 4 * _U32
 
     @property
     def layout(self) -> PackingLayout:
@@ -192,6 +205,8 @@ class RoundAnnouncement:
     kind = Kind.ROUND_ANNOUNCEMENT
     params: SessionParams
 
+    BODY_SIZE = SessionParams.SIZE
+
     def body(self) -> bytes:
         return self.params.write(Writer()).getvalue()
 
@@ -223,6 +238,10 @@ class EncryptedUpdate:
             .blob(self.signature)
             .getvalue()
         )
+
+    @staticmethod
+    def body_size(ciphertexts_size: int) -> int:
+        return 3 * _U32 + FINGERPRINT_SIZE + ciphertexts_size + SIGNATURE_SIZE
 
     @classmethod
     def parse(cls, body: bytes, *, ciphertexts_size: int) -> EncryptedUpdate:
@@ -266,6 +285,46 @@ class DecryptionRequest:
         for contribution in self.contributions or ():
             writer.blob(contribution)
         return writer.getvalue()
+
+    @staticmethod
+    def body_size(
+        params: SessionParams, contributors: int, *, ciphertext_bytes: int, contributions: bool
+    ) -> int:
+        """Bytes of a request for ``contributors`` clients in a session of ``params``."""
+        aggregate = params.layout.num_plaintexts * ciphertext_bytes
+        fixed = SessionParams.SIZE + 4 * _U32 + 1 + aggregate
+        per_contributor = _U32 + DIGEST_SIZE + SIGNATURE_SIZE
+        if contributions:
+            per_contributor += _U32 + aggregate
+        return fixed + contributors * per_contributor
+
+    @classmethod
+    def declared_body_size(
+        cls, body: bytes | memoryview, *, ciphertext_bytes: int, max_contributors: int
+    ) -> int:
+        """The size the request in ``body`` declares, read from its first bytes without a copy.
+
+        Reads the session parameters, the contributor count and the
+        contributions flag (whose offset both fix); a count above
+        ``max_contributors`` (the registered clients: every contributor must
+        be one of them) or above the session's ``max_clients`` is refused here.
+        """
+        reader = Reader(body)
+        params = SessionParams.read(reader)
+        listed = reader.u32()
+        if listed % _U32:
+            raise MalformedMessage("array length is not a multiple of its item size")
+        count = listed // _U32
+        if count > min(params.max_clients, max_contributors):
+            raise MalformedMessage(f"{count} contributors: more than this session can have")
+        bare = cls.body_size(params, count, ciphertext_bytes=ciphertext_bytes, contributions=False)
+        flag_offset = bare - 1
+        if flag_offset >= len(body):
+            raise MalformedMessage("truncated message body")
+        flag = body[flag_offset]
+        if flag not in (0, 1):
+            raise MalformedMessage("bad contributions flag")
+        return cls.body_size(params, count, ciphertext_bytes=ciphertext_bytes, contributions=bool(flag))
 
     @classmethod
     def parse(cls, body: bytes, *, ciphertext_bytes: int) -> DecryptionRequest:
@@ -317,15 +376,26 @@ class PartialDecryptionMessage:
             .getvalue()
         )
 
+    @staticmethod
+    def _bigint_limits(key_bytes: int) -> tuple[int, int, int]:
+        # a, b < n^2 (2P bytes); z = r + e*Δ*s_i has about |Δ*s_i| + 384 bits: 4P + 128 is ample
+        return 2 * key_bytes, 2 * key_bytes, 4 * key_bytes + 128
+
+    @classmethod
+    def max_body_size(cls, *, partials_size: int, key_bytes: int) -> int:
+        limits = cls._bigint_limits(key_bytes)
+        return 1 + _U32 + partials_size + sum(_U32 + limit for limit in limits)
+
     @classmethod
     def parse(cls, body: bytes, *, partials_size: int, key_bytes: int) -> PartialDecryptionMessage:
         reader = Reader(body)
+        a_limit, b_limit, z_limit = cls._bigint_limits(key_bytes)
         fields = (
             reader.u8(),
             reader.blob(exact_len=partials_size),
-            reader.bigint(max_bytes=2 * key_bytes),
-            reader.bigint(max_bytes=2 * key_bytes),
-            reader.bigint(max_bytes=4 * key_bytes + 128),
+            reader.bigint(max_bytes=a_limit),
+            reader.bigint(max_bytes=b_limit),
+            reader.bigint(max_bytes=z_limit),
         )
         reader.end()
         try:
@@ -341,6 +411,10 @@ class AggregatePlaintext:
 
     def body(self) -> bytes:
         return Writer().blob(self.plaintexts).getvalue()
+
+    @staticmethod
+    def body_size(size: int) -> int:
+        return _U32 + size
 
     @classmethod
     def parse(cls, body: bytes, *, size: int) -> AggregatePlaintext:
@@ -359,9 +433,13 @@ def encode_message(
     )
 
 
-def open_frame(frame: bytes, *, receiver: int) -> tuple[FrameHeader, Kind, bytes]:
-    """Header, kind and body of a Paillier frame for ``receiver``."""
-    header, body = decode_frame(frame)
+def open_frame(frame: bytes, *, receiver: int, max_body: int) -> tuple[FrameHeader, Kind, bytes]:
+    """Header, kind and body of a Paillier frame for ``receiver``.
+
+    ``max_body`` is the largest body the receiver's session allows: a longer
+    frame is refused before its body is copied or decoded.
+    """
+    header, body = decode_frame(frame, max_size=HEADER_SIZE + max_body)
     if header.protocol != PROTOCOL_CODE:
         raise MalformedMessage(f"not a Paillier frame (protocol {header.protocol})")
     if header.receiver != receiver:
