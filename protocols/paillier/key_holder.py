@@ -144,7 +144,29 @@ class _RequestChecker:
         return header, request, aggregate
 
 
-class ThresholdKeyHolder:
+class _DecryptingParty:
+    """What both decrypting parties share: the request checks, the id, the per-session state."""
+
+    _checker: _RequestChecker
+
+    @property
+    def party_id(self) -> int:
+        return self._checker.my_id
+
+    def session_state(self, session_id: bytes) -> KeyHolderState:
+        return self._checker.session_state(session_id)
+
+    def _answer(self, header: FrameHeader, message: Any) -> list[bytes]:
+        """``message`` to the aggregator, in the session and round of the request."""
+        return [
+            encode_message(
+                message.kind, header.session_id, header.round, self.party_id, SERVER_ID,
+                message.body(),
+            )
+        ]
+
+
+class ThresholdKeyHolder(_DecryptingParty):
     """Holds one share; answers a valid decryption request with a proven partial decryption."""
 
     def __init__(
@@ -166,39 +188,22 @@ class ThresholdKeyHolder:
             contributions="required" if require_contributions else "optional",
         )
 
-    @property
-    def party_id(self) -> int:
-        return self._checker.my_id
-
-    def session_state(self, session_id: bytes) -> KeyHolderState:
-        return self._checker.session_state(session_id)
-
     def receive(self, frame: bytes) -> list[bytes]:
         header, request, aggregate = self._checker.check(frame)
         context = decryption_context(
             header.session_id, header.round, request.params, request.aggregate
         )
         partial = partial_decrypt(self.share, aggregate, context=context)
-        message = PartialDecryptionMessage(
+        return self._answer(header, PartialDecryptionMessage(
             partial.index,
             ciphertexts_to_bytes(self.share.params.public_key, partial.values),
             partial.commitment_ciphertexts,
             partial.commitment_generator,
             partial.response,
-        )
-        return [
-            encode_message(
-                message.kind,
-                header.session_id,
-                header.round,
-                self.party_id,
-                SERVER_ID,
-                message.body(),
-            )
-        ]
+        ))
 
 
-class TwoPartyDecryptor:
+class TwoPartyDecryptor(_DecryptingParty):
     """Holds the whole private key; decrypts only aggregates, never sees a single contribution."""
 
     def __init__(
@@ -214,25 +219,9 @@ class TwoPartyDecryptor:
             contributions="forbidden",
         )
 
-    @property
-    def party_id(self) -> int:
-        return self._checker.my_id
-
-    def session_state(self, session_id: bytes) -> KeyHolderState:
-        return self._checker.session_state(session_id)
-
     def receive(self, frame: bytes) -> list[bytes]:
         header, _, aggregate = self._checker.check(frame)
         plaintexts = self.private_key.decrypt_raw(aggregate)
         size = self.private_key.public_key.plaintext_bytes
-        message = AggregatePlaintext(b"".join(p.to_bytes(size, "big") for p in plaintexts))
-        return [
-            encode_message(
-                message.kind,
-                header.session_id,
-                header.round,
-                self.party_id,
-                SERVER_ID,
-                message.body(),
-            )
-        ]
+        return self._answer(header, AggregatePlaintext(
+            b"".join(p.to_bytes(size, "big") for p in plaintexts)))
