@@ -10,8 +10,8 @@ import torch
 
 from .config import RunConfig
 from .data.dataset import Split
-from .engine.client import loss_fn
-from .engine.inprocess import build_model_for
+from .training.local import loss_fn
+from .engines.inprocess import build_model_for
 from .evaluation import evaluate
 from .models import FederatedModel
 

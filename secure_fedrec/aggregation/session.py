@@ -1,127 +1,124 @@
-"""Build the aggregation pipeline a run's configuration (and privacy plan) asks for."""
+"""The parameters of each secure-sum session, computed from the round's size by one pure function.
+
+A run fixes a :class:`SessionPolicy` (its protocol, the survivor fraction it asks
+for, the dropout rate SecAgg+'s graph is chosen for, and the privacy plan's minimum
+of survivors); :func:`session_parameters` turns it into the parameters of one
+session of ``n`` clients. Both engines call it: the in-process engine builds its
+:class:`protocols.SecureSum` from the result, the Flower engine its
+:class:`protocols.masking.MaskingServer` or Paillier aggregator. No protocol object
+is ever changed after it is built.
+
+The rules (unchanged from the first engine, see docs/protocols/masking.md):
+
+* classic SecAgg needs a strict majority: ``t = min(n, max(⌊n/2⌋+1, ⌈fraction·n⌉,
+  min_survivors))`` on the complete graph;
+* SecAgg+ takes the degree and neighbourhood threshold of
+  :func:`protocols.masking.choose_parameters` for the expected dropout rate
+  (complete graph and majority when no sparse graph meets the targets);
+* Paillier's floor ``min_clients`` is fixed for the run by the plan;
+* every secure protocol needs at least two clients and at least ``min_survivors``
+  (the noise of the distributed discrete Gaussian is sized for that many shares):
+  a smaller round is a :class:`protocols.BelowThreshold` that releases nothing.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
-import numpy as np
+from protocols import BelowThreshold
 
-from protocols import BelowThreshold, SecureSum, SecureSumResult
+__all__ = ["SessionParameters", "SessionPolicy", "protocol_stages", "session_parameters"]
 
-from ..config import RunConfig
-from .aggregators import (
-    AdaptiveClip,
-    CentralGaussianNoise,
-    Clip,
-    FloatSum,
-    Mean,
-    QuantizedSecureSum,
-    SumLayer,
-)
+ProtocolName = Literal["plaintext", "secagg", "secagg+", "paillier"]
 
-__all__ = ["build_pipeline", "secure_sum_protocol", "ThresholdPolicy"]
+#: SecAgg+ graph targets (protocols.masking.choose_parameters' own defaults, fixed here so both
+#: engines use the same ones)
+_CORRUPT_FRACTION, _SECURITY_BITS, _CORRECTNESS_BITS = 0.05, 40, 20
+#: SecAgg+ never plans its graph for fewer dropouts than this
+_MIN_PLANNED_DROPOUT = 0.05
 
 
-@dataclass
-class ThresholdPolicy:
-    """Sets a masking protocol's survivor threshold for each session from the round's size.
+@dataclass(frozen=True)
+class SessionPolicy:
+    """How a run sizes every session (fixed for the run)."""
 
-    Classic SecAgg takes one global threshold t: here ``max(⌊n/2⌋+1,
-    ⌈fraction·n⌉, min_survivors)``, so a distributed-DP round with fewer survivors than its
-    noise was sized for aborts inside the protocol. SecAgg+ chooses its
-    neighbourhood threshold from its graph; the global minimum is checked on
-    the result before it is returned (see docs/privacy.md for what that
-    means for an honest-but-curious server).
-    """
-
-    protocol: SecureSum
-    fraction: float
+    protocol: ProtocolName
+    threshold_fraction: float = 0.5
+    dropout_rate: float = 0.0
+    #: the fewest contributors whose sum may be released (the plan's guaranteed noise shares)
     min_survivors: int = 1
-
-    @property
-    def name(self) -> str:
-        return self.protocol.name
-
-    @property
-    def stages(self) -> tuple[str, ...]:
-        return self.protocol.stages
-
-    def run_round(self, inputs: Mapping[int, np.ndarray], *, bits: int, round_index: int = 0,
-                  dropouts=None) -> SecureSumResult:
-        n = len(inputs)
-        if n < self.min_survivors:
-            raise BelowThreshold(n, self.min_survivors, "sampling")
-        if self.protocol.name == "secagg" and not getattr(self.protocol, "active", False):
-            # SecAgg's security argument needs a strict majority of the session's clients.
-            self.protocol.threshold = min(n, max(n // 2 + 1, math.ceil(self.fraction * n),
-                                                 self.min_survivors))
-        result = self.protocol.run_round(inputs, bits=bits, round_index=round_index, dropouts=dropouts)
-        if len(result.contributors) < self.min_survivors:
-            raise BelowThreshold(len(result.contributors), self.min_survivors, "unmasking")
-        return result
+    #: Paillier: clients, aggregator and key holders refuse a sum of fewer
+    paillier_min_clients: int = 2
 
 
-def secure_sum_protocol(config: RunConfig, expected_clients: float, *, min_survivors: int = 1) -> SecureSum:
-    """The :class:`protocols.SecureSum` behind ``aggregation.protocol`` (not 'plaintext')."""
-    agg = config.aggregation
-    if agg.protocol == "secagg":
-        from protocols.masking import SecAgg
+@dataclass(frozen=True)
+class SessionParameters:
+    """Everything the parties of one session must agree on."""
 
-        return ThresholdPolicy(SecAgg(), agg.threshold_fraction, min_survivors)
-    if agg.protocol == "secagg+":
-        from protocols.masking import SecAggPlus
+    protocol: ProtocolName
+    clients: int
+    bits: int | None  # None: the plaintext float sum
+    vector_length: int
+    min_survivors: int
+    threshold: int | None = None  # masking: Shamir threshold per closed neighbourhood
+    degree: int | None = None  # masking: graph degree (clients - 1 is classic SecAgg)
 
-        return ThresholdPolicy(SecAggPlus(dropout_rate=max(0.05, config.training.dropout_rate)),
-                               agg.threshold_fraction, min_survivors)
-    if agg.protocol == "paillier":
-        from protocols.paillier import PaillierSecureSum
+    def masking_params(self):
+        """The :class:`protocols.masking.MaskingParams` of a SecAgg / SecAgg+ session."""
+        from protocols.masking import MaskingParams
 
-        return PaillierSecureSum(
-            key_bits=agg.paillier_key_bits,
-            min_clients=max(2, min_survivors, math.floor(agg.threshold_fraction * expected_clients)),
-        )
-    raise ValueError(f"no secure-sum protocol named {agg.protocol!r}")
-
-
-def build_pipeline(config: RunConfig, expected_clients: float, privacy=None) -> Mean:
-    """plaintext/secure sum, wrapped by the privacy unit's layers (inside-out)."""
-    agg, p = config.aggregation, config.privacy
-    if privacy is not None and privacy.unit == "user" and privacy.adaptive_clip is not None:
-        return _adaptive_user_pipeline(config, expected_clients, privacy)
-    if privacy is not None and privacy.unit == "user":
-        if privacy.ddg_plan is not None:
-            from .ddg import DistributedDiscreteGaussianSum
-
-            protocol = secure_sum_protocol(config, expected_clients, min_survivors=privacy.min_survivors)
-            inner: SumLayer = DistributedDiscreteGaussianSum(protocol=protocol, plan=privacy.ddg_plan)
-        else:
-            base = (FloatSum() if agg.protocol == "plaintext" else QuantizedSecureSum(
-                protocol=secure_sum_protocol(config, expected_clients),
-                coordinate_clip=p.clip_norm, bits=agg.bits))
-            inner = CentralGaussianNoise(base, stddev=privacy.noise_multiplier * p.clip_norm)
-        return Mean(Clip(inner, clip_norm=p.clip_norm), denominator="expected")
-    if agg.protocol == "plaintext":
-        return Mean(FloatSum(), denominator="weights")
-    return Mean(QuantizedSecureSum(protocol=secure_sum_protocol(config, expected_clients),
-                                   coordinate_clip=agg.coordinate_clip, bits=agg.bits),
-                denominator="weights")
+        if self.threshold is None or self.degree is None or self.bits is None:
+            raise ValueError(f"a {self.protocol} session has no masking parameters")
+        return MaskingParams(threshold=self.threshold, degree=self.degree, bits=self.bits,
+                             vector_length=self.vector_length)
 
 
-def _adaptive_user_pipeline(config: RunConfig, expected_clients: float, privacy) -> Mean:
-    """User level with adaptive clipping: the inner layers see unit-scale vectors plus the bit."""
-    agg = config.aggregation
-    if privacy.ddg_plan is not None:
-        from .ddg import DistributedDiscreteGaussianSum
+def protocol_stages(protocol: ProtocolName) -> tuple[str, ...]:
+    """The stage names a client can drop out before (the dropout schedule's vocabulary)."""
+    if protocol in ("secagg", "secagg+"):
+        from protocols.masking import stages_for
 
-        protocol = secure_sum_protocol(config, expected_clients, min_survivors=privacy.min_survivors)
-        inner: SumLayer = DistributedDiscreteGaussianSum(protocol=protocol, plan=privacy.ddg_plan)
+        return stages_for(False)
+    if protocol == "paillier":
+        return ("announce", "upload")
+    return ("upload",)  # the plaintext float sum: a client can only fail to upload
+
+
+def session_parameters(policy: SessionPolicy, clients: int, *, bits: int | None,
+                       vector_length: int) -> SessionParameters:
+    """The parameters of a session of ``clients`` clients; raises :class:`BelowThreshold`
+    (stage ``"sampling"``) when the round is too small to release anything."""
+    protocol = policy.protocol
+    if protocol == "plaintext":
+        needed = policy.min_survivors
+    elif protocol == "paillier":
+        needed = max(2, policy.min_survivors, policy.paillier_min_clients)
     else:
-        # unit-scale rows have |x_j| <= 1 and the bit coordinate is ±bit_scale/2
-        bound = max(1.0, privacy.bit_scale / 2)
-        base = (FloatSum() if agg.protocol == "plaintext" else QuantizedSecureSum(
-            protocol=secure_sum_protocol(config, expected_clients), coordinate_clip=bound, bits=agg.bits))
-        inner = CentralGaussianNoise(base, stddev=privacy.update_noise_multiplier)
-    return Mean(AdaptiveClip(inner, state=privacy.adaptive_clip, bit_scale=privacy.bit_scale),
-                denominator="expected")
+        needed = max(2, policy.min_survivors)
+    if clients < needed:
+        raise BelowThreshold(clients, needed, "sampling")
+    common = {"protocol": protocol, "clients": clients, "bits": bits, "vector_length": vector_length,
+              "min_survivors": needed if protocol == "paillier" else policy.min_survivors}
+    if protocol == "secagg":
+        threshold = min(clients, max(clients // 2 + 1, math.ceil(policy.threshold_fraction * clients),
+                                     policy.min_survivors))
+        return SessionParameters(**common, threshold=threshold, degree=clients - 1)
+    if protocol == "secagg+":
+        degree, threshold = _secaggplus_graph(clients, max(_MIN_PLANNED_DROPOUT, policy.dropout_rate))
+        return SessionParameters(**common, threshold=threshold, degree=degree)
+    return SessionParameters(**common)
+
+
+def _secaggplus_graph(clients: int, dropout_rate: float) -> tuple[int, int]:
+    """SecAgg+'s (degree, threshold) for ``clients``: the sparse Harary graph the parameter
+    helper finds, else the complete graph with a majority."""
+    from protocols.masking import choose_parameters
+
+    try:
+        chosen = choose_parameters(clients, dropout_rate=dropout_rate, corrupt_fraction=_CORRUPT_FRACTION,
+                                   security_bits=_SECURITY_BITS, correctness_bits=_CORRECTNESS_BITS)
+    except ValueError:  # no sparse graph meets the targets at this size
+        return clients - 1, clients // 2 + 1
+    return chosen.degree, chosen.threshold

@@ -1,77 +1,124 @@
-"""The batch of client updates one round hands to aggregation."""
+"""The values that flow through the aggregation pipeline, on each side of the secure sum.
+
+Client side (one client at a time)::
+
+    ClientUpdate  --client halves-->  ClientUpdate ... --encoding-->  payload
+                                                                      (ring vector, or the float
+                                                                       update itself for plaintext)
+
+Server side (once per round)::
+
+    SumOutcome  --encoding-->  Aggregate  --server halves-->  Aggregate (the mean update)
+
+The contexts say what each side may know about the round.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy import sparse
 
-__all__ = ["ClientUpdates", "RoundContext", "SumOutput"]
+__all__ = ["Aggregate", "ClientContext", "ClientUpdate", "Measurements", "Payload", "ServerContext",
+           "SumOutcome"]
+
+#: a layer's or a protocol's numbers for the round's metrics (name -> value)
+Measurements = dict[str, float]
 
 
 @dataclass(frozen=True)
-class ClientUpdates:
-    """One row per client over the flat shared-parameter vector.
+class ClientUpdate:
+    """One client's update over the flat shared-parameter vector, stored sparse.
 
-    Rows are sparse because a client changes only the rows of the items it
-    touched; every protocol that needs a dense vector (masking, Paillier,
-    noise on every coordinate) densifies a row itself.
+    A client changes only the rows of the items it touched: ``values`` sit at the
+    sorted, distinct positions ``indices`` of a vector of length ``size``; every
+    layer that needs the dense vector (masking, noise on every coordinate) calls
+    :meth:`dense`. ``weight`` is the weight the update carries into a weighted mean
+    (set by the mean layer's client half from ``num_examples``).
     """
 
-    client_ids: np.ndarray  # (k,) int64
-    matrix: sparse.csr_array  # (k, dim) float64
-    weights: np.ndarray  # (k,) float64 in [0, 1]: the weight each client's row carries
+    indices: np.ndarray  # int64
+    values: np.ndarray  # float64
+    size: int
+    num_examples: int = 0
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
-        k = len(self.client_ids)
-        if self.matrix.shape[0] != k or len(self.weights) != k:
-            raise ValueError("client_ids, matrix rows and weights must have the same length")
+        if self.indices.shape != self.values.shape or self.indices.ndim != 1:
+            raise ValueError("indices and values must be 1-D arrays of the same length")
 
-    @property
-    def dim(self) -> int:
-        return int(self.matrix.shape[1])
+    @classmethod
+    def from_dense(cls, vector: np.ndarray, **kwargs) -> ClientUpdate:
+        vector = np.asarray(vector, dtype=np.float64)
+        return cls(indices=np.arange(vector.size, dtype=np.int64), values=vector, size=vector.size, **kwargs)
 
-    def __len__(self) -> int:
-        return len(self.client_ids)
-
-    def row_norms(self) -> np.ndarray:
-        sq = self.matrix.multiply(self.matrix).sum(axis=1)
-        return np.sqrt(np.asarray(sq, dtype=np.float64).reshape(-1))
-
-    def scale_rows(self, factors: np.ndarray) -> ClientUpdates:
-        scaled = sparse.csr_array(sparse.diags_array(np.asarray(factors, dtype=np.float64)) @ self.matrix)
-        return replace(self, matrix=scaled)
-
-    def append_column(self, column: np.ndarray) -> ClientUpdates:
-        """One more coordinate per client (a value that must ride through the same sum)."""
-        extra = sparse.csr_array(np.asarray(column, dtype=np.float64).reshape(-1, 1))
-        return replace(self, matrix=sparse.csr_array(sparse.hstack([self.matrix, extra], format="csr")))
-
-    def dense_row(self, j: int) -> np.ndarray:
-        out = np.zeros(self.dim, dtype=np.float64)
-        start, end = self.matrix.indptr[j], self.matrix.indptr[j + 1]
-        out[self.matrix.indices[start:end]] = self.matrix.data[start:end]
+    def dense(self) -> np.ndarray:
+        out = np.zeros(self.size, dtype=np.float64)
+        out[self.indices] = self.values
         return out
 
-    def nnz_per_row(self) -> np.ndarray:
-        return np.diff(self.matrix.indptr)
+    def norm(self) -> float:
+        return float(np.sqrt(np.dot(self.values, self.values)))
+
+    def scaled(self, factor: float) -> ClientUpdate:
+        return replace(self, values=self.values * factor)
+
+    def with_coordinate(self, value: float) -> ClientUpdate:
+        """One more coordinate at the end (a value that must ride through the same sum)."""
+        return replace(self, indices=np.append(self.indices, self.size), values=np.append(self.values, value),
+                       size=self.size + 1)
 
 
-@dataclass
-class RoundContext:
-    """What every aggregation layer may know about the round."""
+#: what a client hands to the sum: a ring vector (uint64, secure protocols) or, for the
+#: plaintext "protocol", the float update itself
+Payload = np.ndarray | ClientUpdate
+
+
+@dataclass(frozen=True)
+class ClientContext:
+    """What a client half may know about the round: all of it is in the server's broadcast."""
 
     round_index: int
-    expected_clients: float  # E[clients per round]: the fixed denominator DP needs
-    dropouts: dict[int, str] = field(default_factory=dict)  # client id -> stage it vanishes before
+    n_clients: int  # clients asked to train this round: the fixed-point encoder's range
+    expected_clients: float  # E[clients per round]
 
 
 @dataclass
-class SumOutput:
-    """The (weighted) sum over the clients that made it to the end of the protocol."""
+class SumOutcome:
+    """What the secure sum (or the plaintext float sum) released, over its contributors."""
 
-    total: np.ndarray  # dense float64, sum of the contributors' rows
-    weight_total: float  # sum of the contributors' weights
+    total: np.ndarray  # uint64 ring sum; float64 for the plaintext float sum
     contributors: tuple[int, ...]
-    measurements: dict[str, float] = field(default_factory=dict)
+    weight_total: float | None = None  # the plaintext sum adds the weights beside the vector
+    measurements: Measurements = field(default_factory=dict)
+
+
+@dataclass
+class Aggregate:
+    """The server's running value: a sum (then a mean) over ``contributors``."""
+
+    total: np.ndarray  # dense float64
+    weight_total: float
+    contributors: tuple[int, ...]
+    #: std of the noise the aggregate carries per coordinate, in model units (None: no noise)
+    noise_stddev: float | None = None
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """What a server half may know about the round.
+
+    ``client_totals`` are the sums of the client halves' measurements over the
+    ``reporting_clients`` clients that trained (counts such as ``clipped``);
+    ``client_diagnostics`` are individual
+    values (``update_norm``) that only a simulation has — a deployment's server never
+    sees one client's number, so the Flower engine leaves it empty.
+    """
+
+    round_index: int
+    n_clients: int
+    expected_clients: float
+    reporting_clients: int = 0
+    client_totals: Mapping[str, float] = field(default_factory=dict)
+    client_diagnostics: Mapping[str, list[float]] = field(default_factory=dict)

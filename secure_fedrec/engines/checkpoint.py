@@ -38,6 +38,7 @@ class CheckpointError(RuntimeError):
 def config_fingerprint(trainer: FederatedTrainer) -> str:
     cfg = config_to_dict(trainer.config)
     cfg.get("training", {}).pop("rounds", None)  # a resume may extend the planned rounds
+    cfg.pop("flower", None)  # the Flower engine's settings do not touch an in-process run
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
 
 

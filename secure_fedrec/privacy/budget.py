@@ -20,11 +20,13 @@ __all__ = ["BudgetExceededError", "BudgetStatus", "PrivacyBudget", "SupportsEpsi
 
 
 class SupportsEpsilon(Protocol):
-    """Anything with ``get_epsilon(delta)`` and a non-mutating ``epsilon_after(..., delta=)``."""
+    """Anything with ``get_epsilon(delta)`` and a non-mutating ``epsilon_after(..., delta=)``
+    (every :class:`~secure_fedrec.privacy.accounting.Accountant`)."""
 
     def get_epsilon(self, delta: float) -> float: ...
 
-    def epsilon_after(self, *, delta: float, **step: Any) -> float: ...
+    def epsilon_after(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1,
+                      delta: float) -> float: ...
 
 
 class BudgetExceededError(RuntimeError):

@@ -71,7 +71,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..engine.client import ClientData, ClientResult, LocalTraining, local_examples, loss_fn
+from .local import ClientData, ClientResult, LocalTraining, local_examples, loss_fn
 from ..models import FederatedModel
 from .bookkeeping import BookkeepingClipping, supports_bookkeeping
 from .record_sampling import client_sample_rate

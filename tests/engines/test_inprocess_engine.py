@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from secure_fedrec.config import load_config
-from secure_fedrec.engine import FederatedTrainer
+from secure_fedrec.engines.inprocess import FederatedTrainer
 from secure_fedrec.runner import load_data, make_split
 
 TINY = {
@@ -67,9 +67,9 @@ def test_implicit_neumf_reports_ranking_metrics(implicit):
 
 def test_a_diverged_client_is_a_dropout_and_the_others_still_aggregate(monkeypatch):
     """A client whose update is NaN does not upload; the round completes without it."""
-    from secure_fedrec.engine import inprocess
+    from secure_fedrec.training import methods
 
-    original = inprocess.train_client
+    original = methods.train_client
     calls = {"n": 0}
 
     def first_client_diverges(*args, **kwargs):
@@ -79,7 +79,7 @@ def test_a_diverged_client_is_a_dropout_and_the_others_still_aggregate(monkeypat
             result.delta[:] = np.nan
         return result
 
-    monkeypatch.setattr(inprocess, "train_client", first_client_diverges)
+    monkeypatch.setattr(methods, "train_client", first_client_diverges)
     trainer = _trainer(**{"aggregation.protocol": "secagg", "training.clients_per_round": 6})
     metrics = trainer.run_round()
     assert metrics.sampled == 6 and metrics.contributors == 5

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from secure_fedrec.config import load_config
-from secure_fedrec.engine import FederatedTrainer
+from secure_fedrec.engines.inprocess import FederatedTrainer
 from secure_fedrec.runner import load_data, make_split
 
 TINY = {
@@ -90,8 +90,7 @@ def test_dropouts_under_privacy_use_the_wrapped_protocols_stages():
                                   "privacy.noise_multiplier": 1.0, "training.rounds": 1})
     stages = set(trainer.protocol_stages())
     assert "unmasking" in stages
-    _, dropouts, _ = trainer.plan_round(0)
-    assert set(dropouts.values()) <= stages
+    assert set(trainer.plan_round(0).dropouts.values()) <= stages
     history = trainer.run()
     assert history[-1].contributors <= history[-1].sampled
 

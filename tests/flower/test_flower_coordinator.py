@@ -46,7 +46,7 @@ def test_plaintext_matches_inprocess_exactly():
     config = small_config(**{"aggregation.protocol": "plaintext"})
     expected, trainer = reference_params(config)
     got = run_split(config, 4)
-    np.testing.assert_array_equal(got.trainer.params, expected)
+    np.testing.assert_array_equal(got.params, expected)
     assert got.history[-1].evaluation["rmse"] == pytest.approx(trainer.history[-1].evaluation["rmse"], rel=1e-9)
 
 
@@ -56,8 +56,8 @@ def test_masking_matches_inprocess(protocol):
     expected, trainer = reference_params(config)
     got = run_split(config, 5)
     # Stochastic rounding (os.urandom) differs between runs: equal up to quantization noise.
-    np.testing.assert_allclose(got.trainer.params, expected, rtol=0, atol=1e-6)
-    assert not np.array_equal(got.trainer.params, reference_params(small_config(
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-6)
+    assert not np.array_equal(got.params, reference_params(small_config(
         **{"aggregation.protocol": protocol, "seed": 8}))[0])
     for mine, theirs in zip(got.history, trainer.history):
         assert mine.contributors == theirs.contributors
@@ -74,7 +74,7 @@ def test_dead_node_is_a_dropout(label, recorded):
     got = run_split(config, 3, kill_at={(kill_round, label): {2}})
     assert got.dead_at[2] == (kill_round, recorded)
     expected, trainer = reference_params(config, num_partitions=3, dead_at=got.dead_at)
-    np.testing.assert_allclose(got.trainer.params, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-6)
     assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
     assert got.history[-1].contributors < got.history[-1].sampled
 
@@ -107,7 +107,7 @@ def test_user_level_dp_accounts_as_inprocess(name, privacy):
     assert epsilons(got.history) == epsilons(trainer.history)
     assert all(e is not None and 0 < e < 20 for e in epsilons(got.history))
     assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
-    assert got.trainer.privacy.summary()["epsilon"] == trainer.privacy.summary()["epsilon"]
+    assert got.server.privacy.summary()["epsilon"] == trainer.privacy.summary()["epsilon"]
     last = got.history[-1].measurements
     assert last["noise_stddev"] == trainer.history[-1].measurements["noise_stddev"] > 0
     assert last["clip_norm"] == 0.5
@@ -122,8 +122,8 @@ def test_user_level_pipeline_matches_inprocess_without_noise():
     expected, _ = reference_params(config)
     assert got.history[-1].measurements["noise_stddev"] < 1e-6
     # FedAdam divides by sqrt(v): where v is tiny, even this noise moves a coordinate a little.
-    np.testing.assert_allclose(got.trainer.params, expected, rtol=0, atol=1e-3)
-    assert np.median(np.abs(got.trainer.params - expected)) < 1e-5  # values are ~1e-1
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-3)
+    assert np.median(np.abs(got.params - expected)) < 1e-5  # values are ~1e-1
 
 
 def test_record_level_dp_accounts_as_inprocess():
@@ -134,7 +134,7 @@ def test_record_level_dp_accounts_as_inprocess():
     assert epsilons(got.history) == epsilons(trainer.history)
     assert all(e is not None and e > 0 for e in epsilons(got.history))
     assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
-    ours, theirs = got.trainer.privacy.summary(), trainer.privacy.summary()
+    ours, theirs = got.server.privacy.summary(), trainer.privacy.summary()
     assert ours["epsilon"] == theirs["epsilon"]
     assert ours["epsilon_distribution"] == theirs["epsilon_distribution"]
 
@@ -143,7 +143,7 @@ def test_paillier_matches_inprocess(paillier_keys):
     config = small_config(**PAILLIER_JOB)
     got = run_split(config, 3, paillier_keys=paillier_keys)
     expected, trainer = reference_params(config)
-    np.testing.assert_allclose(got.trainer.params, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-6)
     assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history] == [10, 10]
     assert got.history[-1].measurements["protocol_key_bits"] == 2048
 
@@ -158,7 +158,7 @@ def test_paillier_survives_a_dead_key_holder_host(paillier_keys):
     expected, trainer = reference_params(config, num_partitions=3, dead_at={2: (1, "evaluate")})
     assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
     assert got.history[0].contributors == 10
-    np.testing.assert_allclose(got.trainer.params, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-6)
     assert got.history[1].contributors < got.history[1].sampled
 
 

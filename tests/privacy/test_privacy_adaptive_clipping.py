@@ -135,7 +135,7 @@ def test_adaptive_clipping_config_errors():
 
 
 def _run(**extra):
-    from secure_fedrec.engine import FederatedTrainer
+    from secure_fedrec.engines.inprocess import FederatedTrainer
     from secure_fedrec.runner import load_data, make_split
 
     config = load_config(None, {**BASE, "privacy.clip_learning_rate": 0.5, **extra})

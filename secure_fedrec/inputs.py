@@ -1,0 +1,30 @@
+"""What a run reads: the data set its configuration names, and the train/test split."""
+
+from __future__ import annotations
+
+from .config import RunConfig
+from .data import holdout_split, leave_last_out, load_ratings, synthetic_ratings
+from .data.dataset import RatingData, Split
+
+__all__ = ["load_data", "make_split"]
+
+
+def load_data(config: RunConfig) -> RatingData:
+    d = config.data
+    if d.source == "synthetic":
+        s = d.synthetic
+        return synthetic_ratings(
+            n_users=s.n_users, n_items=s.n_items, rank=s.rank,
+            mean_ratings_per_user=s.mean_ratings_per_user, noise_std=s.noise_std,
+            seed=config.seed, implicit=d.implicit,
+        )
+    return load_ratings(
+        d.source, d.format, implicit=d.implicit, binarize_threshold=d.binarize_threshold,
+        min_user_ratings=d.min_user_ratings, min_item_ratings=d.min_item_ratings,
+    )
+
+
+def make_split(config: RunConfig, data: RatingData) -> Split:
+    if config.split_protocol == "leave-last-out":
+        return leave_last_out(data, seed=config.seed)
+    return holdout_split(data, test_fraction=config.data.test_fraction, seed=config.seed)
