@@ -84,7 +84,8 @@ def test_every_protocol_and_privacy_unit_is_supported():
 
     for protocol in ("plaintext", "secagg", "secagg+", "paillier"):
         check_supported(small_config(**{"aggregation.protocol": protocol}))
-    for privacy in (CENTRAL_DP, DISTRIBUTED_DP, RECORD_DP):
+    for privacy in (CENTRAL_DP, DISTRIBUTED_DP, RECORD_DP, {**CENTRAL_DP, "privacy.clipping": "adaptive"},
+                    {**DISTRIBUTED_DP, "privacy.clipping": "adaptive"}):
         check_supported(small_config(**privacy))
 
 
@@ -124,6 +125,37 @@ def test_user_level_pipeline_matches_inprocess_without_noise():
     # FedAdam divides by sqrt(v): where v is tiny, even this noise moves a coordinate a little.
     np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-3)
     assert np.median(np.abs(got.params - expected)) < 1e-5  # values are ~1e-1
+
+
+def test_adaptive_clipping_runs_on_flower_with_the_clip_norm_in_the_broadcast():
+    """The server moves C; the nodes clip with the C of the round's broadcast. With (almost) no
+    noise, the clip norms and parameters are the in-process engine's."""
+    config = small_config(**{**CENTRAL_DP, "privacy.clipping": "adaptive", "privacy.noise_multiplier": 1e-6,
+                             "privacy.clip_count_stddev": 1e-6, "privacy.clip_learning_rate": 0.5,
+                             "privacy.accountant": "rdp", "aggregation.protocol": "secagg",
+                             "training.rounds": 3})
+    got = run_split(config, 3)
+    expected, trainer = reference_params(config)
+    clips = [m.measurements["clip_norm"] for m in got.history]
+    assert len(set(clips)) == 3  # C moved every round
+    np.testing.assert_allclose(clips, [m.measurements["clip_norm"] for m in trainer.history], rtol=1e-4)
+    assert epsilons(got.history) == epsilons(trainer.history)
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-3)
+    assert got.server.privacy.summary()["clip_norm_final"] == got.history[-1].measurements["clip_norm_next"]
+
+
+def test_a_round_of_one_client_aborts_on_flower_too():
+    """Issue 19, item 3, on the Flower engine: the round that samples one user releases nothing,
+    the user still trains (as in-process), and the job goes on."""
+    config = small_config(**{"aggregation.protocol": "secagg+", "training.sampling": "poisson",
+                             "training.clients_per_round": 0.1, "data.synthetic.n_users": 40,
+                             "training.rounds": 8, "seed": 7, "evaluation.every": 8})
+    got = run_split(config, 3)
+    _, trainer = reference_params(config)
+    assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
+    aborted = [m for m in got.history if m.measurements.get("aborted")]
+    assert aborted and all(m.sampled == 1 and m.contributors == 0 for m in aborted)
+    assert len(got.history) == 8
 
 
 def test_record_level_dp_accounts_as_inprocess():
