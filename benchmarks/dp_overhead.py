@@ -55,10 +55,10 @@ import numpy as np
 import torch
 
 from secure_fedrec.config import load_config
-from secure_fedrec.training.local import LocalTraining, train_client
 from secure_fedrec.engines.inprocess import FederatedTrainer
-from secure_fedrec.training.dpsgd import dpsgd_local_training, train_client_dpsgd
 from secure_fedrec.runner import load_data, make_split
+from secure_fedrec.training.dpsgd import dpsgd_local_training, train_client_dpsgd
+from secure_fedrec.training.local import LocalTraining, train_client
 
 ROOT = Path(__file__).resolve().parents[1]
 MOVIELENS = ROOT.parent / "shared" / "data" / "ml-latest-small"

@@ -104,8 +104,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_job(config, args.out, on_round=on_round, resume=args.resume is not None)
     bar.close()
     rows = [
-        ("dataset", f"{result['dataset']['name']} ({result['dataset']['n_users']} users, "
-                    f"{result['dataset']['n_items']} items, {result['dataset']['n_ratings']} ratings)"),
+        ("dataset", (f"{result['dataset']['name']} ({result['dataset']['n_users']} users, "
+                     f"{result['dataset']['n_items']} items, {result['dataset']['n_ratings']} ratings)")),
         ("model / split", f"{result['model']} / {result['split']}"),
         ("protocol", result["protocol"]),
         ("privacy", result["privacy"]["statement"]),

@@ -18,11 +18,11 @@ from typing import Any, Literal, get_args, get_origin
 __all__ = [
     "ConfigError",
     "RunConfig",
-    "load_config",
-    "parse_override",
     "config_from_dict",
     "config_to_dict",
     "dump_toml",
+    "load_config",
+    "parse_override",
 ]
 
 

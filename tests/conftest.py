@@ -8,9 +8,19 @@ import numpy as np
 import pytest
 
 from protocols import PlaintextSum
-from secure_fedrec.aggregation import AggregationPipeline, ClientUpdate, ServerContext, SumOutcome
+from secure_fedrec.aggregation import (
+    AggregationPipeline,
+    ClientUpdate,
+    ServerContext,
+    SumOutcome,
+)
 from secure_fedrec.aggregation.sums import float_sum
-from secure_fedrec.rounds.client import ClientPlan, RoundBroadcast, RoundReports, encode_update
+from secure_fedrec.rounds.client import (
+    ClientPlan,
+    RoundBroadcast,
+    RoundReports,
+    encode_update,
+)
 from secure_fedrec.training.methods import LocalEpochs
 
 

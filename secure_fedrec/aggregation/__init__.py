@@ -12,10 +12,30 @@ See docs/architecture.md for one round through these modules.
 
 from .ddg import DistributedDiscreteGaussianEncoding
 from .encodings import Encoding, FloatEncoding, QuantizedEncoding
-from .layers import AdaptiveClip, AdaptiveClipState, CentralGaussianNoise, Clip, Layer, Mean
+from .layers import (
+    AdaptiveClip,
+    AdaptiveClipState,
+    CentralGaussianNoise,
+    Clip,
+    Layer,
+    Mean,
+)
 from .pipeline import DIAGNOSTIC_KEYS, AggregationPipeline
-from .session import SessionParameters, SessionPolicy, protocol_stages, session_parameters
-from .values import Aggregate, ClientContext, ClientUpdate, Measurements, Payload, ServerContext, SumOutcome
+from .session import (
+    SessionParameters,
+    SessionPolicy,
+    protocol_stages,
+    session_parameters,
+)
+from .values import (
+    Aggregate,
+    ClientContext,
+    ClientUpdate,
+    Measurements,
+    Payload,
+    ServerContext,
+    SumOutcome,
+)
 
 __all__ = [
     "DIAGNOSTIC_KEYS",

@@ -19,7 +19,14 @@ import numpy as np
 from ..privacy.discrete_gaussian import sample_discrete_gaussian
 from ..privacy.rounding import conditional_randomized_round
 from .encodings import Encoding
-from .values import Aggregate, ClientContext, ClientUpdate, Measurements, ServerContext, SumOutcome
+from .values import (
+    Aggregate,
+    ClientContext,
+    ClientUpdate,
+    Measurements,
+    ServerContext,
+    SumOutcome,
+)
 
 __all__ = ["DistributedDiscreteGaussianEncoding"]
 

@@ -26,7 +26,15 @@ import numpy as np
 
 from protocols import FixedPointEncoder
 
-from .values import Aggregate, ClientContext, ClientUpdate, Measurements, Payload, ServerContext, SumOutcome
+from .values import (
+    Aggregate,
+    ClientContext,
+    ClientUpdate,
+    Measurements,
+    Payload,
+    ServerContext,
+    SumOutcome,
+)
 
 __all__ = ["Encoding", "FloatEncoding", "QuantizedEncoding"]
 

@@ -182,7 +182,9 @@ class AdaptiveClip(Layer):
         # depends on who took part) gives the noisy unclipped count the paper uses.
         noisy_count = float(aggregate.total[-1]) / self.bit_scale + ctx.expected_clients / 2
         estimate = noisy_count / ctx.expected_clients
-        from ..privacy.clipping import AdaptiveClipNorm  # server side only (scipy): keep nodes light
+        from ..privacy.clipping import (
+            AdaptiveClipNorm,  # server side only (scipy): keep nodes light
+        )
 
         rule = AdaptiveClipNorm(clip_norm=clip, target_quantile=self.target_quantile,
                                 learning_rate=self.learning_rate)

@@ -20,9 +20,17 @@ from typing import Any
 
 from .encodings import Encoding
 from .layers import Layer
-from .values import Aggregate, ClientContext, ClientUpdate, Measurements, Payload, ServerContext, SumOutcome
+from .values import (
+    Aggregate,
+    ClientContext,
+    ClientUpdate,
+    Measurements,
+    Payload,
+    ServerContext,
+    SumOutcome,
+)
 
-__all__ = ["AggregationPipeline", "DIAGNOSTIC_KEYS"]
+__all__ = ["DIAGNOSTIC_KEYS", "AggregationPipeline"]
 
 #: client measurements that are one client's private number, not a count: kept per client by a
 #: simulation (medians in the round's metrics), never sent by a deployment's nodes

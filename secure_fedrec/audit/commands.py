@@ -9,7 +9,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..arguments import add_set_argument, overrides_from_args  # one parser for every command
+from ..arguments import (  # one parser for every command
+    add_set_argument,
+    overrides_from_args,
+)
 
 __all__ = ["cmd_audit", "load_audit_config", "register"]
 

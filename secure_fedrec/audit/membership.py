@@ -36,8 +36,8 @@ from attacks.membership.recsys import (
 from ..centralized import train_centralized
 from ..config import RunConfig
 from ..data.dataset import RatingData, Split
-from ..training.local import loss_fn
 from ..models import FederatedModel
+from ..training.local import loss_fn
 from .canaries import pair_losses
 
 __all__ = [

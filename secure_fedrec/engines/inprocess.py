@@ -29,6 +29,7 @@ from ..config import RunConfig
 from ..data.dataset import Split
 from ..evaluation import evaluate
 from ..models import FederatedModel, build_model
+from ..plans.base import PrivacyPlan, local_training
 from ..rounds.client import ClientReport, RoundReports, client_rng, client_step
 from ..rounds.metrics import RoundMetrics
 from ..rounds.optimizers import ServerOptimizer
@@ -84,7 +85,7 @@ class FederatedTrainer:
 
     # -- the server's state, as the rest of the package reads it --------------------------------
     @property
-    def privacy(self):
+    def privacy(self) -> PrivacyPlan:
         return self.server.privacy
 
     @property
@@ -118,8 +119,6 @@ class FederatedTrainer:
     @property
     def local(self) -> LocalTraining:
         """Plain local training's settings (``training.*``)."""
-        from ..plans.base import local_training
-
         return local_training(self.config)
 
     @property

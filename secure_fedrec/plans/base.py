@@ -46,7 +46,7 @@ from ..privacy.calibration import default_delta
 from ..training.local import LocalTraining
 from ..training.methods import DpSgdStep, LocalEpochs, TrainingMethod
 
-__all__ = ["PROTOCOL_NAMES", "Population", "PrivacyPlan", "TOLERANCE", "local_training", "ring_encoding"]
+__all__ = ["PROTOCOL_NAMES", "TOLERANCE", "Population", "PrivacyPlan", "local_training", "ring_encoding"]
 
 #: how a statement names each aggregation protocol
 PROTOCOL_NAMES = {"secagg+": "SecAgg+ masking", "secagg": "SecAgg masking",

@@ -21,9 +21,16 @@ import math
 from dataclasses import dataclass
 
 from .calibration import calibrate_ddg_total_sigma
-from .ddg_accounting import DistributedDiscreteGaussianAccountant, conditional_rounding_l2_bound
+from .ddg_accounting import (
+    DistributedDiscreteGaussianAccountant,
+    conditional_rounding_l2_bound,
+)
 from .discrete_gaussian import distributed_noise_share_sigma, wrap_probability
-from .rounding import RoundingFailedError, conditional_randomized_round, randomized_round
+from .rounding import (
+    RoundingFailedError,
+    conditional_randomized_round,
+    randomized_round,
+)
 
 __all__ = [
     "DdgPlan",

@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from ..aggregation import DIAGNOSTIC_KEYS, AggregationPipeline, ClientContext, ClientUpdate, Measurements, Payload
+from ..aggregation import (
+    DIAGNOSTIC_KEYS,
+    AggregationPipeline,
+    ClientContext,
+    ClientUpdate,
+    Measurements,
+    Payload,
+)
 from ..models import FederatedModel
 from ..models.base import ParamLayout
 from ..training.dpsgd import DpSgdStep

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ServerOptimizer", "FedAvg", "FedAdam", "build_server_optimizer"]
+__all__ = ["FedAdam", "FedAvg", "ServerOptimizer", "build_server_optimizer"]
 
 
 class ServerOptimizer:

@@ -14,7 +14,7 @@ def sample_clients(
     (each client independently with probability q, which DP accounting assumes)."""
     n = len(population)
     if clients_per_round < 1:
-        rate, count = float(clients_per_round), max(1, int(round(clients_per_round * n)))
+        rate, count = float(clients_per_round), max(1, round(clients_per_round * n))
     else:
         count = min(n, int(clients_per_round))
         rate = count / n

@@ -22,7 +22,15 @@ import numpy as np
 
 from protocols import BelowThreshold
 
-from ..aggregation import Aggregate, ServerContext, SessionParameters, SumOutcome, protocol_stages, session_parameters
+from ..aggregation import (
+    Aggregate,
+    AggregationPipeline,
+    ServerContext,
+    SessionParameters,
+    SumOutcome,
+    protocol_stages,
+    session_parameters,
+)
 from ..config import RunConfig
 from ..plans import Population, PrivacyPlan, build_privacy_plan
 from .client import ClientPlan, RoundBroadcast, RoundReports
@@ -75,7 +83,7 @@ class RoundServer:
         self.last_aggregate: Aggregate | None = None
 
     @property
-    def pipeline(self):
+    def pipeline(self) -> AggregationPipeline:
         return self.privacy.pipeline
 
     # -- before the round ----------------------------------------------------------------------

@@ -8,7 +8,6 @@ from secure_fedrec.aggregation import (
     AggregationPipeline,
     CentralGaussianNoise,
     ClientContext,
-    ClientUpdate,
     Clip,
     FloatEncoding,
     Mean,
@@ -96,8 +95,16 @@ def test_adaptive_clip_state_moves_on_the_server_and_reaches_the_clients_through
 
 
 def test_a_pipeline_is_the_same_value_after_its_wire_round_trip():
-    from secure_fedrec.rounds.wire import broadcast_from_json, broadcast_to_json, plan_from_json, plan_to_json
-    from secure_fedrec.aggregation import AdaptiveClipState, DistributedDiscreteGaussianEncoding
+    from secure_fedrec.aggregation import (
+        AdaptiveClipState,
+        DistributedDiscreteGaussianEncoding,
+    )
+    from secure_fedrec.rounds.wire import (
+        broadcast_from_json,
+        broadcast_to_json,
+        plan_from_json,
+        plan_to_json,
+    )
     from secure_fedrec.training.local import LocalTraining
     from secure_fedrec.training.methods import DpSgd
 

@@ -8,11 +8,22 @@ import numpy as np
 import pytest
 from dp_accounting import dp_event
 from dp_accounting.rdp import rdp_privacy_accountant
-from secure_fedrec.aggregation import AdaptiveClip, AggregationPipeline, CentralGaussianNoise, FloatEncoding
+
+from secure_fedrec.aggregation import (
+    AdaptiveClip,
+    AggregationPipeline,
+    CentralGaussianNoise,
+    FloatEncoding,
+)
 from secure_fedrec.config import ConfigError, load_config
 from secure_fedrec.plans import Population, build_privacy_plan
-from secure_fedrec.privacy.adaptive_clipping import augmented_l2_bound, bit_scale_for_l2_bound
-from secure_fedrec.privacy.clipping import effective_update_noise_multiplier as adjusted_noise_multiplier
+from secure_fedrec.privacy.adaptive_clipping import (
+    augmented_l2_bound,
+    bit_scale_for_l2_bound,
+)
+from secure_fedrec.privacy.clipping import (
+    effective_update_noise_multiplier as adjusted_noise_multiplier,
+)
 
 CLIENTS, DIM = 200, 8
 

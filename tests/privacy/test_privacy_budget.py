@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from secure_fedrec.privacy.accounting import ClientAccountants, PldAccountant, RdpAccountant
+from secure_fedrec.privacy.accounting import (
+    ClientAccountants,
+    PldAccountant,
+    RdpAccountant,
+)
 from secure_fedrec.privacy.budget import BudgetExceededError, PrivacyBudget
 from secure_fedrec.privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
 

@@ -13,7 +13,10 @@ from secure_fedrec.privacy.ddg_accounting import (
     DistributedDiscreteGaussianAccountant,
     conditional_rounding_l2_bound,
 )
-from secure_fedrec.privacy.discrete_gaussian import discrete_gaussian_variance, sample_discrete_gaussian
+from secure_fedrec.privacy.discrete_gaussian import (
+    discrete_gaussian_variance,
+    sample_discrete_gaussian,
+)
 from secure_fedrec.privacy.distributed_dp import (
     RoundingFailedError,
     conditional_randomized_round,

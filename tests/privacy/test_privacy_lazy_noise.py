@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from secure_fedrec.training.local import ClientData, LocalTraining
 from secure_fedrec.models import build_model
 from secure_fedrec.training.dpsgd import train_client_dpsgd, untouched_row_noise_std
+from secure_fedrec.training.local import ClientData, LocalTraining
 
 N_ITEMS, DIM, BATCH = 400, 6, 8
 LR, WEIGHT_DECAY = 0.5, 0.02
