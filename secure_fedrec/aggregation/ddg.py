@@ -26,6 +26,7 @@ from .values import (
     Measurements,
     ServerContext,
     SumOutcome,
+    check_number,
 )
 
 __all__ = ["DistributedDiscreteGaussianEncoding"]
@@ -46,6 +47,13 @@ class DistributedDiscreteGaussianEncoding(Encoding):
     bits: int
     noise_stddev: float  # of the summed noise at the planned minimum of shares, in model units
     wrap_probability: float  # per round (reported)
+
+    def __post_init__(self) -> None:
+        for name in ("gamma", "l2_sensitivity", "share_sigma"):
+            check_number(name, getattr(self, name))
+        check_number("bits", self.bits, low=2, high=62, low_open=False, integer=True)
+        check_number("noise_stddev", self.noise_stddev, low_open=False)
+        check_number("wrap_probability", self.wrap_probability, high=1.0, low_open=False)
 
     def payload_length(self, length: int) -> int:
         return length  # no weight coordinate: user-level DP weighs every client 1

@@ -34,6 +34,7 @@ from .values import (
     Payload,
     ServerContext,
     SumOutcome,
+    check_number,
 )
 
 __all__ = ["Encoding", "FloatEncoding", "QuantizedEncoding"]
@@ -87,6 +88,10 @@ class QuantizedEncoding(Encoding):
     kind: ClassVar[str] = "quantized"
     coordinate_clip: float
     bits: int = 32
+
+    def __post_init__(self) -> None:
+        check_number("coordinate_clip", self.coordinate_clip)
+        check_number("bits", self.bits, low=2, high=62, low_open=False, integer=True)
 
     def payload_length(self, length: int) -> int:
         return length + 1  # the weight rides as one more coordinate

@@ -23,7 +23,6 @@ The innermost step, the encoding into what the secure sum adds, is in
 
 from __future__ import annotations
 
-import math
 from abc import ABC
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
@@ -31,7 +30,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from ..privacy.noise import csprng_normal
-from .values import Aggregate, ClientContext, ClientUpdate, Measurements, ServerContext
+from .values import (
+    Aggregate,
+    ClientContext,
+    ClientUpdate,
+    Measurements,
+    ServerContext,
+    check_number,
+)
 
 __all__ = [
     "AdaptiveClip",
@@ -85,8 +91,7 @@ class Mean(Layer):
             raise ValueError("denominator must be 'weights' or 'expected'")
         if self.weighting not in ("examples", "uniform"):
             raise ValueError("weighting must be 'examples' or 'uniform'")
-        if not (math.isfinite(self.weight_cap) and self.weight_cap > 0):
-            raise ValueError("weight_cap must be positive and finite")
+        check_number("weight_cap", self.weight_cap)
 
     def client(self, update: ClientUpdate, state: None, ctx: ClientContext) -> tuple[ClientUpdate, Measurements]:
         if self.weighting == "uniform":
@@ -120,6 +125,9 @@ class Clip(Layer):
     kind: ClassVar[str] = "clip"
     clip_norm: float
 
+    def __post_init__(self) -> None:
+        check_number("clip_norm", self.clip_norm)
+
     def client(self, update: ClientUpdate, state: None, ctx: ClientContext) -> tuple[ClientUpdate, Measurements]:
         norm = update.norm()
         factor = min(1.0, self.clip_norm / max(norm, 1e-300))
@@ -136,8 +144,7 @@ class AdaptiveClipState:
     clip_norm: float
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
-            raise ValueError("the adaptive clip norm must be positive and finite")
+        check_number("the adaptive clip norm", self.clip_norm)
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,12 @@ class AdaptiveClip(Layer):
     target_quantile: float
     learning_rate: float
     bit_scale: float
+
+    def __post_init__(self) -> None:
+        check_number("initial_clip_norm", self.initial_clip_norm)
+        check_number("target_quantile", self.target_quantile, high=1.0)
+        check_number("learning_rate", self.learning_rate, low_open=False)
+        check_number("bit_scale", self.bit_scale)
 
     def initial_state(self) -> AdaptiveClipState:
         return AdaptiveClipState(self.initial_clip_norm)
@@ -210,6 +223,9 @@ class CentralGaussianNoise(Layer):
 
     kind: ClassVar[str] = "central_noise"
     stddev: float
+
+    def __post_init__(self) -> None:
+        check_number("stddev", self.stddev, low_open=False)
 
     def server(self, aggregate: Aggregate, state: None, ctx: ServerContext) -> tuple[Aggregate, None, Measurements]:
         noisy = aggregate.total + self.stddev * csprng_normal(aggregate.total.size)

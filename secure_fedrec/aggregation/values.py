@@ -15,16 +15,29 @@ The contexts say what each side may know about the round.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 __all__ = ["Aggregate", "ClientContext", "ClientUpdate", "Measurements", "Payload", "ServerContext",
-           "SumOutcome"]
+           "SumOutcome", "check_number"]
 
 #: a layer's or a protocol's numbers for the round's metrics (name -> value)
 Measurements = dict[str, float]
+
+
+def check_number(name: str, value: object, *, low: float = 0.0, high: float = math.inf,
+                 low_open: bool = True, integer: bool = False) -> None:
+    """Refuse (``ValueError``) a layer parameter that is not a finite number in its range:
+    layers are built from a server's message on a Flower node, so they check themselves."""
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite {'integer' if integer else 'number'}, got {value!r}")
+    if (value <= low if low_open else value < low) or value > high:
+        bound = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {bound}{low:g}, {high:g}], got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ def _value(obj: Any) -> dict[str, Any]:
 
 
 def _build(raw: Any, kinds: dict[str, type]) -> Any:
+    """The dataclass ``raw`` describes; each one checks its own fields' ranges on construction."""
     if not isinstance(raw, dict) or raw.get("kind") not in kinds:
         raise ValueError(f"not a known value: {str(raw)[:80]!r}")
     cls = kinds[raw["kind"]]
@@ -50,11 +51,24 @@ def _build(raw: Any, kinds: dict[str, type]) -> Any:
     if set(fields) != {f.name for f in dataclasses.fields(cls)}:
         raise ValueError(f"{raw['kind']}: fields {sorted(fields)} do not match {cls.__name__}")
     if "local" in fields:
-        fields["local"] = LocalTraining(**fields["local"])
+        local = fields["local"]
+        if not isinstance(local, dict) or set(local) != {f.name for f in dataclasses.fields(LocalTraining)}:
+            raise ValueError(f"{raw['kind']}.local does not describe the local training")
+        fields["local"] = LocalTraining(**local)
     for name, value in fields.items():
         if name != "local" and not isinstance(value, (int, float, str, bool, type(None))):
             raise ValueError(f"{raw['kind']}.{name} must be a number or a string")
     return cls(**fields)
+
+
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        raw = json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError("expected a JSON object")  # noqa: TRY004 -- a malformed message, not a caller bug
+    return raw
 
 
 def plan_to_json(plan: ClientPlan) -> str:
@@ -64,11 +78,15 @@ def plan_to_json(plan: ClientPlan) -> str:
 
 
 def plan_from_json(text: str) -> ClientPlan:
-    raw = json.loads(text)
-    pipeline = AggregationPipeline(layers=tuple(_build(layer, _KINDS) for layer in raw["layers"]),
-                                   encoding=_build(raw["encoding"], _KINDS))
-    return ClientPlan(training=_build(raw["training"], _KINDS), pipeline=pipeline,
-                      report_loss=bool(raw["report_loss"]))
+    """The client plan a server sent; ``ValueError`` for anything else."""
+    raw = _parse(text)
+    try:
+        layers = tuple(_build(layer, _KINDS) for layer in raw["layers"])
+        pipeline = AggregationPipeline(layers=layers, encoding=_build(raw["encoding"], _KINDS))
+        return ClientPlan(training=_build(raw["training"], _KINDS), pipeline=pipeline,
+                          report_loss=bool(raw["report_loss"]))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed client plan: {exc!r}") from None
 
 
 def broadcast_to_json(broadcast: RoundBroadcast) -> str:
@@ -79,7 +97,17 @@ def broadcast_to_json(broadcast: RoundBroadcast) -> str:
 
 
 def broadcast_from_json(text: str) -> RoundBroadcast:
-    raw = json.loads(text)
-    states = tuple(None if state is None else _build(state, _STATES) for state in raw["layer_states"])
-    return RoundBroadcast(round_index=int(raw["round_index"]), n_clients=int(raw["n_clients"]),
-                          expected_clients=float(raw["expected_clients"]), layer_states=states)
+    """The round's broadcast a server sent; ``ValueError`` for anything else."""
+    raw = _parse(text)
+    try:
+        states = tuple(None if state is None else _build(state, _STATES) for state in raw["layer_states"])
+        round_index, n_clients, expected = raw["round_index"], raw["n_clients"], raw["expected_clients"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed broadcast: {exc!r}") from None
+    for name, value in (("round_index", round_index), ("n_clients", n_clients)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+            raise ValueError(f"{name} must be an integer in [0, 2^32), got {value!r}")
+    if isinstance(expected, bool) or not isinstance(expected, (int, float)) or not 0 < expected < 2**32:
+        raise ValueError(f"expected_clients must be a positive number, got {expected!r}")
+    return RoundBroadcast(round_index=round_index, n_clients=n_clients, expected_clients=float(expected),
+                          layer_states=states)

@@ -9,6 +9,7 @@ and no node has to re-derive a calibrated noise multiplier.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -56,6 +57,17 @@ class DpSgd:
     clip_norm: float
     batch_size: int
     grad_sample_mode: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.noise_multiplier, (int, float)) and math.isfinite(self.noise_multiplier)
+                and self.noise_multiplier >= 0):
+            raise ValueError(f"noise_multiplier must be finite and >= 0, got {self.noise_multiplier!r}")
+        if not (isinstance(self.clip_norm, (int, float)) and math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            raise ValueError(f"clip_norm must be positive and finite, got {self.clip_norm!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.grad_sample_mode not in ("auto", "bookkeeping", "hooks", "ghost"):
+            raise ValueError(f"unknown grad_sample_mode {self.grad_sample_mode!r}")
 
     def train(self, model: FederatedModel, data: ClientData, rng: np.random.Generator, *,
               epochs: int | None = None) -> LocalOutcome:

@@ -14,6 +14,7 @@ from secure_fedrec.aggregation import (
     QuantizedEncoding,
 )
 from secure_fedrec.rounds.client import ClientPlan, RoundBroadcast
+from secure_fedrec.training.methods import LocalEpochs
 
 
 def _dense(seed=0, k=6, dim=50):
@@ -120,3 +121,42 @@ def test_a_pipeline_is_the_same_value_after_its_wire_round_trip():
     assert broadcast_from_json(broadcast_to_json(broadcast)) == broadcast
     with pytest.raises(ValueError):
         plan_from_json(plan_to_json(plan).replace('"clip_norm": 0.5', '"clip_norm": 0.5, "extra": 1'))
+
+
+def _valid_plan_json() -> str:
+    from secure_fedrec.rounds.wire import plan_to_json
+
+    pipeline = AggregationPipeline((Mean(), Clip(clip_norm=0.5)), QuantizedEncoding(coordinate_clip=1.0))
+    return plan_to_json(ClientPlan(training=LocalEpochs(), pipeline=pipeline))
+
+
+@pytest.mark.parametrize("change", [
+    lambda t: "", lambda t: "[]", lambda t: "{}", lambda t: t.replace('"layers": [', '"layers": 3, "x": ['),
+    lambda t: t.replace('"clip_norm": 0.5', '"clip_norm": -1.0'),
+    lambda t: t.replace('"clip_norm": 0.5', '"clip_norm": NaN'),
+    lambda t: t.replace('"clip_norm": 0.5', '"clip_norm": "0.5"'),
+    lambda t: t.replace('"bits": 32', '"bits": 99'),
+    lambda t: t.replace('"kind": "clip"', '"kind": "pickle"'),
+    lambda t: t.replace('"epochs": 5', '"epochs": 5, "extra": 1'),
+])
+def test_a_malformed_client_plan_is_a_value_error(change):
+    from secure_fedrec.rounds.wire import plan_from_json
+
+    valid = _valid_plan_json()
+    assert plan_from_json(valid).pipeline.layers[1] == Clip(clip_norm=0.5)
+    text = change(valid)
+    assert text != valid
+    with pytest.raises(ValueError):
+        plan_from_json(text)
+
+
+@pytest.mark.parametrize("text", ["null", ('{"round_index": -1, "n_clients": 3, "expected_clients": 2.0, '
+                                  '"layer_states": []}'),
+                                  '{"round_index": 0, "n_clients": 3, "expected_clients": 0, "layer_states": []}',
+                                  ('{"round_index": 0, "n_clients": 3, "expected_clients": 2.0, '
+                                  '"layer_states": [{"kind": "adaptive_clip", "clip_norm": 0}]}')])
+def test_a_malformed_broadcast_is_a_value_error(text):
+    from secure_fedrec.rounds.wire import broadcast_from_json
+
+    with pytest.raises(ValueError):
+        broadcast_from_json(text)

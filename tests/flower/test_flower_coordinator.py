@@ -217,3 +217,39 @@ def test_node_state_keeps_protocol_parties_across_messages():
             server.receive(reply)
     server.advance()
     np.testing.assert_array_equal(server.result.total, (3 * np.arange(4) + 3).astype(np.uint64))
+
+
+def test_engine_flower_honours_the_flower_config_section(monkeypatch):
+    """``engine = "flower-sim"`` starts ``flower.nodes`` nodes with the section's timeouts."""
+    from secure_fedrec.config import ConfigError, load_config
+    from secure_fedrec.engines.flower import launcher
+    from secure_fedrec.runner import run_job
+
+    seen = {}
+
+    class FakeFederation:
+        def __init__(self, mode, num_nodes, work_dir=None, **kwargs):
+            seen.update(mode=mode, nodes=num_nodes)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def submit(self, config, out, **kwargs):
+            seen.update(kwargs)
+
+        def wait(self, run, out, timeout):
+            return {"engine": "flower-sim"}
+
+    monkeypatch.setattr(launcher, "LocalFederation", FakeFederation)
+    config = load_config(None, {"engine": "flower-sim", "flower.nodes": 3, "flower.stage_timeout": 7.5,
+                                "flower.train_timeout": 30.0, "flower.node_wait_timeout": 60.0})
+    assert run_job(config)["engine"] == "flower-sim"
+    assert seen == {"mode": "sim", "nodes": 3, "train_timeout": 30.0, "stage_timeout": 7.5,
+                    "node_wait_timeout": 60.0}
+    for bad in ({"flower.nodes": 0}, {"flower.stage_timeout": -1.0}, {"flower.train_timeout": float("nan")},
+                {"flower.bogus": 1}):
+        with pytest.raises(ConfigError):
+            load_config(None, bad)
