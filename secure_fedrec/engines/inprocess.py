@@ -28,7 +28,8 @@ from ..aggregation.sums import InProcessSum, float_sum
 from ..config import RunConfig
 from ..data.dataset import Split
 from ..evaluation import evaluate
-from ..models import FederatedModel, build_model
+from ..inputs import build_model_for
+from ..models import FederatedModel
 from ..plans.base import PrivacyPlan, local_training
 from ..rounds.client import ClientReport, RoundReports, client_rng, client_step
 from ..rounds.metrics import RoundMetrics
@@ -37,18 +38,6 @@ from ..rounds.server import RoundPlan, RoundServer
 from ..training.local import ClientData, LocalTraining, examples_per_user
 
 __all__ = ["FederatedTrainer", "RoundMetrics", "build_model_for", "server_for"]
-
-
-def build_model_for(config: RunConfig, split: Split) -> FederatedModel:
-    train = split.train
-    kwargs: dict[str, Any] = {"init_std": config.model.init_std, "seed": config.seed}
-    if config.model_name == "mf":
-        kwargs["global_mean"] = float(train.ratings.mean()) if len(train) else 0.0
-    else:
-        kwargs["hidden"] = config.model.hidden
-    return build_model(
-        config.model_name, n_users=train.n_users, n_items=train.n_items, dim=config.model.dim, **kwargs
-    )
 
 
 def server_for(config: RunConfig, split: Split, model: FederatedModel, *,

@@ -253,3 +253,36 @@ def test_engine_flower_honours_the_flower_config_section(monkeypatch):
                 {"flower.bogus": 1}):
         with pytest.raises(ConfigError):
             load_config(None, bad)
+
+
+NODE_SCRIPT = """
+import base64, json, sys
+from secure_fedrec.engines.flower.dispatch import dispatch
+request = json.loads(sys.stdin.read())
+for key in ("params",):
+    request[key] = base64.b64decode(request[key])
+reply, _ = dispatch("train", request, b"", {"partition-id": request.pop("partition"), "num-partitions": 2})
+assert reply["reporting"] == len(request["users"]), reply
+print(json.dumps(sorted(m for m in ("dp_accounting", "scipy", "opacus") if m in sys.modules)))
+"""
+
+
+def test_a_node_trains_and_encodes_without_the_accountants_libraries():
+    """The client plan and the broadcast carry every number a node needs (no calibration on a
+    node), so a node handling ``train`` — a fresh process per message in deployment — imports
+    neither dp_accounting nor scipy, even under distributed DP."""
+    import base64
+    import json
+    import subprocess
+    import sys
+
+    config = small_config(**DISTRIBUTED_DP)
+    data = load_data(config)
+    co = FlowerCoordinator(config, data, make_split(config, data), MemoryTransport(2), 2)
+    plan = co.server.plan_round(0)
+    partition, request = next(iter(co._train_requests(plan, None).items()))
+    request = {**request, "params": base64.b64encode(request["params"]).decode(), "partition": partition}
+    out = subprocess.run([sys.executable, "-c", NODE_SCRIPT], input=json.dumps(request), capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -39,11 +39,12 @@ from ...aggregation import ClientUpdate, SessionParameters, SumOutcome
 from ...aggregation.sums import float_sum, transfer_measurements
 from ...config import RunConfig, config_to_dict
 from ...data.dataset import RatingData, Split
+from ...inputs import build_model_for
 from ...rounds.client import RoundReports
 from ...rounds.metrics import RoundMetrics
 from ...rounds.server import RoundPlan, RoundServer
 from ...rounds.wire import broadcast_to_json, plan_to_json
-from ..inprocess import build_model_for, server_for
+from ..inprocess import server_for
 from .codec import Payload, f64_array, f64_bytes, i64_array
 
 __all__ = [

@@ -29,7 +29,7 @@ import torch
 from ...config import RunConfig, config_from_dict
 from ...data.dataset import Split
 from ...evaluation import evaluate
-from ...inputs import load_data, make_split
+from ...inputs import build_model_for, load_data, make_split
 from ...models import FederatedModel
 from ...models.base import ParamLayout
 from ...rounds.client import ClientPlan, RoundReports, client_rng, client_step
@@ -87,8 +87,6 @@ class NodeWorkspace:
 @functools.lru_cache(maxsize=2)
 def workspace(config_json: str) -> NodeWorkspace:
     """Load data and build the model exactly as the in-process engine does (same seed)."""
-    from ..inprocess import build_model_for
-
     config = config_from_dict(json.loads(config_json))
     split = make_split(config, load_data(config))
     model = build_model_for(config, split)
