@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
+from ..training.record_sampling import client_sample_rate
 from .accounting import INTEGER_RDP_ORDERS, create_accountant, validate_delta
 from .ddg_accounting import DistributedDiscreteGaussianAccountant
-from .record_sampling import client_sample_rate
 
 __all__ = [
     "CalibrationError",
@@ -137,7 +137,7 @@ def calibrate_record_noise_multiplier(
     in every planned round, by the accountant each client is charged with (RDP, integer orders).
 
     A client's loader samples at ``q = 1/⌈n/B⌉`` and runs ``int(1/q)`` steps per epoch
-    (:mod:`.record_sampling`), so clients fall into groups of equal ``⌈n/B⌉``, each with one
+    (:mod:`secure_fedrec.training.record_sampling`), so clients fall into groups of equal ``⌈n/B⌉``, each with one
     ``(q, steps)``. ε grows with ``q`` and with the steps, so the client with the fewest examples
     is not always the worst: at small noise a bigger client's extra steps can outweigh its lower
     sampling rate. The answer is the largest noise any group needs (ε falls as noise grows).
@@ -188,15 +188,9 @@ def calibrate_ddg_total_sigma(
     delta = validate_delta(delta)
 
     def epsilon_of(total_sigma: float) -> float:
-        trial = DistributedDiscreteGaussianAccountant()
-        trial.step(
-            sigma=total_sigma / math.sqrt(min_survivors),
-            l2_sensitivity=l2_sensitivity,
-            num_shares=min_survivors,
-            dim=dim,
-            sample_rate=sample_rate,
-            steps=steps,
-        )
+        trial = DistributedDiscreteGaussianAccountant(l2_sensitivity=l2_sensitivity,
+                                                      num_shares=min_survivors, dim=dim)
+        trial.step(noise_multiplier=total_sigma / l2_sensitivity, sample_rate=sample_rate, steps=steps)
         return trial.get_epsilon(delta)
 
     scale = max(l2_sensitivity, 1.0)

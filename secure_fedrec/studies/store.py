@@ -32,12 +32,12 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..outputs import write_text_atomic
 from .cells import Cell
 
 __all__ = ["ResultStore", "result_row", "strict_json"]
@@ -172,18 +172,7 @@ _FILE_MODE = _file_mode()  # mkstemp creates 0600; results are meant to be share
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, fsync, rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text, mode=_FILE_MODE)
 
 
 class ResultStore:

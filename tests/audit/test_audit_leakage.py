@@ -101,7 +101,7 @@ def test_guess_counts_and_spec_parsing():
 
 def test_record_level_dp_moves_rows_independently_of_the_data():
     from secure_fedrec.audit.canaries import item_rows
-    from secure_fedrec.engine.inprocess import FederatedTrainer
+    from secure_fedrec.engines.inprocess import FederatedTrainer
 
     config = config_from_dict({
         "data": {"synthetic": {"n_users": 12, "n_items": 200, "mean_ratings_per_user": 6}},

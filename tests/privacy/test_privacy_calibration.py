@@ -13,7 +13,7 @@ from secure_fedrec.privacy.calibration import (
     default_delta,
 )
 from secure_fedrec.privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
-from secure_fedrec.privacy.record_sampling import client_sample_rate, planned_steps
+from secure_fedrec.training.record_sampling import client_sample_rate, planned_steps
 
 DELTA = 1e-5
 
@@ -48,10 +48,8 @@ def test_calibration_rejects_bad_inputs():
 def test_ddg_calibration_hits_the_target_at_min_survivors():
     kwargs = {"l2_sensitivity": 120.0, "min_survivors": 40, "dim": 5000, "sample_rate": 0.02, "steps": 300}
     total = calibrate_ddg_total_sigma(2.0, DELTA, **kwargs)
-    accountant = DistributedDiscreteGaussianAccountant()
-    accountant.step(
-        sigma=total / 40**0.5, l2_sensitivity=120.0, num_shares=40, dim=5000, sample_rate=0.02, steps=300
-    )
+    accountant = DistributedDiscreteGaussianAccountant(l2_sensitivity=120.0, num_shares=40, dim=5000)
+    accountant.step(noise_multiplier=total / 120.0, sample_rate=0.02, steps=300)
     assert 0.99 * 2.0 <= accountant.get_epsilon(DELTA) <= 2.0
 
 

@@ -29,10 +29,10 @@ def register(subparsers) -> dict:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .cells import expand_cells
-    from .execute import run_study
-    from .spec import StudyError, load_study
-    from .store import ResultStore
+    from ..studies.cells import expand_cells
+    from ..studies.execute import run_study
+    from ..studies.spec import StudyError, load_study
+    from ..studies.store import ResultStore
 
     spec = load_study(args.config)
     if args.parallel is not None and args.parallel < 1:

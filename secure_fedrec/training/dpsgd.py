@@ -71,13 +71,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..engine.client import ClientData, ClientResult, LocalTraining, local_examples, loss_fn
 from ..models import FederatedModel
 from .bookkeeping import BookkeepingClipping, supports_bookkeeping
+from .local import ClientData, ClientResult, LocalTraining, local_examples, loss_fn
 from .record_sampling import client_sample_rate
 
-__all__ = ["DpSgdStep", "train_client_dpsgd", "dpsgd_local_training", "client_sample_rate", "full_table_delta",
-           "untouched_row_noise_std"]
+__all__ = [
+    "DpSgdStep",
+    "client_sample_rate",
+    "dpsgd_local_training",
+    "full_table_delta",
+    "train_client_dpsgd",
+    "untouched_row_noise_std",
+]
 
 
 @dataclass(frozen=True)

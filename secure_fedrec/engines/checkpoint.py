@@ -25,7 +25,7 @@ import torch
 from ..config import config_to_dict
 from .inprocess import FederatedTrainer, RoundMetrics
 
-__all__ = ["CheckpointError", "config_fingerprint", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CheckpointError", "config_fingerprint", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _VERSION = 1
@@ -38,6 +38,7 @@ class CheckpointError(RuntimeError):
 def config_fingerprint(trainer: FederatedTrainer) -> str:
     cfg = config_to_dict(trainer.config)
     cfg.get("training", {}).pop("rounds", None)  # a resume may extend the planned rounds
+    cfg.pop("flower", None)  # the Flower engine's settings do not touch an in-process run
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -72,7 +73,7 @@ def load_checkpoint(trainer: FederatedTrainer, folder: str | Path) -> None:
         raise CheckpointError(f"no checkpoint in {folder}")
     try:
         state = torch.load(path, weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: say so, don't guess
+    except Exception as exc:  # noqa: BLE001 -- a truncated or foreign file, whatever fails: say so, don't guess
         raise CheckpointError(f"{path} is not a readable checkpoint: {exc}") from None
     if state.get("version") != _VERSION:
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')}, expected {_VERSION}")
@@ -82,7 +83,7 @@ def load_checkpoint(trainer: FederatedTrainer, folder: str | Path) -> None:
         raise CheckpointError("the checkpoint has no privacy accountant state: resuming would reset ε")
     try:
         trainer.privacy.load_state_dict(state["privacy"])
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- any malformed privacy state refuses the resume
         raise CheckpointError(f"cannot restore the privacy accountants ({exc}); refusing to resume") from None
     trainer.round_index = int(state["round_index"])
     trainer.params = state["params"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from secure_fedrec.config import load_config
-from secure_fedrec.engine import FederatedTrainer
+from secure_fedrec.engines.inprocess import FederatedTrainer
 from secure_fedrec.runner import load_data, make_split
 
 TINY = {
@@ -67,9 +67,9 @@ def test_implicit_neumf_reports_ranking_metrics(implicit):
 
 def test_a_diverged_client_is_a_dropout_and_the_others_still_aggregate(monkeypatch):
     """A client whose update is NaN does not upload; the round completes without it."""
-    from secure_fedrec.engine import inprocess
+    from secure_fedrec.training import methods
 
-    original = inprocess.train_client
+    original = methods.train_client
     calls = {"n": 0}
 
     def first_client_diverges(*args, **kwargs):
@@ -79,9 +79,34 @@ def test_a_diverged_client_is_a_dropout_and_the_others_still_aggregate(monkeypat
             result.delta[:] = np.nan
         return result
 
-    monkeypatch.setattr(inprocess, "train_client", first_client_diverges)
+    monkeypatch.setattr(methods, "train_client", first_client_diverges)
     trainer = _trainer(**{"aggregation.protocol": "secagg", "training.clients_per_round": 6})
     metrics = trainer.run_round()
     assert metrics.sampled == 6 and metrics.contributors == 5
     assert metrics.measurements["nonfinite_updates_dropped"] == 1.0
     assert np.all(np.isfinite(trainer.params))
+
+
+def test_the_released_aggregate_is_what_the_server_applied():
+    """``RoundServer.last_aggregate``: the mean update a (curious) server sees and applies."""
+    trainer = _trainer(**{"training.server_optimizer": "fedavg", "training.server_lr": 1.0, "training.rounds": 1})
+    before = trainer.params.copy()
+    metrics = trainer.run_round()
+    released = trainer.server.last_aggregate
+    assert released is not None and len(released.contributors) == metrics.contributors == 10
+    np.testing.assert_array_equal(trainer.params, before + released.total)
+
+
+def test_a_canary_update_goes_through_the_same_client_halves():
+    """An update training did not produce (a canary client) is encoded by ``encode_update``."""
+    from secure_fedrec.aggregation import ClientUpdate
+    from secure_fedrec.rounds.client import encode_update
+
+    trainer = _trainer(**{"aggregation.protocol": "secagg"})
+    plan = trainer.plan_round(0)
+    broadcast = trainer.server.broadcast(plan)
+    direction = np.zeros(trainer.layout.size)
+    direction[:3] = 0.5
+    report = encode_update(10_000, ClientUpdate.from_dense(direction, num_examples=50),
+                           trainer.server.client_plan, broadcast)
+    assert report.payload.dtype == np.uint64 and report.payload.size == trainer.layout.size + 1

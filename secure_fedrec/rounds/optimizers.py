@@ -1,4 +1,4 @@
-"""Server-side optimizers and client sampling."""
+"""Server optimizers: how the server applies the round's mean update to the shared parameters."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ServerOptimizer", "FedAvg", "FedAdam", "build_server_optimizer", "sample_clients"]
+__all__ = ["FedAdam", "FedAvg", "ServerOptimizer", "build_server_optimizer"]
 
 
 class ServerOptimizer:
@@ -69,26 +69,3 @@ def build_server_optimizer(name: str, lr: float) -> ServerOptimizer:
     if name == "fedadam":
         return FedAdam(lr=lr)
     raise ValueError(f"unknown server optimizer {name!r}")
-
-
-def sample_clients(
-    population: np.ndarray, clients_per_round: float, scheme: str, rng: np.random.Generator
-) -> np.ndarray:
-    """Clients for one round: a fixed-size sample without replacement, or Poisson sampling
-    (each client independently with probability q, which DP accounting assumes)."""
-    n = len(population)
-    if clients_per_round < 1:
-        rate, count = float(clients_per_round), max(1, int(round(clients_per_round * n)))
-    else:
-        count = min(n, int(clients_per_round))
-        rate = count / n
-    if scheme == "poisson":
-        return np.sort(population[rng.random(n) < rate])
-    return np.sort(rng.choice(population, size=count, replace=False))
-
-
-def expected_clients(n: int, clients_per_round: float) -> float:
-    """E[clients per round] under either sampling scheme."""
-    if clients_per_round < 1:
-        return clients_per_round * n
-    return float(min(n, int(clients_per_round)))

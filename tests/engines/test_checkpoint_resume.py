@@ -68,5 +68,5 @@ def test_resumed_privacy_run_keeps_composing_epsilon(tmp_path):
     assert main(["run", "--quiet", "--out", str(whole), "--set", "training.rounds=4", *dp]) == 0
     assert main(["run", "--quiet", "--out", str(out), "--set", "training.rounds=2", *dp]) == 0
     assert main(["run", "--quiet", "--resume", str(out), "--set", "training.rounds=4"]) == 0
-    eps = lambda f: json.loads((f / "metrics.json").read_text())["privacy"]["epsilon"]  # noqa: E731
+    eps = lambda f: json.loads((f / "metrics.json").read_text())["privacy"]["epsilon"]
     assert eps(out) == pytest.approx(eps(whole), rel=1e-9)

@@ -10,8 +10,15 @@ from torch import nn
 
 from ..models import FederatedModel
 
-__all__ = ["LocalTraining", "ClientData", "ClientResult", "train_client", "local_examples", "num_local_examples",
-           "examples_per_user"]
+__all__ = [
+    "ClientData",
+    "ClientResult",
+    "LocalTraining",
+    "examples_per_user",
+    "local_examples",
+    "num_local_examples",
+    "train_client",
+]
 
 
 @dataclass(frozen=True)
