@@ -97,6 +97,13 @@ class RoundServer:
 
     def plan_round(self, round_index: int) -> RoundPlan:
         """Who is sampled, who drops out (at which protocol stage), who straggles, who trains."""
+        plan = self.draw(round_index)
+        plan.trainers = self.trainers(plan)
+        return plan
+
+    def draw(self, round_index: int) -> RoundPlan:
+        """Who is sampled, who drops out, who straggles (no trainers yet): a function of the
+        seed and the round alone, so a resume's cross-check can redraw any past round."""
         t = self.config.training
         rng = self.round_rng(round_index)
         sampled = sample_clients(self.population, t.clients_per_round, t.sampling, rng)
@@ -106,9 +113,7 @@ class RoundServer:
             drops = sampled[rng.random(len(sampled)) < t.dropout_rate]
             dropouts = {int(c): str(stages[rng.integers(len(stages))]) for c in drops}
         stragglers = rng.random(len(sampled)) < t.straggler_rate
-        plan = RoundPlan(round_index, sampled, dropouts, stragglers)
-        plan.trainers = self.trainers(plan)
-        return plan
+        return RoundPlan(round_index, sampled, dropouts, stragglers)
 
     def trainers(self, plan: RoundPlan) -> tuple[tuple[int, bool], ...]:
         """The sampled clients that train (record level: a client over its own budget abstains)."""
