@@ -11,7 +11,7 @@ import numpy as np
 
 from .config import RunConfig, config_to_dict, dump_toml
 from .engines.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .engines.inprocess import FederatedTrainer, RoundMetrics
+from .engines.inprocess import FederatedTrainer, RoundMetrics, TrainingDiverged
 from .inputs import load_data, make_split
 from .outputs import environment, write_bytes_atomic, write_json_atomic
 from .state_file import dump_state
@@ -62,7 +62,12 @@ def run_job(
         if on_round is not None:
             on_round(metrics)
 
-    history = trainer.run(on_round=after_round)
+    try:
+        history = trainer.run(on_round=after_round)
+    except TrainingDiverged:
+        if out_dir is not None:  # the state up to the diverged round, for a look at what went wrong
+            save_checkpoint(trainer, out_dir)
+        raise
     final = dict(history[-1].evaluation) if history else {}
     bytes_per_round = [m.measurements.get("bytes_sent_per_client", 0.0) for m in history]
     result: dict[str, Any] = {

@@ -157,8 +157,14 @@ class RoundServer:
             self.privacy.layer_states = states
             contributors = aggregate.contributors
             if contributors:
-                self.params = self.server_optimizer.step(self.params, aggregate.total)
-                self.last_aggregate = aggregate
+                stepped = self.server_optimizer.step(self.params, aggregate.total)
+                if np.all(np.isfinite(stepped)):
+                    self.params = stepped
+                    self.last_aggregate = aggregate
+                else:  # keep the last finite parameters; the engine stops the run
+                    measurements["diverged"] = 1.0
+        if reports.diverged and not reports.reporting:
+            measurements["diverged"] = 1.0  # every trainer's update was NaN/inf: training has diverged
         measurements.update(extra or {})
         measurements.update(self.privacy.after_round())
         if reports.diverged:
