@@ -113,3 +113,12 @@ def test_a_diverging_run_stops_with_a_clear_error_and_a_checkpoint(tmp_path, cap
     assert code == 2
     assert "training diverged in round" in capsys.readouterr().err
     assert (out / "checkpoint.npz").exists()
+
+
+@pytest.mark.parametrize(("field", "value"), [("parallel", 10**9), ("parallel", 0), ("seeds", (-1,)),
+                                              ("seeds", (2**70,))])
+def test_a_study_has_finite_ranges_too(field, value):
+    from secure_fedrec.studies.spec import StudyError, StudySpec
+
+    with pytest.raises(StudyError, match=f"study.{field}"):
+        StudySpec(name="s", grids=({},), **{field: value})
