@@ -309,6 +309,34 @@ def _config_error() -> type[BaseException]:
     return ConfigError
 
 
+# ------------------------------------------------------------------------------- state file
+_STATE_FILE = os.path.join(tempfile.gettempdir(), f"sfr-fuzz-state-{os.getpid()}.npz")
+
+
+def _state_file(data: bytes) -> object:
+    """A checkpoint / model file (secure_fedrec.state_file: JSON + .npy in a zip, no pickle)."""
+    from secure_fedrec.state_file import load_state
+
+    with open(_STATE_FILE, "wb") as handle:
+        handle.write(data)
+    return load_state(_STATE_FILE)
+
+
+def _state_file_seeds() -> list[bytes]:
+    from secure_fedrec.state_file import dump_state
+
+    return [dump_state({"version": 2, "round_index": 3, "params": np.arange(6, dtype=np.float64),
+                        "privacy": {"accountant": {"history": [[1.0, 0.25, 3]]}},
+                        "history": [{"round": 1, "train_loss": float("nan")}], "rng": np.zeros(4, np.uint8)}),
+            dump_state({})]
+
+
+def _state_file_error() -> type[BaseException]:
+    from secure_fedrec.state_file import StateFileError
+
+    return StateFileError
+
+
 def _targets() -> dict[str, Target]:
     items = [
         Target("wire_frame", _wire_frame, (MalformedMessage,), _wire_seeds,
@@ -333,6 +361,8 @@ def _targets() -> dict[str, Target]:
                "protocols.paillier.encryption.ciphertexts_from_bytes (InvalidCiphertext)"),
         Target("config_toml", _config_toml, (), _config_seeds,
                "secure_fedrec.config.load_config on a TOML file (ConfigError)"),
+        Target("state_file", _state_file, (), _state_file_seeds,
+               "secure_fedrec.state_file.load_state: checkpoints and model files (StateFileError)"),
     ]
     return {t.name: t for t in items}
 
@@ -344,6 +374,8 @@ def allowed(target: Target) -> tuple[type[BaseException], ...]:
     """The target's documented errors (the config error type is resolved lazily: torch-free)."""
     if target.name == "config_toml":
         return (_config_error(),)
+    if target.name == "state_file":
+        return (_state_file_error(),)
     return target.allowed
 
 

@@ -31,6 +31,8 @@ __all__ = ["StateFileError", "dump_state", "load_state"]
 
 _STATE_MEMBER = "state.json"
 _MARKERS = ("__array__", "__tensor__")
+#: zip member flags a plain stored member may carry: a trailing data descriptor, UTF-8 names
+_PLAIN_FLAGS = 0x08 | 0x800
 
 
 class StateFileError(ValueError):
@@ -96,7 +98,8 @@ def load_state(path: str | Path) -> Any:
     except StateFileError:
         raise
     except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, UnicodeDecodeError, ValueError, KeyError,
-            EOFError, RecursionError, TypeError, OverflowError, MemoryError) as exc:
+            EOFError, RecursionError, TypeError, OverflowError, MemoryError, NotImplementedError,
+            RuntimeError) as exc:
         raise StateFileError(f"{path} is not a readable state file: {type(exc).__name__}: {exc}") from None
 
 
@@ -104,6 +107,8 @@ def _check_members(members: dict[str, zipfile.ZipInfo], file_size: int) -> None:
     if _STATE_MEMBER not in members:
         raise StateFileError(f"no {_STATE_MEMBER} member")
     for name, info in members.items():
+        if info.flag_bits & ~_PLAIN_FLAGS:  # encrypted, patched, ...: nothing this module writes
+            raise StateFileError(f"member {name!r} has zip flags {info.flag_bits:#x}")
         if info.compress_type != zipfile.ZIP_STORED:
             raise StateFileError(f"member {name!r} is compressed; this format stores members as they are")
         if info.file_size > file_size or info.compress_size != info.file_size:

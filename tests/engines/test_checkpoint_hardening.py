@@ -214,3 +214,15 @@ def test_the_checkpoint_is_written_0600_whatever_the_umask(eps8_run, tmp_path):
         os.umask(old)
     assert stat.S_IMODE(os.stat(folder / CHECKPOINT_NAME).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(eps8_run / CHECKPOINT_NAME).st_mode) == 0o600
+
+
+@pytest.mark.parametrize("flags", [0x1, 0x20, 0x40])
+def test_zip_members_with_flags_this_format_never_writes_are_refused(tmp_path, flags):
+    """Found by tests/fuzz (state_file target): an encrypted or patched member escaped as
+    RuntimeError / NotImplementedError."""
+    data = bytearray(dump_state({"x": 1}))
+    for offset in (6, data.rfind(b"PK\x01\x02") + 8):  # the local header's and the central directory's flags
+        data[offset] |= flags
+    (tmp_path / "s.npz").write_bytes(bytes(data))
+    with pytest.raises(StateFileError):
+        load_state(tmp_path / "s.npz")
