@@ -13,6 +13,7 @@ is what matters to a fuzzer.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -284,16 +285,21 @@ def _paillier_ciphertext_seeds() -> list[bytes]:
     return [bytes([2]) + ciphertexts_to_bytes(public, encrypt_packed(public, [1, 2]))]
 
 
-# ----------------------------------------------------------------------------------- config
-_CONFIG_FILE = os.path.join(tempfile.gettempdir(), f"sfr-fuzz-config-{os.getpid()}.toml")
+# ------------------------------------------------------------- files: config, state file
+def _file_decoder(suffix: str, module: str, function: str) -> Callable[[bytes], object]:
+    """A decoder of files: the input is written to a scratch file the decoder then reads."""
+    path = os.path.join(tempfile.gettempdir(), f"sfr-fuzz-{os.getpid()}{suffix}")
+
+    def decode(data: bytes) -> object:
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return getattr(importlib.import_module(module), function)(path)
+
+    return decode
 
 
-def _config_toml(data: bytes) -> object:
-    from secure_fedrec.config import load_config
-
-    with open(_CONFIG_FILE, "wb") as handle:
-        handle.write(data)
-    return load_config(_CONFIG_FILE)
+_config_toml = _file_decoder(".toml", "secure_fedrec.config", "load_config")
+_state_file = _file_decoder(".npz", "secure_fedrec.state_file", "load_state")
 
 
 def _config_seeds() -> list[bytes]:
@@ -301,25 +307,6 @@ def _config_seeds() -> list[bytes]:
 
     return [dump_toml(config_to_dict(RunConfig())).encode(),
             b'seed = 3\n[training]\nrounds = 4\n[aggregation]\nbits = 40\n']
-
-
-def _config_error() -> type[BaseException]:
-    from secure_fedrec.config import ConfigError
-
-    return ConfigError
-
-
-# ------------------------------------------------------------------------------- state file
-_STATE_FILE = os.path.join(tempfile.gettempdir(), f"sfr-fuzz-state-{os.getpid()}.npz")
-
-
-def _state_file(data: bytes) -> object:
-    """A checkpoint / model file (secure_fedrec.state_file: JSON + .npy in a zip, no pickle)."""
-    from secure_fedrec.state_file import load_state
-
-    with open(_STATE_FILE, "wb") as handle:
-        handle.write(data)
-    return load_state(_STATE_FILE)
 
 
 def _state_file_seeds() -> list[bytes]:
@@ -331,10 +318,9 @@ def _state_file_seeds() -> list[bytes]:
             dump_state({})]
 
 
-def _state_file_error() -> type[BaseException]:
-    from secure_fedrec.state_file import StateFileError
-
-    return StateFileError
+#: targets whose error type lives in secure_fedrec, resolved when needed (the fuzzers import torch-free)
+_LAZY_ERRORS = {"config_toml": ("secure_fedrec.config", "ConfigError"),
+                "state_file": ("secure_fedrec.state_file", "StateFileError")}
 
 
 def _targets() -> dict[str, Target]:
@@ -371,11 +357,10 @@ TARGETS = _targets()
 
 
 def allowed(target: Target) -> tuple[type[BaseException], ...]:
-    """The target's documented errors (the config error type is resolved lazily: torch-free)."""
-    if target.name == "config_toml":
-        return (_config_error(),)
-    if target.name == "state_file":
-        return (_state_file_error(),)
+    """The target's documented errors (secure_fedrec's error types are resolved lazily)."""
+    if target.name in _LAZY_ERRORS:
+        module, name = _LAZY_ERRORS[target.name]
+        return (getattr(importlib.import_module(module), name),)
     return target.allowed
 
 
