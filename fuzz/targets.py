@@ -147,6 +147,48 @@ def _masking_party_seeds() -> list[bytes]:
     return [frame for _, frame in server.start()][:1] + _masking_seeds()
 
 
+@functools.lru_cache(maxsize=1)
+def _midsession_frames() -> tuple[bytes, ...]:
+    """Frames of a 4-client session stopped with the server collecting masked inputs."""
+    return tuple(frame for _, frame in _midsession()[2])
+
+
+def _midsession():
+    from protocols.masking import MaskingClient, MaskingParams, MaskingServer
+
+    params = MaskingParams(threshold=3, degree=3, bits=16, vector_length=4, min_survivors=3)
+    server = MaskingServer(params, [0, 1, 2, 3], session_id=bytes(16), graph_seed=bytes(32))
+    clients = {c: MaskingClient(c) for c in range(4)}
+    for client in clients.values():
+        client.set_input(np.arange(4))
+    seen = []
+    outgoing = server.start()
+    for _ in range(2):
+        for cid, frame in outgoing:
+            seen.append((cid, frame))
+            for reply in clients[cid].receive(frame):
+                seen.append((cid, reply))
+                server.receive(reply)
+        outgoing = server.advance()
+    return server, clients, seen + list(outgoing)
+
+
+def _masking_midsession(data: bytes) -> object:
+    """A server collecting masked inputs and a client awaiting its share bundle, same bytes.
+
+    Both decode with the session's own sizes (4 clients, 4 coordinates): this is
+    where a frame sized for another session must fail cheaply and typed.
+    """
+    server, clients, _ = _midsession()
+    errors = 0
+    for party in (server.receive, clients[1].receive):
+        try:
+            party(data)
+        except ProtocolError:
+            errors += 1
+    return errors
+
+
 # --------------------------------------------------------------------------------- Paillier
 @functools.lru_cache(maxsize=1)
 def _paillier_setup():
@@ -319,6 +361,9 @@ def _targets() -> dict[str, Target]:
                "protocols.masking.messages.decode (all 10 message kinds)"),
         Target("masking_parties", _masking_parties, (), _masking_party_seeds,
                "MaskingClient.receive and MaskingServer.receive (ProtocolError caught inside)"),
+        Target("masking_midsession", _masking_midsession, (), _midsession_frames,
+               ("MaskingServer collecting masked inputs and MaskingClient awaiting shares, "
+                "decoding with the session's own sizes (ProtocolError caught inside)")),
         Target("paillier_messages", _paillier_messages, (MalformedMessage,),
                _paillier_message_seeds,
                "protocols.paillier.messages: SessionParams and the 5 message parsers"),

@@ -92,15 +92,26 @@ class FixedPointEncoder:
             raise EncodingError(f"clip must be a positive finite number, got {clip!r}")
         if not (isinstance(bits, int) and 2 <= bits <= _MAX_BITS):
             raise EncodingError(f"bits must be an integer in [2, {_MAX_BITS}], got {bits!r}")
+        # In integers: with bits >= 55, float64 rounds half / max_summands up
+        # (e.g. 2^61 - 1 -> 2^61), and the encoder built from it failed its own
+        # no-wrap check.
         half = (1 << (bits - 1)) - 1
-        scale = math.floor(half / max_summands - 1) / clip
-        if scale < 1.0 / clip:
+        levels = half // max_summands - 1
+        if levels < 1:
             raise EncodingError(
                 f"{max_summands} summands of range ±{clip} do not fit in {bits} bits: "
                 f"raise bits to at least {math.ceil(math.log2(max_summands * 4)) + 1}, "
                 "lower the number of clients per round, or lower clip"
             )
-        return cls(clip=float(clip), scale=float(scale), bits=bits, max_summands=max_summands)
+        scale = levels / float(clip)
+        if not math.isfinite(scale):
+            raise EncodingError(f"clip {clip!r} is too small to encode at {bits} bits")
+        # levels / clip is rounded to the nearest float, which may be just above the
+        # exact quotient; step down until the largest encoded level fits (a few
+        # ulps at most, and only when levels exceeds 2^53 or clip is not a power of 2).
+        while math.ceil(clip * scale) > levels:
+            scale = math.nextafter(scale, 0.0)
+        return cls(clip=float(clip), scale=scale, bits=bits, max_summands=max_summands)
 
     # -- derived quantities ---------------------------------------------------------------
     @property

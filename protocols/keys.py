@@ -24,12 +24,19 @@ from typing import Protocol, runtime_checkable
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import DecryptionError, InvalidSignature, MalformedMessage
+from .wire import check_round_index
 
 __all__ = [
     "AEAD_OVERHEAD",
@@ -39,6 +46,7 @@ __all__ = [
     "StaticTrustStore",
     "TrustStore",
     "agree",
+    "check_public_key",
     "derive_key",
     "generate_key_pair",
     "open_sealed",
@@ -87,6 +95,33 @@ def public_from_private(private_bytes: bytes) -> bytes:
     return key.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw)
 
 
+_PROBE: X25519PrivateKey | None = None
+
+
+def check_public_key(public: bytes) -> None:
+    """Raise :class:`MalformedMessage` unless ``public`` is a usable X25519 public key.
+
+    RFC 7748 §6.1: an exchange whose result is all zeros means the peer's
+    u-coordinate is a point of small order (0, 1, p − 1, the two points of
+    order 8, and their non-canonical or high-bit encodings); such a key would
+    make every honest neighbour's agreement fail, or, without the check,
+    produce a shared secret the attacker knows. ``cryptography`` performs
+    that check inside ``exchange``, so one exchange with a throwaway key is
+    the library's own validity test (a hand-kept list of bad points would be
+    a second implementation of it). The probe key is drawn from the CSPRNG
+    once; it is never used for anything but this test.
+    """
+    global _PROBE
+    if not (isinstance(public, (bytes, bytearray)) and len(public) == KEY_SIZE):
+        raise MalformedMessage(f"an X25519 public key is {KEY_SIZE} bytes")
+    if _PROBE is None:
+        _PROBE = X25519PrivateKey.generate()
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(bytes(public)))
+    except ValueError:
+        raise MalformedMessage("invalid X25519 public key (small-order point)") from None
+
+
 def agree(private: X25519PrivateKey | bytes, peer_public: bytes) -> bytes:
     """Raw X25519 shared secret; a malformed or low-order peer key is :class:`MalformedMessage`."""
     if isinstance(private, (bytes, bytearray)):
@@ -105,7 +140,8 @@ def derive_key(shared_secret: bytes, *, salt: bytes, label: bytes, context: byte
 
 
 def binding(round_index: int, sender: int, receiver: int) -> bytes:
-    return struct.pack(">III", round_index, sender, receiver)
+    """``round || sender || receiver`` as three u32; an out-of-range round is :class:`ValueError`."""
+    return struct.pack(">III", check_round_index(round_index), sender, receiver)
 
 
 def seal(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:

@@ -33,15 +33,17 @@ import numpy as np
 from .errors import MalformedMessage
 
 __all__ = [
-    "MAGIC",
-    "WIRE_VERSION",
-    "SERVER_ID",
     "HEADER_SIZE",
+    "MAGIC",
+    "SERVER_ID",
+    "WIRE_VERSION",
     "FrameHeader",
-    "Writer",
     "Reader",
-    "encode_frame",
+    "Writer",
+    "check_round_index",
     "decode_frame",
+    "encode_frame",
+    "split_frame",
 ]
 
 MAGIC = b"SFR1"
@@ -51,6 +53,22 @@ SESSION_ID_SIZE = 16
 _HEADER = struct.Struct(">4sBBBB16sIIII")
 HEADER_SIZE = _HEADER.size
 DEFAULT_MAX_FRAME = 1 << 30  # 1 GiB: far above any legitimate message, below memory exhaustion
+MAX_ROUND = 0xFFFFFFFF  # the header's round field is a u32
+
+
+def check_round_index(round_index: object) -> int:
+    """``round_index`` if it fits the frame header's u32 round field.
+
+    Every derived key, commitment and transcript binds the round as a u32, so
+    a caller passing ``-1`` or ``2**32`` must hear about it here, in plain
+    words (:class:`ValueError`; :class:`TypeError` for a non-integer), rather
+    than as a ``struct.error`` from deep inside a derivation.
+    """
+    if not isinstance(round_index, int) or isinstance(round_index, bool):
+        raise TypeError(f"round_index must be an integer in [0, 2^32), got {round_index!r}")
+    if not 0 <= round_index <= MAX_ROUND:
+        raise ValueError(f"round_index must be in [0, 2^32), got {round_index}")
+    return round_index
 
 
 @dataclass(frozen=True)
@@ -87,15 +105,32 @@ def encode_frame(header: FrameHeader, body: bytes) -> bytes:
 
 def decode_frame(data: bytes, *, max_size: int = DEFAULT_MAX_FRAME) -> tuple[FrameHeader, bytes]:
     """Split a frame into its header and body; any inconsistency is :class:`MalformedMessage`."""
+    header, body = split_frame(data, max_size=max_size)
+    return header, bytes(body)
+
+
+def split_frame(data: bytes | bytearray | memoryview, *,
+                max_size: int = DEFAULT_MAX_FRAME) -> tuple[FrameHeader, memoryview]:
+    """:func:`decode_frame` without copying the body of an immutable ``bytes`` frame.
+
+    The size is checked before anything else, so an oversized frame costs a
+    ``len()`` and nothing proportional to its length. The body is a read-only
+    view into ``data`` when ``data`` is ``bytes``; a mutable buffer's body is
+    copied (once its size has been accepted), so that nothing decoded from it
+    can change under the caller's feet.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedMessage("a frame must be bytes")
-    data = bytes(data)
-    if len(data) > max_size:
-        raise MalformedMessage(f"frame of {len(data)} bytes exceeds the limit of {max_size}")
-    if len(data) < HEADER_SIZE:
+    try:
+        view = memoryview(data).cast("B")
+    except TypeError:
+        raise MalformedMessage("a frame must be a contiguous byte buffer") from None
+    if view.nbytes > max_size:
+        raise MalformedMessage(f"frame of {view.nbytes} bytes exceeds the limit of {max_size}")
+    if view.nbytes < HEADER_SIZE:
         raise MalformedMessage("truncated frame header")
     magic, version, protocol, kind, flags, session_id, rnd, sender, receiver, body_len = (
-        _HEADER.unpack_from(data)
+        _HEADER.unpack_from(view)
     )
     if magic != MAGIC:
         raise MalformedMessage("bad magic")
@@ -103,10 +138,13 @@ def decode_frame(data: bytes, *, max_size: int = DEFAULT_MAX_FRAME) -> tuple[Fra
         raise MalformedMessage(f"unsupported wire version {version}")
     if flags != 0:
         raise MalformedMessage("reserved flags set")
-    if body_len != len(data) - HEADER_SIZE:
+    if body_len != view.nbytes - HEADER_SIZE:
         raise MalformedMessage("body length does not match the frame size")
     header = FrameHeader(protocol, kind, session_id, rnd, sender, receiver)
-    return header, data[HEADER_SIZE:]
+    body = view[HEADER_SIZE:]
+    if not isinstance(data, bytes):
+        body = memoryview(body.tobytes())
+    return header, body.toreadonly()
 
 
 class Writer:
@@ -174,21 +212,25 @@ class Reader:
         return struct.unpack(">Q", self._take(8))[0]
 
     def blob(self, *, max_len: int | None = None, exact_len: int | None = None) -> bytes:
+        return bytes(self._blob_view(max_len, exact_len))
+
+    def _blob_view(self, max_len: int | None, exact_len: int | None) -> memoryview:
         n = self.u32()
         limit = self._max_blob if max_len is None else min(max_len, self._max_blob)
         if n > limit:
             raise MalformedMessage(f"field of {n} bytes exceeds the limit of {limit}")
         if exact_len is not None and n != exact_len:
             raise MalformedMessage(f"field must be {exact_len} bytes, got {n}")
-        return bytes(self._take(n))
+        return self._take(n)
 
     def bigint(self, *, max_bytes: int) -> int:
         return int.from_bytes(self.blob(max_len=max_bytes), "big")
 
     def array(self, dtype: str, *, max_items: int, exact_items: int | None = None) -> np.ndarray:
+        """A read-only array viewing the body (no copy); its size is checked first."""
         dt = np.dtype(dtype)
-        raw = self.blob(max_len=max_items * dt.itemsize)
-        if len(raw) % dt.itemsize:
+        raw = self._blob_view(max_items * dt.itemsize, None)
+        if raw.nbytes % dt.itemsize:
             raise MalformedMessage("array length is not a multiple of its item size")
         arr = np.frombuffer(raw, dtype=dt)
         if exact_items is not None and arr.size != exact_items:
@@ -196,7 +238,7 @@ class Reader:
         return arr
 
     def u32_list(self, *, max_items: int) -> list[int]:
-        return [int(v) for v in self.array(">u4", max_items=max_items)]
+        return self.array(">u4", max_items=max_items).tolist()
 
     def end(self) -> None:
         """Assert that the whole body was consumed (no trailing bytes)."""

@@ -16,7 +16,15 @@ Refusals an honest client enforces (each raises and aborts):
   (:class:`~protocols.errors.SessionMismatch`);
 * parameters weaker than its policy (threshold not a strict majority, passive
   mode when it holds a signing key) or fewer than ``t`` neighbours left
-  (:class:`~protocols.errors.BelowThreshold`).
+  (:class:`~protocols.errors.BelowThreshold`);
+* a survivor set (consistency check) or an unmasking request whose
+  session-wide survivor count is below the session's ``min_survivors``
+  (:class:`~protocols.errors.BelowThreshold`): its shares would help release a
+  sum with fewer inputs — for distributed DP, less noise — than agreed.
+
+Once the session is announced, every frame is decoded against the session's
+own sizes (:meth:`Limits.for_session`), so a hostile server cannot make the
+client allocate more than the largest legal message of each kind.
 """
 
 from __future__ import annotations
@@ -68,7 +76,8 @@ class MaskingClient:
         If given, the 16-byte session id this client agreed to join; a
         SessionStart for any other session is rejected.
     limits:
-        Decoder bounds.
+        Decoder bounds before the session is known (the announcement itself);
+        afterwards the session's own sizes, tightened by these.
     """
 
     def __init__(
@@ -90,6 +99,7 @@ class MaskingClient:
         self._trust = trust
         self._expected_session = expected_session
         self._limits = limits
+        self._session_limits: m.Limits | None = None
         self._input: np.ndarray | None = None
         # Filled in as the session advances.
         self.session_id: bytes | None = None
@@ -136,7 +146,7 @@ class MaskingClient:
         if self.state is ClientState.ABORTED:
             raise LocalProtocolError("this client has aborted")
         try:
-            env = m.decode(data, limits=self._limits)
+            env = m.decode(data, limits=self._session_limits or self._limits)
             self._check_binding(env)
             active = self.config.params.active if self.config else False
             kind = env.message.KIND
@@ -203,6 +213,7 @@ class MaskingClient:
             raise RemoteProtocolError("refusing to downgrade to the passive mode")
         # Not known until now: the frame header of the first message fixes the session.
         self.config = config
+        self._session_limits = m.Limits.for_session(config).tightened(self._limits)
         if self._input is not None:
             self._check_input(config)
         self._neighbourhood = closed_neighbourhood(
@@ -237,6 +248,8 @@ class MaskingClient:
         all_keys = [e.c_public for e in entries.values()] + [e.s_public for e in entries.values()]
         if len(set(all_keys)) != len(all_keys):
             raise RemoteProtocolError("key directory repeats a public key")
+        for key in all_keys:  # an honest server refused these at advertise time
+            kx.check_public_key(key)
         if params.active:
             self._verify_directory(entries)
         self._directory = entries
@@ -318,6 +331,9 @@ class MaskingClient:
         assert self.config is not None and self._signing_key is not None
         survivors = tuple(sorted(msg.survivors))
         self._check_survivors(set(survivors), "consistency_check")
+        if len(survivors) < self.config.params.min_survivors:
+            raise BelowThreshold(len(survivors), self.config.params.min_survivors,
+                                 "consistency_check")
         self._signed_survivors = survivors
         signature = kx.sign(self._signing_key, d.consistency_transcript(
             self._digest_for(self.config), survivors))
@@ -349,8 +365,12 @@ class MaskingClient:
             raise UnmaskRequestRefused("request names this client as dropped")
         if len(survivors) < params.threshold:
             raise BelowThreshold(len(survivors), params.threshold, "unmasking")
+        if not len(survivors) <= msg.survivor_count <= len(self.config.participants):
+            raise UnmaskRequestRefused("the stated survivor count contradicts the request")
         if params.active:
             self._check_consistency(msg, survivors)
+        if msg.survivor_count < params.min_survivors:
+            raise BelowThreshold(msg.survivor_count, params.min_survivors, "unmasking")
         seed_owners = tuple(sorted(survivors))
         key_owners = tuple(sorted(dropped))
         reply = m.UnmaskShares(
@@ -365,7 +385,7 @@ class MaskingClient:
         assert self.config is not None and self._trust is not None
         signed = self._signed_survivors
         assert signed is not None
-        if survivors != set(signed) & self._neighbourhood:
+        if survivors != set(signed) & self._neighbourhood or msg.survivor_count != len(signed):
             raise ConsistencyError("unmask request disagrees with the signed survivor set")
         if not set(msg.signers) <= set(signed) & self._neighbourhood:
             raise ConsistencyError("signatures from clients outside the survivor set")
@@ -377,3 +397,4 @@ class MaskingClient:
             if vk is None:
                 raise InvalidSignature("unverifiable consistency signature")
             kx.verify(vk, sig, transcript)
+

@@ -23,9 +23,9 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..api import DropoutSchedule, SecureSumResult
-from ..errors import LocalProtocolError, ProtocolError
+from ..errors import BelowThreshold, LocalProtocolError, ProtocolError
 from ..keys import StaticTrustStore, TrustStore
-from ..wire import SERVER_ID
+from ..wire import SERVER_ID, check_round_index
 from .client import MaskingClient
 from .params import MaskingParams, choose_parameters, params_for
 from .server import MaskingServer
@@ -63,8 +63,15 @@ def run_session(
     session_id: bytes | None = None,
     graph_seed: bytes | None = None,
 ) -> SecureSumResult:
-    """Run one session; raises :class:`~protocols.errors.BelowThreshold` (no partial sum)."""
+    """Run one session; raises :class:`~protocols.errors.BelowThreshold` (no partial sum).
+
+    A session with fewer participants than ``params.min_survivors`` could never
+    release a sum: it stops before the first frame, at stage ``advertise_keys``.
+    """
+    check_round_index(round_index)
     ids = sorted(inputs)
+    if len(ids) < params.min_survivors:
+        raise BelowThreshold(len(ids), params.min_survivors, stages_for(params.active)[0])
     for cid in ids:
         vector = np.asarray(inputs[cid])
         if vector.shape != (params.vector_length,) or not np.issubdtype(vector.dtype, np.integer):
@@ -170,17 +177,26 @@ class SecAgg:
     ``threshold`` defaults to the smallest strict majority (two thirds in active
     mode). ``signing_keys``/``trust`` pin the clients' Ed25519 identities in
     active mode; if omitted, fresh ones are generated per session (simulation).
+
+    ``min_survivors`` is the session-wide floor on contributors
+    (:attr:`MaskingParams.min_survivors`): below it the server refuses to
+    unmask and honest clients refuse to reveal shares, so ``run_round`` raises
+    :class:`~protocols.errors.BelowThreshold` and nothing is released. A
+    distributed-DP layer passes the number of noise shares its noise needs.
     """
 
     name = "secagg"
 
     def __init__(self, *, threshold: int | None = None, active: bool = False,
                  signing_keys: Mapping[int, Ed25519PrivateKey] | None = None,
-                 trust: TrustStore | None = None) -> None:
+                 trust: TrustStore | None = None, min_survivors: int = 1) -> None:
+        if not isinstance(min_survivors, int) or isinstance(min_survivors, bool) or min_survivors < 1:
+            raise ValueError(f"min_survivors must be a positive integer, got {min_survivors!r}")
         self.threshold = threshold
         self.active = active
         self.signing_keys = signing_keys
         self.trust = trust
+        self.min_survivors = min_survivors
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -188,7 +204,8 @@ class SecAgg:
 
     def params(self, n: int, *, bits: int, vector_length: int) -> MaskingParams:
         return params_for(n, bits=bits, vector_length=vector_length,
-                          threshold=self.threshold, active=self.active)
+                          threshold=self.threshold, active=self.active,
+                          min_survivors=self.min_survivors)
 
     def run_round(self, inputs: Mapping[int, np.ndarray], *, bits: int, round_index: int = 0,
                   dropouts: DropoutSchedule | None = None) -> SecureSumResult:
@@ -213,9 +230,9 @@ class SecAggPlus(SecAgg):
                  dropout_rate: float = 0.1, corrupt_fraction: float = 0.05,
                  security_bits: int = 40, correctness_bits: int = 20, active: bool = False,
                  signing_keys: Mapping[int, Ed25519PrivateKey] | None = None,
-                 trust: TrustStore | None = None) -> None:
+                 trust: TrustStore | None = None, min_survivors: int = 1) -> None:
         super().__init__(threshold=threshold, active=active, signing_keys=signing_keys,
-                         trust=trust)
+                         trust=trust, min_survivors=min_survivors)
         self.degree = degree
         self.dropout_rate = dropout_rate
         self.corrupt_fraction = corrupt_fraction
@@ -235,7 +252,8 @@ class SecAggPlus(SecAgg):
             except ValueError:
                 degree = n - 1
         return params_for(n, bits=bits, vector_length=vector_length, degree=degree,
-                          threshold=threshold, active=self.active)
+                          threshold=threshold, active=self.active,
+                          min_survivors=self.min_survivors)
 
 
 def _common_length(inputs: Mapping[int, np.ndarray]) -> int:

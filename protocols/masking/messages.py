@@ -7,7 +7,8 @@ receiver; the frame ``kind`` byte is the message's ``KIND``. Body layouts
 :meth:`Writer.u32_list`; ``blob`` = ``u32 length || bytes``)::
 
     1 SessionStart         S→C  u8 active | u8 bits | u32 threshold | u32 degree
-                                | u32 vector_length | blob graph_seed (32) | ids participants
+                                | u32 vector_length | u32 min_survivors | blob graph_seed (32)
+                                | ids participants
     2 AdvertiseKeys        C→S  blob c_pk (32) | blob s_pk (32) | blob signature (0 or 64)
     3 KeyDirectory         S→C  ids clients | blob keys (64 per client: c_pk || s_pk)
                                 | blob signatures (0, or 64 per client)
@@ -19,6 +20,7 @@ receiver; the frame ``kind`` byte is the message's ``KIND``. Body layouts
     8 ConsistencySignature C→S  blob signature (64)                  (active mode)
     9 UnmaskRequest        S→C  ids survivors | ids dropped | ids signers
                                 | blob signatures (64 per signer, active mode)
+                                | u32 survivor_count (|U3|, all neighbourhoods)
    10 UnmaskShares         C→S  ids seed_owners | blob seed_shares (33 each)
                                 | ids key_owners | blob key_shares (33 each)
 
@@ -27,6 +29,12 @@ A share ciphertext is ChaCha20-Poly1305 over
 tag). Decoding rejects unknown kinds, wrong directions, truncated, padded or
 oversized input with :class:`~protocols.errors.MalformedMessage`; nothing
 else escapes :func:`decode` for any byte string.
+
+Sizes are checked before anything is allocated: every kind has a largest
+legal body for the decoder's :class:`Limits` (``max_body``), and a party that
+knows its session decodes with :meth:`Limits.for_session` — the session's own
+participant count, neighbourhood size and vector length — so a frame sized for
+another session is refused after reading its 40-byte header.
 """
 
 from __future__ import annotations
@@ -39,7 +47,15 @@ import numpy as np
 from ..errors import MalformedMessage
 from ..keys import KEY_SIZE, SIGNATURE_SIZE
 from ..shamir import SHARE_SIZE
-from ..wire import SERVER_ID, FrameHeader, Reader, Writer, decode_frame, encode_frame
+from ..wire import (
+    HEADER_SIZE,
+    SERVER_ID,
+    FrameHeader,
+    Reader,
+    Writer,
+    encode_frame,
+    split_frame,
+)
 from .params import MaskingParams, SessionConfig
 
 __all__ = [
@@ -61,6 +77,7 @@ __all__ = [
     "UnmaskShares",
     "decode",
     "encode",
+    "max_frame_size",
 ]
 
 PROTOCOL_CODE = 1
@@ -71,17 +88,60 @@ COMMITMENT_SIZE = 32
 
 @dataclass(frozen=True)
 class Limits:
-    """Upper bounds a decoder enforces before allocating anything."""
+    """Upper bounds a decoder enforces before allocating anything.
+
+    ``max_neighbourhood`` bounds the lists that name members of one client's
+    closed neighbourhood (key directories, share bundles, unmasking requests
+    and shares); ``None`` means ``max_participants``. The defaults are what a
+    client accepts from a server it has not heard from yet; once a session is
+    known, both parties decode with :meth:`for_session`.
+    """
 
     max_participants: int = 1 << 20
     max_vector_length: int = 1 << 28
+    max_neighbourhood: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("max_participants", "max_vector_length", "max_neighbourhood"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise TypeError(f"{name} must be an int")
         if self.max_participants < 2 or self.max_vector_length < 0:
             raise ValueError("limits must allow at least 2 participants")
+        if self.max_neighbourhood is not None and not (
+                2 <= self.max_neighbourhood <= self.max_participants):
+            raise ValueError("max_neighbourhood must be in [2, max_participants]")
+
+    @property
+    def neighbourhood(self) -> int:
+        return self.max_participants if self.max_neighbourhood is None else self.max_neighbourhood
+
+    @classmethod
+    def for_session(cls, config: SessionConfig) -> Limits:
+        """The tightest bounds for ``config``: its participants, neighbourhood and length."""
+        n = len(config.participants)
+        return cls(max_participants=n, max_vector_length=config.params.vector_length,
+                   max_neighbourhood=min(n, config.params.degree + 1))
+
+    def tightened(self, other: Limits | None) -> Limits:
+        """The smaller of each bound of ``self`` and ``other`` (``self`` if there is none)."""
+        if other is None:
+            return self
+        participants = min(self.max_participants, other.max_participants)
+        return Limits(max_participants=participants,
+                      max_vector_length=min(self.max_vector_length, other.max_vector_length),
+                      max_neighbourhood=min(self.neighbourhood, other.neighbourhood, participants))
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def _ids_size(count: int) -> int:
+    return 4 + 4 * count
+
+
+def _blob_size(length: int) -> int:
+    return 4 + length
 
 
 def _ids(values: tuple[int, ...], name: str, *, distinct: bool = True) -> None:
@@ -112,11 +172,17 @@ class SessionStart:
     def write(self, w: Writer) -> None:
         p = self.config.params
         w.u8(int(p.active)).u8(p.bits).u32(p.threshold).u32(p.degree).u32(p.vector_length)
+        w.u32(p.min_survivors)
         w.blob(self.config.graph_seed).u32_list(self.config.participants)
+
+    @staticmethod
+    def max_body(limits: Limits) -> int:
+        return 1 + 1 + 4 * 4 + _blob_size(32) + _ids_size(limits.max_participants)
 
     @classmethod
     def read(cls, r: Reader, limits: Limits) -> SessionStart:
         active, bits, threshold, degree, length = r.u8(), r.u8(), r.u32(), r.u32(), r.u32()
+        min_survivors = r.u32()
         seed = r.blob(exact_len=32)
         participants = tuple(r.u32_list(max_items=limits.max_participants))
         if active > 1:
@@ -125,7 +191,8 @@ class SessionStart:
             raise MalformedMessage("vector length exceeds the limit")
         try:
             params = MaskingParams(threshold=threshold, degree=degree, bits=bits,
-                                   vector_length=length, active=bool(active))
+                                   vector_length=length, active=bool(active),
+                                   min_survivors=min_survivors)
             return cls(SessionConfig(params, participants, seed))
         except (ValueError, TypeError) as exc:
             raise MalformedMessage(f"invalid session parameters: {exc}") from None
@@ -147,6 +214,10 @@ class AdvertiseKeys:
 
     def write(self, w: Writer) -> None:
         w.blob(self.c_public).blob(self.s_public).blob(self.signature)
+
+    @staticmethod
+    def max_body(limits: Limits) -> int:
+        return 2 * _blob_size(KEY_SIZE) + _blob_size(SIGNATURE_SIZE)
 
     @classmethod
     def read(cls, r: Reader, limits: Limits) -> AdvertiseKeys:
@@ -185,9 +256,14 @@ class KeyDirectory:
         w.blob(b"".join(e.c_public + e.s_public for e in self.entries))
         w.blob(b"".join(e.signature for e in self.entries))
 
+    @staticmethod
+    def max_body(limits: Limits) -> int:
+        k = limits.neighbourhood
+        return _ids_size(k) + _blob_size(2 * KEY_SIZE * k) + _blob_size(SIGNATURE_SIZE * k)
+
     @classmethod
     def read(cls, r: Reader, limits: Limits) -> KeyDirectory:
-        ids = r.u32_list(max_items=limits.max_participants)
+        ids = r.u32_list(max_items=limits.neighbourhood)
         keys = r.blob(exact_len=2 * KEY_SIZE * len(ids))
         sigs = r.blob(max_len=SIGNATURE_SIZE * len(ids))
         if len(sigs) not in (0, SIGNATURE_SIZE * len(ids)):
@@ -220,9 +296,14 @@ class EncryptedShares:
     def write(self, w: Writer) -> None:
         w.u32_list(self.receivers).blob(b"".join(self.ciphertexts)).blob(self.seed_commitment)
 
+    @staticmethod
+    def max_body(limits: Limits) -> int:
+        k = limits.neighbourhood
+        return _ids_size(k) + _blob_size(SHARE_CIPHERTEXT_SIZE * k) + _blob_size(COMMITMENT_SIZE)
+
     @classmethod
     def read(cls, r: Reader, limits: Limits) -> EncryptedShares:
-        ids = tuple(r.u32_list(max_items=limits.max_participants))
+        ids = tuple(r.u32_list(max_items=limits.neighbourhood))
         cts = r.blob(exact_len=SHARE_CIPHERTEXT_SIZE * len(ids))
         commitment = r.blob(exact_len=COMMITMENT_SIZE)
         return cls(ids, _chunks(cts, SHARE_CIPHERTEXT_SIZE), commitment)
@@ -245,9 +326,14 @@ class ShareBundle:
     def write(self, w: Writer) -> None:
         w.u32_list(self.senders).blob(b"".join(self.ciphertexts))
 
+    @staticmethod
+    def max_body(limits: Limits) -> int:
+        k = limits.neighbourhood
+        return _ids_size(k) + _blob_size(SHARE_CIPHERTEXT_SIZE * k)
+
     @classmethod
     def read(cls, r: Reader, limits: Limits) -> ShareBundle:
-        ids = tuple(r.u32_list(max_items=limits.max_participants))
+        ids = tuple(r.u32_list(max_items=limits.neighbourhood))
         cts = r.blob(exact_len=SHARE_CIPHERTEXT_SIZE * len(ids))
         return cls(ids, _chunks(cts, SHARE_CIPHERTEXT_SIZE))
 
@@ -265,6 +351,10 @@ class MaskedInput:
 
     def write(self, w: Writer) -> None:
         w.u8(self.words.dtype.itemsize).blob(self.words.tobytes())
+
+    @staticmethod
+    def max_body(limits: Limits) -> int:
+        return 1 + _blob_size(8 * limits.max_vector_length)
 
     @classmethod
     def read(cls, r: Reader, limits: Limits) -> MaskedInput:
@@ -287,6 +377,10 @@ class ConsistencyRequest:
     def write(self, w: Writer) -> None:
         w.u32_list(self.survivors)
 
+    @staticmethod
+    def max_body(limits: Limits) -> int:
+        return _ids_size(limits.max_participants)
+
     @classmethod
     def read(cls, r: Reader, limits: Limits) -> ConsistencyRequest:
         return cls(tuple(r.u32_list(max_items=limits.max_participants)))
@@ -304,6 +398,10 @@ class ConsistencySignature:
     def write(self, w: Writer) -> None:
         w.blob(self.signature)
 
+    @staticmethod
+    def max_body(limits: Limits) -> int:
+        return _blob_size(SIGNATURE_SIZE)
+
     @classmethod
     def read(cls, r: Reader, limits: Limits) -> ConsistencySignature:
         return cls(r.blob(exact_len=SIGNATURE_SIZE))
@@ -317,6 +415,8 @@ class UnmaskRequest:
     dropped: tuple[int, ...]
     signers: tuple[int, ...] = ()
     signatures: tuple[bytes, ...] = ()
+    #: |U3| over the whole session, checked against the session's ``min_survivors``.
+    survivor_count: int = 0
 
     def __post_init__(self) -> None:
         # Overlap between survivors and dropped is *not* rejected here: it is a
@@ -328,18 +428,26 @@ class UnmaskRequest:
             raise ValueError("one signature per signer")
         for sig in self.signatures:
             _fixed(sig, SIGNATURE_SIZE, "signature")
+        if not (isinstance(self.survivor_count, int) and 0 <= self.survivor_count < SERVER_ID):
+            raise ValueError(f"survivor_count out of range: {self.survivor_count!r}")
 
     def write(self, w: Writer) -> None:
         w.u32_list(self.survivors).u32_list(self.dropped).u32_list(self.signers)
-        w.blob(b"".join(self.signatures))
+        w.blob(b"".join(self.signatures)).u32(self.survivor_count)
+
+    @staticmethod
+    def max_body(limits: Limits) -> int:
+        k = limits.neighbourhood
+        return 3 * _ids_size(k) + _blob_size(SIGNATURE_SIZE * k) + 4
 
     @classmethod
     def read(cls, r: Reader, limits: Limits) -> UnmaskRequest:
-        survivors = tuple(r.u32_list(max_items=limits.max_participants))
-        dropped = tuple(r.u32_list(max_items=limits.max_participants))
-        signers = tuple(r.u32_list(max_items=limits.max_participants))
+        survivors = tuple(r.u32_list(max_items=limits.neighbourhood))
+        dropped = tuple(r.u32_list(max_items=limits.neighbourhood))
+        signers = tuple(r.u32_list(max_items=limits.neighbourhood))
         sigs = r.blob(exact_len=SIGNATURE_SIZE * len(signers))
-        return cls(survivors, dropped, signers, _chunks(sigs, SIGNATURE_SIZE))
+        count = r.u32()
+        return cls(survivors, dropped, signers, _chunks(sigs, SIGNATURE_SIZE), count)
 
 
 @dataclass(frozen=True)
@@ -365,11 +473,16 @@ class UnmaskShares:
         w.u32_list(self.seed_owners).blob(b"".join(self.seed_shares))
         w.u32_list(self.key_owners).blob(b"".join(self.key_shares))
 
+    @staticmethod
+    def max_body(limits: Limits) -> int:
+        k = limits.neighbourhood
+        return 2 * (_ids_size(k) + _blob_size(SHARE_SIZE * k))
+
     @classmethod
     def read(cls, r: Reader, limits: Limits) -> UnmaskShares:
-        seed_owners = tuple(r.u32_list(max_items=limits.max_participants))
+        seed_owners = tuple(r.u32_list(max_items=limits.neighbourhood))
         seed_shares = r.blob(exact_len=SHARE_SIZE * len(seed_owners))
-        key_owners = tuple(r.u32_list(max_items=limits.max_participants))
+        key_owners = tuple(r.u32_list(max_items=limits.neighbourhood))
         key_shares = r.blob(exact_len=SHARE_SIZE * len(key_owners))
         return cls(seed_owners, _chunks(seed_shares, SHARE_SIZE),
                    key_owners, _chunks(key_shares, SHARE_SIZE))
@@ -403,10 +516,18 @@ def encode(message: Message, *, session_id: bytes, round_index: int, sender: int
     return encode_frame(header, w.getvalue())
 
 
+def max_frame_size(limits: Limits = DEFAULT_LIMITS) -> int:
+    """The largest frame of any kind that :func:`decode` accepts under ``limits``."""
+    return HEADER_SIZE + max(cls.max_body(limits) for cls in _BY_KIND.values())
+
+
 def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Envelope:
-    """Parse one frame; every failure is :class:`MalformedMessage`."""
-    max_body = 64 + 8 * limits.max_vector_length + 256 * limits.max_participants
-    header, body = decode_frame(data, max_size=max_body + 64)
+    """Parse one frame; every failure is :class:`MalformedMessage`.
+
+    Nothing proportional to the frame's length is allocated before its kind's
+    largest legal body under ``limits`` has been checked.
+    """
+    header, body = split_frame(data, max_size=max_frame_size(limits))
     if header.protocol != PROTOCOL_CODE:
         raise MalformedMessage(f"not a masking-protocol frame (protocol {header.protocol})")
     cls = _BY_KIND.get(header.kind)
@@ -415,6 +536,10 @@ def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     to_server, from_server = header.receiver == SERVER_ID, header.sender == SERVER_ID
     if cls.TO_SERVER != to_server or cls.TO_SERVER == from_server:
         raise MalformedMessage("message travels in the wrong direction")
+    max_body = cls.max_body(limits)
+    if body.nbytes > max_body:
+        raise MalformedMessage(f"{cls.__name__} of {body.nbytes} bytes exceeds this session's "
+                               f"limit of {max_body}")
     reader = Reader(body, max_blob=max_body)
     try:
         message = cls.read(reader, limits)

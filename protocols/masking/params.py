@@ -7,10 +7,14 @@ import struct
 from dataclasses import dataclass
 
 from ..graph import GraphParameters, choose_parameters
+from ..wire import check_round_index
 
 __all__ = ["GraphParameters", "MaskingParams", "SessionConfig", "choose_parameters", "params_for"]
 
 MAX_BITS = 62
+#: Hard ceilings of the wire format (u32 fields), far above any session we simulate.
+MAX_PARTICIPANTS = 0xFFFFFFFF
+MAX_VECTOR_LENGTH = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,15 @@ class MaskingParams:
     disjoint groups of honest clients can be made to reveal both secrets of
     one client; ``active`` additionally requires ``3t > 2(k + 1)``
     (Bonawitz et al., Theorem 6.5).
+
+    ``min_survivors`` is a *global* floor on the number of clients whose
+    input is in the released sum (|U3|), independent of the per-neighbourhood
+    threshold: the server refuses to start unmasking below it, and an honest
+    client refuses to reveal its shares when the unmasking request states
+    fewer survivors (:class:`~protocols.errors.BelowThreshold` on both sides).
+    A distributed-DP layer sets it to the number of noise shares its noise
+    was sized for, so that a sum is never released with less noise than the
+    accountant charges. The default 1 adds no requirement.
     """
 
     threshold: int
@@ -30,18 +43,23 @@ class MaskingParams:
     bits: int
     vector_length: int
     active: bool = False
+    min_survivors: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("threshold", "degree", "bits", "vector_length"):
+        for name in ("threshold", "degree", "bits", "vector_length", "min_survivors"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an int, got {value!r}")
         if not 1 <= self.bits <= MAX_BITS:
             raise ValueError(f"bits must be in [1, {MAX_BITS}], got {self.bits}")
-        if self.vector_length < 0:
-            raise ValueError("vector_length must be non-negative")
-        if self.degree < 1:
-            raise ValueError("degree must be at least 1")
+        if not 0 <= self.vector_length <= MAX_VECTOR_LENGTH:
+            raise ValueError(f"vector_length must be in [0, {MAX_VECTOR_LENGTH}], "
+                             f"got {self.vector_length}")
+        if not 1 <= self.degree <= MAX_PARTICIPANTS - 1:
+            raise ValueError(f"degree must be in [1, {MAX_PARTICIPANTS - 1}], got {self.degree}")
+        if not 1 <= self.min_survivors <= MAX_PARTICIPANTS:
+            raise ValueError(f"min_survivors must be in [1, {MAX_PARTICIPANTS}], "
+                             f"got {self.min_survivors}")
         size = self.degree + 1
         if not (2 * self.threshold > size and self.threshold <= size):
             raise ValueError(
@@ -55,6 +73,9 @@ class MaskingParams:
             )
 
     def check_population(self, n: int) -> None:
+        if self.min_survivors > n:
+            raise ValueError(f"min_survivors {self.min_survivors} exceeds the {n} participants: "
+                             "the session could never release a sum")
         if self.degree > n - 1:
             raise ValueError(f"degree {self.degree} exceeds n - 1 = {n - 1}")
         if self.degree < n - 1 and self.degree % 2:
@@ -83,11 +104,11 @@ class SessionConfig:
 
     def digest(self, session_id: bytes, round_index: int) -> bytes:
         """SHA-256 of everything the clients must agree on; signed in active mode."""
-        h = hashlib.sha256(b"sfr-masking config v1\x00")
+        h = hashlib.sha256(b"sfr-masking config v2\x00")
         p = self.params
         h.update(session_id)
-        h.update(struct.pack(">IIIIIB", round_index, p.threshold, p.degree, p.bits,
-                             p.vector_length, int(p.active)))
+        h.update(struct.pack(">IIIIIIB", check_round_index(round_index), p.threshold, p.degree,
+                             p.bits, p.vector_length, p.min_survivors, int(p.active)))
         h.update(self.graph_seed)
         h.update(struct.pack(f">{len(self.participants)}I", *self.participants))
         return h.digest()
@@ -101,12 +122,13 @@ def params_for(
     degree: int | None = None,
     threshold: int | None = None,
     active: bool = False,
+    min_survivors: int = 1,
 ) -> MaskingParams:
     """Convenience: fill in classic-SecAgg defaults (complete graph, smallest legal threshold)."""
     k = n - 1 if degree is None else degree
     size = k + 1
     if threshold is None:
         threshold = (2 * size) // 3 + 1 if active else size // 2 + 1
-    return MaskingParams(threshold=threshold, degree=k, bits=bits,
-                         vector_length=vector_length, active=active)
+    return MaskingParams(threshold=threshold, degree=k, bits=bits, vector_length=vector_length,
+                         active=active, min_survivors=min_survivors)
 

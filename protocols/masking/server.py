@@ -12,9 +12,17 @@ invalid signature, wrong content) raises a typed error from :meth:`receive`
 and is discarded — the server stays in its stage and that client simply has
 not answered. The server itself aborts (state ``ABORTED``, error re-raised)
 only when the session cannot finish correctly: fewer than ``t`` survivors in
-some neighbourhood (:class:`~protocols.errors.BelowThreshold`), or a
-reconstruction that fails its commitment (:class:`~protocols.errors.InvalidShare`).
+some neighbourhood, or fewer than ``params.min_survivors`` live clients in the
+whole session (:class:`~protocols.errors.BelowThreshold`, naming the stage), or
+a reconstruction that fails its commitment (:class:`~protocols.errors.InvalidShare`).
 It never releases a partial sum.
+
+Every frame is decoded against the session's own sizes
+(:meth:`Limits.for_session`): a client cannot make the server allocate more
+than the largest legal message of its kind. An advertised public key that is
+not a valid X25519 point of large order is refused at advertise time
+(:class:`~protocols.errors.MalformedMessage`): that client is a dropout and
+the session goes on without it.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from ..errors import (
 )
 from ..graph import harary_neighbourhoods
 from ..keys import TrustStore
-from ..wire import SERVER_ID
+from ..wire import SERVER_ID, check_round_index
 from . import derivations as d
 from . import messages as m
 from .params import MaskingParams, SessionConfig
@@ -68,7 +76,8 @@ class MaskingServer:
     participants:
         The client ids invited to the session.
     round_index:
-        The training round; bound into every frame and derived key.
+        The training round, an integer in ``[0, 2^32)``; bound into every frame
+        and derived key.
     trust:
         Verification keys of the clients (active mode).
     session_id, graph_seed:
@@ -84,12 +93,12 @@ class MaskingServer:
         trust: TrustStore | None = None,
         session_id: bytes | None = None,
         graph_seed: bytes | None = None,
-        limits: m.Limits = m.DEFAULT_LIMITS,
+        limits: m.Limits | None = None,
     ) -> None:
         if params.active and trust is None:
             raise ValueError("active mode needs a trust store")
         self.session_id = session_id if session_id is not None else secrets.token_bytes(16)
-        self.round_index = round_index
+        self.round_index = check_round_index(round_index)
         self.config = SessionConfig(params, tuple(sorted(set(participants))),
                                     graph_seed if graph_seed is not None
                                     else secrets.token_bytes(32))
@@ -97,7 +106,7 @@ class MaskingServer:
         self.stage = ServerStage.COLLECT_KEYS
         self.result: ServerResult | None = None
         self._trust = trust
-        self._limits = limits
+        self._limits = m.Limits.for_session(self.config).tightened(limits)
         self._started = False
         self._participants = frozenset(self.config.participants)
         self.neighbourhoods = harary_neighbourhoods(
@@ -106,6 +115,7 @@ class MaskingServer:
         self._dtype = prg.word_dtype(params.bits)
         # What each stage collected, keyed by client id.
         self._keys: dict[int, m.AdvertiseKeys] = {}
+        self._taken_keys: set[bytes] = set()
         self._shares: dict[int, m.EncryptedShares] = {}
         self._forwarded: dict[int, frozenset[int]] = {}  # i -> senders whose shares i got
         self._masked: set[int] = set()
@@ -186,8 +196,11 @@ class MaskingServer:
 
     # ------------------------------------------------------------ handlers
     def _on_keys(self, sender: int, msg: m.AdvertiseKeys) -> None:
-        taken = {key for k in self._keys.values() for key in (k.c_public, k.s_public)}
-        if msg.c_public == msg.s_public or {msg.c_public, msg.s_public} & taken:
+        # Refused here, before anyone agrees with it: a low-order key would make
+        # every neighbour's key agreement fail and abort the whole session.
+        kx.check_public_key(msg.c_public)
+        kx.check_public_key(msg.s_public)
+        if msg.c_public == msg.s_public or {msg.c_public, msg.s_public} & self._taken_keys:
             raise RemoteProtocolError("advertised keys repeat keys already advertised")
         if self.params.active:
             assert self._trust is not None
@@ -199,6 +212,7 @@ class MaskingServer:
         elif msg.signature:
             raise MalformedMessage("signature in passive mode")
         self._keys[sender] = msg
+        self._taken_keys.update((msg.c_public, msg.s_public))
 
     def _on_shares(self, sender: int, msg: m.EncryptedShares) -> None:
         expected = sorted((self.neighbourhoods[sender] & set(self._keys)) - {sender})
@@ -268,8 +282,20 @@ class MaskingServer:
         if fewest < t:
             raise BelowThreshold(fewest, t, stage.value)
 
+    def _require_survivors(self, alive: frozenset[int], stage: ServerStage) -> None:
+        """The session-wide floor: at least ``min_survivors`` clients may still contribute.
+
+        Checked when each stage that can lose contributors closes (keys,
+        shares, masked inputs); the last of these is the gate before any
+        unmasking request goes out, so no share is ever asked for a sum of
+        fewer than ``min_survivors`` inputs.
+        """
+        if len(alive) < self.params.min_survivors:
+            raise BelowThreshold(len(alive), self.params.min_survivors, stage.value)
+
     def _close_keys(self) -> list[Outgoing]:
         u1 = frozenset(self._keys)
+        self._require_survivors(u1, self.stage)
         self._require_neighbours(u1, self.stage)
         self._alive = u1
         out = []
@@ -284,6 +310,7 @@ class MaskingServer:
 
     def _close_shares(self) -> list[Outgoing]:
         u2 = frozenset(self._shares)
+        self._require_survivors(u2, self.stage)
         self._require_neighbours(u2, self.stage)
         self._alive = u2
         # Index each sender's ciphertexts by receiver once.
@@ -299,6 +326,7 @@ class MaskingServer:
 
     def _close_masked(self) -> list[Outgoing]:
         u3 = frozenset(self._masked)
+        self._require_survivors(u3, self.stage)
         self._require_neighbours(u3, self.stage)
         self._alive = u3
         self._survivors = tuple(sorted(u3))
@@ -324,6 +352,7 @@ class MaskingServer:
                 dropped=tuple(sorted(known - u3)),
                 signers=signers,
                 signatures=tuple(signatures[s] for s in signers),
+                survivor_count=len(u3),
             )
             self._requests[i] = request
             out.append(self._frame(i, request))
@@ -399,3 +428,4 @@ class MaskingServer:
         )
         self._masked_sum = None
         return []
+

@@ -47,11 +47,17 @@ def expected_outcome(
     each collecting stage every live client must keep ``t`` live members of
     its closed neighbourhood; at unmasking each survivor's seed and each
     dropped-after-sharing client's mask key needs ``t`` responding holders.
+    Session-wide: the clients that can still contribute — the participants,
+    then those alive after each of the stages that lose contributors (keys,
+    shares, masked inputs) — must number at least ``params.min_survivors``.
     """
     stages = stages_for(params.active)
+    if len(participants) < params.min_survivors:
+        return Outcome(below_threshold_stage=stages[0])
     hood = harary_neighbourhoods(list(participants), params.degree, graph_seed)
     t = params.threshold
     order = {s: i for i, s in enumerate(stages)}
+    losing_contributors = ("advertise_keys", "share_keys", "masked_input")
 
     def alive_after(stage: str) -> set[int]:
         return {c for c in participants
@@ -60,6 +66,8 @@ def expected_outcome(
     alive: dict[str, set[int]] = {s: alive_after(s) for s in stages}
     for stage in stages[:-1]:  # the collecting stages before unmasking
         live = alive[stage]
+        if stage in losing_contributors and len(live) < params.min_survivors:
+            return Outcome(below_threshold_stage=stage)
         if not live or min(len(hood[i] & live) for i in live) < t:
             return Outcome(below_threshold_stage=stage)
     u2, u3 = alive["share_keys"], alive["masked_input"]
