@@ -139,9 +139,14 @@ def derive_key(shared_secret: bytes, *, salt: bytes, label: bytes, context: byte
     ).derive(shared_secret)
 
 
+_BINDING = struct.Struct(">III")
+
+
 def binding(round_index: int, sender: int, receiver: int) -> bytes:
     """``round || sender || receiver`` as three u32; an out-of-range round is :class:`ValueError`."""
-    return struct.pack(">III", check_round_index(round_index), sender, receiver)
+    if type(round_index) is not int or not 0 <= round_index <= 0xFFFFFFFF:
+        check_round_index(round_index)  # raises, naming the range
+    return _BINDING.pack(round_index, sender, receiver)
 
 
 def seal(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:

@@ -43,6 +43,7 @@ __all__ = [
     "check_round_index",
     "decode_frame",
     "encode_frame",
+    "encode_frame_parts",
     "split_frame",
 ]
 
@@ -148,26 +149,38 @@ def split_frame(data: bytes | bytearray | memoryview, *,
 
 
 class Writer:
-    """Builds a message body field by field."""
+    """Builds a message body field by field.
+
+    Fields are kept as separate buffers and joined once by :meth:`getvalue`
+    (or by :func:`encode_frame_parts`, together with the header), so a large
+    array is copied exactly once on its way into a frame.
+    """
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | memoryview] = []
+        self._size = 0
+
+    def _append(self, part: bytes | memoryview) -> None:
+        self._parts.append(part)
+        self._size += len(part) if isinstance(part, bytes) else part.nbytes
 
     def u8(self, value: int) -> Writer:
-        self._parts.append(struct.pack(">B", value))
+        self._append(struct.pack(">B", value))
         return self
 
     def u32(self, value: int) -> Writer:
-        self._parts.append(struct.pack(">I", value))
+        self._append(struct.pack(">I", value))
         return self
 
     def u64(self, value: int) -> Writer:
-        self._parts.append(struct.pack(">Q", value))
+        self._append(struct.pack(">Q", value))
         return self
 
-    def blob(self, value: bytes) -> Writer:
-        value = bytes(value)
-        self._parts.append(struct.pack(">I", len(value)) + value)
+    def blob(self, value: bytes | bytearray | memoryview) -> Writer:
+        """A length-prefixed byte string; a memoryview is referenced, not copied, until joined."""
+        view = memoryview(value).cast("B") if not isinstance(value, bytes) else value
+        self._append(struct.pack(">I", len(view)))
+        self._append(view if isinstance(view, bytes) else view.toreadonly())
         return self
 
     def bigint(self, value: int) -> Writer:
@@ -177,14 +190,27 @@ class Writer:
         return self.blob(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
 
     def array(self, values: np.ndarray, dtype: str) -> Writer:
-        """A 1-D array in the given big-endian dtype (e.g. ``'>u4'``)."""
-        return self.blob(np.ascontiguousarray(values, dtype=np.dtype(dtype)).tobytes())
+        """A 1-D array in the given dtype (e.g. ``'>u4'``); no copy when it already is one."""
+        return self.blob(memoryview(np.ascontiguousarray(values, dtype=np.dtype(dtype))))
 
-    def u32_list(self, values: list[int] | tuple[int, ...]) -> Writer:
+    def u32_list(self, values: list[int] | tuple[int, ...] | np.ndarray) -> Writer:
         return self.array(np.asarray(values, dtype=np.int64), ">u4")
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def parts(self) -> list[bytes | memoryview]:
+        return list(self._parts)
 
     def getvalue(self) -> bytes:
         return b"".join(self._parts)
+
+
+def encode_frame_parts(header: FrameHeader, writer: Writer) -> bytes:
+    """``encode_frame(header, writer.getvalue())`` with a single copy of the body."""
+    return b"".join([header.pack(writer.size), *writer.parts])
 
 
 class Reader:

@@ -47,6 +47,7 @@ from ..errors import (
     SessionMismatch,
 )
 from ..graph import closed_neighbourhood
+from ..scratch import scratch
 from ..wire import SERVER_ID
 from . import derivations as d
 from . import messages as m
@@ -110,7 +111,8 @@ class MaskingClient:
         self._c_keys: kx.KeyPair | None = None
         self._s_keys: kx.KeyPair | None = None
         self._directory: dict[int, m.KeyEntry] = {}
-        self._c_shared: dict[int, bytes] = {}
+        self._c_shared: dict[int, bytes] = {}  # neighbour -> X25519(c_sk, c_pk_j)
+        self._s_shared: dict[int, bytes] = {}  # neighbour -> X25519(s_sk, s_pk_j)
         self._seed_shares: dict[int, int] = {}  # owner -> share of its self-mask seed
         self._key_shares: dict[int, int] = {}  # owner -> share of its mask secret key
         self._share_senders: frozenset[int] = frozenset()  # U2 ∩ N(i), self included
@@ -125,9 +127,9 @@ class MaskingClient:
         arr = np.asarray(vector)
         if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
             raise ValueError("the input must be a 1-D integer vector")
-        if arr.size and (arr.min() < 0):
+        if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
             raise ValueError("input entries must be non-negative")
-        self._input = arr.astype(np.uint64, copy=False)  # read-only use: no copy needed
+        self._input = arr  # read only; copied once, into the masked vector
         if self.config is not None:
             self._check_input(self.config)
 
@@ -137,7 +139,8 @@ class MaskingClient:
         if self._input.size != p.vector_length:
             raise LocalProtocolError(
                 f"input has {self._input.size} entries, the session expects {p.vector_length}")
-        if self._input.size and int(self._input.max()) >> p.bits:
+        fits = self._input.dtype.kind == "u" and 8 * self._input.dtype.itemsize <= p.bits
+        if self._input.size and not fits and int(self._input.max()) >> p.bits:
             raise LocalProtocolError(f"input entries must be below 2^{p.bits}")
 
     # ------------------------------------------------------------- dispatch
@@ -201,11 +204,12 @@ class MaskingClient:
         self._seed_shares.clear()
         self._key_shares.clear()
         self._c_shared.clear()
+        self._s_shared.clear()
 
     # ----------------------------------------------------- round 0: keys
     def _on_session_start(self, msg: m.SessionStart) -> m.AdvertiseKeys:
         config = msg.config
-        if self.client_id not in config.participants:
+        if not config.includes(self.client_id):
             raise SessionMismatch("this client is not a participant of the session")
         if config.params.active and self._signing_key is None:
             raise LocalProtocolError("active mode requested but this client has no signing key")
@@ -217,7 +221,7 @@ class MaskingClient:
         if self._input is not None:
             self._check_input(config)
         self._neighbourhood = closed_neighbourhood(
-            config.participants, config.params.degree, config.graph_seed, self.client_id)
+            config.ids, config.params.degree, config.graph_seed, self.client_id)
         self._c_keys, self._s_keys = kx.generate_key_pair(), kx.generate_key_pair()
         signature = b""
         if self._signing_key is not None:
@@ -248,25 +252,31 @@ class MaskingClient:
         all_keys = [e.c_public for e in entries.values()] + [e.s_public for e in entries.values()]
         if len(set(all_keys)) != len(all_keys):
             raise RemoteProtocolError("key directory repeats a public key")
-        for key in all_keys:  # an honest server refused these at advertise time
-            kx.check_public_key(key)
         if params.active:
             self._verify_directory(entries)
         self._directory = entries
 
+        # Both key agreements with every neighbour, now: each doubles as the check
+        # that the neighbour's key is not a small-order point (MalformedMessage),
+        # before any share leaves this client.
+        c_private, s_private = self._c_keys.private, self._s_keys.private
         holders = sorted(entries)
+        for holder in holders:
+            if holder != self.client_id:
+                self._c_shared[holder] = kx.agree(c_private, entries[holder].c_public)
+                self._s_shared[holder] = kx.agree(s_private, entries[holder].s_public)
         seed = secrets.token_bytes(prg.SEED_SIZE)
         seed_shares, key_shares = shamir.split_many(
             [seed, self._s_keys.private_bytes], params.threshold, [h + 1 for h in holders])
+        self._s_keys = None  # shared, and its agreements done: only the shares remain
         receivers, ciphertexts = [], []
         for idx, holder in enumerate(holders):
             if holder == self.client_id:
                 self._seed_shares[holder] = seed_shares[idx]
                 self._key_shares[holder] = key_shares[idx]
                 continue
-            c_shared = kx.agree(self._c_keys.private, entries[holder].c_public)
-            self._c_shared[holder] = c_shared
-            key = d.share_key(c_shared, self.session_id, self.round_index, self.client_id, holder)
+            key = d.share_key(self._c_shared[holder], self.session_id, self.round_index,
+                              self.client_id, holder)
             ciphertexts.append(d.seal_shares(key, self.session_id, self.round_index,
                                              self.client_id, holder,
                                              seed_shares[idx], key_shares[idx]))
@@ -287,7 +297,7 @@ class MaskingClient:
 
     # ------------------------------------------- round 2: masked input
     def _on_share_bundle(self, msg: m.ShareBundle) -> m.MaskedInput:
-        assert self.config is not None and self._s_keys is not None
+        assert self.config is not None
         params = self.config.params
         senders = set(msg.senders)
         if self.client_id in senders or not senders <= set(self._directory):
@@ -306,23 +316,25 @@ class MaskingClient:
         self._share_senders = frozenset(senders | {self.client_id})
 
         dtype = prg.word_dtype(params.bits)
-        length = params.vector_length
         assert self._self_seed is not None
-        masked = self._input.astype(dtype)
-        np.add(masked, d.self_mask(self._self_seed, length, dtype), out=masked)
+        # The masked vector is the one fresh array: masks are expanded into a reused
+        # scratch array and added in place, modulo the word size (2^bits divides it).
+        masked = np.empty(params.vector_length, dtype=dtype)
+        np.copyto(masked, self._input, casting="unsafe")  # entries < 2^bits: exact
+        work = scratch("masking.keystream", params.vector_length, dtype)
+        prg.add_mask(masked, self._self_seed, work)
         self._self_seed = None  # only the shares remain
         for peer in sorted(senders):
-            seed = d.pairwise_seed(self._s_keys.private, self._directory[peer].s_public,
-                                   self.session_id, self.round_index, self.client_id, peer)
-            mask = prg.keystream_words(seed, length, dtype)
+            seed = d.pairwise_seed_from_shared(self._s_shared[peer], self.session_id,
+                                               self.round_index, self.client_id, peer)
             # The lower id adds, the higher subtracts: the pair cancels in the sum.
-            if self.client_id < peer:
-                np.add(masked, mask, out=masked)
-            else:
-                np.subtract(masked, mask, out=masked)
+            prg.add_mask(masked, seed, work, subtract=self.client_id > peer)
         if params.bits < 8 * dtype.itemsize:
             np.bitwise_and(masked, dtype.type((1 << params.bits) - 1), out=masked)
-        self._s_keys = None  # its shares are all that is left of the mask key
+        # Only the shares of the neighbours' secrets are needed from here on.
+        self._s_shared.clear()
+        self._c_shared.clear()
+        self._directory = {}
         self._input = None
         return m.MaskedInput(masked)
 
@@ -343,7 +355,7 @@ class MaskingClient:
         assert self.config is not None
         if self.client_id not in survivors:
             raise RemoteProtocolError("survivor set omits this client")
-        if not survivors <= set(self.config.participants):
+        if not self.config.includes_all(survivors):
             raise RemoteProtocolError("survivor set names non-participants")
         local = survivors & self._neighbourhood
         if not local <= self._share_senders:
@@ -365,7 +377,7 @@ class MaskingClient:
             raise UnmaskRequestRefused("request names this client as dropped")
         if len(survivors) < params.threshold:
             raise BelowThreshold(len(survivors), params.threshold, "unmasking")
-        if not len(survivors) <= msg.survivor_count <= len(self.config.participants):
+        if not len(survivors) <= msg.survivor_count <= len(self.config):
             raise UnmaskRequestRefused("the stated survivor count contradicts the request")
         if params.active:
             self._check_consistency(msg, survivors)

@@ -53,7 +53,7 @@ from ..wire import (
     FrameHeader,
     Reader,
     Writer,
-    encode_frame,
+    encode_frame_parts,
     split_frame,
 )
 from .params import MaskingParams, SessionConfig
@@ -77,6 +77,7 @@ __all__ = [
     "UnmaskShares",
     "decode",
     "encode",
+    "encode_body",
     "max_frame_size",
 ]
 
@@ -119,7 +120,7 @@ class Limits:
     @classmethod
     def for_session(cls, config: SessionConfig) -> Limits:
         """The tightest bounds for ``config``: its participants, neighbourhood and length."""
-        n = len(config.participants)
+        n = len(config)
         return cls(max_participants=n, max_vector_length=config.params.vector_length,
                    max_neighbourhood=min(n, config.params.degree + 1))
 
@@ -144,12 +145,18 @@ def _blob_size(length: int) -> int:
     return 4 + length
 
 
+# Validation of every list in every message: written as whole-tuple passes (builtins
+# over generators) because at n = 10,000 clients they run ~10^7 times per session.
 def _ids(values: tuple[int, ...], name: str, *, distinct: bool = True) -> None:
     if not isinstance(values, tuple):
         raise TypeError(f"{name} must be a tuple")
-    for v in values:
-        if not (isinstance(v, int) and 0 <= v < SERVER_ID):
-            raise ValueError(f"{name}: client id {v!r} out of range")
+    if not values:
+        return
+    if not all(type(v) is int for v in values) and not all(
+            isinstance(v, int) for v in values):
+        raise ValueError(f"{name}: client ids must be integers")
+    if min(values) < 0 or max(values) >= SERVER_ID:
+        raise ValueError(f"{name}: client id out of range")
     if distinct and len(set(values)) != len(values):
         raise ValueError(f"{name}: client ids must be distinct")
 
@@ -157,6 +164,12 @@ def _ids(values: tuple[int, ...], name: str, *, distinct: bool = True) -> None:
 def _fixed(value: bytes, size: int, name: str) -> None:
     if not (isinstance(value, bytes) and len(value) == size):
         raise ValueError(f"{name} must be {size} bytes")
+
+
+def _all_fixed(values: tuple[bytes, ...], size: int, name: str) -> None:
+    if not all(type(v) is bytes and len(v) == size for v in values):
+        for v in values:  # the slow path only to name the culprit (and accept subclasses)
+            _fixed(v, size, name)
 
 
 def _chunks(blob: bytes, size: int) -> tuple[bytes, ...]:
@@ -173,7 +186,7 @@ class SessionStart:
         p = self.config.params
         w.u8(int(p.active)).u8(p.bits).u32(p.threshold).u32(p.degree).u32(p.vector_length)
         w.u32(p.min_survivors)
-        w.blob(self.config.graph_seed).u32_list(self.config.participants)
+        w.blob(self.config.graph_seed).array(self.config.ids, ">u4")
 
     @staticmethod
     def max_body(limits: Limits) -> int:
@@ -184,7 +197,8 @@ class SessionStart:
         active, bits, threshold, degree, length = r.u8(), r.u8(), r.u32(), r.u32(), r.u32()
         min_survivors = r.u32()
         seed = r.blob(exact_len=32)
-        participants = tuple(r.u32_list(max_items=limits.max_participants))
+        # An array, not a tuple: a client of a large session never walks the ids in Python.
+        participants = r.array(">u4", max_items=limits.max_participants)
         if active > 1:
             raise MalformedMessage("bad active flag")
         if length > limits.max_vector_length:
@@ -247,9 +261,8 @@ class KeyDirectory:
         signed = {len(e.signature) for e in self.entries}
         if not signed <= {0, SIGNATURE_SIZE} or len(signed) > 1:
             raise ValueError("either every entry is signed or none is")
-        for e in self.entries:
-            _fixed(e.c_public, KEY_SIZE, "c_public")
-            _fixed(e.s_public, KEY_SIZE, "s_public")
+        _all_fixed(tuple(e.c_public for e in self.entries), KEY_SIZE, "c_public")
+        _all_fixed(tuple(e.s_public for e in self.entries), KEY_SIZE, "s_public")
 
     def write(self, w: Writer) -> None:
         w.u32_list(tuple(e.client_id for e in self.entries))
@@ -289,8 +302,7 @@ class EncryptedShares:
         _ids(self.receivers, "receivers")
         if len(self.ciphertexts) != len(self.receivers):
             raise ValueError("one ciphertext per receiver")
-        for ct in self.ciphertexts:
-            _fixed(ct, SHARE_CIPHERTEXT_SIZE, "ciphertext")
+        _all_fixed(self.ciphertexts, SHARE_CIPHERTEXT_SIZE, "ciphertext")
         _fixed(self.seed_commitment, COMMITMENT_SIZE, "seed_commitment")
 
     def write(self, w: Writer) -> None:
@@ -320,8 +332,7 @@ class ShareBundle:
         _ids(self.senders, "senders")
         if len(self.ciphertexts) != len(self.senders):
             raise ValueError("one ciphertext per sender")
-        for ct in self.ciphertexts:
-            _fixed(ct, SHARE_CIPHERTEXT_SIZE, "ciphertext")
+        _all_fixed(self.ciphertexts, SHARE_CIPHERTEXT_SIZE, "ciphertext")
 
     def write(self, w: Writer) -> None:
         w.u32_list(self.senders).blob(b"".join(self.ciphertexts))
@@ -350,7 +361,7 @@ class MaskedInput:
             raise ValueError("words must be a 1-D little-endian uint32 or uint64 array")
 
     def write(self, w: Writer) -> None:
-        w.u8(self.words.dtype.itemsize).blob(self.words.tobytes())
+        w.u8(self.words.dtype.itemsize).blob(memoryview(np.ascontiguousarray(self.words)))
 
     @staticmethod
     def max_body(limits: Limits) -> int:
@@ -426,8 +437,7 @@ class UnmaskRequest:
         _ids(self.signers, "signers")
         if len(self.signatures) != len(self.signers):
             raise ValueError("one signature per signer")
-        for sig in self.signatures:
-            _fixed(sig, SIGNATURE_SIZE, "signature")
+        _all_fixed(self.signatures, SIGNATURE_SIZE, "signature")
         if not (isinstance(self.survivor_count, int) and 0 <= self.survivor_count < SERVER_ID):
             raise ValueError(f"survivor_count out of range: {self.survivor_count!r}")
 
@@ -466,8 +476,7 @@ class UnmaskShares:
             raise ValueError("one seed share per owner")
         if len(self.key_shares) != len(self.key_owners):
             raise ValueError("one key share per owner")
-        for share in self.seed_shares + self.key_shares:
-            _fixed(share, SHARE_SIZE, "share")
+        _all_fixed(self.seed_shares + self.key_shares, SHARE_SIZE, "share")
 
     def write(self, w: Writer) -> None:
         w.u32_list(self.seed_owners).blob(b"".join(self.seed_shares))
@@ -513,7 +522,14 @@ def encode(message: Message, *, session_id: bytes, round_index: int, sender: int
     header = FrameHeader(PROTOCOL_CODE, message.KIND, session_id, round_index, sender, receiver)
     w = Writer()
     message.write(w)
-    return encode_frame(header, w.getvalue())
+    return encode_frame_parts(header, w)
+
+
+def encode_body(message: Message) -> bytes:
+    """The body of ``message`` alone, to send one message to many receivers (see server)."""
+    w = Writer()
+    message.write(w)
+    return w.getvalue()
 
 
 def max_frame_size(limits: Limits = DEFAULT_LIMITS) -> int:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import weakref
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..graph import GraphParameters, choose_parameters
 from ..wire import check_round_index
@@ -82,25 +86,100 @@ class MaskingParams:
             raise ValueError("a SecAgg+ (Harary) degree below n - 1 must be even")
 
 
-@dataclass(frozen=True)
+#: Read-only id arrays, shared by every SessionConfig with the same participants: a
+#: process that hosts many clients of one session (a simulation, a Flower node serving
+#: many users) keeps one copy of a 10,000-client list instead of one per client.
+_ID_ARRAYS: weakref.WeakValueDictionary[bytes, np.ndarray] = weakref.WeakValueDictionary()
+
+
+def _shared_ids(ids: np.ndarray) -> np.ndarray:
+    ids = ids.astype(np.uint32)  # a private copy: nobody can change it afterwards
+    key = ids.tobytes()
+    shared = _ID_ARRAYS.get(key)
+    if shared is None:
+        ids.flags.writeable = False
+        _ID_ARRAYS[key] = shared = ids
+    return shared
+
+
 class SessionConfig:
-    """The session announcement: parameters, participants and the graph seed."""
+    """The session announcement: parameters, participants and the graph seed.
 
-    params: MaskingParams
-    participants: tuple[int, ...]
-    graph_seed: bytes
+    ``participants`` are the sorted, distinct client ids. They are held as a
+    read-only uint32 array, :attr:`ids`, which the hot paths use (a client of
+    a 10,000-client session validates, hashes and searches it in C, instead of
+    walking 10,000 Python ints several times); :attr:`participants` is the same
+    list as a tuple of ints, built on first use. Immutable; equal when the
+    parameters, the ids and the graph seed are.
+    """
 
-    def __post_init__(self) -> None:
-        if len(self.graph_seed) != 32:
+    __slots__ = ("_ids", "_participants", "graph_seed", "params")
+
+    def __init__(self, params: MaskingParams, participants: Sequence[int] | np.ndarray,
+                 graph_seed: bytes) -> None:
+        if not isinstance(params, MaskingParams):
+            raise TypeError("params must be MaskingParams")
+        if not (isinstance(graph_seed, bytes) and len(graph_seed) == 32):
             raise ValueError("graph_seed must be 32 bytes")
-        if len(self.participants) < 2:
+        ids = np.asarray(participants)
+        if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+            raise ValueError("participants must be a sequence of integer client ids")
+        if ids.size < 2:
             raise ValueError("a session needs at least 2 participants")
-        if list(self.participants) != sorted(set(self.participants)):
+        if int(ids.min()) < 0 or int(ids.max()) >= 0xFFFFFFFF:
+            raise ValueError("client ids must be in [0, 2^32 - 1)")
+        if not (np.diff(ids.astype(np.int64)) > 0).all():
             raise ValueError("participants must be sorted and distinct")
-        for cid in self.participants:
-            if not (isinstance(cid, int) and 0 <= cid < 0xFFFFFFFF):
-                raise ValueError(f"client id {cid!r} out of range")
-        self.params.check_population(len(self.participants))
+        params.check_population(int(ids.size))
+        ids = _shared_ids(ids)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "graph_seed", graph_seed)
+        object.__setattr__(self, "_ids", ids)
+        object.__setattr__(self, "_participants", None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("SessionConfig is immutable")
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The participants as a read-only uint32 array."""
+        return self._ids
+
+    @property
+    def participants(self) -> tuple[int, ...]:
+        if self._participants is None:
+            object.__setattr__(self, "_participants", tuple(self._ids.tolist()))
+        return self._participants
+
+    def __len__(self) -> int:
+        return int(self._ids.size)
+
+    def includes(self, client_id: int) -> bool:
+        """Whether ``client_id`` is a participant (a binary search, no tuple built)."""
+        pos = int(np.searchsorted(self._ids, client_id))
+        return pos < self._ids.size and int(self._ids[pos]) == client_id
+
+    def includes_all(self, client_ids: Iterable[int]) -> bool:
+        """Whether every id in ``client_ids`` is a participant."""
+        wanted = np.fromiter(client_ids, dtype=np.int64)
+        if wanted.size == 0:
+            return True
+        pos = np.searchsorted(self._ids, wanted)
+        return bool((pos < self._ids.size).all()
+                    and (self._ids[np.minimum(pos, self._ids.size - 1)] == wanted).all())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SessionConfig):
+            return NotImplemented
+        return (self.params == other.params and self.graph_seed == other.graph_seed
+                and np.array_equal(self._ids, other._ids))
+
+    def __hash__(self) -> int:
+        return hash((self.params, self.graph_seed, self._ids.tobytes()))
+
+    def __repr__(self) -> str:
+        return (f"SessionConfig(params={self.params!r}, participants=<{self._ids.size} ids>, "
+                f"graph_seed={self.graph_seed.hex()[:16]}...)")
 
     def digest(self, session_id: bytes, round_index: int) -> bytes:
         """SHA-256 of everything the clients must agree on; signed in active mode."""
@@ -110,7 +189,7 @@ class SessionConfig:
         h.update(struct.pack(">IIIIIIB", check_round_index(round_index), p.threshold, p.degree,
                              p.bits, p.vector_length, p.min_survivors, int(p.active)))
         h.update(self.graph_seed)
-        h.update(struct.pack(f">{len(self.participants)}I", *self.participants))
+        h.update(self._ids.astype(">u4").tobytes())
         return h.digest()
 
 

@@ -28,8 +28,9 @@ the session goes on without it.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -48,15 +49,56 @@ from ..errors import (
 )
 from ..graph import harary_neighbourhoods
 from ..keys import TrustStore
-from ..wire import SERVER_ID, check_round_index
+from ..scratch import scratch
+from ..wire import SERVER_ID, FrameHeader, check_round_index
 from . import derivations as d
 from . import messages as m
 from .params import MaskingParams, SessionConfig
 from .states import SERVER_EXPECTS, ServerStage, server_next_stage
 
-__all__ = ["MaskingServer", "Outgoing", "ServerResult"]
+__all__ = ["Broadcast", "MaskingServer", "Outgoing", "ServerResult"]
 
 Outgoing = tuple[int, bytes]  # (receiver client id, frame)
+
+
+class Broadcast(Sequence[Outgoing]):
+    """One message to many receivers, as ``(receiver, frame)`` pairs built on access.
+
+    The body is encoded once; each frame is the 40-byte header of its receiver
+    followed by that body. At n = 10,000 the announcement is a 40 KB body:
+    holding every frame at once would take 400 MB, building each one as the
+    transport reads it takes one.
+    """
+
+    def __init__(self, message: m.Message, receivers: Sequence[int], *, session_id: bytes,
+                 round_index: int) -> None:
+        self._kind = message.KIND
+        self._body = m.encode_body(message)
+        self._receivers = tuple(receivers)
+        self._session_id = session_id
+        self._round_index = round_index
+
+    def __len__(self) -> int:
+        return len(self._receivers)
+
+    def _pair(self, receiver: int) -> Outgoing:
+        header = FrameHeader(m.PROTOCOL_CODE, self._kind, self._session_id, self._round_index,
+                             SERVER_ID, receiver)
+        return receiver, header.pack(len(self._body)) + self._body
+
+    @overload
+    def __getitem__(self, index: int) -> Outgoing: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Outgoing]: ...
+
+    def __getitem__(self, index: int | slice) -> Outgoing | list[Outgoing]:
+        if isinstance(index, slice):
+            return [self._pair(r) for r in self._receivers[index]]
+        return self._pair(self._receivers[index])
+
+    def __iter__(self) -> Iterator[Outgoing]:
+        return (self._pair(r) for r in self._receivers)
 
 
 @dataclass(frozen=True)
@@ -117,6 +159,7 @@ class MaskingServer:
         self._keys: dict[int, m.AdvertiseKeys] = {}
         self._taken_keys: set[bytes] = set()
         self._shares: dict[int, m.EncryptedShares] = {}
+        self._commitments: dict[int, bytes] = {}  # self-mask seed commitments of U2
         self._forwarded: dict[int, frozenset[int]] = {}  # i -> senders whose shares i got
         self._masked: set[int] = set()
         self._masked_sum: np.ndarray | None = None
@@ -131,25 +174,29 @@ class MaskingServer:
         return receiver, m.encode(msg, session_id=self.session_id, round_index=self.round_index,
                                   sender=SERVER_ID, receiver=receiver)
 
-    def start(self) -> list[Outgoing]:
-        """The session announcement, one frame per participant."""
+    def _broadcast(self, msg: m.Message, receivers: Sequence[int]) -> Broadcast:
+        return Broadcast(msg, receivers, session_id=self.session_id, round_index=self.round_index)
+
+    def start(self) -> Sequence[Outgoing]:
+        """The session announcement, one frame per participant (built as it is read)."""
         if self._started:
             raise LocalProtocolError("the session was already started")
         self._started = True
-        announce = m.SessionStart(self.config)
-        return [self._frame(cid, announce) for cid in self.config.participants]
+        return self._broadcast(m.SessionStart(self.config), self.config.participants)
 
-    @property
-    def answered(self) -> frozenset[int]:
-        """Clients whose message for the current stage was accepted."""
-        collected = {
+    def _collected(self) -> Collection[int]:
+        return {
             ServerStage.COLLECT_KEYS: self._keys,
             ServerStage.COLLECT_SHARES: self._shares,
             ServerStage.COLLECT_MASKED: self._masked,
             ServerStage.COLLECT_SIGNATURES: self._signatures,
             ServerStage.COLLECT_UNMASK: self._unmask,
         }.get(self.stage, ())
-        return frozenset(collected)
+
+    @property
+    def answered(self) -> frozenset[int]:
+        """Clients whose message for the current stage was accepted."""
+        return frozenset(self._collected())
 
     @property
     def waiting_for(self) -> frozenset[int]:
@@ -176,7 +223,7 @@ class MaskingServer:
             if env.message.KIND in [k for s, k in SERVER_EXPECTS.items() if self._before(s)]:
                 raise ReplayedMessage("message of a closed stage (replayed or late)")
             raise RemoteProtocolError(f"{type(env.message).__name__} not expected now")
-        if sender in self.answered:
+        if sender in self._collected():
             raise ReplayedMessage("this client already answered the current stage")
         if sender not in self._alive:
             raise RemoteProtocolError("client dropped out in an earlier stage")
@@ -215,7 +262,7 @@ class MaskingServer:
         self._taken_keys.update((msg.c_public, msg.s_public))
 
     def _on_shares(self, sender: int, msg: m.EncryptedShares) -> None:
-        expected = sorted((self.neighbourhoods[sender] & set(self._keys)) - {sender})
+        expected = sorted((self.neighbourhoods[sender] & self._alive) - {sender})
         if list(msg.receivers) != expected:
             raise RemoteProtocolError("shares must go to exactly the announced neighbours")
         self._shares[sender] = msg
@@ -248,7 +295,7 @@ class MaskingServer:
         self._unmask[sender] = msg
 
     # --------------------------------------------------------------- stages
-    def advance(self) -> list[Outgoing]:
+    def advance(self) -> Sequence[Outgoing]:
         """Close the current stage; returns the frames that open the next one."""
         if self.stage in (ServerStage.DONE, ServerStage.ABORTED):
             raise LocalProtocolError(f"the session is {self.stage.value}")
@@ -322,17 +369,19 @@ class MaskingServer:
             self._forwarded[i] = frozenset(senders)
             bundle = m.ShareBundle(senders, tuple(by_sender[j][i] for j in senders))
             out.append(self._frame(i, bundle))
+        # The ciphertexts are delivered; only the commitments are needed from here on.
+        self._commitments = {j: msg.seed_commitment for j, msg in self._shares.items()}
+        self._shares = {}
         return out
 
-    def _close_masked(self) -> list[Outgoing]:
+    def _close_masked(self) -> Sequence[Outgoing]:
         u3 = frozenset(self._masked)
         self._require_survivors(u3, self.stage)
         self._require_neighbours(u3, self.stage)
         self._alive = u3
         self._survivors = tuple(sorted(u3))
         if self.params.active:
-            request = m.ConsistencyRequest(self._survivors)
-            return [self._frame(i, request) for i in self._survivors]
+            return self._broadcast(m.ConsistencyRequest(self._survivors), self._survivors)
         return self._unmask_requests(u3, {})
 
     def _close_signatures(self) -> list[Outgoing]:
@@ -395,7 +444,7 @@ class MaskingServer:
         seeds = {}
         for j in survivors:
             seed = recover(seed_shares.get(j))
-            commitment = self._shares[j].seed_commitment
+            commitment = self._commitments[j]
             if d.seed_commitment(seed, self.session_id, self.round_index, j) != commitment:
                 raise InvalidShare("a self-mask seed does not match its commitment")
             seeds[j] = seed
@@ -406,20 +455,18 @@ class MaskingServer:
                 raise InvalidShare("a mask key does not match its public key")
             mask_keys[j] = private
 
-        for j, seed in seeds.items():
-            np.subtract(total, prg.keystream_words(seed, length, dtype), out=total)
+        work = scratch("masking.keystream", length, dtype)
+        for seed in seeds.values():
+            prg.add_mask(total, seed, work, subtract=True)
+        survivor_set = set(survivors)
         for j, private in mask_keys.items():
-            for i in sorted(self.neighbourhoods[j] & set(survivors)):
+            for i in sorted(self.neighbourhoods[j] & survivor_set):
                 if j not in self._forwarded[i]:
                     continue
                 seed = d.pairwise_seed(private, self._keys[i].s_public, self.session_id,
                                        self.round_index, i, j)
-                mask = prg.keystream_words(seed, length, dtype)
                 # Survivor i added +mask if i < j, -mask otherwise: undo it.
-                if i < j:
-                    np.subtract(total, mask, out=total)
-                else:
-                    np.add(total, mask, out=total)
+                prg.add_mask(total, seed, work, subtract=i < j)
         result = total.astype(np.uint64) & np.uint64((1 << bits) - 1)
         self.result = ServerResult(
             total=result,
