@@ -23,7 +23,8 @@ other on the same machine:
   with micro-timings measured in the same run: per client two X25519 key
   generations and 2k agreements, one Shamir split of its two secrets to its
   k + 1 holders, one AES-256-CTR expansion and one modular add per mask, and
-  the encoder's randomness (one AES-CTR pass of 8 bytes per coordinate); for
+  the encoder's randomness (one AES-CTR pass of 8 bytes per coordinate, for
+  the clients that upload — Flower's reference quantizes for those only); for
   the server one add per upload, one Shamir reconstruction per survivor's seed
   and per dropped client's key, and for every (dropped, surviving) pair one
   X25519 agreement plus one expansion and add. Not counted: hashing, HKDF,
@@ -117,7 +118,8 @@ def limit_seconds(n: int, degree: int, threshold: int, dropped: set[int], graph_
     alive = set(range(n)) - dropped
     mask = timings["aes_ctr_expand_s"] + timings["modular_add_s"]
     clients = n * (2 * timings["x25519_keygen_s"] + 2 * degree * timings["x25519_agree_s"]
-                   + timings["shamir_split_two_secrets_s"] + timings["encoder_randomness_s"])
+                   + timings["shamir_split_two_secrets_s"])
+    clients += len(alive) * timings["encoder_randomness_s"]
     # Dropouts happen after sharing: every survivor masks with itself and all k neighbours.
     clients += len(alive) * (degree + 1) * mask
     broken_pairs = sum(len((hood[j] - {j}) & alive) for j in dropped)
@@ -139,14 +141,14 @@ def run_ours(n: int, m: int, degree: int, threshold: int, rate: float, seed: int
     rng = np.random.default_rng(seed)  # workload data only
     values = rng.uniform(-1.0, 1.0, size=m)
     encoder = FixedPointEncoder.for_sum(clip=1.0, max_summands=n, bits=BITS)
-    # Each client encodes on the clock (as it would), but one array is kept:
-    # n copies of the vector would be n * 400 KB.
+    dropped = dropped_clients(n, rate, seed)
+    # Each uploading client encodes on the clock (as Flower's reference quantizes for the
+    # nodes that upload), but one array is kept: n copies would be n * 400 KB.
     start = time.process_time()
-    for _ in range(n):
+    for _ in range(n - len(dropped)):
         encoded = encoder.encode(values, dtype=np.uint32)
     encode_seconds = time.process_time() - start
     params = MaskingParams(threshold=threshold, degree=degree, bits=BITS, vector_length=m)
-    dropped = dropped_clients(n, rate, seed)
     graph_seed = secrets.token_bytes(32)
     wall = time.perf_counter()
     result = run_session({cid: encoded for cid in range(n)}, params, graph_seed=graph_seed,

@@ -95,31 +95,38 @@ def public_from_private(private_bytes: bytes) -> bytes:
     return key.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw)
 
 
-_PROBE: X25519PrivateKey | None = None
+_FIELD_PRIME = 2**255 - 19
+#: u-coordinates of every point of small order on Curve25519 and its twist, reduced mod p:
+#: 0 (order 2), 1 and p - 1 (order 4 on the curve or the twist), and the two of order 8.
+_SMALL_ORDER_U = frozenset({
+    0, 1, _FIELD_PRIME - 1,
+    325606250916557431795983626356110631294008115727848805560023387167927233504,
+    39382357235489614581723060781553021112529911719440698176882885853963445705823,
+})
 
 
 def check_public_key(public: bytes) -> None:
     """Raise :class:`MalformedMessage` unless ``public`` is a usable X25519 public key.
 
-    RFC 7748 §6.1: an exchange whose result is all zeros means the peer's
-    u-coordinate is a point of small order (0, 1, p − 1, the two points of
-    order 8, and their non-canonical or high-bit encodings); such a key would
-    make every honest neighbour's agreement fail, or, without the check,
-    produce a shared secret the attacker knows. ``cryptography`` performs
-    that check inside ``exchange``, so one exchange with a throwaway key is
-    the library's own validity test (a hand-kept list of bad points would be
-    a second implementation of it). The probe key is drawn from the CSPRNG
-    once; it is never used for anything but this test.
+    A point of small order makes every exchange with it produce the all-zero
+    secret (RFC 7748 §6.1): ``cryptography`` refuses that inside ``exchange``,
+    but only once a neighbour already tries to agree with it, and a key that
+    fails every neighbour's agreement would abort the whole session. So the
+    server refuses such keys at advertise time, the way libsodium does
+    (``has_small_order``): decode the u-coordinate as RFC 7748 §5 does
+    (little-endian, top bit ignored), reduce it modulo p (this catches the
+    non-canonical encodings p and p + 1), and compare it with the five
+    small-order u-coordinates. Every u in GF(p) lies on the curve or its
+    twist, whose small-order subgroups (orders 8 and 4) have exactly these
+    u-coordinates; ``tests/adversarial/test_masking_hardening.py`` checks the
+    list against ``cryptography``'s own refusal. One comparison instead of
+    one scalar multiplication per key.
     """
-    global _PROBE
     if not (isinstance(public, (bytes, bytearray)) and len(public) == KEY_SIZE):
         raise MalformedMessage(f"an X25519 public key is {KEY_SIZE} bytes")
-    if _PROBE is None:
-        _PROBE = X25519PrivateKey.generate()
-    try:
-        _PROBE.exchange(X25519PublicKey.from_public_bytes(bytes(public)))
-    except ValueError:
-        raise MalformedMessage("invalid X25519 public key (small-order point)") from None
+    u = int.from_bytes(public, "little") & ((1 << 255) - 1)
+    if u % _FIELD_PRIME in _SMALL_ORDER_U:
+        raise MalformedMessage("invalid X25519 public key (small-order point)")
 
 
 def agree(private: X25519PrivateKey | bytes, peer_public: bytes) -> bytes:

@@ -71,7 +71,8 @@ class Broadcast(Sequence[Outgoing]):
     """
 
     def __init__(self, message: m.Message, receivers: Sequence[int], *, session_id: bytes,
-                 round_index: int) -> None:
+                 round_index: int, protocol: int = m.PROTOCOL_CODE) -> None:
+        self._protocol = protocol
         self._kind = message.KIND
         self._body = m.encode_body(message)
         self._receivers = tuple(receivers)
@@ -82,7 +83,7 @@ class Broadcast(Sequence[Outgoing]):
         return len(self._receivers)
 
     def _pair(self, receiver: int) -> Outgoing:
-        header = FrameHeader(m.PROTOCOL_CODE, self._kind, self._session_id, self._round_index,
+        header = FrameHeader(self._protocol, self._kind, self._session_id, self._round_index,
                              SERVER_ID, receiver)
         return receiver, header.pack(len(self._body)) + self._body
 

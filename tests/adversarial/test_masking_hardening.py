@@ -25,6 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -378,13 +382,33 @@ SMALL_ORDER_KEYS = [(u | top).to_bytes(32, "little") for u in _SMALL_ORDER_U
 
 
 def test_check_public_key_refuses_every_small_order_point_and_accepts_real_keys():
+    probe = X25519PrivateKey.generate()
     for key in SMALL_ORDER_KEYS:
         with pytest.raises(MalformedMessage):
             check_public_key(key)
+        with pytest.raises(ValueError):  # the library agrees: all-zero shared secret
+            probe.exchange(X25519PublicKey.from_public_bytes(key))
     for _ in range(20):
         check_public_key(generate_key_pair().public_bytes)
     with pytest.raises(MalformedMessage):
         check_public_key(bytes(31))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=32, max_size=32))
+def test_check_public_key_agrees_with_the_library_on_any_bytes(raw):
+    probe = X25519PrivateKey.generate()
+    try:
+        probe.exchange(X25519PublicKey.from_public_bytes(raw))
+        library_accepts = True
+    except ValueError:
+        library_accepts = False
+    try:
+        check_public_key(raw)
+        ours_accepts = True
+    except MalformedMessage:
+        ours_accepts = False
+    assert ours_accepts == library_accepts
 
 
 @pytest.mark.parametrize("which", ["c_public", "s_public"])
