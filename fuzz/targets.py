@@ -189,6 +189,66 @@ def _masking_midsession(data: bytes) -> object:
     return errors
 
 
+@functools.lru_cache(maxsize=1)
+def _multiround_frames() -> tuple[bytes, ...]:
+    """Every message kind of a 3-round multi-round session with dropouts and a return."""
+    from protocols.masking import MaskingParams
+    from protocols.masking.multiround import MultiRoundSecAgg
+
+    frames: list[bytes] = []
+
+    def keep(stage, sender, receiver, frame):
+        frames.append(frame)
+        return frame
+
+    params = MaskingParams(threshold=3, degree=4, bits=16, vector_length=3)
+    session = MultiRoundSecAgg(params, list(range(6)), rounds=4, session_id=bytes(16),
+                               graph_seed=bytes(32), interceptor=keep)
+    for schedule in ({}, {2: "masked_input"}, {2: "masked_input"}, {4: "unmasking"}):
+        session.run_round({c: np.arange(3) for c in range(6)}, dropouts=schedule)
+    return tuple(frames)
+
+
+def _multiround_decode(data: bytes) -> object:
+    from protocols.masking.multiround import decode
+
+    return decode(data)
+
+
+def _multiround_seeds() -> list[bytes]:
+    seen: dict[int, bytes] = {}
+    for frame in _multiround_frames():
+        seen.setdefault(frame[6], frame)
+    return list(seen.values())
+
+
+def _multiround_parties(data: bytes) -> object:
+    """A multi-round server collecting uploads and a client that uploaded, fed the same bytes."""
+    from protocols.masking import MaskingParams
+    from protocols.masking.multiround import MultiRoundClient, MultiRoundServer
+
+    params = MaskingParams(threshold=3, degree=3, bits=16, vector_length=3)
+    server = MultiRoundServer(params, [0, 1, 2, 3], rounds=3, session_id=bytes(16),
+                              graph_seed=bytes(32))
+    clients = {c: MultiRoundClient(c) for c in range(4)}
+    for call in (server.start, server.advance):
+        for cid, frame in call():
+            for reply in clients[cid].receive(frame):
+                server.receive(reply)
+    server.advance()
+    for client in clients.values():
+        client.set_input(np.arange(3))
+    for cid, frame in server.start_round():
+        clients[cid].receive(frame)  # uploads are not delivered: the server still collects
+    errors = 0
+    for party in (server.receive, clients[1].receive):
+        try:
+            party(data)
+        except ProtocolError:
+            errors += 1
+    return errors
+
+
 # --------------------------------------------------------------------------------- Paillier
 @functools.lru_cache(maxsize=1)
 def _paillier_setup():
@@ -364,6 +424,12 @@ def _targets() -> dict[str, Target]:
         Target("masking_midsession", _masking_midsession, (), _midsession_frames,
                ("MaskingServer collecting masked inputs and MaskingClient awaiting shares, "
                 "decoding with the session's own sizes (ProtocolError caught inside)")),
+        Target("masking_multiround_decode", _multiround_decode, (MalformedMessage,),
+               _multiround_seeds,
+               "protocols.masking.multiround.decode (all 8 message kinds, protocol code 3)"),
+        Target("masking_multiround_parties", _multiround_parties, (), _multiround_seeds,
+               ("MultiRoundServer collecting uploads and MultiRoundClient awaiting its "
+                "unmask request (ProtocolError caught inside)")),
         Target("paillier_messages", _paillier_messages, (MalformedMessage,),
                _paillier_message_seeds,
                "protocols.paillier.messages: SessionParams and the 5 message parsers"),
