@@ -190,13 +190,14 @@ class FixedPointEncoder:
         if stochastic:
             np.floor(scaled, out=rounded)
             fraction = np.subtract(scaled, rounded, out=scaled)
+            np.copyto(out, rounded, casting="unsafe")  # integer-valued and below 2^62: exact
             # Round up with probability `fraction`: one 53-bit uniform draw per coordinate.
             up = np.less(_uniform_into(scratch("encoding.uniform", size, np.uint64)), fraction,
                          out=scratch("encoding.up", size, np.bool_))
-            np.add(rounded, up, out=rounded)
+            np.add(out, up, out=out)
         else:
             np.rint(scaled, out=rounded)
-        np.copyto(out, rounded, casting="unsafe")  # integer-valued and below 2^62: exact
+            np.copyto(out, rounded, casting="unsafe")
 
     def to_ring(self, levels: np.ndarray) -> np.ndarray:
         """Signed levels → elements of Z_{2^bits} as uint64 (two's complement)."""

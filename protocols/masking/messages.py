@@ -40,6 +40,7 @@ another session is refused after reading its 40-byte header.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -547,6 +548,12 @@ def max_frame_size(limits: Limits = DEFAULT_LIMITS, kinds: Mapping[int, type] | 
     return HEADER_SIZE + max(cls.max_body(limits) for cls in kinds.values())
 
 
+@functools.lru_cache(maxsize=256)
+def _max_frame(limits: Limits, protocol: int, kinds: tuple[type, ...]) -> int:
+    # Every decode asks this; a party decodes thousands of frames under one Limits.
+    return HEADER_SIZE + max(cls.max_body(limits) for cls in kinds)
+
+
 def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     """Parse one frame; every failure is :class:`MalformedMessage`.
 
@@ -560,7 +567,8 @@ def decode_kinds(data: bytes, *, limits: Limits, protocol: int,
                  kinds: Mapping[int, type]) -> Envelope:
     """:func:`decode` for the message ``kinds`` of ``protocol`` (shared with the multi-round
     variant, whose frames carry their own protocol code)."""
-    header, body = split_frame(data, max_size=max_frame_size(limits, kinds))
+    header, body = split_frame(data, max_size=_max_frame(limits, protocol,
+                                                         tuple(kinds.values())))
     if header.protocol != protocol:
         raise MalformedMessage(f"not a frame of protocol {protocol} (protocol {header.protocol})")
     cls = kinds.get(header.kind)
