@@ -110,7 +110,15 @@ def run_session(
 
     gone: set[int] = set()
     for stage in stages:
-        for cid, frame in outgoing:
+        # A Broadcast builds each frame when it is read: that is server work, on its clock.
+        frames = iter(outgoing)
+        while True:
+            start = time.process_time()
+            item = next(frames, None)
+            server_seconds += time.process_time() - start
+            if item is None:
+                break
+            cid, frame = item
             if interceptor is not None:
                 frame = interceptor(stage, SERVER_ID, cid, frame)
                 if frame is None:

@@ -78,7 +78,15 @@ class MultiRoundSecAgg:
         return ROUND_STAGES
 
     def _exchange(self, stage: str, outgoing, schedule: Mapping[int, str], clock: dict) -> None:
-        for cid, frame in outgoing:
+        # A Broadcast builds each frame when it is read: that is server work, on its clock.
+        frames = iter(outgoing)
+        while True:
+            start = time.process_time()
+            item = next(frames, None)
+            clock["server"] += time.process_time() - start
+            if item is None:
+                break
+            cid, frame = item
             if self.interceptor is not None:
                 frame = self.interceptor(stage, SERVER_ID, cid, frame)
                 if frame is None:
