@@ -113,11 +113,16 @@ def _masking_decode(data: bytes) -> object:
     return decode(data)
 
 
-def _masking_seeds() -> list[bytes]:
+def _one_per_kind(frames) -> list[bytes]:
+    """The first frame of each message kind (byte 6 of the header)."""
     seen: dict[int, bytes] = {}
-    for frame in _masking_frames():
+    for frame in frames:
         seen.setdefault(frame[6], frame)
     return list(seen.values())
+
+
+def _masking_seeds() -> list[bytes]:
+    return _one_per_kind(_masking_frames())
 
 
 def _masking_parties(data: bytes) -> object:
@@ -161,16 +166,20 @@ def _midsession():
     clients = {c: MaskingClient(c) for c in range(4)}
     for client in clients.values():
         client.set_input(np.arange(4))
-    seen = []
-    outgoing = server.start()
-    for _ in range(2):
-        for cid, frame in outgoing:
-            seen.append((cid, frame))
-            for reply in clients[cid].receive(frame):
-                seen.append((cid, reply))
-                server.receive(reply)
-        outgoing = server.advance()
-    return server, clients, seen + list(outgoing)
+    seen: list[tuple[int, bytes]] = []
+    _deliver(server.start(), clients, server, seen)
+    _deliver(server.advance(), clients, server, seen)
+    return server, clients, seen + list(server.advance())
+
+
+def _deliver(frames, clients, server, seen: list | None = None) -> None:
+    """Hand each frame to its client and each reply to the server (recording them in ``seen``)."""
+    for cid, frame in frames:
+        replies = clients[cid].receive(frame)
+        if seen is not None:
+            seen.extend([(cid, frame)] + [(cid, reply) for reply in replies])
+        for reply in replies:
+            server.receive(reply)
 
 
 def _masking_midsession(data: bytes) -> object:
@@ -216,10 +225,7 @@ def _multiround_decode(data: bytes) -> object:
 
 
 def _multiround_seeds() -> list[bytes]:
-    seen: dict[int, bytes] = {}
-    for frame in _multiround_frames():
-        seen.setdefault(frame[6], frame)
-    return list(seen.values())
+    return _one_per_kind(_multiround_frames())
 
 
 def _multiround_parties(data: bytes) -> object:
@@ -231,10 +237,8 @@ def _multiround_parties(data: bytes) -> object:
     server = MultiRoundServer(params, [0, 1, 2, 3], rounds=3, session_id=bytes(16),
                               graph_seed=bytes(32))
     clients = {c: MultiRoundClient(c) for c in range(4)}
-    for call in (server.start, server.advance):
-        for cid, frame in call():
-            for reply in clients[cid].receive(frame):
-                server.receive(reply)
+    _deliver(server.start(), clients, server)
+    _deliver(server.advance(), clients, server)
     server.advance()
     for client in clients.values():
         client.set_input(np.arange(3))

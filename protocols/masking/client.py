@@ -47,10 +47,10 @@ from ..errors import (
     SessionMismatch,
 )
 from ..graph import closed_neighbourhood
-from ..scratch import scratch
 from ..wire import SERVER_ID
 from . import derivations as d
 from . import messages as m
+from . import steps
 from .params import SessionConfig
 from .states import ClientState, client_next_state, client_past_kinds
 
@@ -241,30 +241,15 @@ class MaskingClient:
         assert self.config is not None and self._c_keys and self._s_keys
         params = self.config.params
         entries = {e.client_id: e for e in msg.entries}
-        if not set(entries) <= self._neighbourhood:
-            raise RemoteProtocolError("key directory lists clients outside the neighbourhood")
-        own = entries.get(self.client_id)
-        if own is None or (own.c_public, own.s_public) != (
-                self._c_keys.public_bytes, self._s_keys.public_bytes):
-            raise RemoteProtocolError("key directory misrepresents this client's keys")
-        if len(entries) < params.threshold:
-            raise BelowThreshold(len(entries), params.threshold, "advertise_keys")
-        all_keys = [e.c_public for e in entries.values()] + [e.s_public for e in entries.values()]
-        if len(set(all_keys)) != len(all_keys):
-            raise RemoteProtocolError("key directory repeats a public key")
+        steps.check_key_directory(entries, self._neighbourhood, self.client_id,
+                                  (self._c_keys.public_bytes, self._s_keys.public_bytes),
+                                  params.threshold)
         if params.active:
             self._verify_directory(entries)
         self._directory = entries
-
-        # Both key agreements with every neighbour, now: each doubles as the check
-        # that the neighbour's key is not a small-order point (MalformedMessage),
-        # before any share leaves this client.
-        c_private, s_private = self._c_keys.private, self._s_keys.private
+        self._c_shared, self._s_shared = steps.agree_with_neighbours(
+            entries, self.client_id, self._c_keys, self._s_keys)
         holders = sorted(entries)
-        for holder in holders:
-            if holder != self.client_id:
-                self._c_shared[holder] = kx.agree(c_private, entries[holder].c_public)
-                self._s_shared[holder] = kx.agree(s_private, entries[holder].s_public)
         seed = secrets.token_bytes(prg.SEED_SIZE)
         seed_shares, key_shares = shamir.split_many(
             [seed, self._s_keys.private_bytes], params.threshold, [h + 1 for h in holders])
@@ -315,22 +300,13 @@ class MaskingClient:
             self._key_shares[sender] = key_share
         self._share_senders = frozenset(senders | {self.client_id})
 
-        dtype = prg.word_dtype(params.bits)
         assert self._self_seed is not None
-        # The masked vector is the one fresh array: masks are expanded into a reused
-        # scratch array and added in place, modulo the word size (2^bits divides it).
-        masked = np.empty(params.vector_length, dtype=dtype)
-        np.copyto(masked, self._input, casting="unsafe")  # entries < 2^bits: exact
-        work = scratch("masking.keystream", params.vector_length, dtype)
-        prg.add_mask(masked, self._self_seed, work)
+        pairwise = ((peer, d.pairwise_seed_from_shared(self._s_shared[peer], self.session_id,
+                                                       self.round_index, self.client_id, peer))
+                    for peer in sorted(senders))
+        masked = steps.mask_input(self._input, params, self._self_seed, pairwise,
+                                  self.client_id)
         self._self_seed = None  # only the shares remain
-        for peer in sorted(senders):
-            seed = d.pairwise_seed_from_shared(self._s_shared[peer], self.session_id,
-                                               self.round_index, self.client_id, peer)
-            # The lower id adds, the higher subtracts: the pair cancels in the sum.
-            prg.add_mask(masked, seed, work, subtract=self.client_id > peer)
-        if params.bits < 8 * dtype.itemsize:
-            np.bitwise_and(masked, dtype.type((1 << params.bits) - 1), out=masked)
         # Only the shares of the neighbours' secrets are needed from here on.
         self._s_shared.clear()
         self._c_shared.clear()

@@ -35,9 +35,8 @@ from typing import overload
 import numpy as np
 
 from .. import keys as kx
-from .. import prg, shamir
+from .. import prg
 from ..errors import (
-    BelowThreshold,
     InvalidShare,
     InvalidSignature,
     LocalProtocolError,
@@ -53,6 +52,7 @@ from ..scratch import scratch
 from ..wire import SERVER_ID, FrameHeader, check_round_index
 from . import derivations as d
 from . import messages as m
+from . import steps
 from .params import MaskingParams, SessionConfig
 from .states import SERVER_EXPECTS, ServerStage, server_next_stage
 
@@ -244,12 +244,7 @@ class MaskingServer:
 
     # ------------------------------------------------------------ handlers
     def _on_keys(self, sender: int, msg: m.AdvertiseKeys) -> None:
-        # Refused here, before anyone agrees with it: a low-order key would make
-        # every neighbour's key agreement fail and abort the whole session.
-        kx.check_public_key(msg.c_public)
-        kx.check_public_key(msg.s_public)
-        if msg.c_public == msg.s_public or {msg.c_public, msg.s_public} & self._taken_keys:
-            raise RemoteProtocolError("advertised keys repeat keys already advertised")
+        steps.check_advertised_keys(msg, self._taken_keys)
         if self.params.active:
             assert self._trust is not None
             vk = self._trust.verification_key(sender)
@@ -269,16 +264,8 @@ class MaskingServer:
         self._shares[sender] = msg
 
     def _on_masked(self, sender: int, msg: m.MaskedInput) -> None:
-        words = msg.words
-        if words.dtype != self._dtype or words.size != self.params.vector_length:
-            raise MalformedMessage("masked input has the wrong word size or length")
-        if self.params.bits < 8 * self._dtype.itemsize and words.size and (
-                int(words.max()) >> self.params.bits):
-            raise MalformedMessage("masked input out of range")
-        if self._masked_sum is None:
-            self._masked_sum = words.astype(self._dtype, copy=True)
-        else:
-            np.add(self._masked_sum, words, out=self._masked_sum)
+        self._masked_sum = steps.add_upload(self._masked_sum, msg.words, self.params,
+                                            self._dtype)
         self._masked.add(sender)
 
     def _on_signature(self, sender: int, msg: m.ConsistencySignature) -> None:
@@ -323,12 +310,7 @@ class MaskingServer:
 
     def _require_neighbours(self, alive: frozenset[int], stage: ServerStage) -> None:
         """Every live client must keep ``t`` live members in its neighbourhood."""
-        t = self.params.threshold
-        if not alive:
-            raise BelowThreshold(0, t, stage.value)
-        fewest = min(len(self.neighbourhoods[i] & alive) for i in alive)
-        if fewest < t:
-            raise BelowThreshold(fewest, t, stage.value)
+        steps.require_neighbours(self.neighbourhoods, alive, self.params.threshold, stage.value)
 
     def _require_survivors(self, alive: frozenset[int], stage: ServerStage) -> None:
         """The session-wide floor: at least ``min_survivors`` clients may still contribute.
@@ -338,8 +320,7 @@ class MaskingServer:
         unmasking request goes out, so no share is ever asked for a sum of
         fewer than ``min_survivors`` inputs.
         """
-        if len(alive) < self.params.min_survivors:
-            raise BelowThreshold(len(alive), self.params.min_survivors, stage.value)
+        steps.require_survivors(alive, self.params.min_survivors, stage.value)
 
     def _close_keys(self) -> list[Outgoing]:
         u1 = frozenset(self._keys)
@@ -415,31 +396,15 @@ class MaskingServer:
         dtype = self._dtype
         total = (self._masked_sum if self._masked_sum is not None
                  else np.zeros(length, dtype=dtype))
-        # Gather the revealed shares per owner: x = holder id + 1.
-        seed_shares: dict[int, list[tuple[int, bytes]]] = {}
-        key_shares: dict[int, list[tuple[int, bytes]]] = {}
-        for holder in sorted(self._unmask):
-            msg = self._unmask[holder]
-            for owner, share in zip(msg.seed_owners, msg.seed_shares):
-                seed_shares.setdefault(owner, []).append((holder + 1, share))
-            for owner, share in zip(msg.key_owners, msg.key_shares):
-                key_shares.setdefault(owner, []).append((holder + 1, share))
+        # The revealed shares per owner: x = holder id + 1.
+        seed_shares = steps.gather_shares(
+            {h: (msg.seed_owners, msg.seed_shares) for h, msg in self._unmask.items()})
+        key_shares = steps.gather_shares(
+            {h: (msg.key_owners, msg.key_shares) for h, msg in self._unmask.items()})
         survivors = self._survivors
         dropped_with_masks = sorted(
             {j for i in survivors for j in self._forwarded[i]} - set(survivors))
-        coefficient_cache: dict[tuple[int, ...], list[int]] = {}
-
-        def recover(shares: Sequence[tuple[int, bytes]] | None) -> bytes:
-            have = len(shares or ())
-            if have < t:
-                raise BelowThreshold(have, t, ServerStage.COLLECT_UNMASK.value)
-            chosen = list(shares)[:t]  # type: ignore[arg-type]
-            xs = tuple(x for x, _ in chosen)
-            lambdas = coefficient_cache.get(xs)
-            if lambdas is None:
-                lambdas = coefficient_cache[xs] = shamir.lagrange_coefficients_at_zero(xs)
-            return shamir.reconstruct(
-                ((x, shamir.decode_share(y)) for x, y in chosen), coefficients=lambdas)
+        recover = steps.SecretRecovery(t, ServerStage.COLLECT_UNMASK.value)
 
         # Recover every secret before touching the sum: all-or-nothing.
         seeds = {}

@@ -52,10 +52,10 @@ from ...errors import (
     SessionMismatch,
 )
 from ...graph import closed_neighbourhood
-from ...scratch import scratch
 from ...wire import SERVER_ID
 from .. import derivations as d1
 from .. import messages as m
+from .. import steps
 from ..client import UnmaskRequestRefused
 from ..params import SessionConfig
 from . import derivations as d
@@ -219,22 +219,12 @@ class MultiRoundClient:
     def _on_key_directory(self, msg: m.KeyDirectory) -> mr.Armings:
         assert self.config is not None and self._c_keys and self._s_keys
         entries = {e.client_id: e for e in msg.entries}
-        if not set(entries) <= self._neighbourhood:
-            raise RemoteProtocolError("key directory lists clients outside the neighbourhood")
-        own = entries.get(self.client_id)
-        if own is None or (own.c_public, own.s_public) != (
-                self._c_keys.public_bytes, self._s_keys.public_bytes):
-            raise RemoteProtocolError("key directory misrepresents this client's keys")
-        if len(entries) < self.config.params.threshold:
-            raise BelowThreshold(len(entries), self.config.params.threshold, "advertise_keys")
-        all_keys = [e.c_public for e in entries.values()] + [e.s_public for e in entries.values()]
-        if len(set(all_keys)) != len(all_keys):
-            raise RemoteProtocolError("key directory repeats a public key")
-        # The only key agreements of the session; each also refuses a small-order key.
-        for peer, entry in entries.items():
-            if peer != self.client_id:
-                self._c_shared[peer] = kx.agree(self._c_keys.private, entry.c_public)
-                self._s_shared[peer] = kx.agree(self._s_keys.private, entry.s_public)
+        steps.check_key_directory(entries, self._neighbourhood, self.client_id,
+                                  (self._c_keys.public_bytes, self._s_keys.public_bytes),
+                                  self.config.params.threshold)
+        # The only key agreements of the session.
+        self._c_shared, self._s_shared = steps.agree_with_neighbours(
+            entries, self.client_id, self._c_keys, self._s_keys)
         self._c_keys = self._s_keys = None  # the private keys are never needed again
         self._holders = tuple(sorted(self._c_shared))
         first = range(self.first_round, min(self.first_round + mr.ARMING_WINDOW,
@@ -297,15 +287,9 @@ class MultiRoundClient:
         if seeds is None:
             seeds = self._round_seeds(round_index)
         self_seed = secrets.token_bytes(prg.SEED_SIZE)  # fresh every round
-        dtype = prg.word_dtype(params.bits)
-        masked = np.empty(params.vector_length, dtype=dtype)
-        np.copyto(masked, self._input, casting="unsafe")
-        work = scratch("masking.keystream", params.vector_length, dtype)
-        prg.add_mask(masked, self_seed, work)
-        for peer in sorted(maskers):
-            prg.add_mask(masked, seeds[peer], work, subtract=self.client_id > peer)
-        if params.bits < 8 * dtype.itemsize:
-            np.bitwise_and(masked, dtype.type((1 << params.bits) - 1), out=masked)
+        masked = steps.mask_input(self._input, params, self_seed,
+                                  ((peer, seeds[peer]) for peer in sorted(maskers)),
+                                  self.client_id)
         xs = [self.client_id + 1] + [h + 1 for h in self._holders]
         shares = shamir.split(self_seed, params.threshold, xs)
         self._own_seed_share = shares[0]

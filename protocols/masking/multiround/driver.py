@@ -36,9 +36,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ...api import SecureSumResult
-from ...errors import LocalProtocolError, ProtocolError
-from ...wire import SERVER_ID
-from ..driver import Interceptor, SessionTrace
+from ...errors import LocalProtocolError
+from ..driver import Interceptor, SessionTrace, Tally, exchange
 from ..params import MaskingParams
 from .client import MultiRoundClient
 from .server import MultiRoundServer
@@ -77,56 +76,6 @@ class MultiRoundSecAgg:
     def stages(self) -> tuple[str, ...]:
         return ROUND_STAGES
 
-    def _exchange(self, stage: str, outgoing, schedule: Mapping[int, str], clock: dict) -> None:
-        # A Broadcast builds each frame when it is read: that is server work, on its clock.
-        frames = iter(outgoing)
-        while True:
-            start = time.process_time()
-            item = next(frames, None)
-            clock["server"] += time.process_time() - start
-            if item is None:
-                break
-            cid, frame = item
-            if self.interceptor is not None:
-                frame = self.interceptor(stage, SERVER_ID, cid, frame)
-                if frame is None:
-                    continue
-            if cid in self._gone or schedule.get(cid) == stage:
-                self._gone.add(cid)
-                continue
-            client = self.clients[cid]
-            if client.state.value in ("aborted", "done"):
-                continue
-            clock["received"][cid] = clock["received"].get(cid, 0) + len(frame)
-            start = time.process_time()
-            try:
-                replies = client.receive(frame)
-            except ProtocolError as exc:
-                self.trace.client_errors[cid] = exc
-                replies = []
-            finally:
-                clock["client"] += time.process_time() - start
-            for reply in replies:
-                clock["sent"][cid] = clock["sent"].get(cid, 0) + len(reply)
-                if self.interceptor is not None:
-                    reply = self.interceptor(stage, cid, SERVER_ID, reply)
-                    if reply is None:
-                        continue
-                start = time.process_time()
-                try:
-                    self.server.receive(reply)
-                except ProtocolError as exc:
-                    self.trace.rejected_frames.append((stage, cid, exc))
-                finally:
-                    clock["server"] += time.process_time() - start
-
-    def _server(self, call, clock: dict):
-        start = time.process_time()
-        try:
-            return call()
-        finally:
-            clock["server"] += time.process_time() - start
-
     def run_round(self, inputs: Mapping[int, np.ndarray], *,
                   dropouts: Mapping[int, str] | None = None) -> SecureSumResult:
         """One round over ``inputs`` (client id -> vector); the first call runs the setup too."""
@@ -140,16 +89,20 @@ class MultiRoundSecAgg:
         for cid in self.clients:
             if cid not in inputs:
                 schedule.setdefault(cid, "masked_input")
-        clock: dict = {"client": 0.0, "server": 0.0, "sent": {}, "received": {}}
+        tally = Tally()
         exchanges = 2
         setup = not self._setup_done
+
+        def stage(name: str, outgoing) -> None:
+            exchange(name, outgoing, clients=self.clients, server=self.server,
+                     schedule=schedule, gone=self._gone, interceptor=self.interceptor,
+                     trace=self.trace, tally=tally)
+
         if setup:
             self._gone = set()
-            self._exchange(SETUP_STAGES[0], self._server(self.server.start, clock), schedule,
-                           clock)
-            self._exchange(SETUP_STAGES[1], self._server(self.server.advance, clock), schedule,
-                           clock)
-            self._server(self.server.advance, clock)
+            stage(SETUP_STAGES[0], tally.server(self.server.start))
+            stage(SETUP_STAGES[1], tally.server(self.server.advance))
+            tally.server(self.server.advance)
             self._setup_done = True
             exchanges += 2
         self._gone = set()  # a client may come back in any new round
@@ -157,25 +110,23 @@ class MultiRoundSecAgg:
             if self.clients[cid].state.value not in ("aborted", "done"):
                 start = time.process_time()
                 self.clients[cid].set_input(vector)
-                clock["client"] += time.process_time() - start
-        self._exchange(ROUND_STAGES[0], self._server(self.server.start_round, clock), schedule,
-                       clock)
-        self._exchange(ROUND_STAGES[1], self._server(self.server.advance, clock), schedule,
-                       clock)
-        self._server(self.server.advance, clock)
+                tally.client_seconds += time.process_time() - start
+        stage(ROUND_STAGES[0], tally.server(self.server.start_round))
+        stage(ROUND_STAGES[1], tally.server(self.server.advance))
+        tally.server(self.server.advance)
         result = self.server.result
         assert result is not None
         n = len(self.clients)
         return SecureSumResult(
             total=result.total, contributors=result.contributors, dropped=result.dropped,
-            bytes_sent=clock["sent"], bytes_received=clock["received"],
-            client_seconds=clock["client"], server_seconds=clock["server"],
+            bytes_sent=tally.sent, bytes_received=tally.received,
+            client_seconds=tally.client_seconds, server_seconds=tally.server_seconds,
             measurements={
                 "n": float(n), "degree": float(self.params.degree),
                 "threshold": float(self.params.threshold),
                 "round_index": float(result.round_index), "armed": float(len(result.armed)),
                 "setup_included": float(setup), "exchanges": float(exchanges),
-                "client_seconds_per_client": clock["client"] / n,
+                "client_seconds_per_client": tally.client_seconds / n,
                 "rejected_frames": float(len(self.trace.rejected_frames)),
                 "client_errors": float(len(self.trace.client_errors)),
             },

@@ -40,7 +40,7 @@ import numpy as np
 from ...errors import MalformedMessage
 from ...wire import Reader, Writer
 from .. import messages as m
-from ..messages import COMMITMENT_SIZE, Envelope, Limits
+from ..messages import COMMITMENT_SIZE, Envelope, Limits, _blob_size, _ids_size
 from ..params import SessionConfig
 from .derivations import SHARE_CIPHERTEXT_SIZE, sealed_seeds_size
 
@@ -60,14 +60,6 @@ __all__ = [
 
 PROTOCOL_CODE = 3
 MAX_ROUNDS = 1 << 20  # far more rounds than any training run; bounds the u32 field
-
-
-def _ids_size(count: int) -> int:
-    return 4 + 4 * count
-
-
-def _blob_size(length: int) -> int:
-    return 4 + length
 
 
 @dataclass(frozen=True)

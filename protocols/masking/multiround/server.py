@@ -36,10 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ... import keys as kx
-from ... import prg, shamir
+from ... import prg
 from ...errors import (
-    BelowThreshold,
     InvalidShare,
     LocalProtocolError,
     MalformedMessage,
@@ -53,6 +51,7 @@ from ...scratch import scratch
 from ...wire import SERVER_ID, check_round_index
 from .. import derivations as d1
 from .. import messages as m
+from .. import steps
 from ..params import MaskingParams, SessionConfig
 from ..server import Broadcast, Outgoing, ServerResult
 from . import derivations as d
@@ -202,10 +201,7 @@ class MultiRoundServer:
 
     # ------------------------------------------------------------ handlers
     def _on_keys(self, sender: int, msg: m.AdvertiseKeys) -> None:
-        kx.check_public_key(msg.c_public)
-        kx.check_public_key(msg.s_public)
-        if msg.c_public == msg.s_public or {msg.c_public, msg.s_public} & self._taken_keys:
-            raise RemoteProtocolError("advertised keys repeat keys already advertised")
+        steps.check_advertised_keys(msg, self._taken_keys)
         if msg.signature:
             raise MalformedMessage("signature in passive mode")
         self._keys[sender] = msg
@@ -247,20 +243,12 @@ class MultiRoundServer:
     def _on_upload(self, sender: int, msg: mr.RoundUpload) -> None:
         if sender not in self._armed.get(self.round_index, {}):
             raise RemoteProtocolError("upload from a client not armed for this round")
-        words = msg.words
-        if words.dtype != self._dtype or words.size != self.params.vector_length:
-            raise MalformedMessage("masked input has the wrong word size or length")
-        if self.params.bits < 8 * self._dtype.itemsize and words.size and (
-                int(words.max()) >> self.params.bits):
-            raise MalformedMessage("masked input out of range")
         if msg.holders != self._holders[sender]:
             raise RemoteProtocolError("seed shares must address exactly the keyed neighbours")
         armed = self._take_armings(sender, msg.armings)
         # Accepted: sum it now (streaming, O(m) memory), keep only what unmasking needs.
-        if self._masked_sum is None:
-            self._masked_sum = words.astype(self._dtype, copy=True)
-        else:
-            np.add(self._masked_sum, words, out=self._masked_sum)
+        self._masked_sum = steps.add_upload(self._masked_sum, msg.words, self.params,
+                                            self._dtype)
         self._uploads[sender] = (dict(zip(msg.holders, msg.seed_shares)), msg.seed_commitment)
         for q, material in armed.items():
             self._armed.setdefault(q, {})[sender] = material
@@ -323,16 +311,10 @@ class MultiRoundServer:
         self._uploads.clear()
 
     def _require_neighbours(self, alive: frozenset[int], stage: ServerStage) -> None:
-        t = self.params.threshold
-        if not alive:
-            raise BelowThreshold(0, t, stage.value)
-        fewest = min(len(self.neighbourhoods[i] & alive) for i in alive)
-        if fewest < t:
-            raise BelowThreshold(fewest, t, stage.value)
+        steps.require_neighbours(self.neighbourhoods, alive, self.params.threshold, stage.value)
 
     def _require_survivors(self, alive: frozenset[int], stage: ServerStage) -> None:
-        if len(alive) < self.params.min_survivors:
-            raise BelowThreshold(len(alive), self.params.min_survivors, stage.value)
+        steps.require_survivors(alive, self.params.min_survivors, stage.value)
 
     def _close_keys(self) -> list[Outgoing]:
         u1 = frozenset(self._keys)
@@ -393,25 +375,11 @@ class MultiRoundServer:
         armed = self._armed.get(r, {})
         total = (self._masked_sum if self._masked_sum is not None
                  else np.zeros(length, dtype=dtype))
-        seed_shares: dict[int, list[tuple[int, bytes]]] = {}
-        recovery_shares: dict[int, list[tuple[int, bytes]]] = {}
-        for holder in sorted(self._unmask):
-            msg = self._unmask[holder]
-            for owner, share in zip(msg.seed_owners, msg.seed_shares):
-                seed_shares.setdefault(owner, []).append((holder + 1, share))
-            for owner, share in zip(msg.recovery_owners, msg.recovery_shares):
-                recovery_shares.setdefault(owner, []).append((holder + 1, share))
-        cache: dict[tuple[int, ...], list[int]] = {}
-
-        def recover(shares: list[tuple[int, bytes]] | None) -> bytes:
-            if len(shares or ()) < t:
-                raise BelowThreshold(len(shares or ()), t, ServerStage.COLLECT_UNMASK.value)
-            chosen = shares[:t]  # type: ignore[index]
-            xs = tuple(x for x, _ in chosen)
-            lambdas = cache.get(xs) or cache.setdefault(
-                xs, shamir.lagrange_coefficients_at_zero(xs))
-            return shamir.reconstruct(((x, shamir.decode_share(y)) for x, y in chosen),
-                                      coefficients=lambdas)
+        seed_shares = steps.gather_shares(
+            {h: (msg.seed_owners, msg.seed_shares) for h, msg in self._unmask.items()})
+        recovery_shares = steps.gather_shares(
+            {h: (msg.recovery_owners, msg.recovery_shares) for h, msg in self._unmask.items()})
+        recover = steps.SecretRecovery(t, ServerStage.COLLECT_UNMASK.value)
 
         # Recover and check every secret before touching the sum: all or nothing.
         self_seeds = {}
