@@ -258,6 +258,7 @@ def main() -> None:
                        "platform": platform.platform(),
                        "load_average_at_end": os.getloadavg()},
            "command": " ".join([pathlib.Path(sys.argv[0]).name, *sys.argv[1:]]),
+           "commit": _commit(),
            "bits": BITS, "dropout_stage": "masked_input", "seed": args.seed,
            "summary": summary, "rows": rows, "scale": scale,
            "benchmark_cpu_seconds": resource.getrusage(resource.RUSAGE_SELF).ru_utime}
@@ -304,6 +305,15 @@ def _summary(rows: list[dict], scale: list[dict]) -> dict:
                 / (small["total_seconds"] / (1000 * small["degree"]))),
         }
     return out
+
+
+def _commit() -> str:
+    """The checkout the numbers belong to (with a mark if it has uncommitted changes)."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "protocols"], cwd=ROOT,
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return head + (" (protocols/ modified)" if dirty else "")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import json
 import os
 import pathlib
 import platform
+import subprocess
 import sys
 
 import numpy as np
@@ -103,6 +104,7 @@ def main() -> None:
     out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "platform": platform.platform(), "load_average_at_end": os.getloadavg()},
            "command": " ".join([pathlib.Path(sys.argv[0]).name, *sys.argv[1:]]),
+           "commit": _commit(),
            "bits": BITS, "rows": rows}
     pathlib.Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     for row in rows:
@@ -110,6 +112,15 @@ def main() -> None:
               f"{row['steady_reuse_cpu_s']:.2f} s, full setup {row['steady_full_cpu_s']:.2f} s, "
               f"ratio {row['full_over_reuse']:.2f}x")
     print(f"wrote {args.out}")
+
+
+def _commit() -> str:
+    """The checkout the numbers belong to (with a mark if it has uncommitted changes)."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "protocols"], cwd=ROOT,
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return head + (" (protocols/ modified)" if dirty else "")
 
 
 if __name__ == "__main__":
