@@ -17,7 +17,7 @@ __all__ = ["ATTACKS", "AuditSpec", "AuditSpecError", "spec_from_dict", "split_au
 
 #: attacks an audit can run, in the order they run
 ATTACKS = ("loss", "lira", "user", "update")
-CANARY_KINDS = ("ratings", "users")
+CANARY_KINDS = ("auto", "clients", "ratings", "users")
 USER_SHADOWS = ("federated", "central")
 
 
@@ -30,7 +30,12 @@ class AuditSpec:
     """How an audit is run. Every field has a default; see ``docs/attacks.md``."""
 
     canaries: int = 500  # one-run audit canaries (0: no canary audit)
-    canary_kind: str = "ratings"  # "ratings" audits a record-level, "users" a user-level guarantee
+    # "clients" (random directions, user level), "ratings" (record level), "users"; "auto": ratings for a
+    # record-level run, clients otherwise
+    canary_kind: str = "auto"
+    canary_norm: float | None = None  # canary clients' update norm; None: the run's clip norm
+    control: bool = True  # also audit the same run without DP (the no-DP twin)
+    ceiling_repeats: int = 5  # simulations of an ideal mechanism for the ceiling (0: none)
     canary_rating: float | None = None  # None: the lowest rating of the scale (1.0 for implicit)
     canary_items_per_user: int = 10  # canary users only
     attacks: tuple[str, ...] = ATTACKS
@@ -51,6 +56,9 @@ class AuditSpec:
         _check(self.canary_kind in CANARY_KINDS, "audit.canary_kind",
                f"must be one of {', '.join(map(repr, CANARY_KINDS))}; got {self.canary_kind!r}")
         _check(self.canary_items_per_user >= 1, "audit.canary_items_per_user", "must be >= 1")
+        _check(self.canaries <= 100_000, "audit.canaries", "must be <= 100000")
+        _check(self.canary_norm is None or 0 < self.canary_norm <= 1e6, "audit.canary_norm", "must be in (0, 1e6]")
+        _check(0 <= self.ceiling_repeats <= 100, "audit.ceiling_repeats", "must be in [0, 100]")
         unknown = [a for a in self.attacks if a not in ATTACKS]
         _check(not unknown, "audit.attacks",
                f"has unknown attack {unknown[0] if unknown else ''!r}; valid: {', '.join(ATTACKS)}")
@@ -79,7 +87,7 @@ def _check(ok: bool, key: str, message: str) -> None:
 
 
 _INT_KEYS = {"canaries", "canary_items_per_user", "shadow_models", "shadow_epochs", "member_samples",
-             "n_bootstrap", "update_targets", "recommend_k", "max_users"}
+             "n_bootstrap", "update_targets", "recommend_k", "max_users", "ceiling_repeats"}
 _FLOAT_KEYS = {"confidence"}
 
 
@@ -100,7 +108,9 @@ def spec_from_dict(raw: dict[str, Any]) -> AuditSpec:
             _check(isinstance(value, (int, float)) and not isinstance(value, bool), name,
                    f"must be a number; got {value!r}")
             value = float(value)
-        elif key == "canary_rating":
+        elif key == "control":
+            _check(isinstance(value, bool), name, f"must be true or false; got {value!r}")
+        elif key in ("canary_rating", "canary_norm"):
             _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)), name,
                    f"must be a number; got {value!r}")
             value = None if value is None else float(value)

@@ -73,7 +73,7 @@ class FederatedTrainer:
 
     def __init__(
         self, config: RunConfig, split: Split, *, pipeline: Mean | None = None,
-        server_optimizer: ServerOptimizer | None = None,
+        server_optimizer: ServerOptimizer | None = None, audit_hook: Any = None,
     ) -> None:
         self.config = config
         self.split = split
@@ -104,6 +104,8 @@ class FederatedTrainer:
         self.server_optimizer = server_optimizer or build_server_optimizer(t.server_optimizer, t.server_lr)
         self.round_index = 0
         self.history: list[RoundMetrics] = []
+        # AUDIT HOOK (issue 21): canary clients in, the server's view out; secure_fedrec/audit/hook.py
+        self.audit_hook = audit_hook
 
     # -- one round ----------------------------------------------------------------------
     def client_data(self, user: int) -> ClientData:
@@ -189,6 +191,14 @@ class FederatedTrainer:
                 # A client's training loss is a function of its data that no DP mechanism
                 # covers: private clients do not report it (train_loss is then null).
                 losses.append(result.loss)
+        if self.audit_hook is not None:  # AUDIT HOOK: extra canary clients, through the same pipeline
+            for cid, vector in self.audit_hook.canary_updates(self, self.round_index):
+                idx = np.flatnonzero(vector)
+                trained.append(cid)
+                indices.append(idx)
+                values.append(vector[idx])
+                indptr.append(indptr[-1] + len(idx))
+                weights.append(1.0)
         matrix = sparse.csr_array(
             (np.concatenate(values) if values else np.zeros(0),
              np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64),
@@ -210,6 +220,8 @@ class FederatedTrainer:
                 measurements["abort_survivors"] = float(exc.survivors)
             else:
                 contributors, measurements = out.contributors, out.measurements
+                if self.audit_hook is not None:  # AUDIT HOOK: what the server saw this round
+                    self.audit_hook.observe(self, self.round_index, out, updates, ctx)
                 if contributors:
                     self.params = self.server_optimizer.step(self.params, out.update)
                     self.model.load_shared_state(self.layout.unflatten(self.params))

@@ -30,13 +30,17 @@ def _config(**training):
 def test_planted_overfit_is_detected():
     # No regularisation and many local epochs: the model memorises its training ratings.
     config = _config(local_epochs=15, reg=0.0, lr=0.05, server_optimizer="fedadam", server_lr=0.3, rounds=3)
-    spec = AuditSpec(canaries=200, attacks=("loss",), n_bootstrap=50)
+    spec = AuditSpec(canaries=200, canary_kind="ratings", attacks=("loss",), n_bootstrap=50)
     result = run_audit(config, spec)
     loss = result["attacks"]["loss"]
     assert loss["auc_low"] > 0.6, loss
     canary = result["canary_audit"]
-    assert canary["scores"]["loss"]["membership"]["auc"] > 0.75
-    assert set(canary["scores"]) == {"loss", "displacement", "alignment"}
+    scores = canary["scores"]
+    assert scores["private_loss"]["membership"]["auc"] > 0.75
+    assert set(scores) == {"private_loss", "displacement", "alignment", "aggregate_rows", "client_rows"}
+    # scores through the user's private row are the user's own device: reported, never audited
+    assert not scores["private_loss"]["audited"] and scores["private_loss"]["observer"] == "user device"
+    assert canary["best_score"] in canary["audited_scores"]
     assert canary["epsilon_hat"] > 0.5 and not canary["violation"]
 
 
@@ -93,6 +97,9 @@ def test_user_partition_is_disjoint_and_covers_everyone():
 
 def test_guess_counts_and_spec_parsing():
     assert guess_counts(1000) == ([50, 100, 250], [0, 50, 100, 250])
+    from secure_fedrec.audit.canary_audit import canary_guess_counts
+    assert canary_guess_counts(1000) == ([50, 100, 250], [0, 50])
+    assert canary_guess_counts(1000, expected_visible=400) == ([50, 100, 200, 250, 320, 380], [0, 50])
     spec = spec_from_dict({"attacks": "loss, user", "fpr_levels": [0.01], "confidence": 0.9})
     assert spec.attacks == ("loss", "user") and spec.fpr_levels == (0.01,)
     with pytest.raises(AuditSpecError, match="audit.canaries must be an integer"):
@@ -131,7 +138,9 @@ def test_canary_users_audit_runs_on_a_user_level_dp_run():
     result = run_audit(config, spec)
     canary = result["canary_audit"]
     assert canary["kind"] == "users" and canary["num_canaries"] == 20
-    assert set(canary["scores"]) == {"loss", "displacement"}
+    assert set(canary["scores"]) == {"loss", "displacement", "aggregate_rows", "client_rows"}
+    # a user-level guarantee covers what is released, not a plaintext upload before the central noise
+    assert {n for n, e in canary["scores"].items() if e["audited"]} == {"loss", "displacement", "aggregate_rows"}
     assert canary["epsilon_hat"] <= result["epsilon"] <= 2.0 + 1e-6
 
 
