@@ -9,7 +9,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..cli import _parse_override, overrides_from_args  # one parser for every subcommand
+from ..cli import (  # one parser for every subcommand
+    _parse_override,
+    overrides_from_args,
+)
 
 __all__ = ["PRIVACY_VIOLATION", "cmd_audit", "load_audit_config", "register"]
 

@@ -28,7 +28,7 @@ from dp_accounting.rdp import rdp_privacy_accountant
 from attacks import MechanismFamily, ProfileTradeoff
 
 from ..privacy.accounting import Accountant, create_accountant
-from ..privacy.ddg_accounting import DistributedDiscreteGaussianAccountant, DdgStep
+from ..privacy.ddg_accounting import DdgStep, DistributedDiscreteGaussianAccountant
 from ..privacy.session import PrivacySession
 
 __all__ = ["EPSILON_GRID", "NOISE_SCALES", "mechanism_family"]

@@ -60,6 +60,16 @@ class CanaryClientHook:
     shifts: list[float] = field(default_factory=list)
     rounds: list[int] = field(default_factory=list)
     _norm_this_round: float = 0.0
+    _matrix: np.ndarray | None = field(default=None, repr=False)
+
+    #: keep the directions in memory (float32) below this many values (400 MB); regenerate above
+    MAX_CACHED_VALUES = 100_000_000
+
+    def _directions(self) -> np.ndarray | None:
+        d = self.directions
+        if self._matrix is None and d.num_canaries * d.dim <= self.MAX_CACHED_VALUES:
+            self._matrix = np.vstack([rows.astype(np.float32) for _, rows in d.chunks()])
+        return self._matrix
 
     def current_norm(self, trainer: Any) -> float:
         if self.norm is not None:
@@ -73,11 +83,16 @@ class CanaryClientHook:
         rng = np.random.default_rng([self.seed, round_index, 0xC11E])
         take_part = np.flatnonzero(self.included & (rng.random(self.included.size) < self.sample_rate))
         self._norm_this_round = self.current_norm(trainer)
-        return [(self.first_id + int(j), self._norm_this_round * self.directions.vector(int(j)))
+        matrix = self._directions()
+        return [(self.first_id + int(j), self._norm_this_round
+                 * (matrix[j].astype(np.float64) if matrix is not None else self.directions.vector(int(j))))
                 for j in take_part]
 
     def observe(self, trainer: Any, round_index: int, out: Any, updates: Any, ctx: Any) -> None:
-        self.projections.append(self.directions.project(released_sum(trainer, out, ctx)))
+        total = released_sum(trainer, out, ctx)
+        matrix = self._directions()
+        self.projections.append(matrix @ total.astype(np.float32) if matrix is not None
+                                else self.directions.project(total))
         self.shifts.append(self._norm_this_round)
         self.rounds.append(round_index)
 

@@ -177,3 +177,26 @@ def test_unset_delta_is_trained_and_audited_at_the_audit_delta():
     canary = result["canary_audit"]
     assert result["privacy"]["delta"] == canary["delta"] == pytest.approx(audit_delta(100, 0.95))
     assert not canary["delta_too_large"] and canary["epsilon_hat"] <= result["epsilon"]
+
+
+def test_update_inference_goes_through_the_real_mechanism():
+    from secure_fedrec.audit.updates import update_inference
+    from secure_fedrec.engine.inprocess import FederatedTrainer
+
+    base = _config(local_epochs=1, rounds=1, sampling="poisson", clients_per_round=0.5)
+    views = {}
+    for noise, protocol in (("central", "plaintext"), ("distributed", "secagg")):
+        config = dataclasses.replace(base, privacy=dataclasses.replace(
+            base.privacy, unit="user", noise=noise, target_epsilon=1.0, delta=1e-5),
+            aggregation=dataclasses.replace(base.aggregation, protocol=protocol))
+        trainer = FederatedTrainer(config, make_split(config, load_data(config)))
+        out = update_inference(trainer, targets=4, cohort_sizes=(2,), seed=0)
+        views[noise] = out
+        assert out["placement"] == noise
+    central, distributed = views["central"]["protocol_views"], views["distributed"]["protocol_views"]
+    assert set(central) == {"upload", "clean_sum_n=2", "released_sum_n=2"}
+    assert set(distributed) == {"upload", "noised_share", "released_sum_n=2"}
+    # a server adding central noise still sees the clipped upload and the clean sum in the clear
+    assert central["upload"]["auc"] == 1.0 and central["clean_sum_n=2"]["auc"] > 0.9
+    # the noise the accountant charged drowns the released sum, and each client's own share
+    assert central["released_sum_n=2"]["auc"] < 0.8 and distributed["noised_share"]["auc"] < 0.8
