@@ -342,8 +342,8 @@ def ceiling_table(seed: int) -> list[dict]:
 
     print("== ceiling of the one-run audit on an ideal mechanism ==", flush=True)
     rows, payload = [], []
-    for q, rounds in ((0.1, 18), (1.0, 1)):
-        for m in (1000, 4000, 16000):
+    for q, rounds, counts in ((0.1, 18, (1000, 4000, 16000, 64000)), (1.0, 1, (1000, 4000, 16000))):
+        for m in counts:
             delta = audit_delta(m)
             for eps in CANARY_EPSILONS:
                 z = calibrate_noise_multiplier(eps, delta, sample_rate=q, steps=rounds, accountant="pld")

@@ -380,7 +380,13 @@ def run_audit(
         result["plots"] = [p.name for p in write_roc_plots(curves, out)]
         if canary_summary is not None:
             label = "no DP" if not math.isfinite(epsilon) else f"ε={epsilon:.3g}"
-            plot_epsilon_audit([(epsilon, canary_summary["epsilon_hat"], label)], out / "epsilon.png")
+            points = [(canary_summary["claimed_epsilon"], canary_summary["epsilon_hat"], f"this run ({label})")]
+            if canary_summary.get("ceiling"):
+                points.append((canary_summary["claimed_epsilon"], canary_summary["ceiling"]["epsilon_hat_median"],
+                               "ceiling: ideal mechanism, same canaries"))
+            if canary_summary.get("control"):
+                points.append((math.inf, canary_summary["control"]["epsilon_hat"], "control: same run without DP"))
+            plot_epsilon_audit(points, out / "epsilon.png")
             result["plots"].append("epsilon.png")
         write_json_atomic(out / "audit.json", result)
     return result

@@ -55,8 +55,9 @@ def test_hook_canaries_go_through_clipping_and_every_release_is_observed():
     assert not np.array_equal(before, trainer.params)
 
 
-def test_central_user_level_audit_stays_below_epsilon_with_ceiling_and_control():
-    result = run_audit(_config(), AuditSpec(canaries=300, attacks=(), n_bootstrap=10, ceiling_repeats=2))
+def test_central_user_level_audit_stays_below_epsilon_with_ceiling_and_control(tmp_path):
+    result = run_audit(_config(), AuditSpec(canaries=300, attacks=(), n_bootstrap=10, ceiling_repeats=2), tmp_path)
+    assert (tmp_path / "epsilon.png").read_bytes()[:4] == b"\x89PNG" and "epsilon.png" in result["plots"]
     canary = result["canary_audit"]
     assert canary["kind"] == "clients" and canary["rounds_observed"] == 4
     assert set(canary["scores"]) == {"llr", "sum"}
