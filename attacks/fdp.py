@@ -36,12 +36,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from scipy import optimize, stats
 
 from ._validation import check_binary_labels, check_scores
+
+if TYPE_CHECKING:
+    from .audit import AuditResult
 
 __all__ = [
     "GaussianTradeoff",
@@ -264,7 +267,7 @@ def audit_one_run_fdp(
     epsilon_claimed: float | None = None,
     delta: float = 0.0,
     confidence: float = 0.95,
-):
+) -> AuditResult:
     """One-run f-DP audit of canary scores against ``family`` (Bonferroni over guess pairs).
 
     Same guessing rule as :func:`attacks.audit_one_run` ("in" for the top
