@@ -44,8 +44,7 @@ from .plots import plot_epsilon_audit, write_roc_plots
 from .spec import AuditSpec
 from .updates import update_inference
 
-__all__ = ["AuditDeltaWarning", "AuditError", "audit_config", "guess_counts", "partition_users", "resolve_kind",
-           "run_audit"]
+__all__ = ["AuditDeltaWarning", "AuditError", "audit_config", "partition_users", "resolve_kind", "run_audit"]
 
 
 class AuditDeltaWarning(UserWarning):
@@ -79,12 +78,6 @@ def audit_config(config: RunConfig, spec: AuditSpec, num_users: int) -> tuple[Ru
                       f"canaries at {spec.confidence:.0%} confidence (the bound degrades above "
                       f"{wanted:.3g}); unset it to let the audit choose", AuditDeltaWarning, stacklevel=3)
     return config, config.privacy.delta
-
-
-def guess_counts(num_canaries: int) -> tuple[list[int], list[int]]:
-    """The (num_positive, num_negative) guess counts tried (Bonferroni-corrected by audit_one_run)."""
-    ks = sorted({max(1, num_canaries // d) for d in (20, 10, 4)})
-    return ks, [0, *ks]
 
 
 def partition_users(users: np.ndarray, *, user_attack: bool, seed: int) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ import pytest
 
 from secure_fedrec.audit import AuditSpec, run_audit
 from secure_fedrec.audit.canaries import insert_canaries
-from secure_fedrec.audit.run import guess_counts, partition_users
+from secure_fedrec.audit.run import partition_users
 from secure_fedrec.audit.spec import AuditSpecError, spec_from_dict
 from secure_fedrec.config import config_from_dict
 from secure_fedrec.runner import load_data, make_split
@@ -96,7 +96,6 @@ def test_user_partition_is_disjoint_and_covers_everyone():
 
 
 def test_guess_counts_and_spec_parsing():
-    assert guess_counts(1000) == ([50, 100, 250], [0, 50, 100, 250])
     from secure_fedrec.audit.canary_audit import canary_guess_counts
     assert canary_guess_counts(1000) == ([50, 100, 250], [0, 50])
     assert canary_guess_counts(1000, expected_visible=400) == ([50, 100, 200, 250, 320, 380], [0, 50])
