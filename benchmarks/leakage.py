@@ -63,7 +63,7 @@ OVERFIT = {
                      "server_optimizer": "fedadam", "server_lr": 0.1, "checkpoint_every": 0},
         "evaluation": {"every": 5},
     },
-    "audit": {"canaries": 1000, "attacks": ["loss", "lira", "user", "update"], "shadow_models": 8,
+    "audit": {"canaries": 1000, "canary_kind": "ratings", "attacks": ["loss", "lira", "user", "update"], "shadow_models": 8,
               "shadow_epochs": 20, "member_samples": 2000, "n_bootstrap": 200, "update_targets": 20,
               "recommend_k": 20},
 }
@@ -79,7 +79,7 @@ EPSILON_RUN = {
                  "server_optimizer": "fedadam", "server_lr": 0.1, "checkpoint_every": 0},
     "evaluation": {"every": 5},
 }
-EPSILON_AUDIT = {"canaries": 1000, "attacks": ["loss", "update"], "max_users": 150, "n_bootstrap": 100,
+EPSILON_AUDIT = {"canaries": 1000, "canary_kind": "ratings", "attacks": ["loss", "update"], "max_users": 150, "n_bootstrap": 100,
                  "update_targets": 10, "cohort_sizes": [2, 10]}
 EPSILONS = (1.0, 4.0, 8.0, math.inf)
 
@@ -112,7 +112,7 @@ def overfit(data: Path, out: Path, seed: int) -> dict:
          REFERENCE["user_mia_auc"][0]),
         ("user-level MIA AUC, federated setting (non-members fit their own row)", _auc(r, "user"), ""),
         *((f"update inference precision [{v}]", f"{views[v]['precision']:.3f} (AUC {views[v]['auc']:.3f})",
-           f">= {REFERENCE['update_precision_plaintext'][0]}" if v == "plaintext" else "") for v in views),
+           f">= {REFERENCE['update_precision_plaintext'][0]}" if v == "upload" else "") for v in views),
         ("one-run ε̂ (1000 canary ratings, no DP)", f"{r['canary_audit']['epsilon_hat']:.3f}", "ε = ∞"),
     ]
     _table(("measurement", "ours", "reference"), rows)
