@@ -27,6 +27,7 @@ from attacks import (
 
 from ..config import ConfigError, RunConfig, config_to_dict, dump_toml
 from ..data.dataset import Split
+from ..engine.aggregators import Clip, FloatSum, Mean
 from ..engine.inprocess import FederatedTrainer, RoundMetrics
 from ..runner import environment, load_data, make_split, write_json_atomic
 from .canaries import CanaryPlan, insert_canaries, score_canaries
@@ -209,12 +210,17 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
 
 def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan | None, hook, spec: AuditSpec,
              delta: float, evaluation: dict, seed: int) -> dict[str, Any]:
-    """The same canaries and the same audit on the run without DP (plaintext sum: same release)."""
+    """The same canaries and the same audit on the run without noise (plaintext sum: same release)."""
     twin_config = dataclasses.replace(
         config, privacy=dataclasses.replace(config.privacy, unit="none", noise="central"),
         aggregation=dataclasses.replace(config.aggregation, protocol="plaintext"),
         evaluation=dataclasses.replace(config.evaluation, every=max(1, config.training.rounds)))
-    twin = FederatedTrainer(twin_config, train_split)
+    pipeline = None
+    if config.privacy.unit == "user":
+        # The same mechanism without its noise: updates still clipped, the mean still over E[clients],
+        # so the control isolates what the noise hides (not what clipping does).
+        pipeline = Mean(Clip(FloatSum(), clip_norm=config.privacy.clip_norm), denominator="expected")
+    twin = FederatedTrainer(twin_config, train_split, pipeline=pipeline)
     initial = twin.model.shared_state()
     twin_hook = _make_hook(kind, spec, twin, plan, seed,
                            included=hook.included if kind == "clients" else None,
@@ -233,8 +239,8 @@ def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan 
             "scores": {n: {"epsilon_hat": e["epsilon_hat"], "observer": e["observer"],
                            "auc": e.get("membership", {}).get("auc")} for n, e in summary["scores"].items()},
             "seconds": time.perf_counter() - started,
-            "what": "the same canaries, the same scores and tests, on the run without clipping or noise "
-                    "(plaintext sum)"}
+            "what": "the same canaries, the same scores and tests, on the run without noise (user level: "
+                    "still clipped, mean over E[clients]; plaintext sum)"}
 
 
 def run_audit(
