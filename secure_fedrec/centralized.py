@@ -10,10 +10,10 @@ import torch
 
 from .config import RunConfig
 from .data.dataset import Split
-from .engine.client import loss_fn
-from .engine.inprocess import build_model_for
+from .engines.inprocess import build_model_for
 from .evaluation import evaluate
 from .models import FederatedModel
+from .training.local import loss_fn
 
 __all__ = ["CentralizedResult", "train_centralized"]
 

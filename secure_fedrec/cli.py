@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .arguments import add_job_arguments, overrides_from_args
+
 __all__ = ["main"]
 
 DESCRIPTION = """\
@@ -22,36 +24,11 @@ Subcommands:
 
 #: modules that add subcommands: each has ``register(subparsers) -> {name: handler}``
 COMMAND_MODULES = (
-    "secure_fedrec.studies.commands",
+    "secure_fedrec.commands.study",
     "secure_fedrec.reports.commands",
     "secure_fedrec.audit.commands",
     "secure_fedrec.engines.flower.launcher",
 )
-
-
-def _parse_override(text: str) -> tuple[str, Any]:
-    """argparse's ``type=`` for ``--set``: :func:`secure_fedrec.config.parse_override`."""
-    from .config import ConfigError, parse_override
-
-    try:
-        return parse_override(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _add_job_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="a TOML configuration file (defaults apply to every missing key)")
-    p.add_argument("--data", help="a ratings file or folder (default: the embedded synthetic data set)")
-    p.add_argument("--format", default=None,
-                   help="auto, ml-100k, ml-1m, ml-latest, atomic or csv (default: auto)")
-    p.add_argument("--out", type=Path, default=None, help="folder for metrics.json and config.toml")
-    p.add_argument("--seed", type=int, default=None, help="seed for data, sampling and model init")
-    p.add_argument("--set", dest="overrides", action="append", default=[], type=_parse_override,
-                   metavar="KEY=VALUE", help="override one config key with a TOML value, e.g. --set training.rounds=10 "
-                        "--set data.implicit=true --set privacy.unit='\"record\"'")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--engine", choices=("inprocess", "flower-sim", "flower"), default=None,
-                   help="in-process (default), Flower's simulation engine, or a Flower deployment")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,13 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="train a federated recommender and write metrics.json",
                          description="Train a federated recommender; each user is one client.")
-    _add_job_arguments(run)
+    add_job_arguments(run)
     run.add_argument("--resume", type=Path, default=None, metavar="DIR",
                      help="continue the run whose --out was DIR from its last checkpoint "
                           "(its config.toml is used; --set may only raise training.rounds)")
     base = sub.add_parser("baseline", help="train the same model centrally (for comparison)",
                           description="Centralized training with the federated run's model and evaluation.")
-    _add_job_arguments(base)
+    add_job_arguments(base)
     base.add_argument("--epochs", type=int, default=20, help="passes over the pooled training data")
     return parser
 
@@ -85,20 +62,6 @@ def _extra_commands(sub) -> dict:
             raise
         handlers.update(module.register(sub))
     return handlers
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict:
-    """The ``--set`` overrides plus the shortcut flags (--data, --format, --seed, --engine)."""
-    overrides = dict(args.overrides)
-    if args.data is not None:
-        overrides["data.source"] = args.data
-    if args.format is not None:
-        overrides["data.format"] = args.format
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if getattr(args, "engine", None) is not None:
-        overrides["engine"] = args.engine
-    return overrides
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -141,8 +104,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_job(config, args.out, on_round=on_round, resume=args.resume is not None)
     bar.close()
     rows = [
-        ("dataset", f"{result['dataset']['name']} ({result['dataset']['n_users']} users, "
-                    f"{result['dataset']['n_items']} items, {result['dataset']['n_ratings']} ratings)"),
+        ("dataset", (f"{result['dataset']['name']} ({result['dataset']['n_users']} users, "
+                     f"{result['dataset']['n_items']} items, {result['dataset']['n_ratings']} ratings)")),
         ("model / split", f"{result['model']} / {result['split']}"),
         ("protocol", result["protocol"]),
         ("privacy", result["privacy"]["statement"]),
@@ -177,7 +140,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
-    from .engine.checkpoint import CheckpointError
+    from .engines.checkpoint import CheckpointError
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -9,8 +9,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..cli import (  # one parser for every subcommand
-    _parse_override,
+from ..arguments import (  # one parser for every command
+    add_set_argument,
     overrides_from_args,
 )
 
@@ -50,8 +50,7 @@ def register(subparsers) -> dict:
     p.add_argument("--format", default=None, help="auto, ml-100k, ml-1m, ml-latest, atomic or csv")
     p.add_argument("--out", type=Path, default=None, help="folder for audit.json, config.toml and the plots")
     p.add_argument("--seed", type=int, default=None, help="seed for data, sampling, canaries and models")
-    p.add_argument("--set", dest="overrides", action="append", default=[], type=_parse_override,
-                   metavar="KEY=VALUE", help="override one key, e.g. --set audit.canaries=200")
+    add_set_argument(p, example="--set audit.canaries=200")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return {"audit": cmd_audit}
 

@@ -27,9 +27,9 @@ from dp_accounting.rdp import rdp_privacy_accountant
 
 from attacks import MechanismFamily, ProfileTradeoff
 
+from ..plans import PrivacyPlan, RecordLocal, UserLevelPlan
 from ..privacy.accounting import Accountant, create_accountant
-from ..privacy.ddg_accounting import DdgStep, DistributedDiscreteGaussianAccountant
-from ..privacy.session import PrivacySession
+from ..privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
 
 __all__ = ["EPSILON_GRID", "NOISE_SCALES", "mechanism_family"]
 
@@ -66,17 +66,21 @@ def _rdp_deltas(orders: np.ndarray, rdp: np.ndarray) -> np.ndarray:
     return np.array([rdp_privacy_accountant.compute_delta(orders, rdp, float(e))[0] for e in EPSILON_GRID])
 
 
-def _distributed(history: Sequence[DdgStep], delta: float) -> MechanismFamily:
+def _distributed(accountant: DistributedDiscreteGaussianAccountant, delta: float) -> MechanismFamily:
+    # The accountant fixes the mechanism's geometry (integer sensitivity, guaranteed shares,
+    # dimension) and records the sum's noise multiplier per round: scaling the noise scales it.
+    history = list(accountant.history)
+
     def scaled(s: float) -> DistributedDiscreteGaussianAccountant:
-        accountant = DistributedDiscreteGaussianAccountant()
-        for r in history:
-            accountant.step(sigma=r.sigma * s, l2_sensitivity=r.l2_sensitivity, num_shares=r.num_shares,
-                            dim=r.dim, sample_rate=r.sample_rate, steps=r.steps)
-        return accountant
+        trial = DistributedDiscreteGaussianAccountant(
+            l2_sensitivity=accountant.l2_sensitivity, num_shares=accountant.num_shares, dim=accountant.dim,
+            orders=accountant.orders)
+        trial.extend([(z * s, q, steps) for z, q, steps in history])
+        return trial
 
     def tradeoff(s: float) -> ProfileTradeoff:
-        accountant = scaled(s)
-        return _profile(_rdp_deltas(np.asarray(accountant.orders, dtype=float), accountant.rdp()))
+        trial = scaled(s)
+        return _profile(_rdp_deltas(np.asarray(trial.orders, dtype=float), trial.rdp()))
 
     return MechanismFamily(tradeoff=tradeoff, epsilon=lambda s: scaled(s).get_epsilon(delta), scales=NOISE_SCALES)
 
@@ -104,17 +108,19 @@ def _record(histories: Sequence[Sequence[tuple[float, float, int]]], delta: floa
     return MechanismFamily(tradeoff=tradeoff, epsilon=epsilon, scales=NOISE_SCALES)
 
 
-def mechanism_family(privacy: PrivacySession, delta: float, *, record_clients: Sequence[int] = ()) -> MechanismFamily | None:
+def mechanism_family(privacy: PrivacyPlan, delta: float, *,
+                     record_clients: Sequence[int] = ()) -> MechanismFamily | None:
     """The family of the run's accounted mechanism (None without DP or before any round).
 
     ``record_clients``: at record level, the clients whose canaries are audited.
     """
-    if privacy.unit == "user" and privacy.accountant is not None and privacy.accountant.history:
+    if isinstance(privacy, UserLevelPlan) and privacy.accountant.history:
         if isinstance(privacy.accountant, DistributedDiscreteGaussianAccountant):
-            return _distributed(list(privacy.accountant.history), delta)
+            return _distributed(privacy.accountant, delta)
         return _central(list(privacy.accountant.history), delta)
-    if privacy.unit == "record" and privacy.client_accountants is not None:
-        histories = [privacy.client_accountants[c].history for c in record_clients if c in privacy.client_accountants]
+    if isinstance(privacy, RecordLocal):
+        accountants = privacy.client_accountants
+        histories = [accountants[c].history for c in record_clients if c in accountants]
         if any(histories):
             return _record(histories, delta)
     return None

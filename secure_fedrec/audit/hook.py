@@ -1,45 +1,57 @@
-"""The audit's narrow interface to an engine: canary clients in, the server's view out.
+"""The audit's two auditors: canary clients in, the server's view out.
 
-An engine that supports audits takes one ``audit_hook`` object and calls it
-twice a round (see the ``AUDIT HOOK`` lines of
-``secure_fedrec/engine/inprocess.py``):
+Both implement :class:`secure_fedrec.rounds.auditor.RoundAuditor`, the engine's
+narrow interface (the in-process engine calls it; see that module for Flower):
 
-* ``canary_updates(trainer, round_index)`` after the real clients trained:
-  extra ``(client id, update vector over the flat shared parameters)`` pairs
-  that go through the *same* aggregation pipeline as every client (clipping,
-  noise shares, quantisation, secure sum);
-* ``observe(trainer, round_index, out, updates, ctx)`` after a round released
-  something: ``out`` is what the server optimizer receives (the noised mean,
-  ``out.update``), ``updates`` the clients' uploads (what a server sees under
-  the plaintext protocol only), ``ctx`` the round context.
+* ``canary_updates(server, plan)`` before the round's broadcast: extra
+  ``(client id, update over the flat shared parameters)`` pairs that go through
+  the *same* client halves as every client (clipping, noise shares, encoding)
+  and the same sum;
+* ``observe(server, plan, released, uploads)`` after a round released something:
+  ``released`` is ``RoundServer.last_aggregate`` (the mean update the server
+  applied, noise included), ``uploads`` every client's upload when the protocol
+  is plaintext (what such a server also sees), else nothing.
 
-Nothing else of the engine is touched, so porting the hook to another engine
-is two calls.
+Both are model-agnostic: they read flat vectors and the pipeline's public
+numbers, never a model.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import numpy as np
 
 from attacks import CanaryDirections
 
-__all__ = ["AuditHook", "CanaryClientHook", "ReleaseRecorder", "released_sum"]
+from ..aggregation import Aggregate, ClientUpdate, Mean
+from ..plans import UserLevelPlan
+from ..rounds.auditor import RoundAuditor
+from ..rounds.server import RoundPlan, RoundServer
+
+__all__ = ["CanaryClientHook", "ReleaseRecorder", "RoundAuditor", "full_weight_examples", "released_sum"]
 
 
-class AuditHook(Protocol):
-    def canary_updates(self, trainer: Any, round_index: int) -> list[tuple[int, np.ndarray]]: ...
+def _mean_layer(server: RoundServer) -> Mean:
+    layers = [layer for layer in server.pipeline.layers if isinstance(layer, Mean)]
+    if not layers:
+        raise ValueError("the run's pipeline has no mean layer: its release is not a mean")
+    return layers[0]
 
-    def observe(self, trainer: Any, round_index: int, out: Any, updates: Any, ctx: Any) -> None: ...
+
+def full_weight_examples(server: RoundServer) -> int:
+    """Examples that give an update the largest weight the run's mean layer allows (its cap)."""
+    mean = _mean_layer(server)
+    return 1 if mean.weighting == "uniform" else math.ceil(mean.weight_cap)
 
 
-def released_sum(trainer: Any, out: Any, ctx: Any) -> np.ndarray:
+def released_sum(server: RoundServer, released: Aggregate) -> np.ndarray:
     """The noised sum behind the released mean (the mean times its public denominator)."""
-    denominator = (ctx.expected_clients if trainer.pipeline.denominator == "expected"
-                   else out.measurements.get("weight_total", 0.0))
-    return np.asarray(out.update, dtype=np.float64) * float(denominator)
+    mean = _mean_layer(server)
+    denominator = server.expected_clients if mean.denominator == "expected" else released.weight_total
+    return np.asarray(released.total, dtype=np.float64) * float(denominator)
 
 
 @dataclass
@@ -71,30 +83,35 @@ class CanaryClientHook:
             self._matrix = np.vstack([rows.astype(np.float32) for _, rows in d.chunks()])
         return self._matrix
 
-    def current_norm(self, trainer: Any) -> float:
+    def current_norm(self, server: RoundServer) -> float:
+        """The canary's update norm this round: the run's clip norm (the adaptive one, as it is now)."""
         if self.norm is not None:
             return float(self.norm)
-        adaptive = getattr(trainer.privacy, "adaptive_clip", None)
-        return float(adaptive.clip_norm if adaptive is not None else trainer.config.privacy.clip_norm)
+        privacy = server.privacy
+        return float(privacy.clip_norm if isinstance(privacy, UserLevelPlan) else server.config.privacy.clip_norm)
 
-    def canary_updates(self, trainer: Any, round_index: int) -> list[tuple[int, np.ndarray]]:
+    def canary_updates(self, server: RoundServer, plan: RoundPlan) -> list[tuple[int, ClientUpdate]]:
         # The auditor's own randomness (never shown to the observer): who of the included
         # canaries takes part this round, like any Poisson-sampled client.
-        rng = np.random.default_rng([self.seed, round_index, 0xC11E])
+        rng = np.random.default_rng([self.seed, plan.round_index, 0xC11E])
         take_part = np.flatnonzero(self.included & (rng.random(self.included.size) < self.sample_rate))
-        self._norm_this_round = self.current_norm(trainer)
+        self._norm_this_round = self.current_norm(server)
+        # A canary weighs as much as any client can (weight 1 under a weighted mean too).
+        examples = full_weight_examples(server)
         matrix = self._directions()
-        return [(self.first_id + int(j), self._norm_this_round
-                 * (matrix[j].astype(np.float64) if matrix is not None else self.directions.vector(int(j))))
+        return [(self.first_id + int(j), ClientUpdate.from_dense(
+                    self._norm_this_round * (matrix[j].astype(np.float64) if matrix is not None
+                                             else self.directions.vector(int(j))), num_examples=examples))
                 for j in take_part]
 
-    def observe(self, trainer: Any, round_index: int, out: Any, updates: Any, ctx: Any) -> None:
-        total = released_sum(trainer, out, ctx)
+    def observe(self, server: RoundServer, plan: RoundPlan, released: Aggregate,
+                uploads: Mapping[int, ClientUpdate]) -> None:
+        total = released_sum(server, released)
         matrix = self._directions()
         self.projections.append(matrix @ total.astype(np.float32) if matrix is not None
                                 else self.directions.project(total))
         self.shifts.append(self._norm_this_round)
-        self.rounds.append(round_index)
+        self.rounds.append(plan.round_index)
 
 
 @dataclass
@@ -116,13 +133,14 @@ class ReleaseRecorder:
     client_energy: np.ndarray | None = None  # Σ over the rounds the owner uploaded, normalised
     client_rounds: np.ndarray | None = None
 
-    def canary_updates(self, trainer: Any, round_index: int) -> list[tuple[int, np.ndarray]]:
+    def canary_updates(self, server: RoundServer, plan: RoundPlan) -> list[tuple[int, ClientUpdate]]:
         return []
 
-    def observe(self, trainer: Any, round_index: int, out: Any, updates: Any, ctx: Any) -> None:
+    def observe(self, server: RoundServer, plan: RoundPlan, released: Aggregate,
+                uploads: Mapping[int, ClientUpdate]) -> None:
         from attacks import robust_scale
 
-        total = released_sum(trainer, out, ctx)
+        total = released_sum(server, released)
         self.aggregate_energy.append(np.array([float(np.sum(total[r] ** 2)) for r in self.rows]))
         self.aggregate_scale.append(robust_scale(total[self.item_coordinates]))
         if not self.plaintext:
@@ -130,12 +148,11 @@ class ReleaseRecorder:
         if self.client_energy is None:
             self.client_energy = np.zeros(len(self.rows))
             self.client_rounds = np.zeros(len(self.rows), dtype=np.int64)
-        position = {int(c): k for k, c in enumerate(updates.client_ids)}
         for owner in np.unique(self.owners):
-            k = position.get(int(owner))
-            if k is None:
+            upload = uploads.get(int(owner))
+            if upload is None:
                 continue
-            row = updates.dense_row(k)
+            row = upload.dense()
             scale = robust_scale(row[self.item_coordinates])
             for j in np.flatnonzero(self.owners == owner):
                 energy = float(np.sum(row[self.rows[j]] ** 2))

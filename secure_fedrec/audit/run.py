@@ -25,10 +25,11 @@ from attacks import (
     draw_canary_inclusion,
 )
 
+from ..aggregation import AggregationPipeline, Clip, FloatEncoding, Mean
 from ..config import ConfigError, RunConfig, config_to_dict, dump_toml
 from ..data.dataset import Split
-from ..engine.aggregators import Clip, FloatSum, Mean
-from ..engine.inprocess import FederatedTrainer, RoundMetrics
+from ..engines.inprocess import FederatedTrainer, RoundMetrics
+from ..plans import UserCentral, UserDistributed
 from ..runner import environment, load_data, make_split, write_json_atomic
 from .canaries import CanaryPlan, insert_canaries, score_canaries
 from .canary_audit import audit_scores, canary_guess_counts, ceiling
@@ -128,8 +129,7 @@ def _make_hook(kind: str, spec: AuditSpec, trainer: FederatedTrainer, plan: Cana
     if kind == "clients":
         m = spec.canaries
         inc = included if included is not None else draw_canary_inclusion(m, random_state=np.random.default_rng([seed, 0xC1]))
-        q = (trainer.privacy.sample_rate if trainer.privacy.unit == "user"
-             else min(1.0, trainer.expected_clients / max(1, len(trainer.population))))
+        q = trainer.privacy.population.sample_rate  # every client's chance to be sampled in a round
         return CanaryClientHook(CanaryDirections(m, trainer.layout.size, seed), inc, q,
                                 first_id=trainer.split.train.n_users, seed=seed,
                                 norm=norm if norm is not None else spec.canary_norm)
@@ -162,14 +162,15 @@ def _scores(kind: str, hook, plan: CanaryPlan | None, trainer: FederatedTrainer,
 
 
 def _ceiling_mu(trainer: FederatedTrainer) -> float | None:
+    """The accounted Gaussian mechanism's μ = clip / noise std of one round (None without user-level DP)."""
     privacy = trainer.privacy
-    if privacy.unit != "user":
-        return None
-    if privacy.ddg_plan is not None:  # the accounted noise: the planned minimum of shares
-        return (trainer.config.privacy.clip_norm / privacy.ddg_plan.model_unit_noise_std
-                if privacy.adaptive_clip is None else 1.0 / privacy.ddg_plan.model_unit_noise_std)
-    z = privacy.update_noise_multiplier if privacy.adaptive_clip is not None else privacy.noise_multiplier
-    return 1.0 / z if z else None
+    if isinstance(privacy, UserDistributed):  # the accounted noise: the planned minimum of shares
+        clip = 1.0 if privacy.adaptive is not None else trainer.config.privacy.clip_norm
+        return clip / privacy.ddg_plan.model_unit_noise_std
+    if isinstance(privacy, UserCentral):
+        z = privacy.adaptive.update_noise_multiplier if privacy.adaptive is not None else privacy.noise_multiplier
+        return 1.0 / z if z else None
+    return None
 
 
 def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTrainer, initial: dict,
@@ -208,6 +209,18 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
     return summary, curves
 
 
+def _clip_without_noise(twin: FederatedTrainer, clip_norm: float) -> None:
+    """Give a no-DP twin the user-level mechanism without its noise: updates still clipped to
+    ``clip_norm``, the mean still over E[clients], the plaintext float sum; so the control
+    isolates what the noise hides (not what clipping does)."""
+    pipeline = AggregationPipeline(layers=(Mean(denominator="expected"), Clip(clip_norm=clip_norm)),
+                                   encoding=FloatEncoding())
+    server = twin.server
+    server.privacy.pipeline = pipeline
+    server.privacy.layer_states = pipeline.initial_states()
+    server.client_plan = dataclasses.replace(server.client_plan, pipeline=pipeline)
+
+
 def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan | None, hook, spec: AuditSpec,
              delta: float, evaluation: dict, seed: int) -> dict[str, Any]:
     """The same canaries and the same audit on the run without noise (plaintext sum: same release)."""
@@ -215,17 +228,13 @@ def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan 
         config, privacy=dataclasses.replace(config.privacy, unit="none", noise="central"),
         aggregation=dataclasses.replace(config.aggregation, protocol="plaintext"),
         evaluation=dataclasses.replace(config.evaluation, every=max(1, config.training.rounds)))
-    pipeline = None
+    twin = FederatedTrainer(twin_config, train_split)
     if config.privacy.unit == "user":
-        # The same mechanism without its noise: updates still clipped, the mean still over E[clients],
-        # so the control isolates what the noise hides (not what clipping does).
-        pipeline = Mean(Clip(FloatSum(), clip_norm=config.privacy.clip_norm), denominator="expected")
-    twin = FederatedTrainer(twin_config, train_split, pipeline=pipeline)
+        _clip_without_noise(twin, config.privacy.clip_norm)
     initial = twin.model.shared_state()
-    twin_hook = _make_hook(kind, spec, twin, plan, seed,
-                           included=hook.included if kind == "clients" else None,
-                           norm=(hook.shifts[0] if kind == "clients" and hook.shifts else None))
-    twin.audit_hook = twin_hook
+    twin.auditor = twin_hook = _make_hook(kind, spec, twin, plan, seed,
+                                          included=hook.included if kind == "clients" else None,
+                                          norm=(hook.shifts[0] if kind == "clients" and hook.shifts else None))
     started = time.perf_counter()
     twin.run()
     scores = _scores(kind, twin_hook, plan, twin, initial)
@@ -275,8 +284,7 @@ def run_audit(
     if out is not None:  # the configuration actually trained (δ included), to reproduce the run
         (out / "config.toml").write_text(dump_toml(config_to_dict(config)), encoding="utf-8")
     trainer = FederatedTrainer(config, train_split)
-    hook = _make_hook(kind, spec, trainer, plan, seed) if spec.canaries else None
-    trainer.audit_hook = hook
+    trainer.auditor = hook = _make_hook(kind, spec, trainer, plan, seed) if spec.canaries else None
     if hook is not None:
         n_inc = int((hook.included if kind == "clients" else plan.canaries.included).sum())
     say(f"training the federated model on {len(groups['members'])} users"

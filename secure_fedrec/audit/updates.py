@@ -3,10 +3,11 @@
 The deltas are those the clients of one more round would upload from the
 trained model (plain local training, or DP-SGD for a record-level run); this
 extra round is a measurement and is not charged to the accountant. Each
-target's update then goes through the run's own aggregation layers (a copy:
-clipping, central noise or the distributed discrete Gaussian shares, the
-fixed-point path), so every view below is the mechanism's output, not the raw
-update:
+target's update then goes through the run's own aggregation pipeline (its
+client halves: weighting, clipping, the distributed discrete Gaussian share or
+the fixed-point encoding; the sum; its server halves: decoding, central noise,
+the mean), with the layers' current states read but never advanced, so every
+view below is the mechanism's output, not the raw update:
 
 ==========================  ===================================================================
 view                        who sees it
@@ -30,10 +31,10 @@ masked upload is uniform and is not a view worth attacking.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 
 from attacks import (
     AggregateObservation,
@@ -41,13 +42,20 @@ from attacks import (
     UpdateInferenceAttack,
     evaluate_item_inference,
 )
-from protocols.plaintext import PlaintextSum
+from protocols import PlaintextSum
 
-from ..engine.aggregators import CentralGaussianNoise, Mean, QuantizedSecureSum
-from ..engine.client import train_client
-from ..engine.inprocess import FederatedTrainer
-from ..engine.updates import ClientUpdates, RoundContext
-from ..privacy.dpsgd import train_client_dpsgd
+from ..aggregation import (
+    AggregationPipeline,
+    CentralGaussianNoise,
+    ClientUpdate,
+    DistributedDiscreteGaussianEncoding,
+    ServerContext,
+    SumOutcome,
+)
+from ..aggregation.sums import float_sum
+from ..engines.inprocess import FederatedTrainer
+from ..rounds.client import RoundBroadcast, RoundReports, encode_update
+from .hook import released_sum
 
 __all__ = ["update_inference"]
 
@@ -63,48 +71,57 @@ def _item_table(trainer: FederatedTrainer, flat: np.ndarray) -> np.ndarray:
     return np.hstack(parts)
 
 
-def _plaintext_copy(pipeline: Mean) -> tuple[Mean, str]:
-    """A copy of the pipeline whose secure sum is a plaintext sum, and the noise placement."""
-    pipe = copy.deepcopy(pipeline)  # layers with state (adaptive clipping) must not move
-    placement = "none"
-    layer: Any = pipe
-    while layer is not None:
-        if isinstance(layer, CentralGaussianNoise):
-            placement = "central"
-        if hasattr(layer, "plan") and hasattr(layer, "protocol"):  # the distributed discrete Gaussian sum
-            placement = "distributed"
-            layer.protocol = PlaintextSum()
-        if isinstance(layer, QuantizedSecureSum):
-            layer.protocol = PlaintextSum()
-        layer = getattr(layer, "inner", None)
-    return pipe, placement
+def _placement(pipeline: AggregationPipeline) -> str:
+    """Where the run's noise is added: "central" (a server layer), "distributed" (the clients' shares), "none"."""
+    if isinstance(pipeline.encoding, DistributedDiscreteGaussianEncoding):
+        return "distributed"
+    if any(isinstance(layer, CentralGaussianNoise) for layer in pipeline.layers):
+        return "central"
+    return "none"
 
 
-def _release(pipe: Mean, trainer: FederatedTrainer, flats: list[np.ndarray], salt: int,
-             *, strip_noise: bool = False) -> np.ndarray:
-    """The sum ``pipe`` releases for these client updates (noise layers skipped if ``strip_noise``)."""
+def _broadcast(trainer: FederatedTrainer, clients: int, *, strip_noise: bool = False
+               ) -> tuple[AggregationPipeline, RoundBroadcast]:
+    """The run's pipeline (without its central noise layer if ``strip_noise``) and an extra
+    round's broadcast with the layers' current states (the adaptive clip norm as it is now)."""
+    pipeline, states = trainer.server.pipeline, trainer.privacy.layer_states
     if strip_noise:
-        pipe = copy.deepcopy(pipe)
-        parent: Any = pipe
-        while getattr(parent, "inner", None) is not None:
-            if isinstance(parent.inner, CentralGaussianNoise):
-                parent.inner = parent.inner.inner
-            parent = parent.inner
-    matrix = sparse.csr_array(np.vstack(flats))
-    updates = ClientUpdates(client_ids=np.arange(len(flats), dtype=np.int64), matrix=matrix,
-                            weights=np.ones(len(flats)))
-    ctx = RoundContext(round_index=10_000_000 + salt, expected_clients=trainer.expected_clients)
-    out = pipe.aggregate(updates, ctx)
-    denominator = ctx.expected_clients if pipe.denominator == "expected" else out.measurements["weight_total"]
-    return out.update * denominator
+        kept = [k for k, layer in enumerate(pipeline.layers) if not isinstance(layer, CentralGaussianNoise)]
+        pipeline = replace(pipeline, layers=tuple(pipeline.layers[k] for k in kept))
+        states = tuple(states[k] for k in kept)
+    return pipeline, RoundBroadcast(round_index=trainer.round_index, n_clients=clients,
+                                    expected_clients=trainer.expected_clients, layer_states=states)
 
 
-def _clipped(trainer: FederatedTrainer, flat: np.ndarray) -> np.ndarray:
-    """A user-level client's upload: its update clipped to the run's (current) clip norm."""
-    adaptive = trainer.privacy.adaptive_clip
-    clip = adaptive.clip_norm if adaptive is not None else trainer.config.privacy.clip_norm
-    norm = float(np.linalg.norm(flat))
-    return flat * min(1.0, clip / norm) if norm > 0 else flat
+def _upload(trainer: FederatedTrainer, update: ClientUpdate) -> np.ndarray:
+    """What a plaintext server receives from this client: the pipeline's layers on the update
+    (weighted; clipped at user level), before any encoding."""
+    pipeline, broadcast = _broadcast(trainer, 1)
+    ctx = broadcast.context()
+    for layer, state in zip(pipeline.layers, broadcast.layer_states, strict=True):
+        update, _ = layer.client(update, state, ctx)
+    return update.dense()[:trainer.layout.size]  # adaptive clipping appends its bit; scale is irrelevant
+
+
+def _release(trainer: FederatedTrainer, updates: list[ClientUpdate], *, strip_noise: bool = False) -> np.ndarray:
+    """The sum the run's pipeline releases for these updates (a central noise layer skipped if
+    ``strip_noise``): every client half, the sum, every server half, times the mean's denominator."""
+    pipeline, broadcast = _broadcast(trainer, len(updates), strip_noise=strip_noise)
+    plan = replace(trainer.server.client_plan, pipeline=pipeline)
+    reports = [encode_update(k, update, plan, broadcast) for k, update in enumerate(updates)]
+    payloads = {r.client: r.payload for r in reports}
+    if pipeline.bits is None:
+        outcome = float_sum(payloads, {})  # type: ignore[arg-type]  # floats: ClientUpdate payloads
+    else:
+        # Masks and ciphertexts cancel in the sum: the ring sum is what any secure protocol releases.
+        summed = PlaintextSum().run_round(payloads, bits=pipeline.bits)  # type: ignore[arg-type]
+        outcome = SumOutcome(total=summed.total, contributors=summed.contributors)
+    collected = RoundReports.collect(reports)
+    ctx = ServerContext(round_index=broadcast.round_index, n_clients=len(updates),
+                        expected_clients=broadcast.expected_clients, reporting_clients=collected.reporting,
+                        client_totals=collected.totals, client_diagnostics=collected.diagnostics)
+    aggregate, _, _ = pipeline.server(outcome, broadcast.layer_states, ctx)
+    return released_sum(trainer.server, aggregate)[:trainer.layout.size]
 
 
 def update_inference(trainer: FederatedTrainer, *, targets: int, cohort_sizes: tuple[int, ...],
@@ -114,30 +131,23 @@ def update_inference(trainer: FederatedTrainer, *, targets: int, cohort_sizes: t
     population = trainer.population
     rng = np.random.default_rng([seed, 0x0BD])
     chosen = rng.choice(population, min(targets, len(population)), replace=False)
-    p = trainer.config.privacy
-    flats: dict[int, np.ndarray] = {}
+    training = trainer.server.client_plan.training  # the run's own local training (DP-SGD at record level)
+    updates: dict[int, ClientUpdate] = {}
     rated: dict[int, np.ndarray] = {}
 
-    def flat(user: int) -> np.ndarray:
-        if user not in flats:
+    def update_of(user: int) -> ClientUpdate:
+        if user not in updates:
             data = trainer.client_data(user)
-            client_rng = trainer.client_rng(trainer.round_index, user)
-            if trainer.privacy.unit == "record":
-                result, _ = train_client_dpsgd(
-                    model, data, trainer.dpsgd_local, client_rng, noise_multiplier=trainer.privacy.noise_multiplier,
-                    max_grad_norm=p.clip_norm, batch_size=p.record_batch_size, grad_sample_mode=p.grad_sample_mode,
-                )
-            else:
-                result = train_client(model, data, trainer.local, client_rng)
-            vector = np.zeros(trainer.layout.size)
-            vector[trainer.layout.indices_for_items(result.items)] = result.delta
-            flats[user] = vector
+            result = training.train(model, data, trainer.client_rng(trainer.round_index, user)).result
+            updates[user] = ClientUpdate(indices=trainer.layout.indices_for_items(result.items),
+                                         values=result.delta, size=trainer.layout.size,
+                                         num_examples=result.num_examples)
             mask = np.zeros(model.n_items, dtype=bool)
             mask[np.unique(data.items)] = True
             rated[user] = mask
-        return flats[user]
+        return updates[user]
 
-    pipe, placement = _plaintext_copy(trainer.pipeline)
+    placement = _placement(trainer.server.pipeline)
     method = "norm" if model.task == "explicit" else "direction"
     attack = UpdateInferenceAttack(method)
     sizes = sorted({n for n in (cohort_sizes or (2, 10, round(trainer.expected_clients)))
@@ -149,34 +159,27 @@ def update_inference(trainer: FederatedTrainer, *, targets: int, cohort_sizes: t
         if placement == "central":
             views[f"clean_sum_n={n}"] = []
         views[f"released_sum_n={n}"] = []
-    user_level = trainer.privacy.unit == "user"
     # The attacker predicts as many items as a typical user rates (public statistics of the
     # service), never the target's own count, which would hand it part of the answer.
     k = max(1, round(float(np.mean([len(np.unique(trainer.client_data(int(u)).items)) for u in population]))))
 
-    def judge(scores: np.ndarray, truth: np.ndarray):
+    def judge(flat: np.ndarray, truth: np.ndarray, observation: type, *args: int):
+        scores = attack.score(observation(_item_table(trainer, flat), *args))
         return evaluate_item_inference(scores, truth, num_predicted=k)
 
-    for t, target in enumerate(chosen.tolist()):
-        own = flat(target)
+    for target in chosen.tolist():
+        own = update_of(target)
         truth = rated[target]
-        upload = _clipped(trainer, own) if user_level else own
-        views["upload"].append(judge(
-            attack.score(ClientUpdateObservation(_item_table(trainer, upload))), truth))
+        views["upload"].append(judge(_upload(trainer, own), truth, ClientUpdateObservation))
         if placement == "distributed":
-            share = _release(pipe, trainer, [own], t)
-            views["noised_share"].append(judge(
-                attack.score(AggregateObservation(_item_table(trainer, share), 1)), truth))
+            views["noised_share"].append(judge(_release(trainer, [own]), truth, AggregateObservation, 1))
         others_pool = population[population != target]
         for n in sizes:
-            cohort = [own, *(flat(int(o)) for o in rng.choice(others_pool, n - 1, replace=False))]
+            cohort = [own, *(update_of(int(o)) for o in rng.choice(others_pool, n - 1, replace=False))]
             if placement == "central":
-                clean = _release(pipe, trainer, cohort, t, strip_noise=True)
-                views[f"clean_sum_n={n}"].append(judge(
-                    attack.score(AggregateObservation(_item_table(trainer, clean), n)), truth))
-            released = _release(pipe, trainer, cohort, t)
-            views[f"released_sum_n={n}"].append(judge(
-                attack.score(AggregateObservation(_item_table(trainer, released), n)), truth))
+                views[f"clean_sum_n={n}"].append(
+                    judge(_release(trainer, cohort, strip_noise=True), truth, AggregateObservation, n))
+            views[f"released_sum_n={n}"].append(judge(_release(trainer, cohort), truth, AggregateObservation, n))
     summary = {}
     for name, results in views.items():
         summary[name] = {

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
+from secure_fedrec.aggregation import ClientUpdate
 from secure_fedrec.audit import AuditSpec, run_audit
 from secure_fedrec.config import config_from_dict
-from secure_fedrec.engine.inprocess import FederatedTrainer
+from secure_fedrec.engines.inprocess import FederatedTrainer
 from secure_fedrec.runner import load_data, make_split
 
 
@@ -23,36 +24,73 @@ def _config(**privacy):
     })
 
 
-class _RecordingHook:
+class _RecordingAuditor:
+    """A RoundAuditor that adds one canary client and keeps what every round released."""
+
     def __init__(self, vector):
         self.vector, self.seen, self.asked = vector, [], []
 
-    def canary_updates(self, trainer, round_index):
-        self.asked.append(round_index)
-        return [(10_000, self.vector)]
+    def canary_updates(self, server, plan):
+        self.asked.append(plan.round_index)
+        return [(10_000, ClientUpdate.from_dense(self.vector))]
 
-    def observe(self, trainer, round_index, out, updates, ctx):
-        self.seen.append((round_index, out.update.copy(), 10_000 in set(updates.client_ids.tolist())))
+    def observe(self, server, plan, released, uploads):
+        self.seen.append((plan.round_index, released.total.copy(), 10_000 in released.contributors,
+                          uploads[10_000].norm() if 10_000 in uploads else None))
 
 
-def test_hook_canaries_go_through_clipping_and_every_release_is_observed():
+@pytest.mark.parametrize("protocol", ["plaintext", "secagg"])
+def test_canaries_go_through_clipping_and_every_release_is_observed(protocol):
     config = _config()
     config = dataclasses.replace(config, privacy=dataclasses.replace(config.privacy, noise_multiplier=0.5,
-                                                                     target_epsilon=None))
+                                                                     target_epsilon=None),
+                                 aggregation=dataclasses.replace(config.aggregation, protocol=protocol),
+                                 training=dataclasses.replace(config.training, server_optimizer="fedavg",
+                                                              server_lr=1.0))
     split = make_split(config, load_data(config))
     trainer = FederatedTrainer(config, split)
     size = trainer.layout.size
     vector = np.zeros(size)
     vector[0] = 50.0  # far above the clip norm: the pipeline must clip it like any client
-    hook = _RecordingHook(vector)
-    trainer.audit_hook = hook
+    auditor = _RecordingAuditor(vector)
+    trainer.auditor = auditor
     before = trainer.params.copy()
-    trainer.run_round()
-    assert hook.asked == [0] and len(hook.seen) == 1 and hook.seen[0][2]
+    metrics = trainer.run_round()
+    assert auditor.asked == [0] and len(auditor.seen) == 1
+    round_index, released, took_part, upload_norm = auditor.seen[0]
+    assert round_index == 0 and took_part
+    assert metrics.contributors == len(trainer.server.last_aggregate.contributors)
+    # what was observed is what the server applied
+    np.testing.assert_allclose(trainer.params, before + released)
     # clipped, the canary moves coordinate 0 of the released mean by clip / E[clients]; unclipped it
     # would move it 50 times as far (the noise there has std 0.5 · clip / E[clients])
-    assert abs(hook.seen[0][1][0]) <= 5 * config.privacy.clip_norm / trainer.expected_clients
-    assert not np.array_equal(before, trainer.params)
+    assert abs(released[0]) <= 5 * config.privacy.clip_norm / trainer.expected_clients
+    # a plaintext server sees the (clipped) upload; a secure protocol shows it nothing
+    if protocol == "plaintext":
+        assert upload_norm == pytest.approx(config.privacy.clip_norm)
+    else:
+        assert upload_norm is None
+
+
+def test_canary_clients_widen_the_fixed_point_range_on_both_sides():
+    """The encoder's range counts the canaries: the broadcast and the server's decoding agree."""
+    from secure_fedrec.rounds.auditor import add_canaries
+
+    config = dataclasses.replace(_config(), aggregation=dataclasses.replace(_config().aggregation,
+                                                                             protocol="secagg"))
+    trainer = FederatedTrainer(config, make_split(config, load_data(config)))
+    plan = trainer.plan_round(0)
+    trainers = len(plan.trainers)
+    added = add_canaries(_RecordingAuditor(np.zeros(trainer.layout.size)), trainer.server, plan)
+    assert [c for c, _ in added] == [10_000] and plan.canaries == (10_000,)
+    assert trainer.server.broadcast(plan).n_clients == trainers + 1 == plan.n_asked
+
+    class _Clash(_RecordingAuditor):
+        def canary_updates(self, server, plan):
+            return [(plan.trainers[0][0], ClientUpdate.from_dense(self.vector))]
+
+    with pytest.raises(ValueError, match="canary client ids"):
+        add_canaries(_Clash(np.zeros(trainer.layout.size)), trainer.server, trainer.plan_round(1))
 
 
 def test_central_user_level_audit_stays_below_epsilon_with_ceiling_and_control(tmp_path):
@@ -73,15 +111,15 @@ def test_central_user_level_audit_stays_below_epsilon_with_ceiling_and_control(t
 
 def test_a_mechanism_with_less_noise_than_accounted_is_flagged(monkeypatch, tmp_path, capsys):
     # A planted bug: the server adds a hundredth of the noise the accountant charged for.
+    from secure_fedrec.aggregation import layers
     from secure_fedrec.cli import main
-    from secure_fedrec.engine import aggregators
 
-    original = aggregators.CentralGaussianNoise.sum
+    original = layers.CentralGaussianNoise.server
 
-    def quiet_sum(self, updates, ctx):
-        return original(dataclasses.replace(self, stddev=self.stddev / 100), updates, ctx)
+    def quiet_server(self, aggregate, state, ctx):
+        return original(dataclasses.replace(self, stddev=self.stddev / 100), aggregate, state, ctx)
 
-    monkeypatch.setattr(aggregators.CentralGaussianNoise, "sum", quiet_sum)
+    monkeypatch.setattr(layers.CentralGaussianNoise, "server", quiet_server)
     cfg = tmp_path / "audit.toml"
     cfg.write_text("[audit]\ncanaries = 300\nattacks = []\nn_bootstrap = 10\nceiling_repeats = 0\n"
                    "control = false\n")
