@@ -51,8 +51,17 @@ def test_unknown_audit_key_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize("override, message", [
     ("audit.attacks=loss,liar", "audit.attacks has unknown attack 'liar'"),
     ("audit.canary_kind=rows", "audit.canary_kind must be one of"),
-    ("audit.shadow_models=1", "audit.shadow_models must be >= 2"),
+    ("audit.shadow_models=1", "audit.shadow_models must be in [2, 256]"),
     ("audit.confidence=1.5", "audit.confidence must be in (0, 1)"),
+    # every number has a finite range (a huge value would only burn the machine)
+    ("audit.n_bootstrap=1000000", "audit.n_bootstrap must be in [1, 100000]"),
+    ("audit.shadow_epochs=100000", "audit.shadow_epochs must be in [1, 10000]"),
+    ("audit.canary_rating=nan", "audit.canary_rating must be a finite number"),
+    ("audit.canary_norm=inf", "audit.canary_norm must be in (0, 1e6]"),
+    ("audit.cohort_sizes=[0]", "audit.cohort_sizes must be in [1, 100000]"),
+    ("audit.fpr_levels=[nan]", "audit.fpr_levels must be in [0, 1)"),
+    ("audit.max_users=4", "audit.max_users must be 0 (all) or in [8, 100000000]"),
+    ("audit.canaries=100001", "audit.canaries must be in [0, 100000]"),
     ("audit.user_shadow=fed", "audit.user_shadow must be one of"),
     ("training.rouns=2", "unknown key training.rouns"),
 ])
