@@ -27,6 +27,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from secure_fedrec.audit.plots import plot_epsilon_audit
 from secure_fedrec.audit.run import run_audit
 from secure_fedrec.audit.spec import spec_from_dict
 from secure_fedrec.config import config_from_dict
-from secure_fedrec.runner import write_json_atomic
+from secure_fedrec.runner import environment, write_json_atomic
 
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-latest-small"
@@ -296,13 +297,22 @@ PLACEMENTS = {"central": {"noise": "central", "protocol": "plaintext"},
               "distributed": {"noise": "distributed", "protocol": "secagg+"}}
 
 
-def canary_sweep(data: Path, out: Path, seed: int) -> list[dict]:
-    """User-level DP, central and distributed noise, ε ∈ {1, 2, 4, 8}: ε̂ from 1000 canary clients."""
+def canary_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...] = CANARY_EPSILONS) -> list[dict]:
+    """User-level DP, central and distributed noise, ε ∈ {1, 2, 4, 8}: ε̂ from 1000 canary clients.
+
+    A subset of ε (``--epsilons 8``) writes its own file (leakage_canaries_eps8.json), so
+    re-measuring one cell never overwrites the whole sweep."""
     print("== canary clients in the server's view: user-level ε sweep ==", flush=True)
     rows, payload = [], []
     control = None
+    command = "OMP_NUM_THREADS=1 nice python benchmarks/leakage.py --part canaries"
+    name = "leakage_canaries.json"
+    if tuple(epsilons) != CANARY_EPSILONS:
+        listed = " ".join(f"{e:g}" for e in epsilons)
+        command += f" --epsilons {listed}"
+        name = f"leakage_canaries_eps{'-'.join(f'{e:g}' for e in epsilons)}.json"
     for placement, p in PLACEMENTS.items():
-        for eps in CANARY_EPSILONS:
+        for eps in epsilons:
             run = copy.deepcopy(CANARY_RUN)
             run["privacy"] = {"unit": "user", "noise": p["noise"], "target_epsilon": eps}
             run["aggregation"] = {"protocol": p["protocol"]}
@@ -320,15 +330,15 @@ def canary_sweep(data: Path, out: Path, seed: int) -> list[dict]:
                                                                       "clopper_pearson_heldout") if k in e}
                                 | {"auc": e.get("membership", {}).get("auc")} for n, e in c["scores"].items()},
                      "rmse": r["training"]["final"].get("rmse"),
-                     "wall_seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu}
+                     "wall_seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
+                     "load_average_1min": os.getloadavg()[0]}
             payload.append(entry)
             ceiling = c.get("ceiling") or {}
             rows.append((placement, eps, f"{r['epsilon']:.3f}", f"{c['epsilon_hat']:.3f}", f"{c['tightness']:.3f}",
                          f"{ceiling.get('epsilon_hat_median', float('nan')):.3f}",
                          f"{c['control']['epsilon_hat']:.3f}", "yes" if c["epsilon_hat"] <= r["epsilon"] else "NO"))
-            write_json_atomic(RESULTS / "leakage_canaries.json", {
-                "command": "OMP_NUM_THREADS=1 nice python benchmarks/leakage.py --part canaries",
-                "run": CANARY_RUN, "audit": CANARY_AUDIT, "results": payload})
+            write_json_atomic(RESULTS / name, {"command": command, "run": CANARY_RUN, "audit": CANARY_AUDIT,
+                                               "environment": environment(), "results": payload})
     _table(("noise", "target ε", "ε", "ε̂", "ε̂/ε", "ceiling ε̂", "no-DP ε̂", "ε̂ ≤ ε"), rows)
     return payload
 
@@ -376,6 +386,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "leakage")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epsilons", type=float, nargs="+", default=list(CANARY_EPSILONS),
+                        help="--part canaries: the target ε values (default 1 2 4 8)")
     args = parser.parse_args()
     if not args.data.exists():
         sys.exit(f"data not found: {args.data}")
@@ -387,7 +399,7 @@ def main() -> None:
     if args.part == "user":
         user_level(args.data, args.out, args.seed)
     if args.part == "canaries":
-        canary_sweep(args.data, args.out, args.seed)
+        canary_sweep(args.data, args.out, args.seed, tuple(args.epsilons))
     if args.part == "ceiling":
         ceiling_table(args.seed)
     print(json.dumps({"results": str(RESULTS)}))

@@ -104,8 +104,10 @@ def summary_text(result: dict[str, Any]) -> str:
         tight = "" if canary["tightness"] is None else f", ε̂/ε = {canary['tightness']:.3f}"
         claim = canary["claimed_epsilon"]
         held = "" if claim == eps else f" (held to ε = {claim:.3f}: {canary['claim']})"
+        best = (f"{canary['best_score']} score, {canary['best_method']}" if canary["best_score"] is not None
+                else "no audited score certifies anything")
         lines.append(f"one-run audit ({canary['num_canaries']} canary {canary['kind']}): "
-                     f"ε̂ = {canary['epsilon_hat']:.3f} ({canary['best_score']} score, {canary['best_method']}, "
+                     f"ε̂ = {canary['epsilon_hat']:.3f} ({best}, "
                      f"{canary['confidence']:.0%}) vs ε = {'∞' if not math.isfinite(eps) else f'{eps:.3f}'}"
                      f"{tight}{held}")
         if canary.get("ceiling"):

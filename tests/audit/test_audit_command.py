@@ -68,3 +68,13 @@ def test_unknown_audit_key_is_a_clear_error(tmp_path, capsys):
 def test_bad_audit_values_are_clear_errors(override, message, capsys):
     assert main(["audit", "--set", override]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_summary_names_no_score_when_nothing_is_certified():
+    from secure_fedrec.audit.commands import summary_text
+
+    canary = {"num_canaries": 10, "kind": "ratings", "epsilon_hat": 0.0, "best_score": None, "best_method": None,
+              "confidence": 0.95, "tightness": 0.0, "claimed_epsilon": 0.1, "claim": "ε"}
+    text = summary_text({"epsilon": 0.1, "privacy": {"statement": "s"}, "canary_audit": canary, "attacks": {},
+                         "violation": False})
+    assert "no audited score certifies anything" in text and "None" not in text

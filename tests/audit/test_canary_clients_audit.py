@@ -177,3 +177,36 @@ def test_a_run_that_cannot_afford_one_round_is_a_clear_error():
     config = _config(noise_multiplier=0.01, target_epsilon=1.0, accountant="rdp")
     with pytest.raises(AuditError, match="cannot afford one round"):
         run_audit(config, AuditSpec(canaries=50, attacks=()))
+
+
+@pytest.mark.parametrize("noise, protocol", [("central", "plaintext"), ("distributed", "secagg")])
+def test_the_mechanism_family_at_scale_one_is_the_accountants_claim(noise, protocol):
+    """families.py rebuilds the run's accounted mechanism from its accountant: at noise scale 1
+    it reports the run's own ε, and more noise claims less."""
+    from secure_fedrec.audit.families import mechanism_family
+
+    config = _config()
+    config = dataclasses.replace(config, privacy=dataclasses.replace(config.privacy, noise=noise, delta=1e-5),
+                                 aggregation=dataclasses.replace(config.aggregation, protocol=protocol),
+                                 training=dataclasses.replace(config.training, rounds=2))
+    trainer = FederatedTrainer(config, make_split(config, load_data(config)))
+    assert mechanism_family(trainer.privacy, 1e-5) is None  # nothing charged yet
+    trainer.run()
+    family = mechanism_family(trainer.privacy, 1e-5)
+    assert family is not None
+    assert family.epsilon(1.0) == pytest.approx(trainer.privacy.accountant.get_epsilon(1e-5), rel=1e-3)
+    assert family.epsilon(2.0) < family.epsilon(1.0) < family.epsilon(0.5)
+
+
+def test_distributed_canary_clients_go_through_the_shares_and_the_secure_sum():
+    config = _config()
+    config = dataclasses.replace(config, privacy=dataclasses.replace(config.privacy, noise="distributed"),
+                                 aggregation=dataclasses.replace(config.aggregation, protocol="secagg"),
+                                 training=dataclasses.replace(config.training, rounds=2))
+    result = run_audit(config, AuditSpec(canaries=100, attacks=(), n_bootstrap=10, ceiling_repeats=1,
+                                         control=False))
+    canary = result["canary_audit"]
+    assert canary["kind"] == "clients" and canary["rounds_observed"] == 2
+    assert canary["canary_norm"] == pytest.approx(config.privacy.clip_norm)
+    assert canary["epsilon_hat"] <= result["epsilon"] and not result["violation"]
+    assert canary["ceiling"]["epsilon_hat_median"] <= result["epsilon"]
