@@ -412,7 +412,12 @@ def _config_seeds() -> list[bytes]:
     from secure_fedrec.config import RunConfig, config_to_dict, dump_toml
 
     return [dump_toml(config_to_dict(RunConfig())).encode(),
-            b'seed = 3\n[training]\nrounds = 4\n[aggregation]\nbits = 40\n']
+            b'seed = 3\n[training]\nrounds = 4\n[aggregation]\nbits = 40\n',
+            # the keys of issue 19 item 7 at valid values a mutation or two from its hostile ones
+            # (seed = -1, 1e999, nan, model.dim = 20000000, an unknown data.format)
+            (b'seed = 0\n[privacy]\ntarget_epsilon = 1.0\nclip_norm = 1.0\n[model]\ndim = 2000\n'
+             b'init_std = 0.1\n[training]\nlr = 1.0\n[data]\nformat = "auto"\n'
+             b'[data.synthetic]\nn_users = 1000\n')]
 
 
 def _state_file_seeds() -> list[bytes]:

@@ -391,6 +391,8 @@ def memory_limit() -> int:
     """Bytes a run may plan for: ``SECURE_FEDREC_MEMORY_LIMIT``, else 3/4 of physical memory."""
     configured = os.environ.get(MEMORY_LIMIT_ENV)
     if configured:
+        if not configured.strip().isdigit() or int(configured) < 1:
+            raise ConfigError(f"{MEMORY_LIMIT_ENV} must be a positive whole number of bytes; got {configured!r}")
         return int(configured)
     try:
         return int(0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))

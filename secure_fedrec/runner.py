@@ -46,7 +46,7 @@ def run_job(
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         if not resume:  # written first, so that a crashed run can be resumed from its folder
-            (Path(out_dir) / "config.toml").write_text(dump_toml(config_to_dict(config)), encoding="utf-8")
+            write_bytes_atomic(Path(out_dir) / "config.toml", dump_toml(config_to_dict(config)).encode(), mode=0o644)
     data = load_data(config)
     split = make_split(config, data)
     trainer = FederatedTrainer(config, split)

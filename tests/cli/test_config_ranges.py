@@ -95,6 +95,36 @@ def test_a_huge_model_fails_fast_before_allocation(monkeypatch):
         check_model_memory(load_config(None, {"data.synthetic.n_users": 40}), 10_000, 10_000)
 
 
+def test_real_data_is_sized_before_the_model_is_allocated(tmp_path, monkeypatch, capsys):
+    """A ratings file's users and items are only known once it is read: the memory estimate
+    runs in build_model_for, before any embedding table exists (the model builder must not
+    be reached)."""
+    from secure_fedrec import inputs
+
+    ratings = tmp_path / "ratings.csv"
+    rows = [f"{u},{i},{1 + (u * i) % 5}.0,{1000 + u * 50 + i}" for u in range(1, 31) for i in range(1, 21)
+            if (u + i) % 3]
+    ratings.write_text("userId,movieId,rating,timestamp\n" + "\n".join(rows) + "\n")
+
+    def no_allocation(*args, **kwargs):
+        raise AssertionError("the model was allocated before its memory was checked")
+
+    monkeypatch.setattr(inputs, "build_model", no_allocation)
+    monkeypatch.setenv("SECURE_FEDREC_MEMORY_LIMIT", str(1 << 16))
+    code = main(["run", "--quiet", "--out", str(tmp_path / "run"), "--set", f'data.source="{ratings}"',
+                 "--set", "privacy.unit=none", "--set", "aggregation.protocol=plaintext",
+                 "--set", "model.dim=64", "--set", "training.rounds=1"])
+    assert code == 2
+    assert "GiB" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit", ["lots", "-5", "0", "1e999"])
+def test_a_malformed_memory_limit_is_a_config_error(monkeypatch, limit):
+    monkeypatch.setenv("SECURE_FEDREC_MEMORY_LIMIT", limit)
+    with pytest.raises(ConfigError, match="SECURE_FEDREC_MEMORY_LIMIT"):
+        load_config(None)
+
+
 def test_an_empty_or_folder_path_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="empty"):
         load_config("")
