@@ -10,7 +10,8 @@ so no numpy generator state needs saving.
 The file (:mod:`secure_fedrec.state_file`: JSON plus ``.npy`` arrays, never a
 pickle) is written 0600 — it holds every client's private rows — to a fresh
 temporary name, fsynced and renamed over the previous one: a crash at any
-instant leaves either the old or the new checkpoint, never half of one.
+instant leaves either the old or the new checkpoint, never half of one (and the
+next checkpoint removes the temporary file a crash left).
 
 A resume continues the same run or nothing: the configuration must be the same
 (``training.rounds`` may grow), and the privacy state must add up (see
@@ -90,6 +91,10 @@ def save_checkpoint(trainer: FederatedTrainer, folder: str | Path) -> Path:
         "history": [m.__dict__ for m in trainer.history],
     }
     write_checkpoint_state(path, state)
+    # a write that a crash (kill -9) interrupted left its temporary file behind: a private copy
+    # of every client's rows that nothing else would ever remove (one writer per run folder)
+    for stale in Path(folder).glob(f".{CHECKPOINT_NAME}.*.tmp"):
+        stale.unlink(missing_ok=True)
     return path
 
 

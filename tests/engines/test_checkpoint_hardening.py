@@ -242,6 +242,17 @@ def test_every_file_a_run_writes_is_fsynced_and_the_model_is_private_and_pickle_
     assert set(load_state(out / "model.npz")) == {"shared", "layout", "round"}
 
 
+def test_a_temporary_file_left_by_a_crash_is_removed_by_the_next_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / f".{CHECKPOINT_NAME}.0123456789abcdef.tmp"  # what kill -9 during a write leaves
+    stale.write_bytes(b"every client's rows")
+    assert main(["run", "--quiet", "--out", str(out), "--set", "training.rounds=1", "--set", "privacy.unit=none",
+                 *SMALL]) == 0
+    assert not stale.exists() and (out / CHECKPOINT_NAME).exists()
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
 @pytest.mark.parametrize("flags", [0x1, 0x20, 0x40])
 def test_zip_members_with_flags_this_format_never_writes_are_refused(tmp_path, flags):
     """Found by tests/fuzz (state_file target): an encrypted or patched member escaped as
