@@ -25,7 +25,8 @@ from secure_fedrec.config import (
 
 
 def _numeric_fields(cls=RunConfig, prefix=""):
-    """(dotted key, default) of every int/float field (Optional included) of the config tree."""
+    """(dotted key, default) of every int/float field (Optional, tuple and list of them included)
+    of the config tree."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         annotation, key = hints[f.name], prefix + f.name
@@ -33,6 +34,8 @@ def _numeric_fields(cls=RunConfig, prefix=""):
             yield from _numeric_fields(annotation, key + ".")
             continue
         options = typing.get_args(annotation) or (annotation,)
+        # a tuple/list of numbers (e.g. several cut-offs) is numeric too: each element needs the range
+        options = [*options, *(a for o in options if typing.get_origin(o) in (tuple, list) for a in typing.get_args(o))]
         if any(o in (int, float) for o in options):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             yield key, default
@@ -53,7 +56,7 @@ def test_every_numeric_key_has_a_finite_range_holding_its_default(key, default):
     bounds = RANGES[key]
     assert math.isfinite(bounds.low) and math.isfinite(bounds.high) and bounds.low <= bounds.high
     if default is not None:
-        assert default in bounds
+        assert all(d in bounds for d in (default if isinstance(default, (tuple, list)) else (default,)))
 
 
 def test_the_range_table_names_only_real_keys():
