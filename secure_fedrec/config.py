@@ -64,7 +64,7 @@ class Range:
 _MAX_USERS, _MAX_ITEMS = 10**8, 10**8
 
 #: Every numeric key's finite range, checked as the value is read, before anything is built from
-#: it (1e999, nan, -1 and 1e30 never reach numpy or torch). tests/test_config_ranges.py fails if
+#: it (1e999, nan, -1 and 1e30 never reach numpy or torch). tests/cli/test_config_ranges.py fails if
 #: a numeric field of any config dataclass has no entry here: a new key needs its range. The
 #: bounds are generous sanity limits (far beyond any useful run), not recommendations; the
 #: memory a run's sizes need is checked on its own (:func:`check_model_memory`).

@@ -89,6 +89,11 @@ def test_a_huge_model_fails_fast_before_allocation(monkeypatch):
     started = time.process_time()
     with pytest.raises(ConfigError, match="model.dim"):
         load_config(None, {"model.dim": 20_000_000})
+    # the range refuses it first; the memory estimate alone refuses it too (~3.6 TiB at 1000 x 1000)
+    config = load_config(None)
+    huge = dataclasses.replace(config, model=dataclasses.replace(config.model, dim=20_000_000))
+    with pytest.raises(ConfigError, match="GiB"):
+        check_model_memory(huge, 1000, 1000)
     # in range, but the memory estimate says no: 10^6 users x 4096 dims is ~390 GiB
     with pytest.raises(ConfigError, match="GiB"):
         load_config(None, {"model.dim": 4096, "data.synthetic.n_users": 1_000_000})
