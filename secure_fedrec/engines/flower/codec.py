@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from protocols.masking.params import SessionConfig
+
 __all__ = [
     "PAYLOAD_KEY",
     "Payload",
@@ -101,14 +103,22 @@ def _reduce_ed25519_public(key: Ed25519PublicKey):
     return Ed25519PublicKey.from_public_bytes, (key.public_bytes(_RAW, serialization.PublicFormat.Raw),)
 
 
+def _reduce_session_config(config: SessionConfig):
+    # SessionConfig is immutable (its __setattr__ refuses), so pickle's default slot
+    # restore would fail: rebuild it through its validating constructor instead.
+    return SessionConfig, (config.params, config.ids, config.graph_seed)
+
+
 class _StatePickler(pickle.Pickler):
     """Pickles the protocol parties' key objects (Rust types with no pickle support)
-    by their raw private bytes; scoped to this pickler, nothing global is registered."""
+    by their raw private bytes, and immutable session announcements through their
+    constructor; scoped to this pickler, nothing global is registered."""
 
     dispatch_table = copyreg.dispatch_table.copy()
     dispatch_table[type(X25519PrivateKey.generate())] = _reduce_x25519
     dispatch_table[type(Ed25519PrivateKey.generate())] = _reduce_ed25519
     dispatch_table[type(Ed25519PrivateKey.generate().public_key())] = _reduce_ed25519_public
+    dispatch_table[SessionConfig] = _reduce_session_config
 
 
 def dump_node_state(state: dict[str, Any]) -> bytes:
