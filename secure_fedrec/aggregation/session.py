@@ -75,9 +75,17 @@ class SessionParameters:
                              vector_length=self.vector_length)
 
 
-def protocol_stages(protocol: ProtocolName) -> tuple[str, ...]:
-    """The stage names a client can drop out before (the dropout schedule's vocabulary)."""
+def protocol_stages(protocol: ProtocolName, *, key_rounds: int = 1) -> tuple[str, ...]:
+    """The stage names a client can drop out before (the dropout schedule's vocabulary).
+
+    With ``key_rounds > 1`` a masking round of a multi-round session has only the
+    masked upload and the unmasking (the key setup is the session's, not the round's).
+    """
     if protocol in ("secagg", "secagg+"):
+        if key_rounds > 1:
+            from protocols.masking.multiround import ROUND_STAGES
+
+            return ROUND_STAGES
         from protocols.masking import stages_for
 
         return stages_for(False)

@@ -64,19 +64,33 @@ def test_masking_matches_inprocess(protocol):
         assert mine.measurements["bytes_sent_per_client"] == theirs.measurements["bytes_sent_per_client"]
 
 
-@pytest.mark.parametrize("label, recorded", [
-    ("train", "advertise_keys"), ("share_keys", "share_keys"), ("masked_input", "masked_input"),
-    ("unmasking", "unmasking"), ("evaluate", "evaluate"),
+@pytest.mark.parametrize("kill_round, label, recorded", [
+    (0, "train", "advertise_keys"), (0, "share_keys", "share_keys"), (0, "masked_input", "masked_input"),
+    (0, "unmasking", "unmasking"),
+    # round 0's evaluation rides with round 1's train request
+    (1, "train", "advertise_keys"),
 ])
-def test_dead_node_is_a_dropout(label, recorded):
+def test_dead_node_is_a_dropout(kill_round, label, recorded):
     config = small_config(**{"aggregation.protocol": "secagg"})
-    kill_round = 1 if label == "evaluate" else 0  # evaluation after round 1 is tagged round 1
     got = run_split(config, 3, kill_at={(kill_round, label): {2}})
     assert got.dead_at[2] == (kill_round, recorded)
     expected, trainer = reference_params(config, num_partitions=3, dead_at=got.dead_at)
     np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-6)
     assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
     assert got.history[-1].contributors < got.history[-1].sampled
+    assert got.history[-1].evaluation["evaluated_fraction"] < 1
+
+
+def test_a_node_dead_at_the_last_evaluation_leaves_the_training_whole():
+    """The last evaluation is the only exchange of its own (tagged with the round count)."""
+    config = small_config(**{"aggregation.protocol": "secagg"})
+    got = run_split(config, 3, kill_at={(2, "evaluate"): {2}})
+    assert got.dead_at[2] == (2, "evaluate")
+    expected, trainer = reference_params(config)
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-6)
+    assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history] == [10, 10]
+    assert 0 < got.history[-1].evaluation["evaluated_fraction"] < 1
+    assert "evaluated_fraction" not in got.history[0].evaluation
 
 
 def test_every_protocol_and_privacy_unit_is_supported():
@@ -280,7 +294,7 @@ def test_a_node_trains_and_encodes_without_the_accountants_libraries():
     data = load_data(config)
     co = FlowerCoordinator(config, data, make_split(config, data), MemoryTransport(2), 2)
     plan = co.server.plan_round(0)
-    partition, request = next(iter(co._train_requests(plan, None).items()))
+    partition, request = next(iter(co._train_requests(plan, co._common_train(plan)).items()))
     request = {**request, "params": base64.b64encode(request["params"]).decode(), "partition": partition}
     out = subprocess.run([sys.executable, "-c", NODE_SCRIPT], input=json.dumps(request), capture_output=True,
                          text=True, timeout=300, check=False)

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from protocols.masking.params import SessionConfig
 
 __all__ = [
+    "EVALUATION_PREFIX",
     "PAYLOAD_KEY",
     "Payload",
     "dump_node_state",
@@ -44,6 +45,9 @@ __all__ = [
 
 #: The name of the ConfigRecord that holds our payload in every message.
 PAYLOAD_KEY = "sfr"
+#: A node's evaluation inside its ``train`` reply: the keys of ``node.handle_evaluate``'s reply,
+#: prefixed.
+EVALUATION_PREFIX = "eval."
 
 Payload = dict[str, Any]
 

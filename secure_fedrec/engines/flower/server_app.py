@@ -27,6 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from .codec import PAYLOAD_KEY, Payload, payload_size
 from .coordinator import Exchange, FlowerCoordinator
+from .deadlines import StageDeadline
 
 __all__ = ["GridTransport", "app", "discover_nodes"]
 
@@ -50,7 +51,7 @@ class GridTransport:
         self.node_of_partition = dict(node_of_partition)
 
     def exchange(self, message_type: str, requests: Mapping[int, Payload], *,
-                 timeout: float | None, round_index: int) -> Exchange:
+                 deadline: StageDeadline | None, round_index: int) -> Exchange:
         started = time.perf_counter()
         ex = Exchange(replies={})
         messages = []
@@ -66,8 +67,12 @@ class GridTransport:
         for p, mid in zip(partitions, ids):
             if not mid:
                 ex.failed[p] = "could not be sent"
-        deadline = None if not timeout else time.monotonic() + timeout
-        while waiting and (deadline is None or time.monotonic() < deadline):
+        limit = None
+        while waiting:
+            elapsed = time.perf_counter() - started
+            limit = deadline.limit(ex.reply_seconds) if deadline is not None else None
+            if limit is not None and elapsed > limit:
+                break
             for reply in self.grid.pull_messages(list(waiting)):
                 partition = waiting.pop(reply.metadata.reply_to_message_id, None)
                 if partition is None:
@@ -78,10 +83,11 @@ class GridTransport:
                 payload = dict(reply.content.config_records[PAYLOAD_KEY])
                 ex.bytes_up += payload_size(payload)
                 ex.replies[partition] = payload
+                ex.reply_seconds.append(time.perf_counter() - started)
             if waiting:
                 time.sleep(POLL_SECONDS)
         for partition in waiting.values():
-            ex.failed[partition] = f"no reply within {timeout} s"
+            ex.failed[partition] = f"no reply within {limit:.1f} s" if limit is not None else "no reply"
         ex.seconds = time.perf_counter() - started
         return ex
 
@@ -98,8 +104,9 @@ def discover_nodes(grid: Grid, num_nodes: int, wait_seconds: float) -> dict[int,
     if len(nodes) < num_nodes:
         raise RuntimeError(f"only {len(nodes)} of {num_nodes} nodes connected within {wait_seconds} s")
     hello = GridTransport(grid, {i: n for i, n in enumerate(nodes)})
-    ex = hello.exchange("query", {i: {} for i in range(len(nodes))}, timeout=wait_seconds,
-                        round_index=0)
+    ex = hello.exchange("query", {i: {} for i in range(len(nodes))}, round_index=0,
+                        deadline=StageDeadline("query", fixed=wait_seconds, factor=1.0, floor=wait_seconds,
+                                               first=wait_seconds, slowest_before=None))
     if ex.failed:
         raise RuntimeError(f"nodes did not answer the hello: {ex.failed}")
     mapping: dict[int, int] = {}
