@@ -252,7 +252,9 @@ def test_engine_flower_honours_the_flower_config_section(monkeypatch):
             return None
 
         def submit(self, config, out, **kwargs):
-            seen.update(kwargs)
+            f = config.flower
+            seen.update(engine=config.engine, nodes_in_config=f.nodes, train_timeout=f.train_timeout,
+                        stage_timeout=f.stage_timeout, node_wait_timeout=f.node_wait_timeout)
 
         def wait(self, run, out, timeout):
             return {"engine": "flower-sim"}
@@ -261,8 +263,8 @@ def test_engine_flower_honours_the_flower_config_section(monkeypatch):
     config = load_config(None, {"engine": "flower-sim", "flower.nodes": 3, "flower.stage_timeout": 7.5,
                                 "flower.train_timeout": 30.0, "flower.node_wait_timeout": 60.0})
     assert run_job(config)["engine"] == "flower-sim"
-    assert seen == {"mode": "sim", "nodes": 3, "train_timeout": 30.0, "stage_timeout": 7.5,
-                    "node_wait_timeout": 60.0}
+    assert seen == {"mode": "sim", "nodes": 3, "nodes_in_config": 3, "train_timeout": 30.0,
+                    "stage_timeout": 7.5, "node_wait_timeout": 60.0, "engine": "flower-sim"}
     for bad in ({"flower.nodes": 0}, {"flower.stage_timeout": -1.0}, {"flower.train_timeout": float("nan")},
                 {"flower.bogus": 1}):
         with pytest.raises(ConfigError):
