@@ -227,7 +227,7 @@ class FlowerConfig:
     # timeout_floor seconds; engines/flower/deadlines.py)
     train_timeout: float = 0.0
     stage_timeout: float = 0.0
-    timeout_factor: float = 4.0
+    timeout_factor: float = 3.0
     timeout_floor: float = 5.0
     node_wait_timeout: float = 120.0  # seconds the server waits for every node to connect
 

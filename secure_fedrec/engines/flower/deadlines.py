@@ -56,7 +56,7 @@ class DeadlinePolicy:
 
     train_timeout: float | None = None
     stage_timeout: float | None = None
-    factor: float = 4.0
+    factor: float = 3.0
     floor: float = 5.0
     first: float = 120.0
     #: stage label -> the slowest reply of its last exchange (seconds): recent, so a slow
