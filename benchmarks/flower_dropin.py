@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections import defaultdict
@@ -39,6 +38,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from provenance import git_commit
 
 APP = ROOT / "examples" / "flower-secure-numpy"
 CONFIGS = {"none": ("none", 1), "flower-secagg+": ("flower-secagg+", 1), "ours": ("ours", 1),
@@ -110,17 +112,10 @@ def main() -> None:
               f"{s['server_cpu_steady']:.3f} | {s['bytes_down_steady'] / 1e3:.0f} / {s['bytes_up_steady'] / 1e3:.0f} | "
               f"{diff:.1e} |")
     Path(args.out).write_text(json.dumps({"args": vars(args), "runs": runs, "loadavg_end": os.getloadavg(),
-                                          "python": platform.python_version(), "commit": _commit()}, indent=1),
+                                          "python": platform.python_version(), "commit": git_commit(ROOT)}, indent=1),
                               encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
 
-
-def _commit() -> str:
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                          check=False).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
-                           check=False).stdout.strip()
-    return head + ("+uncommitted" if dirty else "")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +47,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from provenance import git_commit
 
 from secure_fedrec.config import load_config
 from secure_fedrec.runner import run_job
@@ -218,18 +220,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": {**vars(args), "key_rounds": key_rounds}, "rows": rows,
                                "comparisons": comparisons, "loadavg_end": os.getloadavg(),
-                               "python": platform.python_version(), "commit": _commit()}, indent=2),
+                               "python": platform.python_version(), "commit": git_commit(ROOT)}, indent=2),
                    encoding="utf-8")
     print(f"wrote {out}")
 
-
-def _commit() -> str:
-    """The checkout the numbers belong to (with a mark if it has uncommitted changes)."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                          check=False).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
-                           check=False).stdout.strip()
-    return head + ("+uncommitted" if dirty else "")
 
 
 if __name__ == "__main__":

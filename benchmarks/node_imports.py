@@ -34,6 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from provenance import git_commit
 
 JOB = {
     "seed": 0, "training.rounds": 4, "data.synthetic.n_users": 60, "data.synthetic.n_items": 80,
@@ -179,17 +182,9 @@ def main() -> None:
               + f" | {r['handler_seconds_median']:.2f} |")
     Path(args.out).write_text(json.dumps({
         "job": JOB, "repeat": args.repeat, "rows": rows, "python": platform.python_version(),
-        "loadavg_end": os.getloadavg(), "commit": _commit()}, indent=2), encoding="utf-8")
+        "loadavg_end": os.getloadavg(), "commit": git_commit(ROOT)}, indent=2), encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
 
-
-def _commit() -> str:
-    """The checkout the numbers belong to (with a mark if it has uncommitted changes)."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                          check=False).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
-                           check=False).stdout.strip()
-    return head + ("+uncommitted" if dirty else "")
 
 
 if __name__ == "__main__":

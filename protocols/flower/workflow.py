@@ -38,7 +38,7 @@ from ..masking.params import MaskingParams
 from . import RECORD_KEY
 from .weighted import WeightedEncoding
 
-__all__ = ["RoundCost", "SecureAggregationWorkflow"]
+__all__ = ["RoundCost", "SecureAggregationWorkflow", "record_bytes"]
 
 log = logging.getLogger("flwr.secure_aggregation")
 
@@ -69,7 +69,9 @@ class _KeySession:
     next_round: int
 
 
-def _record_bytes(content: RecordDict) -> int:
+def record_bytes(content: RecordDict) -> int:
+    """The bytes a message's records carry: byte and string values by length, numbers as 8
+    bytes, arrays by size (a lower bound on the serialized message)."""
     total = 0
     for record in content.values():
         if isinstance(record, ConfigRecord):
@@ -148,7 +150,7 @@ class SecureAggregationWorkflow:
         messages = [Message(content, dst_node_id=node, message_type="train", group_id=str(round_index))
                     for node, content in contents.items()]
         cost.exchanges += 1
-        cost.bytes_down += sum(_record_bytes(c) for c in contents.values())
+        cost.bytes_down += sum(record_bytes(c) for c in contents.values())
         ids = list(grid.push_messages(messages))
         waiting = {mid: node for mid, node in zip(ids, contents) if mid}
         replies: dict[int, RecordDict] = {}
@@ -161,7 +163,7 @@ class SecureAggregationWorkflow:
                 record = reply.content.config_records.get(RECORD_KEY)
                 if record is None:
                     continue
-                cost.bytes_up += _record_bytes(RecordDict({RECORD_KEY: record}))
+                cost.bytes_up += record_bytes(RecordDict({RECORD_KEY: record}))
                 cost.client_seconds += float(record.get("cpu_seconds", 0.0))
                 if record.get("error"):
                     log.warning("node %s left the secure aggregation: %s", node, record["error"])

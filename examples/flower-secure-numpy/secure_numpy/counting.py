@@ -4,22 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flwr.app import ConfigRecord, Message
+from flwr.app import Message
 from flwr.serverapp import Grid
+
+from protocols.flower.workflow import record_bytes
 
 
 def _size(message: Message) -> int:
-    if not message.has_content():
-        return 0
-    total = 0
-    for record in message.content.values():
-        if isinstance(record, ConfigRecord):
-            for value in record.values():
-                items = value if isinstance(value, list) else [value]
-                total += sum(len(v) if isinstance(v, (bytes, str)) else 8 for v in items)
-        elif hasattr(record, "to_numpy_ndarrays"):
-            total += sum(a.nbytes for a in record.to_numpy_ndarrays())
-    return total
+    return record_bytes(message.content) if message.has_content() else 0
 
 
 class CountingGrid(Grid):
