@@ -116,8 +116,9 @@ def _party_for(request: _Request, state: dict):
         raise ValueError("no protocol party on this node (it missed the session's start)")
     if request.kind == "round":
         vector = state.pop("input", None)
-        if vector is None:  # a member that did not train this round adds the ring's zero
-            vector = np.zeros(request.length, dtype=np.uint64)
+        if vector is None:  # a member that did not train this round adds the ring's zero,
+            # sized by the session the party agreed to, never by the request
+            vector = np.zeros(party.config.params.vector_length, dtype=np.uint64)
         party.set_input(vector)
     return party
 
