@@ -30,6 +30,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from ..errors import EncodingError, ProtocolError
+from ..masking import MaskingClient
+from ..masking.multiround import MultiRoundClient
 from . import RECORD_KEY
 from .state import dump_party, load_party
 from .weighted import WeightedEncoding
@@ -102,14 +104,10 @@ def _take_update(content: RecordDict, weight_key: str) -> tuple[list[np.ndarray]
 
 def _party_for(request: _Request, state: dict):
     if request.kind == "start":
-        from ..masking import MaskingClient
-
         party = MaskingClient(request.party)
         party.set_input(state.pop("input"))
         return party
     if request.kind == "announce":
-        from ..masking.multiround import MultiRoundClient
-
         return MultiRoundClient(request.party)
     party = state.get("party")
     if party is None:

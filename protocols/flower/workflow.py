@@ -16,8 +16,9 @@ answers with its masked update — zeros when the strategy did not select it) an
 unmasking: two exchanges. Any protocol error ends the round without an update (as
 Flower's workflow does) and a key session with it; the next round sets up anew.
 
-The exchanges poll the Grid every ``poll_interval`` seconds (Flower's
-``send_and_receive`` sleeps 3 s between polls); a node that has not answered a stage
+The exchanges poll the Grid from every ``poll_interval`` seconds, backing off to ten
+times that while no reply comes (Flower's ``send_and_receive`` sleeps 3 s between
+polls); a node that has not answered a stage
 within ``timeout`` seconds (``None``: wait for every node) is a dropout, which the
 protocol survives while every neighbourhood keeps ``threshold`` members.
 """
@@ -95,7 +96,7 @@ class SecureAggregationWorkflow:
 
     def __init__(self, *, key_rounds: int = 1, clipping_range: float = 8.0, max_weight: float = 1000.0,
                  bits: int = 32, degree: int | None = None, threshold: int | None = None,
-                 dropout_rate: float = 0.1, timeout: float | None = None, poll_interval: float = 0.05,
+                 dropout_rate: float = 0.1, timeout: float | None = None, poll_interval: float = 0.02,
                  weight_key: str = "num-examples") -> None:
         if not (isinstance(key_rounds, int) and 1 <= key_rounds <= 1 << 20):
             raise ValueError(f"key_rounds must be an integer in [1, 2^20], got {key_rounds!r}")
@@ -155,8 +156,13 @@ class SecureAggregationWorkflow:
         waiting = {mid: node for mid, node in zip(ids, contents) if mid}
         replies: dict[int, RecordDict] = {}
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        pause = self.poll_interval
         while waiting and (deadline is None or time.monotonic() < deadline):
-            for reply in grid.pull_messages(list(waiting)):
+            pulled = list(grid.pull_messages(list(waiting)))
+            # Back off while nothing comes (every pull is a request to the SuperLink), up to
+            # ten times the interval; back to it as soon as replies arrive.
+            pause = self.poll_interval if pulled else min(pause * 1.5, 10 * self.poll_interval)
+            for reply in pulled:
                 node = waiting.pop(reply.metadata.reply_to_message_id, None)
                 if node is None or reply.has_error():
                     continue
@@ -170,7 +176,7 @@ class SecureAggregationWorkflow:
                     continue
                 replies[node] = reply.content
             if waiting:
-                time.sleep(self.poll_interval)
+                time.sleep(pause)
         return replies
 
     def _stage(self, grid, server, outgoing, node_of: Sequence[int], kind: str, round_index: int,

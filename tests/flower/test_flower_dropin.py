@@ -174,5 +174,5 @@ def test_the_example_app_with_our_secure_aggregation_on_flower_simulation(tmp_pa
     assert [r["exchanges"] for r in result["rounds"]] == [4, 2, 4, 2]  # fit only (evaluate is Flower's)
     assert [r["setup"] for r in result["rounds"]] == [True, False, True, False]
     assert all(r["contributors"] == 3 for r in result["rounds"])
-    weights, bias = fedavg_reference(4, 50, 40, 5, 0.05)
+    weights, bias = fedavg_reference(4, 50, 40, 5, 0.5)
     np.testing.assert_allclose(result["final_parameters"], [bias[0], *weights[:8]], atol=1e-5)

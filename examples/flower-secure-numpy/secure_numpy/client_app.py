@@ -8,7 +8,10 @@ import time
 
 from flwr.app import Context, Message
 from flwr.client import NumPyClient
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
+
+from protocols.flower import secure_aggregation_mod
 
 from .task import load_data, mse, train
 
@@ -38,9 +41,9 @@ def chosen_mod(msg: Message, context: Context, call_next) -> Message:
     ``ClientApp(client_fn, mods=[secure_aggregation_mod])``."""
     aggregation = str(context.run_config["aggregation"])
     if aggregation == "ours":
-        from protocols.flower import secure_aggregation_mod as mod
+        mod = secure_aggregation_mod
     elif aggregation == "flower-secagg+":
-        from flwr.client.mod import secaggplus_mod as mod
+        mod = secaggplus_mod
     else:
         return call_next(msg, context)
     costs = str(context.run_config.get("costs-file", ""))

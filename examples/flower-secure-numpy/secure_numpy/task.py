@@ -9,14 +9,17 @@ TRUE_MODEL_SEED = 0
 
 
 def true_model(size: int) -> np.ndarray:
-    return np.random.default_rng(TRUE_MODEL_SEED).normal(0.0, 1.0, size) / np.sqrt(size)
+    return np.random.default_rng(TRUE_MODEL_SEED).normal(0.0, 1.0, size)
 
 
 def load_data(partition_id: int, size: int, examples: int) -> tuple[np.ndarray, np.ndarray]:
-    """Node ``partition_id``'s inputs and targets (nodes hold different amounts of data)."""
+    """Node ``partition_id``'s inputs and targets (nodes hold different amounts of data).
+
+    Inputs have variance 1/size, so a gradient step of a fixed size is stable at any size.
+    """
     rng = np.random.default_rng(1000 + partition_id)
     n = examples * (1 + partition_id % 3)
-    x = rng.normal(0.0, 1.0, (n, size)).astype(np.float32)
+    x = (rng.normal(0.0, 1.0, (n, size)) / np.sqrt(size)).astype(np.float32)
     y = x @ true_model(size).astype(np.float32) + 0.1 + rng.normal(0.0, 0.1, n).astype(np.float32)
     return x, y
 
