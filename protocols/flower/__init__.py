@@ -30,9 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = ["RECORD_KEY", "SecureAggregationWorkflow", "secure_aggregation_mod"]
 
-#: The name of the ConfigRecord our stages travel in (Flower's SecAgg+ uses "secaggplus_configs",
-#: so both can coexist in one app).
-RECORD_KEY = "secure-aggregation"
+from .records import RECORD_KEY
 
 if TYPE_CHECKING:
     from .mod import secure_aggregation_mod

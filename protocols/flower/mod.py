@@ -32,7 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from ..errors import EncodingError, ProtocolError
 from ..masking import MaskingClient
 from ..masking.multiround import MultiRoundClient
-from . import RECORD_KEY
+from .records import RECORD_KEY
 from .state import dump_party, load_party
 from .weighted import WeightedEncoding
 

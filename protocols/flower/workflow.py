@@ -36,7 +36,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from ..errors import ProtocolError
 from ..graph import choose_parameters
 from ..masking.params import MaskingParams
-from . import RECORD_KEY
+from .records import RECORD_KEY
 from .weighted import WeightedEncoding
 
 __all__ = ["RoundCost", "SecureAggregationWorkflow", "record_bytes"]
