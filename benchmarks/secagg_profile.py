@@ -2,7 +2,8 @@
 
     python benchmarks/secagg_profile.py --n 100 --m 100000 --degree 10 --threshold 6 \
         --out benchmarks/results/profiles/n100_k10_after.txt
-    git worktree add /tmp/before <commit> && python benchmarks/secagg_profile.py --root /tmp/before ...
+    mkdir /tmp/before && git archive 01b493e | tar -x -C /tmp/before
+    python benchmarks/secagg_profile.py --root /tmp/before ... --out ..._before.txt
 
 Prints the split of CPU time between the encoding, the clients' protocol work
 and the server, and the functions that take it (``cProfile`` driven by

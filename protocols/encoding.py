@@ -23,8 +23,8 @@ client-side randomness (the rounding reveals a little about the fractional
 part of the input): one uniform 53-bit number per coordinate, compared with
 the fractional part, as before; the numbers come from one AES-256-CTR
 keystream per vector whose key is drawn from :mod:`secrets` and used once
-(:func:`csprng_uniform`) — the construction of a CTR-mode DRBG, and ~30×
-faster than asking the OS for 8 bytes per coordinate.
+(:func:`csprng_uniform`) — the construction of a CTR-mode DRBG: ~0.1 ms for
+the 0.8 MB a 10^5-vector needs, against 1.3 ms for ``os.urandom`` on this machine.
 
 Encoding is one vectorized pass per step (clip, scale, floor, compare, add,
 wrap) over a single working array, with the weight coordinate appended in

@@ -7,10 +7,12 @@ Harary graph H_{k,n} (k even): the clients are placed on a ring in a
 pseudo-random order and each is joined to the k/2 nearest on either side.
 ``k = n - 1`` is the complete graph, i.e. classic SecAgg.
 
-The ring order is a Fisher-Yates shuffle driven by AES-256-CTR keyed with a
-32-byte public ``graph_seed`` chosen by the server (from :mod:`secrets`), so
-every client recomputes the same graph from the session announcement instead
-of trusting a neighbour list from the server. Pick the seed *after* the
+The ring order sorts the participants by 64-bit keys read from the AES-256-CTR
+keystream of a 32-byte public ``graph_seed`` chosen by the server (from
+:mod:`secrets`), so every client recomputes the same graph from the session
+announcement instead of trusting a neighbour list from the server. Sorting by
+random keys (rather than a Fisher-Yates shuffle) lets a client find its own
+neighbours in O(n) vectorized work, which matters at n = 10,000. Pick the seed *after* the
 participant list is fixed; a server that grinds seeds to place corrupt
 clients next to a victim is outside the honest-but-curious model (see
 docs/protocols/masking.md).

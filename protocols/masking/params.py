@@ -140,6 +140,11 @@ class SessionConfig:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("SessionConfig is immutable")
 
+    def __reduce__(self) -> tuple[type, tuple[MaskingParams, np.ndarray, bytes]]:
+        # Rebuilt through the constructor (validated, ids shared again) when unpickled:
+        # engines keep a node's clients between messages that way.
+        return SessionConfig, (self.params, np.array(self._ids), self.graph_seed)
+
     @property
     def ids(self) -> np.ndarray:
         """The participants as a read-only uint32 array."""

@@ -54,6 +54,13 @@ class RoundPlan:
     stragglers: np.ndarray  # simulation: bool per sampled client (one local epoch only)
     #: the sampled clients that train, with their straggler flag (record level: within budget)
     trainers: tuple[tuple[int, bool], ...] = ()
+    #: an audit's canary clients: they upload a crafted update instead of training (rounds.auditor)
+    canaries: tuple[int, ...] = ()
+
+    @property
+    def n_asked(self) -> int:
+        """Clients asked for an update (trainers and canaries): the fixed-point encoder's range."""
+        return len(self.trainers) + len(self.canaries)
 
 
 class RoundServer:
@@ -147,7 +154,7 @@ class RoundServer:
                      if self.privacy.client_may_train(int(c), int(self.examples[c])))
 
     def broadcast(self, plan: RoundPlan) -> RoundBroadcast:
-        return RoundBroadcast(round_index=plan.round_index, n_clients=len(plan.trainers),
+        return RoundBroadcast(round_index=plan.round_index, n_clients=plan.n_asked,
                               expected_clients=self.expected_clients, layer_states=self.privacy.layer_states)
 
     def session(self, uploaders: int) -> SessionParameters:
@@ -176,7 +183,7 @@ class RoundServer:
         if isinstance(outcome, BelowThreshold):
             measurements = {"aborted": 1.0, "abort_survivors": float(outcome.survivors)}
         elif outcome is not None:
-            ctx = ServerContext(round_index=plan.round_index, n_clients=len(plan.trainers),
+            ctx = ServerContext(round_index=plan.round_index, n_clients=plan.n_asked,
                                 expected_clients=self.expected_clients, reporting_clients=reports.reporting,
                                 client_totals=reports.totals, client_diagnostics=reports.diagnostics)
             aggregate, states, measurements = self.pipeline.server(outcome, self.privacy.layer_states, ctx)

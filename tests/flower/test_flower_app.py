@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from secure_fedrec.config import ConfigError, RunConfig, config_to_dict
-from secure_fedrec.engines.flower.app_config import (
-    render_pyproject,
+from secure_fedrec.engines.flower.app_config import render_pyproject
+from secure_fedrec.engines.flower.deadlines import DeadlinePolicy
+from secure_fedrec.engines.flower.run_config import (
     run_config_from_flower,
     sectioned_defaults,
 )
-from secure_fedrec.engines.flower.deadlines import DeadlinePolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -153,7 +153,7 @@ server_app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     from ...inputs import load_data, make_split
     from ...outputs import write_json_atomic
-    from .app_config import engine_name, run_config_from_flower, with_engine
+    from .run_config import engine_name, run_config_from_flower, with_engine
     from .server_app import default_out_dir
 
     started = time.perf_counter()

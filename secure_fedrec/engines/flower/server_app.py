@@ -1,7 +1,7 @@
 """The Flower ServerApp: discovers the nodes, then runs :class:`.coordinator.FlowerCoordinator`.
 
 Its run config is our ``RunConfig`` key for key, plus ``config-path``,
-``out-dir`` and ``paillier-keys`` (:mod:`.app_config`); the nodes receive the
+``out-dir`` and ``paillier-keys`` (:mod:`.run_config`); the nodes receive the
 resolved config in their messages. The number of nodes is what the nodes' own
 node-config says (``num-partitions``), and the engine recorded is ``flower-sim``
 under Flower's simulation engine, ``flower`` otherwise.
@@ -142,7 +142,7 @@ def default_out_dir(run_id: int) -> Path:
 def main(grid: Grid, context: Context) -> None:
     from ...inputs import load_data, make_split
     from ...outputs import write_json_atomic
-    from .app_config import engine_name, run_config_from_flower, with_engine
+    from .run_config import engine_name, run_config_from_flower, with_engine
 
     started = time.perf_counter()
     rc = context.run_config
