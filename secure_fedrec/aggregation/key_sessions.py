@@ -68,6 +68,7 @@ class KeySession:
         return self.first_round + self.rounds - 1
 
     def masking_params(self):
+        """The members' masking parameters, the plan's ``min_survivors`` included."""
         return self.parameters.masking_params()
 
 
@@ -79,9 +80,10 @@ def zero_input(vector_length: int) -> np.ndarray:
 def check_floor(contributors: int, trainers_session: SessionParameters, stage: str) -> None:
     """Refuse to unmask a round whose sum would hold fewer updates than the plan's floor.
 
-    Called before the server sends any unmasking request: the protocol's own
-    ``min_survivors`` counts every uploader, zero vectors included, so the floor on
-    the updates that carry noise shares is the engine's to enforce.
+    Called before the server sends any unmasking request. The session's protocol also
+    carries the plan's ``min_survivors`` (:meth:`KeySession.masking_params`), but it
+    counts every uploader, zero vectors included: a weaker gate (members ≥ trainers).
+    The floor on the updates that carry noise shares is the engine's to enforce.
     """
     if contributors < trainers_session.min_survivors:
         raise BelowThreshold(contributors, trainers_session.min_survivors, stage)

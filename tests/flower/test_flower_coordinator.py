@@ -302,3 +302,53 @@ def test_a_node_trains_and_encodes_without_the_accountants_libraries():
                          text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_round_below_the_dp_floor_aborts_inside_the_protocol_before_unmasking(monkeypatch):
+    """Issue 19, item 4 on the Flower engine: the coordinator's MaskingServer carries the plan's
+    ``min_survivors`` and refuses to start the unmasking below it (before: it unmasked, then the
+    engine refused the sum). The round releases nothing and is charged as in-process."""
+    from protocols import BelowThreshold
+    from secure_fedrec.engines.flower import masking_rounds
+
+    config = small_config(**DISTRIBUTED_DP, **{"aggregation.threshold_fraction": 0.9,
+                                               "training.clients_per_round": 20.0, "training.rounds": 1})
+    data = load_data(config)
+    transport = MemoryTransport(3)
+    coordinator = FlowerCoordinator(config, data, make_split(config, data), transport, 3)
+    server = coordinator.server
+    floor = server.privacy.min_survivors
+    plan_round = server.plan_round
+
+    def thinned(round_index):  # one fewer than the floor survives the masked upload
+        plan = plan_round(round_index)
+        trainers = [c for c, _ in plan.trainers]
+        assert len(trainers) >= floor > server.session(len(trainers)).threshold
+        plan.dropouts = {c: "masked_input" for c in trainers[: len(trainers) - floor + 1]}
+        return plan
+
+    monkeypatch.setattr(server, "plan_round", thinned)
+    sent: list[tuple[str, str]] = []
+    exchange = transport.exchange
+
+    def spied(message_type, requests, **kwargs):
+        sent.extend((message_type, r.get("stage", "")) for r in requests.values())
+        return exchange(message_type, requests, **kwargs)
+
+    monkeypatch.setattr(transport, "exchange", spied)
+    reasons = []
+    aborted = masking_rounds._aborted
+    monkeypatch.setattr(masking_rounds, "_aborted", lambda reason, *a: (reasons.append(reason), aborted(reason, *a))[1])
+    before = server.params.copy()
+    coordinator.run()
+
+    assert len(reasons) == 1 and isinstance(reasons[0], BelowThreshold)
+    assert (reasons[0].survivors, reasons[0].threshold, reasons[0].stage) == (floor - 1, floor, "masked_input")
+    assert ("train.stage", "masked_input") in sent and ("train.stage", "unmasking") not in sent
+    metrics = coordinator.history[0]
+    assert metrics.contributors == 0 and metrics.measurements["aborted"] == 1.0
+    np.testing.assert_array_equal(server.params, before)
+    # The same ε as the in-process engine's full round: an aborted round is charged all the same.
+    _, trainer = reference_params(config)
+    assert trainer.history[0].contributors > 0
+    assert metrics.measurements["epsilon"] == trainer.history[0].measurements["epsilon"] > 0

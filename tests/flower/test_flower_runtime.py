@@ -112,6 +112,23 @@ def test_simulation_runs_distributed_dp_with_inprocess_accounting(tmp_path):
     assert result["privacy"]["noise"] == "distributed"
 
 
+def test_simulation_aborts_a_round_below_the_dp_floor_before_unmasking(tmp_path):
+    """Issue 19, item 4 on Flower's simulation engine: round 1 has 8 survivors for a floor of 9
+    (SecAgg+ alone would go on: its threshold is 6). The protocol stops it before the unmasking
+    exchange (before the fix: all 4 exchanges ran, then the engine refused the sum); the round
+    is charged as in-process and round 2 releases its sum."""
+    dp = {**DISTRIBUTED_DP, "aggregation.threshold_fraction": 0.9, "training.dropout_rate": 0.2}
+    result = run_cli(tmp_path, {**SMALL_JOB, **dp}, "--mode", "sim", "--nodes", "5", timeout=300)
+    _, trainer = reference_params(small_config(**dp))
+    assert trainer.server.privacy.min_survivors == 9
+    assert [m.measurements.get("abort_survivors") for m in trainer.history] == [8.0, None]
+    first, second = result["rounds"]
+    assert first["aborted"] == 1.0 and first["contributors"] == 0
+    assert first["flower_exchanges"] < 4 <= second["flower_exchanges"]  # no unmasking exchange
+    assert [r["contributors"] for r in result["rounds"]] == [m.contributors for m in trainer.history]
+    assert [r["epsilon"] for r in result["rounds"]] == [m.measurements["epsilon"] for m in trainer.history]
+
+
 def test_simulation_runs_paillier(tmp_path):
     """Packed threshold Paillier: the launcher deals the keys, key holders live on the nodes."""
     overrides = {**SMALL_JOB, **PAILLIER_JOB}

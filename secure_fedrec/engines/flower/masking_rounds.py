@@ -86,7 +86,8 @@ def masking_round(io: RoundIO, session: SessionParameters | BelowThreshold, trai
         return (reports, *_aborted(exc, tally))
     result = server.result
     assert result is not None
-    # Until the protocol enforces min_survivors itself, the sum is refused here.
+    # Defence in depth: ``params`` carry min_survivors, so the server above refused to start
+    # the unmasking below it (BelowThreshold) and honest nodes refuse to reveal shares.
     if len(result.contributors) < session.min_survivors:
         log.error("round %d failed: %d survivors, fewer than %d", io.round_index + 1,
                   len(result.contributors), session.min_survivors)
