@@ -65,6 +65,7 @@ def run_job(
     history = trainer.run(on_round=after_round)
     final = dict(history[-1].evaluation) if history else {}
     bytes_per_round = [m.measurements.get("bytes_sent_per_client", 0.0) for m in history]
+    down_per_round = [m.measurements.get("bytes_down_per_client", 0.0) for m in history]
     result: dict[str, Any] = {
         "config": config_to_dict(config),
         "seed": config.seed,
@@ -78,6 +79,9 @@ def run_job(
         "final": final,
         "bytes_sent_per_client_per_round": bytes_per_round,
         "bytes_sent_per_client_mean": float(np.mean(bytes_per_round)) if bytes_per_round else 0.0,
+        # the model sent to a client plus the protocol's frames to it, per round
+        "bytes_down_per_client_per_round": down_per_round,
+        "bytes_down_per_client_mean": float(np.mean(down_per_round)) if down_per_round else 0.0,
         "privacy": trainer.privacy.summary(),
         "stopped_early": trainer.privacy.stopped_reason,
         "wall_time_seconds": time.perf_counter() - started,

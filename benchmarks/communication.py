@@ -1,0 +1,121 @@
+"""Upload bytes, expansion and accuracy of the compact encoding against the dense 32-bit one.
+
+Run from the repository root::
+
+    OMP_NUM_THREADS=1 python benchmarks/communication.py [--seeds 0 1 2] [--rounds N]
+
+For each data set (the synthetic default, and ``../shared/data/ml-latest-small``
+when present) and each seed, two runs of the default private job (user-level
+ε = 8, distributed discrete Gaussian under SecAgg+, in-process engine), one after
+the other in this process, identical but for ``aggregation.encoding``:
+
+* ``dense``: every coordinate in a 32-bit ring (4 bytes on the wire);
+* ``compact``: a public random ``compact_keep`` of the coordinates per round,
+  randomly rotated, in a 16-bit ring (2 bytes on the wire).
+
+Per run: the upload per client per round (every protocol frame the client sends,
+mean over rounds), the masked vector's share of it (``payload`` = the encoded
+vector's bytes), the expansion (upload over the encoded vector), the download,
+the final RMSE, CPU and wall time. Writes ``benchmarks/results/communication.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from secure_fedrec.config import RunConfig
+from secure_fedrec.runner import run_job
+
+RESULTS = Path(__file__).parent / "results" / "communication.json"
+ML_SMALL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ml-latest-small"
+
+
+def configure(source: str, encoding: str, seed: int, rounds: int | None) -> RunConfig:
+    config = RunConfig()
+    config.seed = seed
+    config.data = replace(config.data, source=source)
+    config.aggregation = replace(config.aggregation, encoding=encoding)
+    config.training = replace(config.training, checkpoint_every=0,
+                              rounds=rounds if rounds is not None else config.training.rounds)
+    config.validate()
+    return config
+
+
+def one_run(config: RunConfig) -> dict:
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = run_job(config)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    rounds = [r for r in result["rounds"] if r.get("bytes_sent_per_client")]
+    vector_bytes = [r["bytes_sent_per_client"] / r["communication_expansion"] for r in rounds]
+    return {
+        "rmse": result["final"].get("rmse"),
+        "epsilon": result["privacy"]["epsilon"],
+        "rounds_released": len(rounds),
+        "upload_bytes": float(np.mean([r["bytes_sent_per_client"] for r in rounds])),
+        "encoded_vector_bytes": float(np.mean(vector_bytes)),
+        "expansion": float(np.mean([r["communication_expansion"] for r in rounds])),
+        "download_bytes": float(np.mean([r["bytes_down_per_client"] for r in result["rounds"]])),
+        "model_bytes": float(result["rounds"][0]["model_bytes_per_client"]),
+        "noise_std_model_units": result["privacy"].get("noise_std_model_units"),
+        "cpu_seconds": cpu,
+        "wall_seconds": wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=None, help="default: the config's")
+    parser.add_argument("--datasets", nargs="+", default=["synthetic", "ml-latest-small"])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    sources = {"synthetic": "synthetic", "ml-latest-small": str(ML_SMALL.resolve())}
+    if "ml-latest-small" in args.datasets and not ML_SMALL.exists():
+        print(f"skipping ml-latest-small: {ML_SMALL} is absent")
+        args.datasets = [d for d in args.datasets if d != "ml-latest-small"]
+    cells = [(d, s, e) for d in args.datasets for s in args.seeds for e in ("dense", "compact")]
+    runs: list[dict] = []
+    for dataset, seed, encoding in tqdm(cells, desc="runs"):
+        row = {"dataset": dataset, "seed": seed, "encoding": encoding,
+               **one_run(configure(sources[dataset], encoding, seed, args.rounds))}
+        runs.append(row)
+        tqdm.write(json.dumps(row))
+    summary = {}
+    for dataset in args.datasets:
+        dense = [r for r in runs if r["dataset"] == dataset and r["encoding"] == "dense"]
+        compact = [r for r in runs if r["dataset"] == dataset and r["encoding"] == "compact"]
+        mean = lambda rows, key: float(np.mean([r[key] for r in rows]))
+        summary[dataset] = {
+            "seeds": args.seeds,
+            "upload_ratio": mean(compact, "upload_bytes") / mean(dense, "upload_bytes"),
+            "encoded_vector_ratio": mean(compact, "encoded_vector_bytes") / mean(dense, "encoded_vector_bytes"),
+            "expansion_dense": mean(dense, "expansion"),
+            "expansion_compact": mean(compact, "expansion"),
+            "rmse_dense": mean(dense, "rmse"),
+            "rmse_compact": mean(compact, "rmse"),
+            "rmse_ratio": mean(compact, "rmse") / mean(dense, "rmse"),
+            "rmse_ratio_per_seed": [c["rmse"] / d["rmse"] for d, c in zip(dense, compact, strict=True)],
+            "download_ratio": mean(compact, "download_bytes") / mean(dense, "download_bytes"),
+            "cpu_ratio": mean(compact, "cpu_seconds") / mean(dense, "cpu_seconds"),
+        }
+        print(dataset, json.dumps(summary[dataset], indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "command": "OMP_NUM_THREADS=1 python benchmarks/communication.py "
+                   + " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                              for k, v in (("seeds", args.seeds), ("rounds", args.rounds),
+                                           ("datasets", args.datasets)) if v is not None),
+        "machine": platform.platform(), "summary": summary, "runs": runs}, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
