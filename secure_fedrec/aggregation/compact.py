@@ -43,6 +43,7 @@ from scipy import fft
 from ..privacy.discrete_gaussian import sample_discrete_gaussian
 from ..privacy.noise import csprng_normal
 from ..privacy.rounding import conditional_randomized_round
+from .ddg import decode_signed
 from .encodings import Encoding
 from .values import (
     Aggregate,
@@ -134,10 +135,7 @@ class CompactRotatedEncoding(Encoding):
         return levels.astype(np.uint64) & np.uint64((1 << self.bits) - 1), {}
 
     def server(self, outcome: SumOutcome, ctx: ServerContext) -> tuple[Aggregate, Measurements]:
-        total = np.asarray(outcome.total).astype(np.uint64) & np.uint64((1 << self.bits) - 1)
-        signed = total.astype(np.int64)
-        half = np.uint64(1 << (self.bits - 1))
-        signed[total >= half] -= np.int64(1 << self.bits)
+        signed = decode_signed(outcome.total, self.bits)
         length = self._length_from_payload(signed.size)
         rotated = signed.astype(np.float64) * self.gamma
         if self.central_stddev > 0:  # rotation is orthonormal: the same noise on the kept coordinates
@@ -146,7 +144,7 @@ class CompactRotatedEncoding(Encoding):
         if self.rescale:
             dense /= self.keep_fraction
         # how close the sum came to the ring's edge: the largest rotated coordinate over 2^(bits-1)
-        peak = float(np.max(np.abs(signed))) / float(half) if signed.size else 0.0
+        peak = float(np.max(np.abs(signed))) / float(1 << (self.bits - 1)) if signed.size else 0.0
         aggregate = Aggregate(total=dense, weight_total=float(len(outcome.contributors)),
                               contributors=outcome.contributors,
                               noise_stddev=(self.noise_stddev + self.central_stddev)
