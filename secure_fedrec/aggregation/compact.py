@@ -146,7 +146,7 @@ class CompactRotatedEncoding(Encoding):
         # how close the sum came to the ring's edge: the largest rotated coordinate over 2^(bits-1)
         peak = float(np.max(np.abs(signed))) / float(1 << (self.bits - 1)) if signed.size else 0.0
         aggregate = Aggregate(total=dense, weight_total=float(len(outcome.contributors)),
-                              contributors=outcome.contributors,
+                              contributors=outcome.contributors, observed=self._public(ctx.round_index, length)[0],
                               noise_stddev=(self.noise_stddev + self.central_stddev)
                               / (self.keep_fraction if self.rescale else 1.0))
         return aggregate, {"compact_gamma": self.gamma, "compact_share_sigma": self.share_sigma,

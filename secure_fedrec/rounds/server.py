@@ -171,7 +171,10 @@ class RoundServer:
             self.privacy.layer_states = states
             contributors = aggregate.contributors
             if contributors:
-                self.params = self.server_optimizer.step(self.params, aggregate.total)
+                observed = aggregate.observed
+                if observed is not None:  # the adaptive clipping bit was stripped by its layer
+                    observed = observed[observed < len(self.params)]
+                self.params = self.server_optimizer.step(self.params, aggregate.total, observed=observed)
                 self.last_aggregate = aggregate
         measurements.update(extra or {})
         measurements.update(self.transfer_totals(measurements))
