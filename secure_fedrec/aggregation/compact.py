@@ -9,7 +9,9 @@ per coordinate. This encoding cuts the bytes twice, without looking at the data:
    before any client trains (the trailing ``dense_tail`` coordinates, e.g. the
    adaptive clipping bit, are always kept). Which coordinates travel depends on
    nothing private, so the upload still hides the touched rows; the server
-   applies the sum on the kept coordinates and leaves the others unchanged;
+   applies the sum on the kept coordinates and marks them
+   (:attr:`~.values.Aggregate.observed`: the server optimizer moves its moments
+   only there, the other coordinates step along their momentum);
 2. **a randomized rotation and fewer bits** (Kairouz, Liu, Steinke 2021, §4):
    random signs and an orthonormal DCT-II flatten the kept vector (each rotated
    coordinate of a sum of norm ``S`` is sub-Gaussian with variance proxy
@@ -82,7 +84,6 @@ class CompactRotatedEncoding(Encoding):
     noise_stddev: float = 0.0  # of the summed noise per kept coordinate, in model units (reported)
     wrap_probability: float = 0.0  # per round (reported)
     dense_tail: int = 0  # trailing coordinates always kept (the adaptive clipping bit)
-    rescale: bool = False  # divide the kept coordinates by keep_fraction (unbiased, more noise)
     #: central DP: the server adds N(0, central_stddev^2) to each kept coordinate after the sum
     central_stddev: float = 0.0
 
@@ -141,14 +142,11 @@ class CompactRotatedEncoding(Encoding):
         if self.central_stddev > 0:  # rotation is orthonormal: the same noise on the kept coordinates
             rotated += self.central_stddev * csprng_normal(rotated.size)
         dense = self.unrotate(rotated, ctx.round_index, length)
-        if self.rescale:
-            dense /= self.keep_fraction
         # how close the sum came to the ring's edge: the largest rotated coordinate over 2^(bits-1)
         peak = float(np.max(np.abs(signed))) / float(1 << (self.bits - 1)) if signed.size else 0.0
         aggregate = Aggregate(total=dense, weight_total=float(len(outcome.contributors)),
                               contributors=outcome.contributors, observed=self._public(ctx.round_index, length)[0],
-                              noise_stddev=(self.noise_stddev + self.central_stddev)
-                              / (self.keep_fraction if self.rescale else 1.0))
+                              noise_stddev=self.noise_stddev + self.central_stddev)
         return aggregate, {"compact_gamma": self.gamma, "compact_share_sigma": self.share_sigma,
                            "compact_ring_peak": peak, "compact_wrap_probability": self.wrap_probability}
 
