@@ -192,3 +192,11 @@ def test_compact_aggregate_says_which_coordinates_it_observed():
     encoding = _encoding()
     aggregate, _ = _sum(encoding, [np.ones(100) / 10.0])
     assert np.array_equal(aggregate.observed, encoding._public(3, 100)[0])
+
+
+def test_compact_pipeline_travels_to_flower_nodes_as_json():
+    from secure_fedrec.rounds.wire import plan_from_json, plan_to_json
+
+    trainer = _trainer()
+    plan = trainer.server.client_plan
+    assert plan_from_json(plan_to_json(plan)).pipeline.encoding == plan.pipeline.encoding
