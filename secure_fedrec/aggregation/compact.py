@@ -9,9 +9,9 @@ per coordinate. This encoding cuts the bytes twice, without looking at the data:
    before any client trains (the trailing ``dense_tail`` coordinates, e.g. the
    adaptive clipping bit, are always kept). Which coordinates travel depends on
    nothing private, so the upload still hides the touched rows; the server
-   applies the sum on the kept coordinates and marks them
-   (:attr:`~.values.Aggregate.observed`: the server optimizer moves its moments
-   only there, the other coordinates step along their momentum);
+   applies the sum on the kept coordinates and a zero update to the others
+   (FedAdam's momentum still moves them; keeping the moments of unobserved
+   coordinates frozen instead measured worse, docs/results.md);
 2. **a randomized rotation and fewer bits** (Kairouz, Liu, Steinke 2021, §4):
    random signs and an orthonormal DCT-II flatten the kept vector (each rotated
    coordinate of a sum of norm ``S`` is sub-Gaussian with variance proxy
@@ -145,7 +145,7 @@ class CompactRotatedEncoding(Encoding):
         # how close the sum came to the ring's edge: the largest rotated coordinate over 2^(bits-1)
         peak = float(np.max(np.abs(signed))) / float(1 << (self.bits - 1)) if signed.size else 0.0
         aggregate = Aggregate(total=dense, weight_total=float(len(outcome.contributors)),
-                              contributors=outcome.contributors, observed=self._public(ctx.round_index, length)[0],
+                              contributors=outcome.contributors,
                               noise_stddev=self.noise_stddev + self.central_stddev)
         return aggregate, {"compact_gamma": self.gamma, "compact_share_sigma": self.share_sigma,
                            "compact_ring_peak": peak, "compact_wrap_probability": self.wrap_probability}

@@ -116,8 +116,6 @@ class Aggregate:
     contributors: tuple[int, ...]
     #: std of the noise the aggregate carries per coordinate, in model units (None: no noise)
     noise_stddev: float | None = None
-    #: the coordinates the sum covered (sorted; ``None``: all): a compact upload covers a subset
-    observed: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,7 @@ __all__ = ["FedAdam", "FedAvg", "ServerOptimizer", "build_server_optimizer"]
 class ServerOptimizer:
     """Applies the aggregated client delta (a pseudo-gradient, with sign) to the global vector."""
 
-    def step(self, params: np.ndarray, mean_delta: np.ndarray, *, observed: np.ndarray | None = None
-             ) -> np.ndarray:
-        """``observed``: the coordinates the round's sum covered (``None``: all of them); a compact
-        upload leaves the others out, and their zero is "no news", not a zero pseudo-gradient."""
+    def step(self, params: np.ndarray, mean_delta: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -31,9 +28,8 @@ class FedAvg(ServerOptimizer):
 
     lr: float = 1.0
 
-    def step(self, params: np.ndarray, mean_delta: np.ndarray, *, observed: np.ndarray | None = None
-             ) -> np.ndarray:
-        return params + self.lr * mean_delta  # an unobserved coordinate's delta is zero
+    def step(self, params: np.ndarray, mean_delta: np.ndarray) -> np.ndarray:
+        return params + self.lr * mean_delta
 
 
 @dataclass
@@ -52,16 +48,12 @@ class FedAdam(ServerOptimizer):
     m: np.ndarray | None = field(default=None, repr=False)
     v: np.ndarray | None = field(default=None, repr=False)
 
-    def step(self, params: np.ndarray, mean_delta: np.ndarray, *, observed: np.ndarray | None = None
-             ) -> np.ndarray:
+    def step(self, params: np.ndarray, mean_delta: np.ndarray) -> np.ndarray:
         if self.m is None or self.v is None:
             self.m = np.zeros_like(params)
             self.v = np.full_like(params, self.tau ** 2)
-        # Moments move only where the sum said something; every coordinate still steps along its
-        # momentum, so a coordinate left out of a round is neither slowed down nor pulled to zero.
-        at = slice(None) if observed is None else observed
-        self.m[at] = self.beta1 * self.m[at] + (1 - self.beta1) * mean_delta[at]
-        self.v[at] = self.beta2 * self.v[at] + (1 - self.beta2) * mean_delta[at] ** 2
+        self.m = self.beta1 * self.m + (1 - self.beta1) * mean_delta
+        self.v = self.beta2 * self.v + (1 - self.beta2) * mean_delta ** 2
         return params + self.lr * self.m / (np.sqrt(self.v) + self.tau)
 
     def state_dict(self) -> dict:

@@ -171,10 +171,7 @@ class RoundServer:
             self.privacy.layer_states = states
             contributors = aggregate.contributors
             if contributors:
-                observed = aggregate.observed
-                if observed is not None:  # the adaptive clipping bit was stripped by its layer
-                    observed = observed[observed < len(self.params)]
-                self.params = self.server_optimizer.step(self.params, aggregate.total, observed=observed)
+                self.params = self.server_optimizer.step(self.params, aggregate.total)
                 self.last_aggregate = aggregate
         measurements.update(extra or {})
         measurements.update(self.transfer_totals(measurements))

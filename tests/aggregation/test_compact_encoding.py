@@ -172,28 +172,6 @@ def test_config_refuses_compact_where_it_cannot_work(extra):
         load_config(None, {"aggregation.encoding": "compact", **extra})
 
 
-def test_fedadam_moves_moments_only_where_the_sum_observed_but_steps_everywhere():
-    from secure_fedrec.rounds.optimizers import FedAdam
-
-    full, masked = FedAdam(lr=0.1), FedAdam(lr=0.1)
-    params = np.zeros(4)
-    delta = np.array([1.0, 1.0, 0.0, 0.0])
-    full.step(params, delta)
-    masked.step(params, delta)
-    observed = np.array([0, 2])
-    after = masked.step(params, np.array([1.0, 0.0, 0.0, 0.0]), observed=observed)
-    assert masked.m[1] == full.m[1]  # coordinate 1 was not observed: its momentum is kept ...
-    assert after[1] > 0  # ... and it still steps along it
-    assert masked.m[0] > full.m[0] * 0.9  # an observed coordinate's moments move as usual
-    assert np.array_equal(FedAdam(lr=0.1).step(params, delta, observed=None), FedAdam(lr=0.1).step(params, delta))
-
-
-def test_compact_aggregate_says_which_coordinates_it_observed():
-    encoding = _encoding()
-    aggregate, _ = _sum(encoding, [np.ones(100) / 10.0])
-    assert np.array_equal(aggregate.observed, encoding._public(3, 100)[0])
-
-
 def test_compact_pipeline_travels_to_flower_nodes_as_json():
     from secure_fedrec.rounds.wire import plan_from_json, plan_to_json
 
