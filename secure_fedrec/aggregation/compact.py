@@ -86,6 +86,8 @@ class CompactRotatedEncoding(Encoding):
     dense_tail: int = 0  # trailing coordinates always kept (the adaptive clipping bit)
     #: central DP: the server adds N(0, central_stddev^2) to each kept coordinate after the sum
     central_stddev: float = 0.0
+    #: central noise: the ring holds this many clients' worst case; a sum of more is not decoded
+    max_summands: int = 0  # 0: no limit (client noise: a wrap is post-processing of the noisy sum)
 
     def __post_init__(self) -> None:
         check_number("keep_fraction", self.keep_fraction, high=1.0)
@@ -94,6 +96,7 @@ class CompactRotatedEncoding(Encoding):
             check_number(name, getattr(self, name))
         check_number("share_sigma", self.share_sigma, low_open=False)
         check_number("central_stddev", self.central_stddev, low_open=False)
+        check_number("max_summands", self.max_summands, low_open=False, high=2**31, integer=True)
         check_number("bits", self.bits, low=8, high=32, low_open=False, integer=True)
         check_number("noise_stddev", self.noise_stddev, low_open=False)
         check_number("wrap_probability", self.wrap_probability, high=1.0, low_open=False)
@@ -136,6 +139,10 @@ class CompactRotatedEncoding(Encoding):
         return levels.astype(np.uint64) & np.uint64((1 << self.bits) - 1), {}
 
     def server(self, outcome: SumOutcome, ctx: ServerContext) -> tuple[Aggregate, Measurements]:
+        if self.max_summands and len(outcome.contributors) > self.max_summands:
+            # more clients than the ring was sized for: a wrap could not be ruled out, release nothing
+            nothing = Aggregate(total=np.zeros(self.dense_length), weight_total=0.0, contributors=())
+            return nothing, {"compact_refused": 1.0}
         signed = decode_signed(outcome.total, self.bits)
         length = self._length_from_payload(signed.size)
         rotated = signed.astype(np.float64) * self.gamma

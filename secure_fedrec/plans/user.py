@@ -241,22 +241,35 @@ class UserCentral(UserLevelPlan):
             self._plan_compact_ring()
 
     def _plan_compact_ring(self) -> None:
-        """The finest step ``gamma`` whose rotated sum (signal and rounding, no client noise) fits the ring.
+        """The finest step ``gamma`` at which no sum of up to ``max_clients`` updates can wrap.
 
-        Solves :func:`~secure_fedrec.privacy.discrete_gaussian.rotated_wrap_probability`
-        ``<= 1e-9`` for ``gamma``; the server's noise is then ``z * gamma * Δ`` with ``Δ`` the
-        rounded vector's integer-domain bound, so the accountant's ``z`` stays exact.
+        With central noise a wrap is not post-processing (the noise comes after the modular
+        sum, so a wrapped coordinate would move by ``2^bits`` and void the sensitivity): the
+        ring is sized for the worst case, every client's rotated integer coordinate at its L2
+        bound ``Δ`` (conditional rounding enforces it exactly), ``max_clients * Δ < 2^(bits-1)``;
+        the encoding refuses to decode a round with more contributors. The server's noise is
+        ``z * gamma * Δ``, so the accountant's ``z`` stays exact.
         """
         agg, c = self.config.aggregation, self.config.privacy.clip_norm
-        dim, clients, beta = self.noised_dim, self._max_clients, math.exp(-0.5)
-        headroom = float((1 << (agg.compact_bits - 1)) - 1)
-        log_term = math.log(2 * dim / (1 - beta) / 1e-9)
-        signal_room = (headroom**2 / (2 * log_term) - clients / 4) * dim / 2
-        if signal_room <= 0:
-            raise ConfigError(f"aggregation.compact_bits = {agg.compact_bits} cannot hold the rounding of "
-                              f"{clients} clients; raise it")
-        self.compact_gamma = clients * c / math.sqrt(signal_room)
-        self.compact_sensitivity = conditional_rounding_l2_bound(c, self.compact_gamma, dim, beta)
+        dim, beta = self.noised_dim, math.exp(-0.5)
+        self.compact_max_summands = self._max_clients
+        limit = ((1 << (agg.compact_bits - 1)) - 1) / self.compact_max_summands  # largest Δ allowed
+
+        def sensitivity(gamma: float) -> float:
+            return conditional_rounding_l2_bound(c, gamma, dim, beta)
+
+        low, high = math.log(c) - 40.0, math.log(c) + 5.0  # log(gamma): too fine, coarse enough
+        if sensitivity(math.exp(high)) > limit:
+            raise ConfigError(f"aggregation.compact_bits = {agg.compact_bits} cannot hold the sum of "
+                              f"{self.compact_max_summands} clients' rounded {dim}-coordinate vectors; raise it")
+        for _ in range(60):
+            middle = (low + high) / 2
+            if sensitivity(math.exp(middle)) > limit:
+                low = middle
+            else:
+                high = middle
+        self.compact_gamma = math.exp(high)
+        self.compact_sensitivity = sensitivity(self.compact_gamma)
 
     def _round_noise_multiplier(self) -> float:
         return self.noise_multiplier
@@ -274,7 +287,8 @@ class UserCentral(UserLevelPlan):
         if self.compact:
             sensitivity = self.compact_gamma * self.compact_sensitivity  # model units
             return self._compact_encoding(gamma=self.compact_gamma, l2_sensitivity=self.compact_sensitivity,
-                                          share_sigma=0.0, central_stddev=self.noise_multiplier * sensitivity)
+                                          share_sigma=0.0, central_stddev=self.noise_multiplier * sensitivity,
+                                          max_summands=self.compact_max_summands)
         if self.adaptive is None:
             return ring_encoding(self.config, self.config.privacy.clip_norm)
         # unit-scale rows have |x_j| <= 1 and the bit coordinate is ±bit_scale/2

@@ -178,3 +178,15 @@ def test_compact_pipeline_travels_to_flower_nodes_as_json():
     trainer = _trainer()
     plan = trainer.server.client_plan
     assert plan_from_json(plan_to_json(plan)).pipeline.encoding == plan.pipeline.encoding
+
+
+def test_central_compact_ring_holds_the_worst_case_and_refuses_more_clients():
+    trainer = _trainer(**{"privacy.noise": "central", "aggregation.protocol": "secagg"})
+    encoding = trainer.privacy.pipeline.encoding
+    # every rotated integer coordinate is at most Δ: max_summands of them cannot wrap
+    assert encoding.max_summands * encoding.l2_sensitivity < 2 ** (encoding.bits - 1)
+    assert encoding.central_stddev == pytest.approx(
+        trainer.privacy.noise_multiplier * encoding.gamma * encoding.l2_sensitivity)
+    small = _encoding(max_summands=2, central_stddev=1.0)
+    aggregate, _ = _sum(small, [np.ones(100) / 10.0] * 3)
+    assert aggregate.contributors == () and not np.any(aggregate.total)
