@@ -44,7 +44,8 @@ DATASETS = {"synthetic": ("synthetic", None), "ml-latest-small": (str(ML_SMALL.r
             "ml-latest-small-dim8": (str(ML_SMALL.resolve()), None)}
 
 
-def configure(dataset: str, encoding: str, seed: int, rounds: int | None) -> RunConfig:
+def configure(dataset: str, encoding: str, seed: int, rounds: int | None,
+              clients_per_round: float | None = None) -> RunConfig:
     source, dim = DATASETS[dataset]
     config = RunConfig()
     config.seed = seed
@@ -52,6 +53,8 @@ def configure(dataset: str, encoding: str, seed: int, rounds: int | None) -> Run
     config.aggregation = replace(config.aggregation, encoding=encoding)
     config.training = replace(config.training, checkpoint_every=0,
                               rounds=rounds if rounds is not None else config.training.rounds)
+    if clients_per_round is not None:
+        config.training = replace(config.training, clients_per_round=clients_per_round)
     if dim is not None:
         config.model = replace(config.model, dim=dim)
     config.validate()
@@ -84,6 +87,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=None, help="default: the config's")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--clients-per-round", type=float, default=None, help="default: the config's")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if not ML_SMALL.exists():
@@ -93,7 +97,7 @@ def main() -> None:
     runs: list[dict] = []
     for dataset, seed, encoding in tqdm(cells, desc="runs"):
         row = {"dataset": dataset, "seed": seed, "encoding": encoding,
-               **one_run(configure(dataset, encoding, seed, args.rounds))}
+               **one_run(configure(dataset, encoding, seed, args.rounds, args.clients_per_round))}
         runs.append(row)
         tqdm.write(json.dumps(row))
     summary = {}
@@ -120,7 +124,9 @@ def main() -> None:
         "command": "OMP_NUM_THREADS=1 python benchmarks/communication.py "
                    + " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                               for k, v in (("seeds", args.seeds), ("rounds", args.rounds),
-                                           ("datasets", args.datasets)) if v is not None),
+                                           ("datasets", args.datasets),
+                                           ("clients-per-round", args.clients_per_round)) if v is not None)
+                   + (f" --out {args.out}" if args.out != RESULTS else ""),
         "machine": platform.platform(), "summary": summary, "runs": runs}, indent=1) + "\n")
     print(f"wrote {args.out}")
 
