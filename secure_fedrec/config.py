@@ -32,6 +32,8 @@ class ConfigError(ValueError):
 
 #: the default run's user-level budget (privacy.target_epsilon)
 DEFAULT_TARGET_EPSILON = 8.0
+#: the most rounds one masking key setup may serve (aggregation.key_rounds)
+MAX_KEY_ROUNDS = 1024
 
 
 @dataclass
@@ -132,6 +134,12 @@ class AggregationConfig:
     encoding: Literal["dense", "compact"] = "dense"
     compact_bits: int = 16  # 8 and 16 travel in 1- and 2-byte words
     compact_keep: float = 0.46  # fraction of the coordinates uploaded each round
+    # SecAgg / SecAgg+: rounds that share one key setup (protocols.masking.multiround), so that a
+    # steady round is two exchanges instead of four; 1 = a fresh session every round. Every client
+    # sampled in any of the session's rounds is a member and uploads in each of them (a zero vector
+    # when not sampled): the cost grows with the union of the samples (docs/flower.md). Ignored by
+    # plaintext and Paillier (whose keys are dealt once per run).
+    key_rounds: int = 1
 
     def validate(self) -> None:
         _check(8 <= self.bits <= 62, "aggregation.bits", "must be in [8, 62]")
@@ -142,6 +150,7 @@ class AggregationConfig:
         _check(self.encoding in ("dense", "compact"), "aggregation.encoding", "must be 'dense' or 'compact'")
         _check(8 <= self.compact_bits <= 32, "aggregation.compact_bits", "must be in [8, 32]")
         _check(0.01 <= self.compact_keep <= 1.0, "aggregation.compact_keep", "must be in [0.01, 1]")
+        _check(1 <= self.key_rounds <= MAX_KEY_ROUNDS, "aggregation.key_rounds", f"must be in [1, {MAX_KEY_ROUNDS}]")
 
 
 @dataclass
@@ -217,18 +226,26 @@ class EvaluationConfig:
 class FlowerConfig:
     """What ``--engine flower-sim`` / ``flower`` (and ``secure-fedrec flower``) start and wait for."""
 
-    nodes: int = 5  # virtual nodes (simulation) or SuperNodes (deployment); users are split among them
+    # virtual nodes (simulation) or SuperNodes (deployment) the launcher starts; users are split
+    # among them (a ServerApp takes the split from its nodes' node-config)
+    nodes: int = 5
     # seconds a node may take to train (or evaluate) / to answer one protocol stage before its users
-    # count as dropped out (0: wait forever)
+    # count as dropped out; 0: derived from the measured reply times of the same stage, a node being
+    # gone once it is timeout_factor times later than the slowest reply (never sooner than
+    # timeout_floor seconds; engines/flower/deadlines.py)
     train_timeout: float = 0.0
     stage_timeout: float = 0.0
+    timeout_factor: float = 3.0
+    timeout_floor: float = 5.0
     node_wait_timeout: float = 120.0  # seconds the server waits for every node to connect
 
     def validate(self) -> None:
         _check(1 <= self.nodes <= 1024, "flower.nodes", "must be in [1, 1024]")
         for key in ("train_timeout", "stage_timeout"):
             _check(0.0 <= getattr(self, key) <= 86_400.0, f"flower.{key}",
-                   "must be in [0, 86400] seconds (0: no limit)")
+                   "must be in [0, 86400] seconds (0: derived from measured reply times)")
+        _check(1.0 <= self.timeout_factor <= 100.0, "flower.timeout_factor", "must be in [1, 100]")
+        _check(0.1 <= self.timeout_floor <= 86_400.0, "flower.timeout_floor", "must be in [0.1, 86400] seconds")
         _check(0.0 < self.node_wait_timeout <= 86_400.0, "flower.node_wait_timeout", "must be in (0, 86400] seconds")
 
 

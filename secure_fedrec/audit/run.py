@@ -57,10 +57,10 @@ def audit_config(config: RunConfig, spec: AuditSpec, num_users: int) -> tuple[Ru
     """The run configuration to train with, and the δ to audit at.
 
     With m canaries the one-run bound is blind once m·δ nears the test level
-    (``attacks.audit_delta``), and the accountant's default δ = 1/N^1.1 is far too large
-    for that (7.8e-4 on ml-latest-small against 2.5e-6 for 1000 canaries at 95 %). So when
+    (``attacks.audit_delta``), and the accountant's default δ = min(1/(10N), N^-1.1)
+    (``privacy.calibration.default_delta``) is far too large for that (1.5e-4 on ml-latest-small against 2.5e-6 for 1000 canaries at 95 %). So when
     ``privacy.delta`` is not set, a DP run is trained *and* audited at
-    min(1/N^1.1, audit_delta(m)); the accountant then calibrates its noise to that δ. An
+    min(default δ, audit_delta(m)); the accountant then calibrates its noise to that δ. An
     explicit ``privacy.delta`` is respected but flagged (``delta_too_large``, a warning) when
     it exceeds audit_delta(m). A run without DP is audited at audit_delta(m) too.
     """
