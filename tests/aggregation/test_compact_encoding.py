@@ -190,3 +190,9 @@ def test_central_compact_ring_holds_the_worst_case_and_refuses_more_clients():
     small = _encoding(max_summands=2, central_stddev=1.0)
     aggregate, _ = _sum(small, [np.ones(100) / 10.0] * 3)
     assert aggregate.contributors == () and not np.any(aggregate.total)
+
+
+def test_compact_with_key_sessions_sums_in_sixteen_bit_words():
+    history = _trainer(**{"aggregation.key_rounds": 2}).run()
+    assert all(m.contributors > 0 for m in history)
+    assert np.isfinite(history[-1].evaluation["rmse"])
