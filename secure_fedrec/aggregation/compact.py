@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy import fft
 
 from ..privacy.discrete_gaussian import sample_discrete_gaussian
 from ..privacy.noise import csprng_normal
@@ -119,11 +118,16 @@ class CompactRotatedEncoding(Encoding):
 
     def rotate(self, vector: np.ndarray, round_index: int) -> np.ndarray:
         """The kept coordinates of a dense ``vector``, sign-flipped and rotated (norm <= ``||vector||``)."""
+        # imported here, not with the module: a Flower node on a dense run loads no scipy
+        from scipy import fft
+
         kept, signs = self._public(round_index, vector.size)
         return fft.dct(vector[kept] * signs, norm="ortho")
 
     def unrotate(self, rotated: np.ndarray, round_index: int, length: int) -> np.ndarray:
         """The inverse of :meth:`rotate` on the kept coordinates; zeros elsewhere."""
+        from scipy import fft
+
         kept, signs = self._public(round_index, length)
         out = np.zeros(length, dtype=np.float64)
         out[kept] = fft.idct(rotated, norm="ortho") * signs
