@@ -18,11 +18,11 @@ from typing import Any, Literal, get_args, get_origin
 __all__ = [
     "ConfigError",
     "RunConfig",
-    "load_config",
-    "parse_override",
     "config_from_dict",
     "config_to_dict",
     "dump_toml",
+    "load_config",
+    "parse_override",
 ]
 
 
@@ -32,6 +32,8 @@ class ConfigError(ValueError):
 
 #: the default run's user-level budget (privacy.target_epsilon)
 DEFAULT_TARGET_EPSILON = 8.0
+#: upper bound of count-like keys (a finite range for every numeric key)
+_MAX_COUNT = 1_000_000
 
 
 @dataclass
@@ -62,12 +64,25 @@ class DataConfig:
     min_item_ratings: int = 1
     split: Literal["auto", "holdout", "leave-last-out"] = "auto"
     test_fraction: float = 0.2
+    # columns of a file with a header (csv, atomic; guessed from common names when unset)
+    user_col: str | None = None
+    item_col: str | None = None
+    rating_col: str | None = None  # a rating, or a weight/count (then implicit feedback)
+    timestamp_col: str | None = None
+    # leave-last-out on a file without timestamps: hold out one random interaction per user
+    # (recorded in the run's dataset notes), or stop with an error
+    without_timestamps: Literal["random", "error"] = "random"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self) -> None:
         _check(0.0 < self.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)")
-        _check(self.min_user_ratings >= 1, "data.min_user_ratings", "must be >= 1")
-        _check(self.min_item_ratings >= 1, "data.min_item_ratings", "must be >= 1")
+        _check(1 <= self.min_user_ratings <= _MAX_COUNT, "data.min_user_ratings", f"must be in [1, {_MAX_COUNT}]")
+        _check(1 <= self.min_item_ratings <= _MAX_COUNT, "data.min_item_ratings", f"must be in [1, {_MAX_COUNT}]")
+        _check(self.binarize_threshold is None or abs(self.binarize_threshold) <= 1e9,
+               "data.binarize_threshold", "must be a finite number in [-1e9, 1e9]")
+        for role in ("user", "item", "rating", "timestamp"):
+            name = getattr(self, f"{role}_col")
+            _check(name is None or 0 < len(name) <= 200, f"data.{role}_col", "must be a column name")
         self.synthetic.validate()
 
 

@@ -15,7 +15,13 @@ import numpy as np
 
 from . import __version__
 from .config import RunConfig, config_to_dict, dump_toml
-from .data import holdout_split, leave_last_out, load_ratings, synthetic_ratings
+from .data import (
+    holdout_split,
+    leave_last_out,
+    load_ratings,
+    require_test_ratings,
+    synthetic_ratings,
+)
 from .data.dataset import RatingData, Split
 from .engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .engine.inprocess import FederatedTrainer, RoundMetrics
@@ -35,13 +41,16 @@ def load_data(config: RunConfig) -> RatingData:
     return load_ratings(
         d.source, d.format, implicit=d.implicit, binarize_threshold=d.binarize_threshold,
         min_user_ratings=d.min_user_ratings, min_item_ratings=d.min_item_ratings,
+        user_col=d.user_col, item_col=d.item_col, rating_col=d.rating_col, timestamp_col=d.timestamp_col,
     )
 
 
 def make_split(config: RunConfig, data: RatingData) -> Split:
     if config.split_protocol == "leave-last-out":
-        return leave_last_out(data, seed=config.seed)
-    return holdout_split(data, test_fraction=config.data.test_fraction, seed=config.seed)
+        split = leave_last_out(data, seed=config.seed, without_timestamps=config.data.without_timestamps)
+    else:
+        split = holdout_split(data, test_fraction=config.data.test_fraction, seed=config.seed)
+    return require_test_ratings(split)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-__all__ = ["RatingData", "Split", "DataError"]
+__all__ = ["DataError", "RatingData", "Split"]
 
 
 class DataError(ValueError):
