@@ -209,14 +209,18 @@ class PrivacyConfig:
 
 @dataclass
 class EvaluationConfig:
-    ranking: Literal["full", "sampled"] = "full"
+    # implicit feedback: full ranking over every unrated item, the 1 + 99 sampled protocol, or
+    # both side by side (full: hr@10, ndcg@10, recall@20; sampled: sampled_hr@10, ...)
+    ranking: Literal["full", "sampled", "both"] = "both"
     k: int = 10
+    recall_k: int = 20
     sampled_negatives: int = 99
     every: int = 1  # evaluate every N rounds (and always after the last)
 
     def validate(self) -> None:
-        _check(self.k >= 1, "evaluation.k", "must be >= 1")
-        _check(self.sampled_negatives >= 1, "evaluation.sampled_negatives", "must be >= 1")
+        _check(1 <= self.k <= 1000, "evaluation.k", "must be in [1, 1000]")
+        _check(1 <= self.recall_k <= 1000, "evaluation.recall_k", "must be in [1, 1000]")
+        _check(1 <= self.sampled_negatives <= 10_000, "evaluation.sampled_negatives", "must be in [1, 10000]")
         _check(self.every >= 1, "evaluation.every", "must be >= 1")
 
 
