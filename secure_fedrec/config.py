@@ -88,14 +88,19 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    # auto: biased MF, trained on ratings (explicit) or with BPR on interactions (implicit)
     name: Literal["auto", "mf", "neumf"] = "auto"
     dim: int = 8  # the default synthetic data has rank 5; fewer coordinates, less total noise
     hidden: int = 32
     init_std: float = 0.1
+    # explicit MF: each client solves its private row (p_u, b_u) in closed form before local
+    # training and before predicting (ridge regression on its own ratings; models/mf.py)
+    solve_private: bool = True
 
     def validate(self) -> None:
-        _check(self.dim >= 1, "model.dim", "must be >= 1")
-        _check(self.hidden >= 1, "model.hidden", "must be >= 1")
+        _check(1 <= self.dim <= 1024, "model.dim", "must be in [1, 1024]")
+        _check(1 <= self.hidden <= 4096, "model.hidden", "must be in [1, 4096]")
+        _check(0 < self.init_std <= 10, "model.init_std", "must be in (0, 10]")
 
 
 @dataclass
@@ -109,6 +114,9 @@ class TrainingConfig:
     optimizer: Literal["adam", "sgd"] = "adam"
     reg: float = 0.05
     negatives: int = 4  # implicit feedback: sampled negatives per positive
+    # auto: "mse" for ratings; for implicit feedback "bpr" (pairwise ranking), or the pointwise
+    # "bce" with record-level DP (DP-SGD clips one example, and a BPR pair touches two items)
+    loss: Literal["auto", "mse", "bce", "bpr"] = "auto"
     server_optimizer: Literal["fedavg", "fedadam"] = "fedadam"
     server_lr: float = 0.05
     dropout_rate: float = 0.0  # fraction of sampled clients that vanish mid-protocol
@@ -129,7 +137,7 @@ class TrainingConfig:
         _check(self.server_lr > 0, "training.server_lr", "must be > 0")
         _check(0.0 <= self.dropout_rate < 1.0, "training.dropout_rate", "must be in [0, 1)")
         _check(0.0 <= self.straggler_rate <= 1.0, "training.straggler_rate", "must be in [0, 1]")
-        _check(self.negatives >= 1, "training.negatives", "must be >= 1")
+        _check(1 <= self.negatives <= 1000, "training.negatives", "must be in [1, 1000]")
         _check(self.checkpoint_every >= 0, "training.checkpoint_every", "must be >= 0")
 
 
@@ -234,6 +242,12 @@ class RunConfig:
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    # hyper-parameters for the data set at hand (secure_fedrec/presets.py): "auto" picks a preset
+    # from the data's size and feedback type and the privacy unit, and it sets only the keys that
+    # neither the file nor --set gives; "none" keeps the plain defaults; or a preset's name
+    preset: str = "auto"
+    #: dotted keys the file and the overrides set (what a preset leaves alone); not a config key
+    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def validate(self) -> None:
         for section in (self.data, self.model, self.training, self.aggregation, self.privacy,
@@ -250,6 +264,13 @@ class RunConfig:
                    "'distributed': with plaintext the server sees each client's barely-noised update")
             _check(p.target_epsilon is not None, "privacy.target_epsilon",
                    "must be set with privacy.noise = 'distributed' (the noise shares are calibrated to it)")
+        loss = self.loss_name
+        _check((loss == "mse") == (not self.data.implicit), "training.loss",
+               f"= {loss!r} does not fit {'implicit' if self.data.implicit else 'explicit'} feedback "
+               "(mse for ratings; bpr or bce for implicit feedback)")
+        _check(not (loss == "bpr" and p.unit == "record"), "training.loss",
+               "= 'bpr' is not supported with privacy.unit = 'record' (DP-SGD clips one example's "
+               "gradient; use 'bce')")
         if p.unit == "user" and p.clipping == "adaptive":
             _check(self.engine == "inprocess", "privacy.clipping",
                    "= 'adaptive' is implemented by the in-process engine only (engine = 'inprocess')")
@@ -259,6 +280,15 @@ class RunConfig:
         if self.model.name != "auto":
             return self.model.name
         return "neumf" if self.data.implicit else "mf"
+
+    @property
+    def loss_name(self) -> str:
+        """The training loss: ``training.loss``, or the one ``auto`` stands for."""
+        if self.training.loss != "auto":
+            return self.training.loss
+        if not self.data.implicit:
+            return "mse"
+        return "bce" if self.privacy.unit == "record" else "bpr"
 
     @property
     def split_protocol(self) -> str:
@@ -314,7 +344,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls)} - _NOT_KEYS
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(
@@ -322,7 +352,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
         )
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name not in raw:
+        if f.name not in raw or f.name in _NOT_KEYS:
             continue
         annotation = hints[f.name]
         key = prefix + f.name
@@ -333,8 +363,23 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+#: RunConfig fields that are bookkeeping, not configuration keys
+_NOT_KEYS = frozenset({"given"})
+
+
+def _dotted_keys(raw: dict[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            keys |= _dotted_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(prefix + key)
+    return keys
+
+
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     config = _build(RunConfig, raw, "")
+    config.given = frozenset(_dotted_keys(raw))
     config.validate()
     return config
 
@@ -401,7 +446,10 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    out = dataclasses.asdict(config)
+    for name in _NOT_KEYS:
+        out.pop(name, None)
+    return out
 
 
 def dump_toml(data: dict[str, Any]) -> str:

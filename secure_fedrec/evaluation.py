@@ -169,7 +169,7 @@ def ranking_metrics_of(
     per_user: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(task.users), batch):
         users = task.users[start:start + batch]
-        scores = torch.as_tensor(np.asarray(score_users(users), dtype=np.float32))
+        scores = torch.from_numpy(np.array(score_users(users), dtype=np.float32))  # a writable copy
         scores = torch.nan_to_num(scores, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
         test_rows = task.test[users]
         counts = np.diff(test_rows.indptr)
@@ -228,6 +228,7 @@ def evaluate(
 ) -> dict[str, float | str]:
     """RMSE/MAE for explicit models; ranking metrics for implicit ones (and leave-last-out splits)."""
     model.eval()
+    model.prepare_for_evaluation(split.train)
     out: dict[str, float | str] = {}
     if model.task == "explicit":
         out.update(rating_metrics(model, split.test))

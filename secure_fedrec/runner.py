@@ -26,10 +26,31 @@ from .data.dataset import RatingData, Split
 from .engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .engine.inprocess import FederatedTrainer, RoundMetrics
 
-__all__ = ["load_data", "make_split", "run_job", "write_json_atomic"]
+__all__ = ["load_data", "make_split", "resolve_config", "run_job", "write_json_atomic"]
 
 
 def load_data(config: RunConfig) -> RatingData:
+    """The configured data set; the last one loaded is kept, so that resolving a preset and
+    then running the job reads the file once."""
+    key = (repr(config.data), config.seed if config.data.source == "synthetic" else None)
+    if _last_loaded and _last_loaded[0] == key:
+        return _last_loaded[1]
+    data = _load_data(config)
+    _last_loaded[:] = [key, data]
+    return data
+
+
+_last_loaded: list[Any] = []
+
+
+def resolve_config(config: RunConfig) -> RunConfig:
+    """The configuration with its preset applied for the data it names (secure_fedrec/presets.py)."""
+    from .presets import apply_preset
+
+    return apply_preset(config, load_data(config))
+
+
+def _load_data(config: RunConfig) -> RatingData:
     d = config.data
     if d.source == "synthetic":
         s = d.synthetic
@@ -109,16 +130,17 @@ def run_job(
     With ``out_dir``, a checkpoint is written there every
     ``training.checkpoint_every`` rounds; ``resume=True`` continues from it.
     """
+    started = time.perf_counter()
+    config = resolve_config(config)  # the preset for this data (idempotent on a resolved config)
     if config.engine != "inprocess":
         from .engines.flower import run_flower
 
         return run_flower(config, out_dir, mode="sim" if config.engine == "flower-sim" else "deployment")
-    started = time.perf_counter()
+    data = load_data(config)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        if not resume:  # written first, so that a crashed run can be resumed from its folder
+        if not resume:  # written before training, so that a crashed run can be resumed from its folder
             (Path(out_dir) / "config.toml").write_text(dump_toml(config_to_dict(config)), encoding="utf-8")
-    data = load_data(config)
     split = make_split(config, data)
     trainer = FederatedTrainer(config, split)
     if resume:

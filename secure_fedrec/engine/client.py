@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..models import FederatedModel
+from ..models.objectives import bpr_loss, pair_examples
 
 __all__ = ["LocalTraining", "ClientData", "ClientResult", "train_client", "local_examples", "num_local_examples",
            "examples_per_user"]
@@ -110,11 +111,15 @@ def train_client(
     :meth:`FederatedModel.store_private` (the in-process stand-in for the
     client keeping them); only the returned delta ever leaves the client.
     """
+    if model.objective == "bpr":  # pairwise: its own examples and loss (models/objectives.py)
+        return _train_client_pairs(model, data, cfg, rng, epochs=epochs)
     items, local_items, targets = local_examples(model, data, model.n_items, cfg.negatives, rng)  # type: ignore[attr-defined]
     if all_items:
         local_items = items[local_items]
         items = np.arange(model.n_items)  # type: ignore[attr-defined]
     view = model.client_view(data.user, items)
+    if getattr(view, "private_reg", 0.0) > 0:  # explicit MF: start from the exact private row
+        view.fit_private_rows(np.zeros(len(local_items), dtype=np.int64), local_items, targets, cfg.reg)
     opt = make_optimizer(view.parameters(), cfg)
     criterion = loss_fn(model)
     users_t = torch.zeros(len(local_items), dtype=torch.long)
@@ -137,3 +142,31 @@ def train_client(
     delta = model.view_delta(view, items)
     model.store_private(data.user, view)
     return ClientResult(user=data.user, items=items, delta=delta, num_examples=n, loss=last_loss)
+
+
+def _train_client_pairs(
+    model: FederatedModel, data: ClientData, cfg: LocalTraining, rng: np.random.Generator,
+    *, epochs: int | None = None,
+) -> ClientResult:
+    """:func:`train_client` for a pairwise objective (BPR): the client's rated items against
+    negatives drawn from its own unrated items."""
+    pairs = pair_examples(data.items, model.n_items, cfg.negatives, rng)  # type: ignore[attr-defined]
+    view = model.client_view(data.user, pairs.items)
+    opt = make_optimizer(view.parameters(), cfg)
+    positive, negative = torch.as_tensor(pairs.positive), torch.as_tensor(pairs.negative)
+    n = len(pairs)
+    users_t = torch.zeros(n, dtype=torch.long)
+    batch = n if cfg.batch_size <= 0 else min(cfg.batch_size, n)
+    last_loss = 0.0
+    for _ in range(cfg.epochs if epochs is None else epochs):
+        order = rng.permutation(n) if batch < n else np.arange(n)
+        for start in range(0, n, batch):
+            idx = torch.as_tensor(order[start:start + batch])
+            opt.zero_grad(set_to_none=True)
+            data_loss, loss = bpr_loss(view, users_t[idx], positive[idx], negative[idx], cfg.reg)
+            loss.mean().backward()
+            opt.step()
+            last_loss = float(data_loss.detach().mean())
+    delta = model.view_delta(view, pairs.items)
+    model.store_private(data.user, view)
+    return ClientResult(user=data.user, items=pairs.items, delta=delta, num_examples=n, loss=last_loss)

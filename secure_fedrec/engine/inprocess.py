@@ -18,18 +18,23 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from protocols import BelowThreshold
+
 from ..config import RunConfig
 from ..data.dataset import Split
 from ..evaluation import evaluate
-from ..models import FederatedModel, build_model
-from protocols import BelowThreshold
-
+from ..models import FederatedModel
 from ..privacy.dpsgd import dpsgd_local_training, train_client_dpsgd
 from ..privacy.session import PrivacySession
 from .aggregators import Mean
 from .client import ClientData, LocalTraining, examples_per_user, train_client
 from .protocols import build_pipeline
-from .server import ServerOptimizer, build_server_optimizer, expected_clients, sample_clients
+from .server import (
+    ServerOptimizer,
+    build_server_optimizer,
+    expected_clients,
+    sample_clients,
+)
 from .updates import ClientUpdates, RoundContext
 
 __all__ = ["FederatedTrainer", "RoundMetrics", "build_model_for"]
@@ -38,15 +43,9 @@ _ROUND_STREAM, _CLIENT_STREAM = 0, 1
 
 
 def build_model_for(config: RunConfig, split: Split) -> FederatedModel:
-    train = split.train
-    kwargs: dict[str, Any] = {"init_std": config.model.init_std, "seed": config.seed}
-    if config.model_name == "mf":
-        kwargs["global_mean"] = float(train.ratings.mean()) if len(train) else 0.0
-    else:
-        kwargs["hidden"] = config.model.hidden
-    return build_model(
-        config.model_name, n_users=train.n_users, n_items=train.n_items, dim=config.model.dim, **kwargs
-    )
+    from ..models.factory import build_model_for as build
+
+    return build(config, split)
 
 
 @dataclass

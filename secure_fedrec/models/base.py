@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.dataset import RatingData
+
 __all__ = ["FederatedModel", "ParamLayout"]
 
 
@@ -81,8 +83,10 @@ class FederatedModel(nn.Module):
     item_row_names: frozenset[str] = frozenset()
     #: private per-user parameters, indexed by user along their first axis
     private_names: tuple[str, ...] = ()
-    #: "explicit" (regression on ratings) or "implicit" (binary cross-entropy)
+    #: "explicit" (regression on ratings) or "implicit" (ranking interactions)
     task: str = "explicit"
+    #: the training loss: "mse" (explicit), "bce" (pointwise, sampled negatives) or "bpr" (pairwise)
+    objective: str = "mse"
 
     def layout(self) -> ParamLayout:
         params = dict(self.named_parameters())
@@ -155,3 +159,6 @@ class FederatedModel(nn.Module):
     def score_all_items(self, users: torch.Tensor) -> torch.Tensor:
         """Scores of every item for each user (rows) — used for full-ranking evaluation."""
         raise NotImplementedError
+
+    def prepare_for_evaluation(self, train: RatingData) -> None:
+        """Client-side work before predicting (e.g. refitting private rows); none by default."""

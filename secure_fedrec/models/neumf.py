@@ -25,10 +25,11 @@ class NeuMF(FederatedModel):
 
     def __init__(
         self, *, n_users: int, n_items: int, dim: int = 16, hidden: int = 32,
-        init_std: float = 0.1, seed: int = 0,
+        init_std: float = 0.1, seed: int = 0, objective: str = "bce",
     ) -> None:
         super().__init__()
-        self.hparams = {"dim": dim, "hidden": hidden, "init_std": init_std, "seed": seed}
+        self.objective = objective
+        self.hparams = {"dim": dim, "hidden": hidden, "init_std": init_std, "seed": seed, "objective": objective}
         self.n_users, self.n_items, self.dim = n_users, n_items, dim
         gen = torch.Generator().manual_seed(seed)
         self.user_gmf = nn.Embedding(n_users, dim)
