@@ -151,7 +151,7 @@ def rank_metrics(ranks: np.ndarray, valid: np.ndarray, *, k: int, recall_k: int,
 def _full_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """For each target score, how many candidates (itself excluded) score at least as high."""
     ordered, _ = torch.sort(scores, dim=1)
-    at_least = scores.shape[1] - torch.searchsorted(ordered, targets, side="left")
+    at_least = scores.shape[1] - torch.searchsorted(ordered.contiguous(), targets.contiguous(), side="left")
     return at_least - 1
 
 
@@ -192,7 +192,8 @@ def ranking_metrics_of(
             neg_scores = torch.gather(scores, 1, torch.as_tensor(np.maximum(negatives, 0)))
             neg_scores[torch.as_tensor(negatives < 0)] = -math.inf  # padding: fewer free items
             ordered, _ = torch.sort(neg_scores, dim=1)
-            ranks = (negatives.shape[1] - torch.searchsorted(ordered, target_scores, side="left")).numpy()
+            ranks = (negatives.shape[1]
+                     - torch.searchsorted(ordered.contiguous(), target_scores.contiguous(), side="left")).numpy()
             for name, values in rank_metrics(ranks, valid, k=k, recall_k=recall_k, sampled=True).items():
                 per_user.setdefault("sampled_" + name, []).append(values)
     out: dict[str, float | str] = {}
