@@ -37,8 +37,10 @@ __all__ = [
 #: utility metrics plotted against ε, when present: column -> (label, lower is better)
 UTILITY_METRICS = {
     "metric.rmse": ("RMSE", True),
-    "metric.hr@10": ("HR@10", False),
-    "metric.ndcg@10": ("NDCG@10", False),
+    "metric.hr@10": ("HR@10, full ranking", False),
+    "metric.ndcg@10": ("NDCG@10, full ranking", False),
+    "metric.sampled_hr@10": ("HR@10, sampled 1+99", False),
+    "metric.sampled_ndcg@10": ("NDCG@10, sampled 1+99", False),
 }
 EPSILON_HAT_COLUMNS = ("attack.epsilon_lower_bound", "attack.epsilon_hat", "attack.eps_hat",
                        "attack.empirical_epsilon")
@@ -162,6 +164,9 @@ def privacy_utility_figure(rows: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         label, lower_better = UTILITY_METRICS[metric]
+        protocols = rows.get("metric.ranking_protocol")
+        if protocols is not None and protocols.astype(str).str.startswith("sampled").all():
+            label = label.replace("full ranking", "sampled 1+99")  # studies that named it per run
         _errorbar_lines(ax, rows, axis, metric)
         axis.decorate(ax)
         ax.set_xlabel("ε (privacy budget; ∞ = no DP)")
