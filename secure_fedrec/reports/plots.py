@@ -142,10 +142,14 @@ def _errorbar_lines(ax: plt.Axes, rows: pd.DataFrame, axis: _InfinityAxis, y: st
     eps = _epsilon(rows)
     labels = _series_label(rows)
     colors = _colors(labels)
-    data = pd.DataFrame({"series": labels, "eps": eps, "y": pd.to_numeric(rows[y], errors="coerce")})
+    data = pd.DataFrame({"series": labels, "eps": eps, "y": pd.to_numeric(rows[y], errors="coerce"),
+                         "point": rows.get("group_id", eps)})
     data = data.dropna(subset=["y"])
     for name, group in data.groupby("series", sort=True):
-        stats = group.groupby("eps")["y"].agg(["mean", "std", "count"]).sort_index()
+        # one point per grid point at its mean ε: seeds of one cell whose accountants end at
+        # slightly different ε (record level) are one point, not a zigzag
+        stats = group.groupby("point").agg(eps=("eps", "mean"), mean=("y", "mean"), std=("y", "std"),
+                                           count=("y", "count")).set_index("eps").sort_index()
         xs = [axis.x(e) for e in stats.index]
         ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3, label=name,
                     color=colors[name])
@@ -174,7 +178,7 @@ def privacy_utility_figure(rows: pd.DataFrame) -> plt.Figure:
         ax.grid(alpha=0.3)
     _legend_outside(axes[0][-1])
     fig.suptitle("Privacy–utility trade-off (error bars: std over seeds)")
-    fig.tight_layout()
+    fig.tight_layout(w_pad=3.0)  # room for the second panel's y label
     return fig
 
 

@@ -138,8 +138,21 @@ def _run_words(rows: pd.DataFrame) -> list[tuple[str, str, str]]:
     return out
 
 
+#: grid keys the mechanism's name already spells out ("user/distributed (secagg+)")
+_IN_MECHANISM = ("param.privacy.unit", "param.privacy.noise", "param.aggregation.protocol")
+#: short column names for common grid keys
+_PARAM_LABELS = {"param.privacy.target_epsilon": "target ε", "param.privacy.noise_multiplier": "z",
+                 "param.training.clients_per_round": "clients per round"}
+
+
 def _varying_params(rows: pd.DataFrame) -> list[str]:
-    return [c for c in rows.columns if c.startswith("param.") and rows[c].astype(str).nunique() > 1]
+    named = "mechanism" in rows
+    return [c for c in rows.columns if c.startswith("param.") and rows[c].astype(str).nunique() > 1
+            and not (named and c in _IN_MECHANISM)]
+
+
+def _param_label(column: str) -> str:
+    return _PARAM_LABELS.get(column, column.removeprefix("param."))
 
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -154,7 +167,7 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
         record: dict[str, Any] = {}
         if "mechanism" in group:
             record["mechanism"] = group["mechanism"].iloc[0]
-        record.update({c.removeprefix("param."): group[c].iloc[0] for c in params})
+        record.update({_param_label(c): group[c].iloc[0] for c in params})
         eps = pd.to_numeric(group["epsilon"], errors="coerce").dropna() if "epsilon" in group else pd.Series([])
         record["ε"] = format_epsilon(float(eps.mean()), float(eps.std()) if len(eps) > 1 else 0.0) \
             if len(eps) else "∞"
@@ -178,7 +191,7 @@ def cost_table(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for _, group in rows.groupby("group_id", sort=False):
         record: dict[str, Any] = {"mechanism": group["mechanism"].iloc[0]} if "mechanism" in group else {}
-        record.update({c.removeprefix("param."): group[c].iloc[0] for c in _varying_params(rows)})
+        record.update({_param_label(c): group[c].iloc[0] for c in _varying_params(rows)})
         for column in columns:
             value = pd.to_numeric(group[column], errors="coerce").mean()
             label = {"bytes_sent_per_client_mean": "KB sent per client per round",
