@@ -148,10 +148,19 @@ def rank_metrics(ranks: np.ndarray, valid: np.ndarray, *, k: int, recall_k: int,
             "recall": in_recall.sum(1) / n_test}
 
 
+#: up to this many test items per user, ranks are counted by comparison (linear in the items);
+#: beyond, one sort of the row and a binary search per item is cheaper
+_COMPARE_UP_TO = 8
+
+
 def _full_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """For each target score, how many candidates (itself excluded) score at least as high."""
-    ordered, _ = torch.sort(scores, dim=1)
-    at_least = scores.shape[1] - torch.searchsorted(ordered.contiguous(), targets.contiguous(), side="left")
+    if targets.shape[1] <= _COMPARE_UP_TO:
+        at_least = torch.stack([(scores >= targets[:, j:j + 1]).sum(dim=1)
+                                for j in range(targets.shape[1])], dim=1)
+    else:
+        ordered, _ = torch.sort(scores, dim=1)
+        at_least = scores.shape[1] - torch.searchsorted(ordered.contiguous(), targets.contiguous(), side="left")
     return at_least - 1
 
 

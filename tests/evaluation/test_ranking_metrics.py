@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from secure_fedrec import evaluation
 from secure_fedrec.data import (
     RatingData,
     holdout_split,
@@ -42,8 +43,10 @@ def reference(scores: np.ndarray, split, task: RankingTask, k: int, recall_k: in
     return {name: float(np.mean(values)) for name, values in out.items()}
 
 
+@pytest.mark.parametrize("compare_up_to", [0, 8])  # ranks by sorting / by comparison
 @pytest.mark.parametrize("protocol", ["holdout", "leave-last-out"])
-def test_vectorized_metrics_equal_the_per_user_loop(protocol):
+def test_vectorized_metrics_equal_the_per_user_loop(protocol, compare_up_to, monkeypatch):
+    monkeypatch.setattr(evaluation, "_COMPARE_UP_TO", compare_up_to)
     data = implicit_data()
     split = holdout_split(data, 0.3, seed=1) if protocol == "holdout" else leave_last_out(data, seed=1)
     rng = np.random.default_rng(3)
