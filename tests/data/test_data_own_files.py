@@ -122,3 +122,16 @@ def test_no_test_ratings_is_a_clear_error_before_training(tmp_path, capsys):
 def test_data_keys_have_finite_ranges(key, value):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(None, {key: value})
+
+
+def test_lastfm_file_runs_end_to_end_from_the_cli(tmp_path, capsys):
+    path = lastfm_like(tmp_path / "user_artists.dat", n_users=40, per_user=8)
+    out = tmp_path / "run"
+    code = main(["run", "--data", str(path), "--set", "data.implicit=true", "--quiet", "--out", str(out),
+                 "--set", "privacy.unit=none", "--set", "training.rounds=2"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "HR@10, full ranking" in printed and "HR@10, sampled 1+99" in printed
+    assert "preset" in printed and "bpr" in printed
+    written = (out / "config.toml").read_text(encoding="utf-8")
+    assert 'preset = "implicit"' in written and "rounds = 2" in written
