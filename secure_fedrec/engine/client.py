@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,8 +12,15 @@ from torch import nn
 from ..models import FederatedModel
 from ..models.objectives import bpr_loss, pair_examples
 
-__all__ = ["LocalTraining", "ClientData", "ClientResult", "train_client", "local_examples", "num_local_examples",
-           "examples_per_user"]
+__all__ = [
+    "ClientData",
+    "ClientResult",
+    "LocalTraining",
+    "examples_per_user",
+    "local_examples",
+    "num_local_examples",
+    "train_client",
+]
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,17 @@ def _with_negatives(positives: np.ndarray, n_items: int, negatives: int) -> np.n
     return positives + np.minimum(negatives * positives, n_items - positives)
 
 
+def minibatches(n: int, batch_size: int, epochs: int, rng: np.random.Generator) -> Iterator[torch.Tensor]:
+    """Example indices of each step: ``epochs`` passes, shuffled batches (0 = one full batch)."""
+    batch = n if batch_size <= 0 else min(batch_size, n)
+    if n == 0:
+        return
+    for _ in range(epochs):
+        order = rng.permutation(n) if batch < n else np.arange(n)
+        for start in range(0, n, batch):
+            yield torch.as_tensor(order[start:start + batch])
+
+
 def make_optimizer(params, cfg: LocalTraining) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr)
@@ -126,19 +145,15 @@ def train_client(
     items_t = torch.as_tensor(local_items, dtype=torch.long)
     targets_t = torch.as_tensor(targets)
     n = len(targets)
-    batch = n if cfg.batch_size <= 0 else min(cfg.batch_size, n)
     last_loss = 0.0
-    for _ in range(cfg.epochs if epochs is None else epochs):
-        order = rng.permutation(n) if batch < n else np.arange(n)
-        for start in range(0, n, batch):
-            idx = torch.as_tensor(order[start:start + batch])
-            u, i, y = users_t[idx], items_t[idx], targets_t[idx]
-            opt.zero_grad(set_to_none=True)
-            data_loss = criterion(view(u, i), y)
-            loss = (data_loss + cfg.reg * view.penalty(u, i)).mean()
-            loss.backward()
-            opt.step()
-            last_loss = float(data_loss.detach().mean())
+    for idx in minibatches(n, cfg.batch_size, cfg.epochs if epochs is None else epochs, rng):
+        u, i, y = users_t[idx], items_t[idx], targets_t[idx]
+        opt.zero_grad(set_to_none=True)
+        data_loss = criterion(view(u, i), y)
+        loss = (data_loss + cfg.reg * view.penalty(u, i)).mean()
+        loss.backward()
+        opt.step()
+        last_loss = float(data_loss.detach().mean())
     delta = model.view_delta(view, items)
     model.store_private(data.user, view)
     return ClientResult(user=data.user, items=items, delta=delta, num_examples=n, loss=last_loss)
@@ -156,17 +171,13 @@ def _train_client_pairs(
     positive, negative = torch.as_tensor(pairs.positive), torch.as_tensor(pairs.negative)
     n = len(pairs)
     users_t = torch.zeros(n, dtype=torch.long)
-    batch = n if cfg.batch_size <= 0 else min(cfg.batch_size, n)
     last_loss = 0.0
-    for _ in range(cfg.epochs if epochs is None else epochs):
-        order = rng.permutation(n) if batch < n else np.arange(n)
-        for start in range(0, n, batch):
-            idx = torch.as_tensor(order[start:start + batch])
-            opt.zero_grad(set_to_none=True)
-            data_loss, loss = bpr_loss(view, users_t[idx], positive[idx], negative[idx], cfg.reg)
-            loss.mean().backward()
-            opt.step()
-            last_loss = float(data_loss.detach().mean())
+    for idx in minibatches(n, cfg.batch_size, cfg.epochs if epochs is None else epochs, rng):
+        opt.zero_grad(set_to_none=True)
+        data_loss, loss = bpr_loss(view, users_t[idx], positive[idx], negative[idx], cfg.reg)
+        loss.mean().backward()
+        opt.step()
+        last_loss = float(data_loss.detach().mean())
     delta = model.view_delta(view, pairs.items)
     model.store_private(data.user, view)
     return ClientResult(user=data.user, items=pairs.items, delta=delta, num_examples=n, loss=last_loss)
