@@ -137,8 +137,13 @@ def train_client(
         local_items = items[local_items]
         items = np.arange(model.n_items)  # type: ignore[attr-defined]
     view = model.client_view(data.user, items)
-    if getattr(view, "private_reg", 0.0) > 0:  # explicit MF: start from the exact private row
+    if getattr(view, "private_reg", 0.0) > 0:
+        # Explicit MF: the exact private row, held fixed while the shared rows train (as in
+        # ALS). At the minimizer its gradient is ~0, and Adam would turn that rounding noise
+        # into a full learning-rate step of random sign on every coordinate of the row.
         view.fit_private_rows(np.zeros(len(local_items), dtype=np.int64), local_items, targets, cfg.reg)
+        for name in view.private_names:
+            view.get_parameter(name).requires_grad_(False)
     opt = make_optimizer(view.parameters(), cfg)
     criterion = loss_fn(model)
     users_t = torch.zeros(len(local_items), dtype=torch.long)
