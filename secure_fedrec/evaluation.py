@@ -1,8 +1,8 @@
 """Accuracy metrics shared by the federated engine, the centralized twin and the baselines.
 
 Ranking is evaluated **per user**: each user with at least one test item is
-scored once (users in batches, one score row per user), and every metric is a
-mean over those users. Two protocols, computed from the same scores and
+scored once (users in batches, one score row per user, one top-k per row), and
+every metric is a mean over those users. Two protocols, computed from the same scores and
 reported side by side under their own names:
 
 * **full** (``hr@10``, ``ndcg@10``, ``recall@20``): a test item is ranked
@@ -148,20 +148,16 @@ def rank_metrics(ranks: np.ndarray, valid: np.ndarray, *, k: int, recall_k: int,
             "recall": in_recall.sum(1) / n_test}
 
 
-#: up to this many test items per user, ranks are counted by comparison (linear in the items);
-#: beyond, one sort of the row and a binary search per item is cheaper
-_COMPARE_UP_TO = 8
+def _full_ranks(scores: torch.Tensor, targets: torch.Tensor, cutoff: int) -> torch.Tensor:
+    """For each target, how many other candidates score at least as high — exact below
+    ``cutoff``, and ``cutoff`` for every rank at or beyond it (no metric looks further).
 
-
-def _full_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """For each target score, how many candidates (itself excluded) score at least as high."""
-    if targets.shape[1] <= _COMPARE_UP_TO:
-        at_least = torch.stack([(scores >= targets[:, j:j + 1]).sum(dim=1)
-                                for j in range(targets.shape[1])], dim=1)
-    else:
-        ordered, _ = torch.sort(scores, dim=1)
-        at_least = scores.shape[1] - torch.searchsorted(ordered.contiguous(), targets.contiguous(), side="left")
-    return at_least - 1
+    One top-k per row (linear in the items), then each target against those k values.
+    """
+    keep = min(cutoff + 1, scores.shape[1])
+    top = torch.topk(scores, keep, dim=1).values
+    at_least = (top[:, None, :] >= targets[:, :, None]).sum(dim=2)
+    return torch.clamp(at_least - 1, max=cutoff)
 
 
 def ranking_metrics_of(
@@ -192,7 +188,7 @@ def ranking_metrics_of(
             train_rows = task.train[users].tocoo()
             masked[torch.as_tensor(train_rows.row, dtype=torch.long),
                    torch.as_tensor(train_rows.col, dtype=torch.long)] = -math.inf
-            ranks = _full_ranks(masked, target_scores).numpy()
+            ranks = _full_ranks(masked, target_scores, max(k, recall_k)).numpy()
             for name, values in rank_metrics(ranks, valid, k=k, recall_k=recall_k, sampled=False).items():
                 per_user.setdefault(name, []).append(values)
         if "sampled" in protocols:
