@@ -84,11 +84,11 @@ def main() -> None:
                         ("NeuMF dim 16", NeuMF(n_users=data.n_users, n_items=data.n_items, dim=16, hidden=32))):
         model.eval()
         rows = {
-            "full, per user": best_of(args.repeat, lambda: ranking_metrics(model, split, protocol="full")),
-            "full + sampled 1+99, per user": best_of(args.repeat, lambda: ranking_metrics(model, split)),
+            "full, per user": best_of(args.repeat, lambda m=model: ranking_metrics(m, split, protocol="full")),
+            "full + sampled 1+99, per user": best_of(args.repeat, lambda m=model: ranking_metrics(m, split)),
         }
         if not args.skip_reference:
-            rows["reference: full, per test row"] = best_of(1, lambda: reference_per_row(model, split))
+            rows["reference: full, per test row"] = best_of(1, lambda m=model: reference_per_row(m, split))
         for label, (cpu, wall) in rows.items():
             results.append({"model": name, "evaluation": label, "cpu_seconds": cpu, "wall_seconds": wall})
     print("| model | evaluation | CPU s | wall s |\n|---|---|---:|---:|")

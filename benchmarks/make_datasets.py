@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def movielens_subsample(source: Path, out: Path, fraction: float = 0.6, seed: int = 0) -> Path:
     frame = pd.read_csv(source / "ratings.csv")
     users = frame["userId"].unique()
-    keep = np.random.default_rng(seed).choice(users, size=int(round(fraction * len(users))), replace=False)
+    keep = np.random.default_rng(seed).choice(users, size=round(fraction * len(users)), replace=False)
     out.mkdir(parents=True, exist_ok=True)
     frame[frame["userId"].isin(keep)].to_csv(out / "ratings.csv", index=False)
     return out / "ratings.csv"
