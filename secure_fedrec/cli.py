@@ -167,8 +167,8 @@ def metric_label(key: str, sampled_negatives: int = 99) -> str:
 
 def metric_rows(metrics: dict[str, Any], sampled_negatives: int = 99) -> list[tuple[str, str]]:
     """Summary rows of the numeric metrics (the long protocol sentence stays in metrics.json)."""
-    return [(metric_label(k, sampled_negatives), _fmt(v)) for k, v in metrics.items()
-            if isinstance(v, float) and not k.endswith("_seconds")]
+    return [(metric_label(k, sampled_negatives), _fmt(int(v)) if k == "evaluated_users" else _fmt(v))
+            for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_seconds")]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
