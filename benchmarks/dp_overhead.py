@@ -9,7 +9,7 @@ one process (the machine is shared and noisy, so only the ratios measured in
 the same run mean much). For each client the modes below run one after the
 other on a fresh copy of the model:
 
-* ``non-private``: :func:`secure_fedrec.engine.client.train_client` with
+* ``non-private``: :func:`secure_fedrec.training.local.train_client` with
   mini-batches of ``privacy.record_batch_size`` (its view holds only the rows
   the client touches, as a non-private client does);
 * ``non-private-full``: the same on a view of every item row (``all_items=True``),
@@ -18,7 +18,7 @@ other on a fresh copy of the model:
   noising) every item row at every step;
 * ``non-private-sgd``: the non-private client with plain SGD instead of Adam
   (DP-SGD's default optimizer), same sparse view;
-* ``dp-<clipping>-adam``: :func:`secure_fedrec.privacy.dpsgd.train_client_dpsgd`
+* ``dp-<clipping>-adam``: :func:`secure_fedrec.training.dpsgd.train_client_dpsgd`
   with Adam: the view holds *every* item row and every one is noised at
   every step;
 * ``dp-<clipping>-sgd``: plain SGD, a view of the touched rows only, and the
@@ -28,7 +28,7 @@ other on a fresh copy of the model:
 
 ``<clipping>`` is ``grad_sample_mode``: ``hooks`` and ``ghost`` are Opacus'
 per-sample hooks and ghost clipping, ``bookkeeping`` our one-pass clipped sum
-(:mod:`secure_fedrec.privacy.bookkeeping`). ``dp-bookkeeping-sgd`` is the
+(:mod:`secure_fedrec.training.bookkeeping`). ``dp-bookkeeping-sgd`` is the
 default record-level client (``"auto"``, ``record_optimizer = "sgd"``).
 
 Per-round setup (view + Opacus wrapping) is reported apart from the per-step
@@ -55,10 +55,10 @@ import numpy as np
 import torch
 
 from secure_fedrec.config import load_config
-from secure_fedrec.engine.client import LocalTraining, train_client
-from secure_fedrec.engine.inprocess import FederatedTrainer
-from secure_fedrec.privacy.dpsgd import dpsgd_local_training, train_client_dpsgd
+from secure_fedrec.engines.inprocess import FederatedTrainer
 from secure_fedrec.runner import load_data, make_split
+from secure_fedrec.training.dpsgd import dpsgd_local_training, train_client_dpsgd
+from secure_fedrec.training.local import LocalTraining, train_client
 
 ROOT = Path(__file__).resolve().parents[1]
 MOVIELENS = ROOT.parent / "shared" / "data" / "ml-latest-small"

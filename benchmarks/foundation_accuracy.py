@@ -21,7 +21,7 @@ import numpy as np
 
 from secure_fedrec.centralized import train_centralized
 from secure_fedrec.config import load_config
-from secure_fedrec.engine import FederatedTrainer
+from secure_fedrec.engines.inprocess import FederatedTrainer
 from secure_fedrec.runner import load_data, make_split
 
 ROOT = Path(__file__).resolve().parents[1]

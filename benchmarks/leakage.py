@@ -164,7 +164,7 @@ def user_level(data: Path, out: Path, seed: int) -> list[dict]:
 
     from secure_fedrec.audit.membership import user_level_attack
     from secure_fedrec.audit.run import _subset_users, partition_users
-    from secure_fedrec.engine.inprocess import FederatedTrainer
+    from secure_fedrec.engines.inprocess import FederatedTrainer
     from secure_fedrec.runner import load_data, make_split
 
     print("== user-level membership (Zhang et al.) ==", flush=True)

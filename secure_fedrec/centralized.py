@@ -10,11 +10,11 @@ import torch
 
 from .config import RunConfig
 from .data.dataset import RatingData, Split
-from .engine.client import loss_fn
 from .evaluation import evaluate
+from .inputs import build_model_for
 from .models import FederatedModel
-from .models.factory import build_model_for
 from .models.objectives import bpr_loss
+from .training.local import loss_fn
 
 __all__ = ["CentralizedResult", "train_centralized"]
 

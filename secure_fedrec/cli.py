@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .arguments import add_job_arguments, overrides_from_args
+
 __all__ = ["main"]
 
 DESCRIPTION = """\
@@ -23,37 +25,11 @@ Subcommands:
 
 #: modules that add subcommands: each has ``register(subparsers) -> {name: handler}``
 COMMAND_MODULES = (
-    "secure_fedrec.studies.commands",
+    "secure_fedrec.commands.study",
     "secure_fedrec.reports.commands",
     "secure_fedrec.audit.commands",
     "secure_fedrec.engines.flower.launcher",
 )
-
-
-def _parse_override(text: str) -> tuple[str, Any]:
-    """argparse's ``type=`` for ``--set``: :func:`secure_fedrec.config.parse_override`."""
-    from .config import ConfigError, parse_override
-
-    try:
-        return parse_override(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _add_job_arguments(p: argparse.ArgumentParser, *, engine: bool = True) -> None:
-    p.add_argument("--config", type=Path, help="a TOML configuration file (defaults apply to every missing key)")
-    p.add_argument("--data", help="a ratings file or folder (default: the embedded synthetic data set)")
-    p.add_argument("--format", default=None,
-                   help="auto, ml-100k, ml-1m, ml-latest, atomic or csv (default: auto)")
-    p.add_argument("--out", type=Path, default=None, help="folder for metrics.json and config.toml")
-    p.add_argument("--seed", type=int, default=None, help="seed for data, sampling and model init")
-    p.add_argument("--set", dest="overrides", action="append", default=[], type=_parse_override,
-                   metavar="KEY=VALUE", help="override one config key with a TOML value, e.g. --set training.rounds=10 "
-                        "--set data.implicit=true --set privacy.unit='\"record\"'")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    if engine:
-        p.add_argument("--engine", choices=("inprocess", "flower-sim", "flower"), default=None,
-                       help="in-process (default), Flower's simulation engine, or a Flower deployment")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="train a federated recommender and write metrics.json",
                          description="Train a federated recommender; each user is one client.")
-    _add_job_arguments(run)
+    add_job_arguments(run)
     run.add_argument("--resume", type=Path, default=None, metavar="DIR",
                      help="continue the run whose --out was DIR from its last checkpoint "
                           "(its config.toml is used; --set may only raise training.rounds)")
@@ -74,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "means and user+item biases for ratings, most-popular and item-kNN for implicit "
                     "feedback; Surprise's svd, svd++ and baseline-only on request. Writes "
                     "metrics.json and config.toml like `run`.")
-    _add_job_arguments(base, engine=False)
+    add_job_arguments(base, engine=False)
     base.add_argument("--epochs", type=_bounded_int(1, 10_000), default=20,
                       help="passes of the twin over the pooled training data (default 20)")
     base.add_argument("--models", default="auto", metavar="LIST",
@@ -114,20 +90,6 @@ def _extra_commands(sub) -> dict:
             raise
         handlers.update(module.register(sub))
     return handlers
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict:
-    """The ``--set`` overrides plus the shortcut flags (--data, --format, --seed, --engine)."""
-    overrides = dict(args.overrides)
-    if args.data is not None:
-        overrides["data.source"] = args.data
-    if args.format is not None:
-        overrides["data.format"] = args.format
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if getattr(args, "engine", None) is not None:
-        overrides["engine"] = args.engine
-    return overrides
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -181,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.config = args.resume / "config.toml"
         if args.out is None:
             args.out = args.resume
-    from .runner import resolve_config
+    from .inputs import resolve_config
 
     config = resolve_config(_config_from_args(args))  # the preset for this data, before the bar
     bar = tqdm(total=config.training.rounds, desc="rounds", unit="round", disable=args.quiet)
@@ -220,13 +182,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from .baselines import BASELINES, baseline_names, evaluate_baseline
     from .centralized import train_centralized
     from .config import ConfigError, config_to_dict, dump_toml
-    from .runner import (
-        environment,
-        load_data,
-        make_split,
-        resolve_config,
-        write_json_atomic,
-    )
+    from .inputs import load_data, make_split, resolve_config
+    from .outputs import environment, write_json_atomic
 
     started = time.perf_counter()
     config = resolve_config(_config_from_args(args))
@@ -289,7 +246,7 @@ def _models_table(results: dict[str, dict[str, Any]], sampled_negatives: int) ->
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
-    from .engine.checkpoint import CheckpointError
+    from .engines.checkpoint import CheckpointError
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -233,6 +233,25 @@ class EvaluationConfig:
 
 
 @dataclass
+class FlowerConfig:
+    """What ``--engine flower-sim`` / ``flower`` (and ``secure-fedrec flower``) start and wait for."""
+
+    nodes: int = 5  # virtual nodes (simulation) or SuperNodes (deployment); users are split among them
+    # seconds a node may take to train (or evaluate) / to answer one protocol stage before its users
+    # count as dropped out (0: wait forever)
+    train_timeout: float = 0.0
+    stage_timeout: float = 0.0
+    node_wait_timeout: float = 120.0  # seconds the server waits for every node to connect
+
+    def validate(self) -> None:
+        _check(1 <= self.nodes <= 1024, "flower.nodes", "must be in [1, 1024]")
+        for key in ("train_timeout", "stage_timeout"):
+            _check(0.0 <= getattr(self, key) <= 86_400.0, f"flower.{key}",
+                   "must be in [0, 86400] seconds (0: no limit)")
+        _check(0.0 < self.node_wait_timeout <= 86_400.0, "flower.node_wait_timeout", "must be in (0, 86400] seconds")
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     engine: Literal["inprocess", "flower-sim", "flower"] = "inprocess"
@@ -242,6 +261,7 @@ class RunConfig:
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    flower: FlowerConfig = field(default_factory=FlowerConfig)
     # hyper-parameters for the data set at hand (secure_fedrec/presets.py): "auto" picks a preset
     # from the data's size and feedback type and the privacy unit, and it sets only the keys that
     # neither the file nor --set gives; "none" keeps the plain defaults; or a preset's name
@@ -251,7 +271,7 @@ class RunConfig:
 
     def validate(self) -> None:
         for section in (self.data, self.model, self.training, self.aggregation, self.privacy,
-                        self.evaluation):
+                        self.evaluation, self.flower):
             section.validate()
         p = self.privacy
         if p.unit == "user":
@@ -271,9 +291,6 @@ class RunConfig:
         _check(not (loss == "bpr" and p.unit == "record"), "training.loss",
                "= 'bpr' is not supported with privacy.unit = 'record' (DP-SGD clips one example's "
                "gradient; use 'bce')")
-        if p.unit == "user" and p.clipping == "adaptive":
-            _check(self.engine == "inprocess", "privacy.clipping",
-                   "= 'adaptive' is implemented by the in-process engine only (engine = 'inprocess')")
 
     @property
     def model_name(self) -> str:

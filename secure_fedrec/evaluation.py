@@ -31,13 +31,16 @@ import math
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from scipy import sparse
 
 from .data.dataset import RatingData, Split
 from .models import FederatedModel
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 __all__ = ["RankingTask", "evaluate", "rank_metrics", "ranking_metrics", "rating_metrics"]
 
@@ -91,6 +94,9 @@ class RankingTask:
 
 
 def _indicator(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sparse.csr_array:
+    # imported here: a Flower node that only trains imports this module but never ranks
+    from scipy import sparse
+
     m = sparse.csr_array((np.ones(len(users), dtype=np.float32), (users, items)), shape=shape)
     m.sum_duplicates()
     m.data[:] = 1.0

@@ -7,11 +7,23 @@ contributions. Two deployments: ``threshold`` (t-of-m key holders, none can
 decrypt alone; trusted-dealer key generation) and ``two_party`` (one
 decryptor holding the whole key, which only ever sees the aggregate).
 
+One module per party (:mod:`.client`, :mod:`.aggregator`, :mod:`.key_holder`),
+their legal moves in one table (:mod:`.states`), the wire messages in
+:mod:`.messages`; :mod:`.session` keeps the parties' original import path.
+
 phe and gmpy2 are imported on first use, never at import time. See
 docs/protocols/paillier.md for the threat model.
 """
 
-from .driver import STAGES, PaillierDeployment, PaillierSecureSum, SessionOutcome, run_session
+from .aggregator import AggregationResult, PaillierAggregator
+from .client import PaillierClient
+from .driver import (
+    STAGES,
+    PaillierDeployment,
+    PaillierSecureSum,
+    SessionOutcome,
+    run_session,
+)
 from .encryption import (
     RANDOMIZER_MODES,
     FixedBaseRandomizers,
@@ -31,6 +43,7 @@ from .errors import (
     SlotOverflow,
     UnknownParty,
 )
+from .key_holder import ThresholdKeyHolder, TwoPartyDecryptor
 from .keys import (
     DEFAULT_KEY_BITS,
     MIN_SECURE_KEY_BITS,
@@ -41,15 +54,7 @@ from .keys import (
 )
 from .messages import Mode, SessionParams, key_holder_id
 from .packing import PackingLayout, headroom_for
-from .session import (
-    AggregationResult,
-    AggregatorState,
-    ClientState,
-    PaillierAggregator,
-    PaillierClient,
-    ThresholdKeyHolder,
-    TwoPartyDecryptor,
-)
+from .states import AggregatorState, ClientState, KeyHolderState
 from .threshold import (
     KeyShare,
     PartialDecryption,
@@ -65,14 +70,17 @@ from .threshold import (
 __all__ = [
     "DEFAULT_KEY_BITS",
     "MIN_SECURE_KEY_BITS",
+    "RANDOMIZER_MODES",
     "STAGES",
     "AggregationResult",
     "AggregatorState",
     "ClientState",
+    "FixedBaseRandomizers",
     "ForeignKey",
     "InsecureKeySize",
     "InvalidCiphertext",
     "InvalidPartialDecryption",
+    "KeyHolderState",
     "KeyShare",
     "Mode",
     "PackingLayout",
@@ -84,8 +92,6 @@ __all__ = [
     "PaillierSecureSum",
     "PartialDecryption",
     "PoolExhausted",
-    "RANDOMIZER_MODES",
-    "FixedBaseRandomizers",
     "RandomizerPool",
     "SessionOutcome",
     "SessionParams",

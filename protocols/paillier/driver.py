@@ -21,18 +21,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from ..api import DropoutSchedule, SecureSumResult
 from ..errors import BelowThreshold, LocalProtocolError, ProtocolError
 from ..wire import decode_frame
+from .aggregator import PaillierAggregator
+from .client import PaillierClient
 from .encryption import RANDOMIZER_MODES, RandomizerPool
-from .keys import DEFAULT_KEY_BITS, PaillierPrivateKey, PaillierPublicKey, generate_keypair
+from .key_holder import ThresholdKeyHolder, TwoPartyDecryptor
+from .keys import (
+    DEFAULT_KEY_BITS,
+    PaillierPrivateKey,
+    PaillierPublicKey,
+    generate_keypair,
+)
 from .messages import KEY_HOLDER_ID_BASE, MAX_CLIENT_ID
-from .session import PaillierAggregator, PaillierClient, ThresholdKeyHolder, TwoPartyDecryptor
 from .threshold import ThresholdKeySet, deal_threshold_keys
 
-__all__ = ["STAGES", "PaillierDeployment", "SessionOutcome", "run_session", "PaillierSecureSum"]
+__all__ = ["STAGES", "PaillierDeployment", "PaillierSecureSum", "SessionOutcome", "run_session"]
 
 STAGES: tuple[str, ...] = ("announce", "upload")
 

@@ -19,6 +19,15 @@ Bodies (u8/u32 big-endian, ``blob`` = u32 length || bytes)::
 
 C = number of ciphertexts (ceil(length / slots)), L = ciphertext bytes
 (= bytes of n^2), P = plaintext bytes (= bytes of n), k = contributors.
+
+Every size above follows from the session's parameters, so each party bounds
+a frame *before* decoding it (:func:`open_frame`'s ``max_body``): a client
+knows the announcement's fixed size, the aggregator the exact size of an
+update and the largest decryption share of its session, and a key holder reads
+the request's own parameters and contributor count from the first bytes
+(:meth:`DecryptionRequest.declared_body_size`, no copy) and accepts a body of
+exactly that size, with no more contributors than it has registered clients.
+An oversized frame costs a length comparison, nothing proportional to its size.
 """
 
 from __future__ import annotations
@@ -26,26 +35,35 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..errors import MalformedMessage
-from ..wire import Reader, Writer
+from cryptography.exceptions import InvalidSignature as _CryptographyInvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ..errors import InvalidSignature, MalformedMessage, SessionMismatch
+from ..wire import HEADER_SIZE, FrameHeader, Reader, Writer, decode_frame, encode_frame
 from .packing import PackingLayout
 
 __all__ = [
-    "PROTOCOL_CODE",
     "KEY_HOLDER_ID_BASE",
     "MAX_CLIENT_ID",
+    "PROTOCOL_CODE",
+    "AggregatePlaintext",
+    "ClientRegistry",
+    "DecryptionRequest",
+    "EncryptedUpdate",
     "Kind",
     "Mode",
-    "SessionParams",
-    "RoundAnnouncement",
-    "EncryptedUpdate",
-    "DecryptionRequest",
     "PartialDecryptionMessage",
-    "AggregatePlaintext",
+    "RoundAnnouncement",
+    "SessionParams",
+    "decryption_context",
+    "encode_message",
     "key_holder_id",
+    "open_frame",
     "update_statement",
+    "verify_update_signature",
 ]
 
 PROTOCOL_CODE = 2
@@ -57,6 +75,10 @@ SIGNATURE_SIZE = 64  # Ed25519
 MAX_VECTOR_LENGTH = 1 << 26
 MAX_CONTRIBUTORS = 1 << 20
 MAX_KEY_BYTES = 1024  # 8192-bit moduli
+_U32 = 4  # a u32 field, and the length prefix of every blob
+
+#: Client id -> Ed25519 identity key: who may sign updates (a PKI assumption, see the docs).
+ClientRegistry = Mapping[int, Ed25519PublicKey]
 
 
 class Kind(enum.IntEnum):
@@ -80,7 +102,8 @@ def key_holder_id(index: int) -> int:
 
 def _check_bytes(name: str, value: bytes, size: int | None = None) -> None:
     if not isinstance(value, bytes):
-        raise ValueError(f"{name} must be bytes")
+        # ValueError for any bad field, as every message constructor here promises
+        raise ValueError(f"{name} must be bytes")  # noqa: TRY004
     if size is not None and len(value) != size:
         raise ValueError(f"{name} must be {size} bytes")
 
@@ -111,6 +134,9 @@ class SessionParams:
             and self.max_clients <= min(MAX_CONTRIBUTORS, 1 << self.headroom_bits)
         ):
             raise ValueError("max_clients exceeds the slot headroom")
+
+    #: bytes of the encoded parameters (fixed: blob(32), 3 x u8, 4 x u32)
+    SIZE = _U32 + FINGERPRINT_SIZE + 3 + 4 * _U32
 
     @property
     def layout(self) -> PackingLayout:
@@ -179,6 +205,8 @@ class RoundAnnouncement:
     kind = Kind.ROUND_ANNOUNCEMENT
     params: SessionParams
 
+    BODY_SIZE = SessionParams.SIZE
+
     def body(self) -> bytes:
         return self.params.write(Writer()).getvalue()
 
@@ -210,6 +238,10 @@ class EncryptedUpdate:
             .blob(self.signature)
             .getvalue()
         )
+
+    @staticmethod
+    def body_size(ciphertexts_size: int) -> int:
+        return 3 * _U32 + FINGERPRINT_SIZE + ciphertexts_size + SIGNATURE_SIZE
 
     @classmethod
     def parse(cls, body: bytes, *, ciphertexts_size: int) -> EncryptedUpdate:
@@ -253,6 +285,46 @@ class DecryptionRequest:
         for contribution in self.contributions or ():
             writer.blob(contribution)
         return writer.getvalue()
+
+    @staticmethod
+    def body_size(
+        params: SessionParams, contributors: int, *, ciphertext_bytes: int, contributions: bool
+    ) -> int:
+        """Bytes of a request for ``contributors`` clients in a session of ``params``."""
+        aggregate = params.layout.num_plaintexts * ciphertext_bytes
+        fixed = SessionParams.SIZE + 4 * _U32 + 1 + aggregate
+        per_contributor = _U32 + DIGEST_SIZE + SIGNATURE_SIZE
+        if contributions:
+            per_contributor += _U32 + aggregate
+        return fixed + contributors * per_contributor
+
+    @classmethod
+    def declared_body_size(
+        cls, body: bytes | memoryview, *, ciphertext_bytes: int, max_contributors: int
+    ) -> int:
+        """The size the request in ``body`` declares, read from its first bytes without a copy.
+
+        Reads the session parameters, the contributor count and the
+        contributions flag (whose offset both fix); a count above
+        ``max_contributors`` (the registered clients: every contributor must
+        be one of them) or above the session's ``max_clients`` is refused here.
+        """
+        reader = Reader(body)
+        params = SessionParams.read(reader)
+        listed = reader.u32()
+        if listed % _U32:
+            raise MalformedMessage("array length is not a multiple of its item size")
+        count = listed // _U32
+        if count > min(params.max_clients, max_contributors):
+            raise MalformedMessage(f"{count} contributors: more than this session can have")
+        bare = cls.body_size(params, count, ciphertext_bytes=ciphertext_bytes, contributions=False)
+        flag_offset = bare - 1
+        if flag_offset >= len(body):
+            raise MalformedMessage("truncated message body")
+        flag = body[flag_offset]
+        if flag not in (0, 1):
+            raise MalformedMessage("bad contributions flag")
+        return cls.body_size(params, count, ciphertext_bytes=ciphertext_bytes, contributions=bool(flag))
 
     @classmethod
     def parse(cls, body: bytes, *, ciphertext_bytes: int) -> DecryptionRequest:
@@ -304,15 +376,26 @@ class PartialDecryptionMessage:
             .getvalue()
         )
 
+    @staticmethod
+    def _bigint_limits(key_bytes: int) -> tuple[int, int, int]:
+        # a, b < n^2 (2P bytes); z = r + e*Δ*s_i has about |Δ*s_i| + 384 bits: 4P + 128 is ample
+        return 2 * key_bytes, 2 * key_bytes, 4 * key_bytes + 128
+
+    @classmethod
+    def max_body_size(cls, *, partials_size: int, key_bytes: int) -> int:
+        limits = cls._bigint_limits(key_bytes)
+        return 1 + _U32 + partials_size + sum(_U32 + limit for limit in limits)
+
     @classmethod
     def parse(cls, body: bytes, *, partials_size: int, key_bytes: int) -> PartialDecryptionMessage:
         reader = Reader(body)
+        a_limit, b_limit, z_limit = cls._bigint_limits(key_bytes)
         fields = (
             reader.u8(),
             reader.blob(exact_len=partials_size),
-            reader.bigint(max_bytes=2 * key_bytes),
-            reader.bigint(max_bytes=2 * key_bytes),
-            reader.bigint(max_bytes=4 * key_bytes + 128),
+            reader.bigint(max_bytes=a_limit),
+            reader.bigint(max_bytes=b_limit),
+            reader.bigint(max_bytes=z_limit),
         )
         reader.end()
         try:
@@ -329,9 +412,59 @@ class AggregatePlaintext:
     def body(self) -> bytes:
         return Writer().blob(self.plaintexts).getvalue()
 
+    @staticmethod
+    def body_size(size: int) -> int:
+        return _U32 + size
+
     @classmethod
     def parse(cls, body: bytes, *, size: int) -> AggregatePlaintext:
         reader = Reader(body)
         message = cls(reader.blob(exact_len=size))
         reader.end()
         return message
+
+
+# -- frames: every body travels in a protocols.wire frame bound to its session ---------------
+def encode_message(
+    kind: Kind, session_id: bytes, round_index: int, sender: int, receiver: int, body: bytes
+) -> bytes:
+    return encode_frame(
+        FrameHeader(PROTOCOL_CODE, int(kind), session_id, round_index, sender, receiver), body
+    )
+
+
+def open_frame(frame: bytes, *, receiver: int, max_body: int) -> tuple[FrameHeader, Kind, bytes]:
+    """Header, kind and body of a Paillier frame for ``receiver``.
+
+    ``max_body`` is the largest body the receiver's session allows: a longer
+    frame is refused before its body is copied or decoded.
+    """
+    header, body = decode_frame(frame, max_size=HEADER_SIZE + max_body)
+    if header.protocol != PROTOCOL_CODE:
+        raise MalformedMessage(f"not a Paillier frame (protocol {header.protocol})")
+    if header.receiver != receiver:
+        raise SessionMismatch("frame addressed to another party")
+    try:
+        kind = Kind(header.kind)
+    except ValueError as exc:
+        raise MalformedMessage(f"unknown message kind {header.kind}") from exc
+    return header, kind, body
+
+
+def decryption_context(
+    session_id: bytes, round_index: int, params: SessionParams, aggregate: bytes
+) -> bytes:
+    """What a partial decryption is bound to: this session's exact aggregate."""
+    return hashlib.sha256(
+        b"secure_fedrec/paillier/decryption/v1"
+        + params.digest(session_id, round_index)
+        + hashlib.sha256(aggregate).digest()
+    ).digest()
+
+
+def verify_update_signature(key: Ed25519PublicKey, signature: bytes, statement: bytes) -> None:
+    """Raise :class:`~protocols.errors.InvalidSignature` unless ``signature`` signs ``statement``."""
+    try:
+        key.verify(signature, statement)
+    except _CryptographyInvalidSignature:
+        raise InvalidSignature("client signature does not verify") from None

@@ -18,7 +18,8 @@ Worked example, bits=4, headroom_bits=2 (slot_bits=6), count=4::
     inputs 15, 15, 15, 15 in slot 0 -> 60 = 0b111100 < 2^6        (fits)
     a fifth 15 would give 75 = 0b1001011: bit 6 carries into slot 1
     -> the server refuses a fifth summand, and :meth:`unpack` rejects any
-       slot above count * 15 (a client that encrypted an out-of-range value)
+       slot above count * 15 (a client that encrypted an out-of-range value),
+       and any non-zero padding slot (the carry out of the last real slot)
 
 The plaintext uses at most ``n.bit_length() - 1`` bits, so it stays below n.
 The layout depends only on public parameters (key size, bits, headroom,
@@ -144,8 +145,12 @@ class PackingLayout:
     def unpack(self, plaintexts: list[int], *, count: int) -> np.ndarray:
         """The sum modulo 2^bits of ``count`` packed vectors, after checking every slot.
 
-        Raises :class:`SlotOverflow` if a slot exceeds ``count * (2^bits - 1)``
-        or bits above the last slot are set: a carry crossed a slot boundary.
+        Raises :class:`SlotOverflow` if a slot exceeds ``count * (2^bits - 1)``,
+        if a padding slot (past ``length``, in the last plaintext) is not zero,
+        or if bits above the last slot are set: a carry crossed a slot boundary,
+        or a client packed something other than a ring element. Padding is
+        checked like the rest: a carry out of the last real slot lands there
+        (or above the last slot when the last plaintext is full).
         """
         if len(plaintexts) != self.num_plaintexts:
             raise EncodingError(f"expected {self.num_plaintexts} plaintexts, got {len(plaintexts)}")
@@ -164,9 +169,12 @@ class PackingLayout:
         )
         bits = np.unpackbits(raw, axis=1)[:, width_bytes * 8 - width :]
         slot_bits = bits.reshape(self.num_plaintexts, self.slots, self.slot_bits)[:, ::-1, :]
-        slot_bits = slot_bits.reshape(-1, self.slot_bits)[: self.length]
+        slot_bits = slot_bits.reshape(-1, self.slot_bits)  # every slot, padding included
         low = _bits_to_uint64(slot_bits[:, self.headroom_bits :])
         carry = _bits_to_uint64(slot_bits[:, : self.headroom_bits])
+        if np.any(low[self.length :]) or np.any(carry[self.length :]):
+            raise SlotOverflow("a padding slot is not zero: a carry left the last slot")
+        low, carry = low[: self.length], carry[: self.length]
         # A slot is at most count * (2^bits - 1) = q_max * 2^bits + r_max: compare (carry, low).
         q_max, r_max = divmod(count * ((1 << self.bits) - 1), 1 << self.bits)
         if np.any(carry > np.uint64(q_max)) or np.any(

@@ -29,6 +29,13 @@ partial, C = Π c_j^e_j, C_i = Π c_ij^e_j; then a Fiat–Shamir proof of equal
 discrete logarithms, log_{C^4}(C_i^2) = log_v(v_i), as in Shoup's paper.
 A holder that sends a wrong partial is caught with probability 1 - 2^-128
 and excluded, so any ``threshold`` honest holders still decrypt.
+
+Every exponentiation whose exponent is secret (Δ s_i and 2Δ s_i, the proof
+nonce r) goes through :func:`_powmod_secret`, i.e. ``gmpy2.powmod_sec``
+(GMP's ``mpz_powm_sec``: its timing and memory access pattern do not depend on
+the exponent); public exponents use the faster ``gmpy2.powmod``. This does not
+make the rest constant-time (Python integers, the dealer's prime search), see
+docs/protocols/paillier.md.
 """
 
 from __future__ import annotations
@@ -49,15 +56,15 @@ from .errors import InvalidPartialDecryption
 from .keys import PaillierPublicKey, _hex, _load_document, _unhex, check_key_size
 
 __all__ = [
-    "ThresholdParams",
     "KeyShare",
-    "ThresholdKeySet",
     "PartialDecryption",
+    "ThresholdKeySet",
+    "ThresholdParams",
+    "combine_partials",
     "deal_threshold_keys",
     "generate_safe_prime",
     "partial_decrypt",
     "verify_partial",
-    "combine_partials",
 ]
 
 _PARAMS_FORMAT = "secure_fedrec/paillier-threshold-params"
@@ -68,6 +75,18 @@ _BATCH_COEFFICIENT_BITS = 128
 _CHALLENGE_BITS = 256
 _ZK_SLACK_BITS = 128  # statistical zero-knowledge of the proof's response
 MAX_KEY_HOLDERS = 64
+
+
+def _powmod_secret(base: Any, exponent: int, modulus: Any) -> Any:
+    """``base^exponent mod modulus`` for a secret ``exponent`` and an odd ``modulus`` (n^2).
+
+    ``powmod_sec`` refuses exponent 0 (a share s_i = 0 occurs with probability
+    about 1/(n m)); x^0 = 1 needs no exponentiation at all.
+    """
+    gmp = gmpy2()
+    if exponent == 0:
+        return gmp.mpz(1) % modulus
+    return gmp.powmod_sec(base, exponent, modulus)
 
 
 # -- safe primes -------------------------------------------------------------------------
@@ -221,10 +240,10 @@ class ThresholdParams:
 def _params_from_document(document: dict[str, Any], insecure_for_tests: bool) -> ThresholdParams:
     keys = document.get("verification_keys")
     if not isinstance(keys, list):
-        raise ValueError("verification_keys must be a list")
+        raise ValueError("verification_keys must be a list")  # noqa: TRY004 - key documents: ValueError
     threshold, parties = document.get("threshold"), document.get("parties")
     if not isinstance(threshold, int) or not isinstance(parties, int):
-        raise ValueError("threshold and parties must be integers")
+        raise ValueError("threshold and parties must be integers")  # noqa: TRY004 - as above
     return ThresholdParams(
         public_key=PaillierPublicKey(_unhex(document, "n"), insecure_for_tests=insecure_for_tests),
         threshold=threshold,
@@ -247,8 +266,7 @@ class KeyShare:
             raise ValueError("share index out of range")
         if not (isinstance(self.share, int) and self.share >= 0):
             raise ValueError("share must be a non-negative integer")
-        gmp = gmpy2()
-        expected = gmp.powmod(
+        expected = _powmod_secret(
             self.params.v, self.params.delta * self.share, self.params.public_key.nsquare
         )
         if expected != self.params.verification_keys[self.index - 1]:
@@ -277,7 +295,7 @@ class KeyShare:
             raise ValueError("share document lacks its threshold parameters")
         index = document.get("index")
         if not isinstance(index, int):
-            raise ValueError("index must be an integer")
+            raise ValueError("index must be an integer")  # noqa: TRY004 - key documents: ValueError
         params = _params_from_document(params_document, insecure_for_tests)
         return cls(params, index, _unhex(document, "share"))
 
@@ -364,7 +382,7 @@ def deal_threshold_keys(
         if r > 1 and math.gcd(r, n) == 1:
             break
     v = int(gmp.powmod(r, 2, nsquare))
-    verification = tuple(int(gmp.powmod(v, delta * s, nsquare)) for s in shares)
+    verification = tuple(int(_powmod_secret(v, delta * s, nsquare)) for s in shares)
     public = PaillierPublicKey(n, insecure_for_tests=insecure_for_tests)
     params = ThresholdParams(public, threshold, parties, v, verification)
     key_set = ThresholdKeySet(
@@ -472,15 +490,15 @@ def partial_decrypt(
     params = share.params
     nsquare = gmp.mpz(params.public_key.nsquare)
     exponent = 2 * params.delta * share.share
-    values = tuple(int(gmp.powmod(c, exponent, nsquare)) for c in ciphertexts)
+    values = tuple(int(_powmod_secret(c, exponent, nsquare)) for c in ciphertexts)
     coefficients = _batch_coefficients(params, share.index, ciphertexts, values, context)
     folded = gmp.powmod(_fold(ciphertexts, coefficients, nsquare), 4, nsquare)
     folded_partial = gmp.powmod(_fold(values, coefficients, nsquare), 2, nsquare)
     secret = params.delta * share.share
     r_bits = secret.bit_length() + _CHALLENGE_BITS + _ZK_SLACK_BITS
     r = secrets.randbits(r_bits)
-    a = gmp.powmod(folded, r, nsquare)
-    b = gmp.powmod(params.v, r, nsquare)
+    a = _powmod_secret(folded, r, nsquare)
+    b = _powmod_secret(params.v, r, nsquare)
     e = _challenge(
         params,
         share.index,

@@ -34,8 +34,8 @@ import torch
 from attacks import CanaryRatings, CanaryUsers, make_canary_ratings, make_canary_users
 
 from ..data.dataset import RatingData, Split
-from ..engine.client import loss_fn
 from ..models import FederatedModel
+from ..training.local import loss_fn
 
 __all__ = ["CanaryPlan", "insert_canaries", "score_canaries", "with_ratings"]
 

@@ -9,7 +9,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..cli import _parse_override, overrides_from_args  # one parser for every subcommand
+from ..arguments import (  # one parser for every command
+    add_set_argument,
+    overrides_from_args,
+)
 
 __all__ = ["cmd_audit", "load_audit_config", "register"]
 
@@ -39,8 +42,7 @@ def register(subparsers) -> dict:
     p.add_argument("--format", default=None, help="auto, ml-100k, ml-1m, ml-latest, atomic or csv")
     p.add_argument("--out", type=Path, default=None, help="folder for audit.json, config.toml and the plots")
     p.add_argument("--seed", type=int, default=None, help="seed for data, sampling, canaries and models")
-    p.add_argument("--set", dest="overrides", action="append", default=[], type=_parse_override,
-                   metavar="KEY=VALUE", help="override one key, e.g. --set audit.canaries=200")
+    add_set_argument(p, example="--set audit.canaries=200")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return {"audit": cmd_audit}
 

@@ -36,8 +36,8 @@ from attacks.membership.recsys import (
 from ..centralized import train_centralized
 from ..config import RunConfig
 from ..data.dataset import RatingData, Split
-from ..engine.client import loss_fn
 from ..models import FederatedModel
+from ..training.local import loss_fn
 from .canaries import pair_losses
 
 __all__ = [
@@ -224,7 +224,7 @@ def train_shadow_recommender(config: RunConfig, split: Split, users: np.ndarray,
         return train_centralized(config, shadow_split, epochs=epochs).model
     if how != "federated":
         raise ValueError(f"unknown shadow training {how!r}; use 'federated' or 'central'")
-    from ..engine.inprocess import FederatedTrainer
+    from ..engines.inprocess import FederatedTrainer
 
     privacy = config.privacy
     if privacy.unit == "user" and privacy.noise == "distributed":  # same noise in total, added centrally

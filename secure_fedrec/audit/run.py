@@ -27,7 +27,7 @@ from attacks import (
 
 from ..config import RunConfig, config_to_dict, dump_toml
 from ..data.dataset import Split
-from ..engine.inprocess import FederatedTrainer, RoundMetrics
+from ..engines.inprocess import FederatedTrainer, RoundMetrics
 from ..runner import environment, load_data, make_split, write_json_atomic
 from .canaries import CanaryPlan, insert_canaries, score_canaries
 from .membership import (

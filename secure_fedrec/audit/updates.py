@@ -21,9 +21,9 @@ from attacks import (
     evaluate_item_inference,
 )
 
-from ..engine.client import train_client
-from ..engine.inprocess import FederatedTrainer
-from ..privacy.dpsgd import train_client_dpsgd
+from ..engines.inprocess import FederatedTrainer
+from ..training.dpsgd import train_client_dpsgd
+from ..training.local import train_client
 
 __all__ = ["update_inference"]
 

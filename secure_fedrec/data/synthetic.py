@@ -29,7 +29,9 @@ noise-free model ~0.57 (seeds 0-2; see ``tests/data/test_data_synthetic.py``).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -66,36 +68,6 @@ class SyntheticTruth:
         return np.clip(score, *self.rating_scale)
 
 
-def synthetic_ratings(
-    n_users: int = 300,
-    n_items: int = 400,
-    rank: int = 5,
-    mean_ratings_per_user: float = 45.0,
-    seed: int = 0,
-    *,
-    implicit: bool = False,
-    noise_std: float = 0.5,
-    signal_std: float = 0.8,
-    rating_scale: tuple[float, float] = (1.0, 5.0),
-    half_stars: bool = False,
-    popularity_exponent: float = 0.8,
-    activity_skew: float = 0.5,
-    min_ratings_per_user: int = 5,
-    preference_strength: float = 1.5,
-    name: str = "synthetic",
-) -> RatingData:
-    """A seeded synthetic dataset; see the module docstring for the model."""
-    data, _ = synthetic_ratings_with_truth(
-        n_users, n_items, rank, mean_ratings_per_user, seed,
-        implicit=implicit, noise_std=noise_std, signal_std=signal_std,
-        rating_scale=rating_scale, half_stars=half_stars,
-        popularity_exponent=popularity_exponent, activity_skew=activity_skew,
-        min_ratings_per_user=min_ratings_per_user, preference_strength=preference_strength,
-        name=name,
-    )
-    return data
-
-
 def synthetic_ratings_with_truth(
     n_users: int = 300,
     n_items: int = 400,
@@ -114,7 +86,8 @@ def synthetic_ratings_with_truth(
     preference_strength: float = 1.5,
     name: str = "synthetic",
 ) -> tuple[RatingData, SyntheticTruth]:
-    """:func:`synthetic_ratings` and the parameters that generated it."""
+    """A seeded synthetic dataset (see the module docstring for the model) and the parameters
+    that generated it."""
     low, high = (float(rating_scale[0]), float(rating_scale[1]))
     _check(n_users, n_items, rank, mean_ratings_per_user, noise_std, signal_std, low, high,
            popularity_exponent, activity_skew, min_ratings_per_user)
@@ -188,6 +161,17 @@ def synthetic_ratings_with_truth(
         notes=tuple(notes),
     )
     return data, truth
+
+
+def synthetic_ratings(*args: Any, **kwargs: Any) -> RatingData:
+    """A seeded synthetic dataset; the arguments are :func:`synthetic_ratings_with_truth`'s
+    (``inspect.signature`` shows them), the result its data without the truth."""
+    return synthetic_ratings_with_truth(*args, **kwargs)[0]
+
+
+# One parameter list for both: the wrapper shows (and checks) the generator's arguments.
+synthetic_ratings.__signature__ = inspect.signature(synthetic_ratings_with_truth).replace(  # type: ignore[attr-defined]
+    return_annotation="RatingData")
 
 
 def _activity(

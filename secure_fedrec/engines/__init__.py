@@ -1,1 +1,6 @@
-"""Engines that run a job on someone else's runtime (Flower); the in-process engine is ``secure_fedrec.engine``."""
+"""The engines: transports that run a round's client steps and server step (:mod:`secure_fedrec.rounds`).
+
+* :mod:`.inprocess` — every client in this process, one after another;
+* :mod:`.flower` — clients on Flower nodes (simulation or deployment), the sum over Flower messages;
+* :mod:`.checkpoint` — crash-safe checkpoints of an in-process run.
+"""

@@ -25,8 +25,10 @@ The same two classes serve both privacy units:
 Both assume **Poisson sampling** with the add-or-remove-one neighbouring
 relation. Fixed-size sampling is not covered by these numbers.
 
-The distributed discrete Gaussian mechanism has its own accountant in
-:mod:`secure_fedrec.privacy.ddg_accounting`.
+The distributed discrete Gaussian mechanism's accountant
+(:class:`~secure_fedrec.privacy.ddg_accounting.DistributedDiscreteGaussianAccountant`)
+is a subclass with the same ``step(*, noise_multiplier, sample_rate, steps=1)``: every
+accountant of a run, whatever its mechanism, is stepped, queried and saved alike.
 """
 
 from __future__ import annotations
@@ -125,7 +127,13 @@ def validate_delta(delta: float) -> float:
 
 
 class Accountant(abc.ABC):
-    """Tracks the privacy loss of a sequence of Poisson-subsampled Gaussian steps.
+    """Tracks the privacy loss of a sequence of Poisson-subsampled noise steps.
+
+    The one accountant protocol of the package: keyword-only ``step(*,
+    noise_multiplier, sample_rate, steps=1)``, ``get_epsilon(delta)``,
+    ``epsilon_after(..., delta=)`` (nothing recorded), ``copy()``, ``len()`` (steps) and a
+    checked ``state_dict``. Subclasses fix the mechanism the multiplier belongs to
+    (the Gaussian here, the distributed discrete Gaussian in :mod:`.ddg_accounting`).
 
     ``history`` is a list of ``(noise_multiplier, sample_rate, steps)`` tuples,
     the layout of Opacus' accountants, so a history can be copied from an Opacus
@@ -198,8 +206,8 @@ class Accountant(abc.ABC):
         return duplicate
 
     def __len__(self) -> int:
-        """The number of history entries (not steps: see :attr:`total_steps`)."""
-        return len(self.history)
+        """The number of steps recorded (:attr:`total_steps`), not of history entries."""
+        return self.total_steps
 
     # -- persistence ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

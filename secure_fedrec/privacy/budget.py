@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from .accounting import ClientAccountants, validate_delta
 
@@ -20,11 +20,13 @@ __all__ = ["BudgetExceededError", "BudgetStatus", "PrivacyBudget", "SupportsEpsi
 
 
 class SupportsEpsilon(Protocol):
-    """Anything with ``get_epsilon(delta)`` and a non-mutating ``epsilon_after(..., delta=)``."""
+    """Anything with ``get_epsilon(delta)`` and a non-mutating ``epsilon_after(..., delta=)``
+    (every :class:`~secure_fedrec.privacy.accounting.Accountant`)."""
 
     def get_epsilon(self, delta: float) -> float: ...
 
-    def epsilon_after(self, *, delta: float, **step: Any) -> float: ...
+    def epsilon_after(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1,
+                      delta: float) -> float: ...
 
 
 class BudgetExceededError(RuntimeError):
@@ -70,13 +72,17 @@ class PrivacyBudget:
         )
         return BudgetStatus(float(self.target_epsilon), float(self.delta), float(spent))
 
-    def epsilon_after(self, accountant: SupportsEpsilon, **step: Any) -> float:
-        """ε after one more ``accountant.step(**step)``; the accountant is not changed."""
-        return float(accountant.epsilon_after(delta=self.delta, **step))
+    def epsilon_after(self, accountant: SupportsEpsilon, *, noise_multiplier: float, sample_rate: float,
+                      steps: int = 1) -> float:
+        """ε after one more ``accountant.step(...)`` with these arguments; the accountant is not changed."""
+        return float(accountant.epsilon_after(noise_multiplier=noise_multiplier, sample_rate=sample_rate,
+                                              steps=steps, delta=self.delta))
 
-    def can_afford(self, accountant: SupportsEpsilon, **step: Any) -> bool:
+    def can_afford(self, accountant: SupportsEpsilon, *, noise_multiplier: float, sample_rate: float,
+                   steps: int = 1) -> bool:
         """Whether one more step with these parameters keeps ε within the target."""
-        return self.epsilon_after(accountant, **step) <= self.target_epsilon
+        return self.epsilon_after(accountant, noise_multiplier=noise_multiplier, sample_rate=sample_rate,
+                                  steps=steps) <= self.target_epsilon
 
     def can_afford_clients(
         self, accountants: ClientAccountants, planned: Mapping[int, tuple[float, float, int]]
@@ -85,9 +91,11 @@ class PrivacyBudget:
         sample_rate, local_steps)``) stays within the target after the round."""
         return accountants.worst_epsilon_after(planned, self.delta) <= self.target_epsilon
 
-    def require(self, accountant: SupportsEpsilon, **step: Any) -> None:
+    def require(self, accountant: SupportsEpsilon, *, noise_multiplier: float, sample_rate: float,
+                steps: int = 1) -> None:
         """Raise :class:`BudgetExceededError` unless :meth:`can_afford`."""
-        after = self.epsilon_after(accountant, **step)
+        after = self.epsilon_after(accountant, noise_multiplier=noise_multiplier, sample_rate=sample_rate,
+                                   steps=steps)
         if after > self.target_epsilon:
             raise BudgetExceededError(
                 f"the next step would raise ε to {after:.4g} > target {self.target_epsilon:g} at δ={self.delta:g}"

@@ -66,22 +66,18 @@ Neighbouring relation and assumptions (see docs/privacy.md):
 
 from __future__ import annotations
 
-import copy
 import math
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from dp_accounting.rdp import rdp_privacy_accountant
 from scipy import special
 
-from .accounting import AccountantStateError, validate_delta
+from .accounting import Accountant
 
 __all__ = [
     "DDG_ORDERS",
-    "DdgStep",
     "DistributedDiscreteGaussianAccountant",
     "conditional_rounding_l2_bound",
     "ddg_rdp",
@@ -90,7 +86,6 @@ __all__ = [
 ]
 
 DDG_ORDERS: tuple[int, ...] = tuple(range(2, 65)) + (80, 96, 128, 160, 192, 256)
-_STATE_VERSION = 1
 
 
 def ddg_tau(sigma: float, num_shares: int) -> float:
@@ -200,151 +195,75 @@ def _log_comb(n: int, k: Any) -> Any:
     return special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
 
 
-@dataclass(frozen=True)
-class DdgStep:
-    """One history entry of the DDG accountant (all lengths in integer units)."""
+class DistributedDiscreteGaussianAccountant(Accountant):
+    """RDP accountant for the DDG mechanism, composed over rounds, with the Gaussian accountants' API.
 
-    sigma: float  # per-share scale parameter of N_Z(0, sigma^2)
-    l2_sensitivity: float  # bound on one client's rounded update (see conditional_rounding_l2_bound)
-    num_shares: int  # noise shares actually in the sum (survivors, optionally minus one)
-    dim: int
-    sample_rate: float
-    steps: int = 1
+    The mechanism's geometry is fixed for a run and given once: the integer-domain
+    ``l2_sensitivity`` of one client's rounded update, the ``num_shares`` of noise the
+    protocol guarantees are in every released sum (its minimum of survivors), and the
+    ``dim`` of the noised vector. Each :meth:`step` then records, like every
+    :class:`~secure_fedrec.privacy.accounting.Accountant`, a ``noise_multiplier`` and a
+    ``sample_rate``: the multiplier is the *sum's* noise scale over the sensitivity,
+    ``z = sqrt(num_shares) * share_sigma / l2_sensitivity`` (so each share has scale
+    ``z * l2_sensitivity / sqrt(num_shares)``, see :meth:`share_sigma`).
 
-    def __post_init__(self) -> None:
-        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma) and self.sigma > 0):
-            raise ValueError(f"sigma must be positive and finite, got {self.sigma!r}")
-        if not (
-            isinstance(self.l2_sensitivity, (int, float))
-            and math.isfinite(self.l2_sensitivity)
-            and self.l2_sensitivity >= 0
-        ):
-            raise ValueError(f"l2_sensitivity must be finite and >= 0, got {self.l2_sensitivity!r}")
-        for name in ("num_shares", "dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.sample_rate, (int, float)) and 0 <= self.sample_rate <= 1):
-            raise ValueError(f"sample_rate must be in [0, 1], got {self.sample_rate!r}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
-            raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
-
-    def key(self) -> tuple[float, float, int, int, float]:
-        return (
-            float(self.sigma),
-            float(self.l2_sensitivity),
-            int(self.num_shares),
-            int(self.dim),
-            float(self.sample_rate),
-        )
-
-
-class DistributedDiscreteGaussianAccountant:
-    """RDP accountant for the DDG mechanism, composed over rounds.
-
-    Same shape as :class:`~secure_fedrec.privacy.accounting.Accountant`
-    (keyword-only ``step``, ``get_epsilon``, ``epsilon_after``, ``copy``,
-    validating ``state_dict``), with the DDG's own parameters per step. Record
-    the round *after* unmasking, with the number of shares that really entered
-    the sum. Guaranteeing ``num_shares >= min_survivors`` is the job of the
-    share sizing (:func:`~secure_fedrec.privacy.discrete_gaussian.distributed_noise_share_sigma`);
-    the accountant simply charges what happened.
+    Charging every round at the guaranteed minimum of shares is the conservative
+    choice: more survivors only add independent noise (post-processing). Keeping that
+    minimum is the protocol's job (``min_survivors``); the accountant charges what the
+    plan guarantees.
     """
 
     mechanism = "ddg-rdp"
 
-    def __init__(self, orders: Sequence[int] = DDG_ORDERS) -> None:
+    def __init__(
+        self, *, l2_sensitivity: float, num_shares: int, dim: int, orders: Sequence[int] = DDG_ORDERS
+    ) -> None:
+        super().__init__()
         orders = tuple(int(order) for order in orders)
         if not orders or min(orders) < 2:
             raise ValueError("DDG orders must be integers >= 2")
+        if not (isinstance(l2_sensitivity, (int, float)) and math.isfinite(l2_sensitivity)
+                and l2_sensitivity > 0):
+            raise ValueError(f"l2_sensitivity must be positive and finite, got {l2_sensitivity!r}")
+        for name, value in (("num_shares", num_shares), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.orders: tuple[int, ...] = orders
-        self.history: list[DdgStep] = []
+        self.l2_sensitivity = float(l2_sensitivity)
+        self.num_shares = int(num_shares)
+        self.dim = int(dim)
 
-    def step(
-        self,
-        *,
-        sigma: float,
-        l2_sensitivity: float,
-        num_shares: int,
-        dim: int,
-        sample_rate: float,
-        steps: int = 1,
-    ) -> None:
-        record = DdgStep(sigma, l2_sensitivity, num_shares, dim, sample_rate, steps)
-        if record.steps == 0:
-            return
-        if self.history and self.history[-1].key() == record.key():
-            last = self.history[-1]
-            self.history[-1] = DdgStep(*last.key(), steps=last.steps + record.steps)
-        else:
-            self.history.append(record)
+    def share_sigma(self, noise_multiplier: float) -> float:
+        """The integer-domain scale of one client's share for the sum's ``noise_multiplier``."""
+        return noise_multiplier * self.l2_sensitivity / math.sqrt(self.num_shares)
+
+    def step(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1) -> None:
+        if isinstance(noise_multiplier, (int, float)) and not isinstance(noise_multiplier, bool) \
+                and noise_multiplier == 0:
+            raise ValueError("the distributed discrete Gaussian needs noise_multiplier > 0")
+        super().step(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
 
     def rdp(self) -> np.ndarray:
         """The composed RDP curve at :attr:`orders`."""
-        grouped: OrderedDict[tuple[float, float, int, int, float], int] = OrderedDict()
-        for record in self.history:
-            grouped[record.key()] = grouped.get(record.key(), 0) + record.steps
         total = np.zeros(len(self.orders), dtype=np.float64)
         all_orders = np.arange(0, max(self.orders) + 1)
-        for (sigma, l2, shares, dim, q), steps in grouped.items():
+        for z, q, steps in self._grouped_history():
+            if q == 0:
+                continue
             base = np.full(len(all_orders), np.nan)
-            base[2:] = ddg_rdp(all_orders[2:], sigma=sigma, l2_sensitivity=l2, num_shares=shares, dim=dim)
+            base[2:] = ddg_rdp(all_orders[2:], sigma=self.share_sigma(z), l2_sensitivity=self.l2_sensitivity,
+                               num_shares=self.num_shares, dim=self.dim)
             sampled = poisson_subsampled_rdp_upper_bound(self.orders, q, base)
             unsampled = base[list(self.orders)]
             total += steps * np.minimum(sampled, unsampled)
         return total
 
-    def get_epsilon(self, delta: float) -> float:
-        delta = validate_delta(delta)
-        if not self.history:
-            return 0.0
+    def _options(self) -> dict[str, Any]:
+        return {"orders": list(self.orders), "l2_sensitivity": self.l2_sensitivity,
+                "num_shares": self.num_shares, "dim": self.dim}
+
+    def _compute_epsilon(self, grouped: Sequence[tuple[float, float, int]], delta: float) -> float:
         eps, _ = rdp_privacy_accountant.compute_epsilon(
             np.asarray(self.orders, dtype=np.float64), self.rdp(), delta
         )
         return float(eps)
-
-    def epsilon_after(self, *, delta: float, **step: Any) -> float:
-        trial = self.copy()
-        trial.step(**step)
-        return trial.get_epsilon(delta)
-
-    def copy(self) -> DistributedDiscreteGaussianAccountant:
-        duplicate = copy.copy(self)
-        duplicate.history = list(self.history)
-        return duplicate
-
-    @property
-    def total_steps(self) -> int:
-        return sum(record.steps for record in self.history)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "version": _STATE_VERSION,
-            "mechanism": self.mechanism,
-            "options": {"orders": list(self.orders)},
-            "history": [[*record.key(), record.steps] for record in self.history],
-        }
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if not isinstance(state_dict, Mapping):
-            raise AccountantStateError("state_dict must be a mapping")
-        if state_dict.get("version") != _STATE_VERSION:
-            raise AccountantStateError(f"unsupported state_dict version {state_dict.get('version')!r}")
-        if state_dict.get("mechanism") != self.mechanism:
-            raise AccountantStateError(
-                f"state_dict of a {state_dict.get('mechanism')!r} accountant cannot be loaded "
-                f"into a {self.mechanism!r} accountant"
-            )
-        if list(state_dict.get("options", {}).get("orders", [])) != list(self.orders):
-            raise AccountantStateError("state_dict RDP orders differ from this accountant's")
-        history = state_dict.get("history")
-        if not isinstance(history, (list, tuple)):
-            raise AccountantStateError("history must be a list")
-        loaded = []
-        for entry in history:
-            try:
-                sigma, l2, shares, dim, q, steps = entry
-                loaded.append(DdgStep(sigma, l2, shares, dim, q, steps))
-            except (TypeError, ValueError) as exc:
-                raise AccountantStateError(f"invalid history entry {entry!r}: {exc}") from exc
-        self.history = [record for record in loaded if record.steps > 0]

@@ -7,8 +7,8 @@ Per participating client, in this order (Kairouz, Liu, Steinke 2021)::
     y  = xi + sample_discrete_gaussian(plan.share_sigma, d)
     ring element = y mod 2^bits  ->  secure sum  ->  server decodes signed, times gamma
 
-The accountant is then stepped with ``sigma=plan.share_sigma``,
-``l2_sensitivity=plan.l2_sensitivity`` and the number of shares that survived.
+The accountant (built for ``plan.l2_sensitivity``, the guaranteed minimum of shares
+and ``d``) is then stepped with ``noise_multiplier=plan.noise_multiplier(min_survivors)``.
 No random rotation is applied here, so the per-coordinate signal bound used
 for the wrap-around check is the worst case ``max_clients * l2_sensitivity``
 (each coordinate of an integer vector is at most its L2 norm); that costs
@@ -18,14 +18,19 @@ bits but needs no distributional assumption.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
-import numpy as np
-
 from .calibration import calibrate_ddg_total_sigma
-from .ddg_accounting import DistributedDiscreteGaussianAccountant, conditional_rounding_l2_bound
+from .ddg_accounting import (
+    DistributedDiscreteGaussianAccountant,
+    conditional_rounding_l2_bound,
+)
 from .discrete_gaussian import distributed_noise_share_sigma, wrap_probability
+from .rounding import (
+    RoundingFailedError,
+    conditional_randomized_round,
+    randomized_round,
+)
 
 __all__ = [
     "DdgPlan",
@@ -34,49 +39,6 @@ __all__ = [
     "plan_distributed_discrete_gaussian",
     "randomized_round",
 ]
-
-
-class RoundingFailedError(RuntimeError):
-    """Conditional rounding exceeded its attempt budget (the input norm is above the clip norm?)."""
-
-
-def _csprng_uniform(shape: tuple[int, ...]) -> np.ndarray:
-    size = int(np.prod(shape))
-    raw = np.frombuffer(os.urandom(8 * size), dtype=np.uint64) if size else np.zeros(0, np.uint64)
-    return ((raw >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))).reshape(shape)
-
-
-def randomized_round(scaled: np.ndarray) -> np.ndarray:
-    """Round each coordinate to ``floor`` or ``ceil`` with probability given by its fraction (unbiased).
-
-    The coin flips come from ``os.urandom``: the rounding is part of the
-    mechanism, so its randomness is treated like the noise.
-    """
-    values = np.asarray(scaled, dtype=np.float64)
-    if not np.all(np.isfinite(values)):
-        raise ValueError("cannot round non-finite values")
-    floor = np.floor(values)
-    return (floor + (_csprng_uniform(values.shape) < (values - floor))).astype(np.int64)
-
-
-def conditional_randomized_round(
-    scaled: np.ndarray, l2_bound: float, *, max_attempts: int = 1000
-) -> np.ndarray:
-    """Randomized rounding, re-drawn until the integer vector's L2 norm is at most ``l2_bound``.
-
-    With ``l2_bound = conditional_rounding_l2_bound(c, gamma, d, beta)`` and an
-    input of norm ``<= c/gamma``, each attempt succeeds with probability at
-    least ``1 - beta`` (KLS 2021), so the expected number of attempts is at
-    most ``1/(1 - beta)``; :class:`RoundingFailedError` after ``max_attempts``
-    signals an input that was not clipped as promised.
-    """
-    values = np.asarray(scaled, dtype=np.float64)
-    for _ in range(max_attempts):
-        rounded = randomized_round(values)
-        # Exact integer arithmetic for the norm check: the accountant relies on it.
-        if int(np.dot(rounded, rounded)) <= l2_bound * l2_bound:
-            return rounded
-    raise RoundingFailedError(f"no rounding within L2 norm {l2_bound} after {max_attempts} attempts")
 
 
 @dataclass(frozen=True)
@@ -95,6 +57,10 @@ class DdgPlan:
     def model_unit_noise_std(self) -> float:
         """The std of the summed noise in model units, at min_survivors shares."""
         return self.total_sigma * self.gamma
+
+    def noise_multiplier(self, num_shares: int) -> float:
+        """The sum's noise multiplier with ``num_shares`` shares, what the DDG accountant is stepped with."""
+        return self.share_sigma * math.sqrt(num_shares) / self.l2_sensitivity
 
 
 def plan_distributed_discrete_gaussian(
@@ -149,15 +115,10 @@ def plan_distributed_discrete_gaussian(
             share_sigma=share,
             max_shares=max_clients,
         )
-        accountant = DistributedDiscreteGaussianAccountant()
-        accountant.step(
-            sigma=share,
-            l2_sensitivity=sensitivity,
-            num_shares=min_survivors,
-            dim=dim,
-            sample_rate=sample_rate,
-            steps=rounds,
-        )
+        accountant = DistributedDiscreteGaussianAccountant(l2_sensitivity=sensitivity,
+                                                           num_shares=min_survivors, dim=dim)
+        accountant.step(noise_multiplier=share * math.sqrt(min_survivors) / sensitivity,
+                        sample_rate=sample_rate, steps=rounds)
         return DdgPlan(gamma, sensitivity, total, share, wrap, accountant.get_epsilon(delta), bits)
 
     def acceptable(plan: DdgPlan) -> bool:

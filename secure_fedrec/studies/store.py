@@ -6,6 +6,7 @@ Layout of a study folder::
     DIR/study.json          manifest: every cell, its params and id, the environment
     DIR/cells/<id>.json     one finished run: its tidy row and the full run_job result
     DIR/failed/<id>.json    a run that raised (retried on the next invocation)
+    DIR/quarantine/         cell and failure files that could not be read, set aside
     DIR/results.jsonl       one tidy row per finished run, rebuilt from cells/
     DIR/results.csv         the same rows as CSV
 
@@ -16,6 +17,11 @@ cell id, so a run can never be recorded twice, even when several worker
 processes finish at once. The two tables are derived data: rebuilt (again by
 tmp + rename) from cells/ after every run and at every start, so a crash
 between writing a cell and rebuilding loses nothing.
+
+A cell file that cannot be read anyway (truncated or corrupted on disk, by a
+full disk, a copy, a hand edit) is moved to quarantine/ when the study starts,
+with a warning that names it, and its cell runs again: one bad file must not
+stop every later invocation. Nothing is deleted, so the file can be inspected.
 """
 
 from __future__ import annotations
@@ -23,17 +29,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..outputs import write_text_atomic
 from .cells import Cell
 
 __all__ = ["ResultStore", "result_row", "strict_json"]
+
+log = logging.getLogger(__name__)
 
 #: leading columns of the tidy table, in this order; the rest follow sorted
 LEADING_COLUMNS = (
@@ -163,18 +172,7 @@ _FILE_MODE = _file_mode()  # mkstemp creates 0600; results are meant to be share
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, fsync, rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text, mode=_FILE_MODE)
 
 
 class ResultStore:
@@ -184,12 +182,37 @@ class ResultStore:
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
         self.failed_dir = self.root / "failed"
+        self.quarantine_dir = self.root / "quarantine"
 
     def prepare(self) -> None:
         self.cells_dir.mkdir(parents=True, exist_ok=True)
         self.failed_dir.mkdir(parents=True, exist_ok=True)
         for stale in (*self.cells_dir.glob(".*.tmp"), *self.root.glob(".*.tmp")):
             stale.unlink(missing_ok=True)  # left by a run killed mid-write
+        self.quarantine_unreadable()
+
+    def quarantine_unreadable(self) -> list[Path]:
+        """Move every cell or failure file that does not read back aside; where each went."""
+        moved = []
+        for folder, check in ((self.cells_dir, _cell_problem), (self.failed_dir, _failure_problem)):
+            for path in sorted(folder.glob("*.json")) if folder.exists() else ():
+                problem = check(path)
+                if problem is not None:
+                    moved.append(self._quarantine(path, problem))
+        return moved
+
+    def _quarantine(self, path: Path, problem: str) -> Path:
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.quarantine_dir / f"{path.parent.name}-{path.stem}-{stamp}.json"
+        suffix = 1
+        while target.exists():
+            target = target.with_name(f"{path.parent.name}-{path.stem}-{stamp}-{suffix}.json")
+            suffix += 1
+        os.replace(path, target)
+        log.warning("study file %s is unreadable (%s): moved to %s; its cell will run again",
+                    path, problem, target)
+        return target
 
     def cell_path(self, cell_id: str) -> Path:
         return self.cells_dir / f"{cell_id}.json"
@@ -211,15 +234,37 @@ class ResultStore:
         return json.loads(self.cell_path(cell_id).read_text(encoding="utf-8"))
 
     def failures(self) -> list[dict[str, Any]]:
+        """The recorded failures; an unreadable record is skipped with a warning (see prepare)."""
         if not self.failed_dir.exists():
             return []
-        return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(self.failed_dir.glob("*.json"))]
+        records = []
+        for path in sorted(self.failed_dir.glob("*.json")):
+            document, problem = _failure_document(path)
+            if document is None:
+                log.warning("skipping unreadable failure record %s (%s)", path, problem)
+            else:
+                records.append(document)
+        return records
 
     def rows(self, cell_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        """The tidy rows of finished runs (of ``cell_ids``, in that order, when given)."""
+        """The tidy rows of finished runs (of ``cell_ids``, in that order, when given).
+
+        A cell file that does not read back is left out with a warning (a
+        study run quarantines it first, in :meth:`prepare`, and runs it again).
+        """
         ids = list(cell_ids) if cell_ids is not None else sorted(self.finished_ids())
         done = self.finished_ids()
-        return [self.load_cell(i)["row"] for i in ids if i in done]
+        rows = []
+        for cell_id in ids:
+            if cell_id not in done:
+                continue
+            document, problem = _cell_document(self.cell_path(cell_id))
+            if document is None:
+                log.warning("leaving out unreadable study cell %s (%s)", self.cell_path(cell_id),
+                            problem)
+                continue
+            rows.append(document["row"])
+        return rows
 
     def rebuild_tables(self, cell_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Rewrite results.jsonl and results.csv from cells/ (atomically); returns the rows."""
@@ -234,6 +279,49 @@ class ResultStore:
             writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
         write_atomic(self.root / "results.csv", buffer.getvalue())
         return rows
+
+
+def _json_object(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON object in ``path``, or None and what is wrong with the file."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except RecursionError:
+        return None, "nested too deeply"
+    except ValueError as exc:  # json.JSONDecodeError: truncated, empty, corrupted
+        return None, f"not JSON: {exc}"
+    if not isinstance(document, dict):
+        return None, "not a JSON object"
+    return document, None
+
+
+def _cell_document(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The finished run in ``path`` if it is one of the cell its name says; else what is wrong."""
+    document, problem = _json_object(path)
+    if document is None:
+        return None, problem
+    row = document.get("row")
+    if not isinstance(row, dict) or row.get("cell_id") != path.stem:
+        return None, "no tidy row for this cell"
+    if not isinstance(document.get("result"), dict):
+        return None, "no run result"
+    return document, None
+
+
+def _cell_problem(path: Path) -> str | None:
+    return _cell_document(path)[1]
+
+
+def _failure_document(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    document, problem = _json_object(path)
+    if document is not None and document.get("cell_id") != path.stem:
+        return None, "not a failure record of this cell"
+    return document, problem
+
+
+def _failure_problem(path: Path) -> str | None:
+    return _failure_document(path)[1]
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:

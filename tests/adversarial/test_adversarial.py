@@ -20,7 +20,6 @@ import hashlib
 
 import numpy as np
 import pytest
-from scipy import sparse
 
 from protocols.encoding import FixedPointEncoder
 from protocols.errors import (
@@ -266,30 +265,24 @@ def test_nan_cannot_be_encoded():
 
 def test_a_nan_update_aborts_the_pipeline_round_with_a_typed_error():
     # The engine drops a non-finite client before aggregation (see
-    # test_a_diverged_client_is_a_dropout_...); handed one anyway, the layer refuses
+    # test_a_diverged_client_is_a_dropout_...); handed one anyway, the encoding refuses
     # with a typed error instead of poisoning the sum.
-    from protocols.masking import SecAgg
-    from secure_fedrec.engine.aggregators import QuantizedSecureSum
-    from secure_fedrec.engine.updates import ClientUpdates, RoundContext
+    from secure_fedrec.aggregation import ClientContext, ClientUpdate, QuantizedEncoding
 
-    rows = sparse.csr_array(np.array([[0.1, np.nan], [0.2, 0.3], [0.5, -0.7]]))
-    updates = ClientUpdates(np.array([1, 2, 3]), rows, np.ones(3))
+    update = ClientUpdate.from_dense(np.array([0.1, np.nan]))
     with pytest.raises(EncodingError):
-        QuantizedSecureSum(SecAgg(), coordinate_clip=1.0).sum(updates, RoundContext(0, 3.0))
+        QuantizedEncoding(coordinate_clip=1.0).client(update, ClientContext(0, 3, 3.0))
 
 
-def test_values_outside_the_clipping_range_are_clipped_and_counted():
-    from protocols.masking import SecAgg
-    from secure_fedrec.engine.aggregators import QuantizedSecureSum
-    from secure_fedrec.engine.updates import ClientUpdates, RoundContext
+def test_values_outside_the_clipping_range_are_clipped_and_counted(run_pipeline):
+    from secure_fedrec.aggregation import AggregationPipeline, QuantizedEncoding
 
     dense = np.array([[0.1, 50.0], [0.2, 0.3], [-1e9, -0.7]])
-    updates = ClientUpdates(np.array([1, 2, 3]), sparse.csr_array(dense), np.ones(3))
-    layer = QuantizedSecureSum(SecAgg(), coordinate_clip=1.0)
-    out = layer.sum(updates, RoundContext(0, 3.0))
-    step = out.measurements["quantization_step"]
+    out, _, measurements = run_pipeline(AggregationPipeline((), QuantizedEncoding(coordinate_clip=1.0)),
+                                        dense, np.ones(3), ring_bits=32)
+    step = measurements["quantization_step"]
     np.testing.assert_allclose(out.total, np.clip(dense, -1, 1).sum(axis=0), atol=3 * step)
-    assert out.measurements["coordinates_clipped"] == 2
+    assert measurements["coordinates_clipped"] == 2
 
 
 def test_paillier_client_refuses_wrong_length_and_out_of_range(paillier_keys):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from secure_fedrec.config import RunConfig, load_config
-from secure_fedrec.engine.inprocess import FederatedTrainer
+from secure_fedrec.engines.inprocess import FederatedTrainer
 from secure_fedrec.runner import load_data, make_split
 
 #: Users, items and epochs kept small: the tests are about the engine, not accuracy.
@@ -69,9 +69,10 @@ class ScheduledDropouts(FederatedTrainer):
         self.dead_at = dead_at
 
     def plan_round(self, round_index):
-        sampled, dropouts, stragglers = super().plan_round(round_index)
+        plan = super().plan_round(round_index)
+        dropouts = plan.dropouts
         first = self.protocol_stages()[0]  # advertise_keys (masking), announce (Paillier)
-        for user in sampled.tolist():
+        for user in plan.sampled.tolist():
             died = self.dead_at.get(user % self.num_partitions)
             if died is None:
                 continue
@@ -80,7 +81,7 @@ class ScheduledDropouts(FederatedTrainer):
                 dropouts[int(user)] = first
             elif round_index == died_round:
                 dropouts[int(user)] = first if stage == "upload" else stage
-        return sampled, dropouts, stragglers
+        return plan
 
 
 def reference_params(config: RunConfig, *, num_partitions: int = 1,

@@ -46,7 +46,7 @@ def test_plaintext_matches_inprocess_exactly():
     config = small_config(**{"aggregation.protocol": "plaintext"})
     expected, trainer = reference_params(config)
     got = run_split(config, 4)
-    np.testing.assert_array_equal(got.trainer.params, expected)
+    np.testing.assert_array_equal(got.params, expected)
     assert got.history[-1].evaluation["rmse"] == pytest.approx(trainer.history[-1].evaluation["rmse"], rel=1e-9)
 
 
@@ -56,8 +56,8 @@ def test_masking_matches_inprocess(protocol):
     expected, trainer = reference_params(config)
     got = run_split(config, 5)
     # Stochastic rounding (os.urandom) differs between runs: equal up to quantization noise.
-    np.testing.assert_allclose(got.trainer.params, expected, rtol=0, atol=1e-6)
-    assert not np.array_equal(got.trainer.params, reference_params(small_config(
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-6)
+    assert not np.array_equal(got.params, reference_params(small_config(
         **{"aggregation.protocol": protocol, "seed": 8}))[0])
     for mine, theirs in zip(got.history, trainer.history):
         assert mine.contributors == theirs.contributors
@@ -74,7 +74,7 @@ def test_dead_node_is_a_dropout(label, recorded):
     got = run_split(config, 3, kill_at={(kill_round, label): {2}})
     assert got.dead_at[2] == (kill_round, recorded)
     expected, trainer = reference_params(config, num_partitions=3, dead_at=got.dead_at)
-    np.testing.assert_allclose(got.trainer.params, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-6)
     assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
     assert got.history[-1].contributors < got.history[-1].sampled
 
@@ -84,7 +84,8 @@ def test_every_protocol_and_privacy_unit_is_supported():
 
     for protocol in ("plaintext", "secagg", "secagg+", "paillier"):
         check_supported(small_config(**{"aggregation.protocol": protocol}))
-    for privacy in (CENTRAL_DP, DISTRIBUTED_DP, RECORD_DP):
+    for privacy in (CENTRAL_DP, DISTRIBUTED_DP, RECORD_DP, {**CENTRAL_DP, "privacy.clipping": "adaptive"},
+                    {**DISTRIBUTED_DP, "privacy.clipping": "adaptive"}):
         check_supported(small_config(**privacy))
 
 
@@ -107,7 +108,7 @@ def test_user_level_dp_accounts_as_inprocess(name, privacy):
     assert epsilons(got.history) == epsilons(trainer.history)
     assert all(e is not None and 0 < e < 20 for e in epsilons(got.history))
     assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
-    assert got.trainer.privacy.summary()["epsilon"] == trainer.privacy.summary()["epsilon"]
+    assert got.server.privacy.summary()["epsilon"] == trainer.privacy.summary()["epsilon"]
     last = got.history[-1].measurements
     assert last["noise_stddev"] == trainer.history[-1].measurements["noise_stddev"] > 0
     assert last["clip_norm"] == 0.5
@@ -122,8 +123,39 @@ def test_user_level_pipeline_matches_inprocess_without_noise():
     expected, _ = reference_params(config)
     assert got.history[-1].measurements["noise_stddev"] < 1e-6
     # FedAdam divides by sqrt(v): where v is tiny, even this noise moves a coordinate a little.
-    np.testing.assert_allclose(got.trainer.params, expected, rtol=0, atol=1e-3)
-    assert np.median(np.abs(got.trainer.params - expected)) < 1e-5  # values are ~1e-1
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-3)
+    assert np.median(np.abs(got.params - expected)) < 1e-5  # values are ~1e-1
+
+
+def test_adaptive_clipping_runs_on_flower_with_the_clip_norm_in_the_broadcast():
+    """The server moves C; the nodes clip with the C of the round's broadcast. With (almost) no
+    noise, the clip norms and parameters are the in-process engine's."""
+    config = small_config(**{**CENTRAL_DP, "privacy.clipping": "adaptive", "privacy.noise_multiplier": 1e-6,
+                             "privacy.clip_count_stddev": 1e-6, "privacy.clip_learning_rate": 0.5,
+                             "privacy.accountant": "rdp", "aggregation.protocol": "secagg",
+                             "training.rounds": 3})
+    got = run_split(config, 3)
+    expected, trainer = reference_params(config)
+    clips = [m.measurements["clip_norm"] for m in got.history]
+    assert len(set(clips)) == 3  # C moved every round
+    np.testing.assert_allclose(clips, [m.measurements["clip_norm"] for m in trainer.history], rtol=1e-4)
+    assert epsilons(got.history) == epsilons(trainer.history)
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-3)
+    assert got.server.privacy.summary()["clip_norm_final"] == got.history[-1].measurements["clip_norm_next"]
+
+
+def test_a_round_of_one_client_aborts_on_flower_too():
+    """Issue 19, item 3, on the Flower engine: the round that samples one user releases nothing,
+    the user still trains (as in-process), and the job goes on."""
+    config = small_config(**{"aggregation.protocol": "secagg+", "training.sampling": "poisson",
+                             "training.clients_per_round": 0.1, "data.synthetic.n_users": 40,
+                             "training.rounds": 8, "seed": 7, "evaluation.every": 8})
+    got = run_split(config, 3)
+    _, trainer = reference_params(config)
+    assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
+    aborted = [m for m in got.history if m.measurements.get("aborted")]
+    assert aborted and all(m.sampled == 1 and m.contributors == 0 for m in aborted)
+    assert len(got.history) == 8
 
 
 def test_record_level_dp_accounts_as_inprocess():
@@ -134,7 +166,7 @@ def test_record_level_dp_accounts_as_inprocess():
     assert epsilons(got.history) == epsilons(trainer.history)
     assert all(e is not None and e > 0 for e in epsilons(got.history))
     assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
-    ours, theirs = got.trainer.privacy.summary(), trainer.privacy.summary()
+    ours, theirs = got.server.privacy.summary(), trainer.privacy.summary()
     assert ours["epsilon"] == theirs["epsilon"]
     assert ours["epsilon_distribution"] == theirs["epsilon_distribution"]
 
@@ -143,7 +175,7 @@ def test_paillier_matches_inprocess(paillier_keys):
     config = small_config(**PAILLIER_JOB)
     got = run_split(config, 3, paillier_keys=paillier_keys)
     expected, trainer = reference_params(config)
-    np.testing.assert_allclose(got.trainer.params, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-6)
     assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history] == [10, 10]
     assert got.history[-1].measurements["protocol_key_bits"] == 2048
 
@@ -158,7 +190,7 @@ def test_paillier_survives_a_dead_key_holder_host(paillier_keys):
     expected, trainer = reference_params(config, num_partitions=3, dead_at={2: (1, "evaluate")})
     assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
     assert got.history[0].contributors == 10
-    np.testing.assert_allclose(got.trainer.params, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-6)
     assert got.history[1].contributors < got.history[1].sampled
 
 
@@ -185,3 +217,72 @@ def test_node_state_keeps_protocol_parties_across_messages():
             server.receive(reply)
     server.advance()
     np.testing.assert_array_equal(server.result.total, (3 * np.arange(4) + 3).astype(np.uint64))
+
+
+def test_engine_flower_honours_the_flower_config_section(monkeypatch):
+    """``engine = "flower-sim"`` starts ``flower.nodes`` nodes with the section's timeouts."""
+    from secure_fedrec.config import ConfigError, load_config
+    from secure_fedrec.engines.flower import launcher
+    from secure_fedrec.runner import run_job
+
+    seen = {}
+
+    class FakeFederation:
+        def __init__(self, mode, num_nodes, work_dir=None, **kwargs):
+            seen.update(mode=mode, nodes=num_nodes)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def submit(self, config, out, **kwargs):
+            seen.update(kwargs)
+
+        def wait(self, run, out, timeout):
+            return {"engine": "flower-sim"}
+
+    monkeypatch.setattr(launcher, "LocalFederation", FakeFederation)
+    config = load_config(None, {"engine": "flower-sim", "flower.nodes": 3, "flower.stage_timeout": 7.5,
+                                "flower.train_timeout": 30.0, "flower.node_wait_timeout": 60.0})
+    assert run_job(config)["engine"] == "flower-sim"
+    assert seen == {"mode": "sim", "nodes": 3, "train_timeout": 30.0, "stage_timeout": 7.5,
+                    "node_wait_timeout": 60.0}
+    for bad in ({"flower.nodes": 0}, {"flower.stage_timeout": -1.0}, {"flower.train_timeout": float("nan")},
+                {"flower.bogus": 1}):
+        with pytest.raises(ConfigError):
+            load_config(None, bad)
+
+
+NODE_SCRIPT = """
+import base64, json, sys
+from secure_fedrec.engines.flower.dispatch import dispatch
+request = json.loads(sys.stdin.read())
+for key in ("params",):
+    request[key] = base64.b64decode(request[key])
+reply, _ = dispatch("train", request, b"", {"partition-id": request.pop("partition"), "num-partitions": 2})
+assert reply["reporting"] == len(request["users"]), reply
+print(json.dumps(sorted(m for m in ("dp_accounting", "scipy", "opacus") if m in sys.modules)))
+"""
+
+
+def test_a_node_trains_and_encodes_without_the_accountants_libraries():
+    """The client plan and the broadcast carry every number a node needs (no calibration on a
+    node), so a node handling ``train`` — a fresh process per message in deployment — imports
+    neither dp_accounting nor scipy, even under distributed DP."""
+    import base64
+    import json
+    import subprocess
+    import sys
+
+    config = small_config(**DISTRIBUTED_DP)
+    data = load_data(config)
+    co = FlowerCoordinator(config, data, make_split(config, data), MemoryTransport(2), 2)
+    plan = co.server.plan_round(0)
+    partition, request = next(iter(co._train_requests(plan, None).items()))
+    request = {**request, "params": base64.b64encode(request["params"]).decode(), "partition": partition}
+    out = subprocess.run([sys.executable, "-c", NODE_SCRIPT], input=json.dumps(request), capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

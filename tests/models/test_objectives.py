@@ -7,9 +7,9 @@ import torch
 
 from secure_fedrec.config import load_config
 from secure_fedrec.data import leave_last_out, synthetic_ratings
-from secure_fedrec.engine.client import ClientData, LocalTraining, train_client
 from secure_fedrec.models import BiasedMF
 from secure_fedrec.models.objectives import bpr_loss, pair_examples
+from secure_fedrec.training.local import ClientData, LocalTraining, train_client
 
 
 def test_pair_negatives_are_uniform_over_the_unrated_items():

@@ -13,10 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from secure_fedrec.engine.client import ClientData, LocalTraining
 from secure_fedrec.models import build_model
-from secure_fedrec.privacy.bookkeeping import BookkeepingClipping, UnsupportedLayerError
-from secure_fedrec.privacy.dpsgd import train_client_dpsgd
+from secure_fedrec.training.bookkeeping import (
+    BookkeepingClipping,
+    UnsupportedLayerError,
+)
+from secure_fedrec.training.dpsgd import train_client_dpsgd
+from secure_fedrec.training.local import ClientData, LocalTraining
 
 
 class Tower(nn.Module):

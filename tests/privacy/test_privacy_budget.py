@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from secure_fedrec.privacy.accounting import ClientAccountants, PldAccountant, RdpAccountant
+from secure_fedrec.privacy.accounting import (
+    ClientAccountants,
+    PldAccountant,
+    RdpAccountant,
+)
 from secure_fedrec.privacy.budget import BudgetExceededError, PrivacyBudget
 from secure_fedrec.privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
 
@@ -33,8 +37,8 @@ def test_guard_stops_before_the_budget_is_exceeded(accountant_cls):
 
 def test_guard_for_distributed_dp():
     budget = PrivacyBudget(target_epsilon=1.0, delta=DELTA)
-    accountant = DistributedDiscreteGaussianAccountant()
-    step = {"sigma": 100.0, "l2_sensitivity": 100.0, "num_shares": 20, "dim": 1000, "sample_rate": 0.05}
+    accountant = DistributedDiscreteGaussianAccountant(l2_sensitivity=100.0, num_shares=20, dim=1000)
+    step = {"noise_multiplier": 20**0.5, "sample_rate": 0.05}  # shares of scale 100 = the sensitivity
     while budget.can_afford(accountant, **step):
         accountant.step(**step)
     assert 0 < accountant.get_epsilon(DELTA) <= 1.0

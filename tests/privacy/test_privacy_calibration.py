@@ -13,7 +13,7 @@ from secure_fedrec.privacy.calibration import (
     default_delta,
 )
 from secure_fedrec.privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
-from secure_fedrec.privacy.record_sampling import client_sample_rate, planned_steps
+from secure_fedrec.training.record_sampling import client_sample_rate, planned_steps
 
 DELTA = 1e-5
 
@@ -48,18 +48,25 @@ def test_calibration_rejects_bad_inputs():
 def test_ddg_calibration_hits_the_target_at_min_survivors():
     kwargs = {"l2_sensitivity": 120.0, "min_survivors": 40, "dim": 5000, "sample_rate": 0.02, "steps": 300}
     total = calibrate_ddg_total_sigma(2.0, DELTA, **kwargs)
-    accountant = DistributedDiscreteGaussianAccountant()
-    accountant.step(
-        sigma=total / 40**0.5, l2_sensitivity=120.0, num_shares=40, dim=5000, sample_rate=0.02, steps=300
-    )
+    accountant = DistributedDiscreteGaussianAccountant(l2_sensitivity=120.0, num_shares=40, dim=5000)
+    accountant.step(noise_multiplier=total / 120.0, sample_rate=0.02, steps=300)
     assert 0.99 * 2.0 <= accountant.get_epsilon(DELTA) <= 2.0
 
 
 def test_default_delta():
-    assert default_delta(1000) == pytest.approx(1000**-1.1)
+    assert default_delta(1000) == pytest.approx(1 / 10_000)
     assert default_delta(610) < 1 / 610
     with pytest.raises(ValueError):
         default_delta(1)
+
+
+@pytest.mark.parametrize("n", [2, 100, 671, 80_000, 10**6, 10**10, 10**12, 10**15])
+def test_default_delta_exposes_at_most_a_tenth_of_a_unit(n):
+    """Issue 19 item 11: N·δ ≤ 0.1 (it was N^-0.1 = 0.52 at 671 users) and δ ≤ the old N^-1.1."""
+    delta = default_delta(n)
+    assert n * delta <= 0.1 * (1 + 1e-12)
+    assert delta <= n**-1.1
+    assert default_delta(671) * 671 == pytest.approx(0.1)
 
 
 def _record_client_epsilon(z: float, n: int, batch: int, epochs: int, rounds: int) -> float:

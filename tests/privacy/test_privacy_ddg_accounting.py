@@ -33,8 +33,9 @@ def test_unsampled_ddg_with_negligible_tau_equals_the_gaussian():
     # n shares of scale sigma and sensitivity D behave like a Gaussian with z = sqrt(n) sigma / D.
     sigma, n, sensitivity = 50.0, 20, 100.0
     z = math.sqrt(n) * sigma / sensitivity
-    ddg = DistributedDiscreteGaussianAccountant()
-    ddg.step(sigma=sigma, l2_sensitivity=sensitivity, num_shares=n, dim=10_000, sample_rate=1.0, steps=25)
+    ddg = DistributedDiscreteGaussianAccountant(l2_sensitivity=sensitivity, num_shares=n, dim=10_000)
+    ddg.step(noise_multiplier=z, sample_rate=1.0, steps=25)
+    assert ddg.share_sigma(z) == pytest.approx(sigma, rel=1e-15)
     gaussian = RdpAccountant(orders=ddg.orders)
     gaussian.step(noise_multiplier=z, sample_rate=1.0, steps=25)
     assert ddg.get_epsilon(DELTA) == pytest.approx(gaussian.get_epsilon(DELTA), rel=0.01)
@@ -63,11 +64,9 @@ def test_zhu_wang_bound_is_exact_at_q_one_and_dominates_the_tight_gaussian():
 
 
 def test_subsampling_and_more_survivors_help():
-    def eps(q: float, shares: int) -> float:
-        accountant = DistributedDiscreteGaussianAccountant()
-        accountant.step(
-            sigma=30.0, l2_sensitivity=100.0, num_shares=shares, dim=1000, sample_rate=q, steps=100
-        )
+    def eps(q: float, shares: int) -> float:  # every share of scale 30: more shares, more noise
+        accountant = DistributedDiscreteGaussianAccountant(l2_sensitivity=100.0, num_shares=shares, dim=1000)
+        accountant.step(noise_multiplier=math.sqrt(shares) * 30.0 / 100.0, sample_rate=q, steps=100)
         return accountant.get_epsilon(DELTA)
 
     assert eps(0.01, 20) < eps(0.1, 20) < eps(1.0, 20)
@@ -92,22 +91,43 @@ def test_conditional_rounding_bound():
 
 
 def test_state_dict_and_epsilon_after():
-    accountant = DistributedDiscreteGaussianAccountant()
-    accountant.step(sigma=20.0, l2_sensitivity=50.0, num_shares=10, dim=100, sample_rate=0.1, steps=5)
-    predicted = accountant.epsilon_after(
-        delta=DELTA, sigma=20.0, l2_sensitivity=50.0, num_shares=9, dim=100, sample_rate=0.1
-    )
-    assert accountant.total_steps == 5
-    restored = DistributedDiscreteGaussianAccountant()
+    accountant = DistributedDiscreteGaussianAccountant(l2_sensitivity=50.0, num_shares=10, dim=100)
+    z = math.sqrt(10) * 20.0 / 50.0
+    accountant.step(noise_multiplier=z, sample_rate=0.1, steps=5)
+    predicted = accountant.epsilon_after(noise_multiplier=z, sample_rate=0.1, delta=DELTA)
+    assert accountant.total_steps == len(accountant) == 5  # nothing recorded by the prediction
+    restored = DistributedDiscreteGaussianAccountant(l2_sensitivity=50.0, num_shares=10, dim=100)
     restored.load_state_dict(json.loads(json.dumps(accountant.state_dict())))
     assert restored.get_epsilon(DELTA) == accountant.get_epsilon(DELTA)
-    restored.step(sigma=20.0, l2_sensitivity=50.0, num_shares=9, dim=100, sample_rate=0.1)
+    restored.step(noise_multiplier=z, sample_rate=0.1)
     assert restored.get_epsilon(DELTA) == pytest.approx(predicted)
     bad = accountant.state_dict()
-    bad["history"][0][2] = 0  # zero shares
+    bad["history"][0][0] = -1.0  # a negative noise multiplier
     with pytest.raises(AccountantStateError):
         restored.load_state_dict(bad)
     bad = accountant.state_dict()
     bad["mechanism"] = "rdp"
     with pytest.raises(AccountantStateError):
         restored.load_state_dict(bad)
+    other_geometry = DistributedDiscreteGaussianAccountant(l2_sensitivity=50.0, num_shares=9, dim=100)
+    with pytest.raises(AccountantStateError):  # another guaranteed number of shares
+        other_geometry.load_state_dict(accountant.state_dict())
+    with pytest.raises(ValueError):
+        accountant.step(noise_multiplier=0.0, sample_rate=0.1)
+
+
+def test_one_step_signature_for_every_accountant():
+    """The Gaussian and the DDG accountants are stepped, predicted and guarded alike."""
+    from secure_fedrec.privacy.accounting import Accountant, PldAccountant
+    from secure_fedrec.privacy.budget import PrivacyBudget
+
+    budget = PrivacyBudget(target_epsilon=2.0, delta=DELTA)
+    for accountant in (PldAccountant(), RdpAccountant(),
+                       DistributedDiscreteGaussianAccountant(l2_sensitivity=100.0, num_shares=20, dim=1000)):
+        assert isinstance(accountant, Accountant)
+        rounds = 0
+        while budget.can_afford(accountant, noise_multiplier=1.2, sample_rate=0.05, steps=10):
+            accountant.step(noise_multiplier=1.2, sample_rate=0.05, steps=10)
+            rounds += 1
+        assert rounds > 0 and len(accountant) == 10 * rounds
+        assert accountant.get_epsilon(DELTA) <= 2.0

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 from secure_fedrec.config import DEFAULT_TARGET_EPSILON, load_config
-from secure_fedrec.engine.protocols import build_pipeline
-from secure_fedrec.privacy.session import PrivacySession
+from secure_fedrec.plans import Population, build_privacy_plan
 
 
 def test_default_config_is_user_level_distributed_dp_under_masking():
@@ -20,13 +19,11 @@ def test_default_config_is_user_level_distributed_dp_under_masking():
 
 def test_default_summary_states_unit_epsilon_delta_and_placement_in_one_line():
     config = load_config(None, {"training.rounds": 3, "privacy.target_epsilon": 2.0})
-    session = PrivacySession(config, n_users=500, expected_clients=50.0, dim=200)
-    pipeline = build_pipeline(config, 50.0, session)
-    layer, names = pipeline.inner, []
-    while layer is not None:  # the noise shares are added inside the masking protocol's input
-        names.append(type(layer).__name__)
-        layer = getattr(layer, "inner", None)
-    assert names == ["Clip", "DistributedDiscreteGaussianSum"]
+    session = build_privacy_plan(config, Population(n_users=500, expected_clients=50.0, dim=200))
+    pipeline = session.pipeline
+    names = [type(layer).__name__ for layer in (*pipeline.layers, pipeline.encoding)]
+    # the noise shares are added by the clients, inside the masking protocol's input
+    assert names == ["Mean", "Clip", "DistributedDiscreteGaussianEncoding"]
     for _ in range(3):
         session.after_round()
     summary = session.summary()

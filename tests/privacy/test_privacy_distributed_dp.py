@@ -13,7 +13,10 @@ from secure_fedrec.privacy.ddg_accounting import (
     DistributedDiscreteGaussianAccountant,
     conditional_rounding_l2_bound,
 )
-from secure_fedrec.privacy.discrete_gaussian import discrete_gaussian_variance, sample_discrete_gaussian
+from secure_fedrec.privacy.discrete_gaussian import (
+    discrete_gaussian_variance,
+    sample_discrete_gaussian,
+)
 from secure_fedrec.privacy.distributed_dp import (
     RoundingFailedError,
     conditional_randomized_round,
@@ -110,12 +113,7 @@ def test_one_round_end_to_end_in_the_ring(seeded_urandom):
     statistic = (d - 1) * error.var(ddof=1) / expected_variance
     assert stats.chi2.sf(statistic, d - 1) > 1e-3
     assert statistic / (d - 1) < 1 + len(survivors) * plan.gamma**2 / 4 / expected_variance + 0.2
-    accountant = DistributedDiscreteGaussianAccountant()
-    accountant.step(
-        sigma=plan.share_sigma,
-        l2_sensitivity=plan.l2_sensitivity,
-        num_shares=len(survivors) - 1,
-        dim=d,
-        sample_rate=0.1,
-    )
+    accountant = DistributedDiscreteGaussianAccountant(l2_sensitivity=plan.l2_sensitivity,
+                                                       num_shares=len(survivors) - 1, dim=d)
+    accountant.step(noise_multiplier=plan.noise_multiplier(len(survivors) - 1), sample_rate=0.1)
     assert 0 < accountant.get_epsilon(DELTA) < plan.epsilon

@@ -88,7 +88,7 @@ def _opacus_clipped_mean(name: str, mode: str) -> dict[str, torch.Tensor]:
 
 
 def _bookkeeping_clipped_mean(name: str) -> dict[str, torch.Tensor]:
-    from secure_fedrec.privacy.bookkeeping import BookkeepingClipping
+    from secure_fedrec.training.bookkeeping import BookkeepingClipping
 
     view = _view(name)
     users, items, targets = _batch(name)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from secure_fedrec.engine.client import ClientData, LocalTraining
 from secure_fedrec.models import build_model
-from secure_fedrec.privacy.dpsgd import train_client_dpsgd, untouched_row_noise_std
+from secure_fedrec.training.dpsgd import train_client_dpsgd, untouched_row_noise_std
+from secure_fedrec.training.local import ClientData, LocalTraining
 
 N_ITEMS, DIM, BATCH = 400, 6, 8
 LR, WEIGHT_DECAY = 0.5, 0.02
@@ -43,7 +43,7 @@ def _train(name: str, *, lazy: bool, noise: float, seed: int = 0):
 
 
 def _touched(name: str, seed: int = 0) -> np.ndarray:
-    from secure_fedrec.engine.client import local_examples
+    from secure_fedrec.training.local import local_examples
 
     model = _model(name)
     touched, _, _ = local_examples(model, _client(name), N_ITEMS, 2, np.random.default_rng(seed))
@@ -134,7 +134,7 @@ def test_lazy_client_leaves_the_global_model_and_touched_rows_consistent():
 
 @pytest.mark.parametrize("name", ["mf", "neumf"])
 def test_example_counts_match_what_local_training_builds(name):
-    from secure_fedrec.engine.client import (
+    from secure_fedrec.training.local import (
         examples_per_user,
         local_examples,
         num_local_examples,
@@ -213,7 +213,7 @@ def test_charged_rate_and_steps_are_what_the_sampler_really_ran(monkeypatch, n, 
     from opacus.utils import uniform_sampler
     from torch.utils.data import DataLoader, TensorDataset
 
-    from secure_fedrec.privacy.record_sampling import client_sample_rate, planned_steps
+    from secure_fedrec.training.record_sampling import client_sample_rate, planned_steps
 
     opacus_rate = DPDataLoader.from_data_loader(DataLoader(TensorDataset(torch.zeros(n)), batch_size=min(8, n))).sample_rate
     built, batches = [], []

@@ -156,3 +156,50 @@ def test_known_answer_layout() -> None:
     layout = PackingLayout(bits=4, headroom_bits=2, slots=3, length=5)
     assert layout.pack(np.array([1, 2, 3, 15, 0], dtype=np.uint64)) == [12417, 15]
     assert np.array_equal(layout.unpack([12417 * 4, 15 * 4], count=4), [4, 8, 12, 12, 0])
+
+
+# -- issue 19 item 10: padding slots are checked like the others ------------------------------
+def _padded_layout() -> PackingLayout:
+    """bits=4, headroom=2 (6-bit slots), 3 slots, 4 values: the 2nd plaintext has 2 padding slots."""
+    layout = PackingLayout(bits=4, headroom_bits=2, slots=3, length=4)
+    assert layout.num_plaintexts == 2 and layout.num_plaintexts * layout.slots - layout.length == 2
+    return layout
+
+
+def test_carry_out_of_the_last_real_slot_is_detected() -> None:
+    """A client packs 64 + 3 (> 2^6) into the last real slot: the carry lands in padding.
+
+    Before the fix the padding was never read: the last slot's low bits (3) passed
+    the range check and the overflowing sum was released.
+    """
+    layout = _padded_layout()
+    honest = layout.pack(np.array([1, 2, 3, 3], dtype=np.uint64))
+    assert np.array_equal(layout.unpack(honest, count=1), [1, 2, 3, 3])
+    overflowing = [honest[0], honest[1] + (1 << layout.slot_bits)]  # slot 0 of plaintext 2: 67
+    with pytest.raises(SlotOverflow, match="padding"):
+        layout.unpack(overflowing, count=1)
+
+
+@pytest.mark.parametrize("padding_slot", [1, 2])
+@pytest.mark.parametrize("value", [1, 1 << 4, (1 << 6) - 1])
+def test_any_non_zero_padding_slot_is_refused(padding_slot: int, value: int) -> None:
+    layout = _padded_layout()
+    packed = layout.pack(np.zeros(4, dtype=np.uint64))
+    packed[1] += value << (padding_slot * layout.slot_bits)
+    with pytest.raises(SlotOverflow, match="padding"):
+        layout.unpack(packed, count=4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(bits=st.integers(1, 62), clients=st.integers(1, 40), length=st.integers(1, 200),
+       seed=st.integers(0, 2**32 - 1))
+def test_padding_check_passes_every_honest_sum(bits: int, clients: int, length: int,
+                                               seed: int) -> None:
+    layout = PackingLayout.for_key(512, bits=bits, max_clients=clients, length=length)
+    rng = np.random.default_rng(seed)
+    vectors = [_random_ring(rng, bits, length) for _ in range(clients)]
+    summed = [sum(column) for column in zip(*(layout.pack(v) for v in vectors), strict=True)]
+    expected = np.zeros(length, dtype=np.uint64)
+    for vector in vectors:
+        expected = (expected + vector) & np.uint64((1 << bits) - 1)
+    assert np.array_equal(layout.unpack(summed, count=clients), expected)

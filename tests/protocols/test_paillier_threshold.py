@@ -162,3 +162,62 @@ def test_share_serialization_round_trip(key_set) -> None:
 def test_share_not_matching_its_verification_key_refused(key_set) -> None:
     with pytest.raises(ValueError):
         KeyShare(key_set.params, 1, key_set.shares[0].share + 1)
+
+
+# -- issue 19 item 10: secret exponents go through gmpy2.powmod_sec -----------------------------
+class _PowmodSpy:
+    """Records the exponents gmpy2.powmod and gmpy2.powmod_sec are called with."""
+
+    def __init__(self, monkeypatch) -> None:
+        gmp = gmpy2()
+        self.public: list[int] = []
+        self.secret: list[int] = []
+        powmod, powmod_sec = gmp.powmod, gmp.powmod_sec
+
+        def spy_public(base, exponent, modulus):
+            self.public.append(int(exponent))
+            return powmod(base, exponent, modulus)
+
+        def spy_secret(base, exponent, modulus):
+            self.secret.append(int(exponent))
+            return powmod_sec(base, exponent, modulus)
+
+        monkeypatch.setattr(gmp, "powmod", spy_public)
+        monkeypatch.setattr(gmp, "powmod_sec", spy_secret)
+
+
+def test_partial_decryption_results_are_unchanged(key_set) -> None:
+    """The constant-time exponentiation gives the textbook c^(2Δs_i), and everything still combines."""
+    nsquare = key_set.public_key.nsquare
+    ciphertexts = _encrypt(key_set, [0, 1, 12345, key_set.public_key.n - 1])
+    partials = [partial_decrypt(s, ciphertexts, context=b"ctx") for s in key_set.shares[:3]]
+    for share, partial in zip(key_set.shares, partials, strict=False):
+        exponent = 2 * key_set.params.delta * share.share
+        assert partial.values == tuple(pow(c, exponent, nsquare) for c in ciphertexts)
+        verify_partial(key_set.params, ciphertexts, partial, context=b"ctx")
+    assert combine_partials(key_set.params, partials) == [0, 1, 12345, key_set.public_key.n - 1]
+
+
+def test_secret_exponents_never_reach_the_variable_time_powmod(key_set, monkeypatch) -> None:
+    share = key_set.shares[1]
+    ciphertexts = _encrypt(key_set, [5, 6, 7])
+    spy = _PowmodSpy(monkeypatch)
+    partial = partial_decrypt(share, ciphertexts, context=b"ctx")
+    secret = 2 * key_set.params.delta * share.share
+    # public exponents: 128-bit batch coefficients and the constants 2 and 4
+    assert spy.public and max(e.bit_length() for e in spy.public) <= 128
+    assert spy.secret[:3] == [secret] * 3
+    nonce = spy.secret[3]  # the proof's r, used twice (a = C^4r, b = v^r)
+    assert spy.secret[3:] == [nonce, nonce] and nonce.bit_length() > secret.bit_length()
+    assert partial.response > nonce  # z = r + e * Δ * s_i
+    spy.public.clear()
+    spy.secret.clear()
+    KeyShare(key_set.params, share.index, share.share)  # checks v^(Δ s_i) against its key
+    assert spy.secret == [key_set.params.delta * share.share] and not spy.public
+
+
+def test_a_zero_exponent_is_handled() -> None:
+    from protocols.paillier.threshold import _powmod_secret
+
+    assert _powmod_secret(12345, 0, 77) == 1
+    assert _powmod_secret(12345, 5, 77) == pow(12345, 5, 77)

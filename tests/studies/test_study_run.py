@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -87,6 +88,54 @@ def test_a_failing_cell_is_recorded_and_retried(tmp_path, capsys):
     assert len(table_ids(out)) == 1
     outcome = run_study(parse_study(text), out, progress=False)
     assert outcome.skipped == 1 and len(outcome.failed) == 1  # retried, failed again, still listed once
+
+
+def test_a_truncated_cell_file_is_quarantined_and_its_cell_runs_again(tmp_path, caplog, capsys):
+    """Issue 19 item 8: before, every later invocation exited 1 with a JSONDecodeError traceback."""
+    config = tmp_path / "study.toml"
+    config.write_text(tiny_study(seeds=(0,), clients=(5, 10)))
+    out = tmp_path / "out"
+    command = ["study", "--config", str(config), "--out", str(out), "--quiet", "--no-plots"]
+    assert main(command) == 0
+    victim = min((out / "cells").glob("*.json"))
+    truncated = victim.read_text()[:100]
+    victim.write_text(truncated)
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING, logger="secure_fedrec.studies.store"):
+        assert main(command) == 0
+    assert "2/2 runs finished (1 from earlier invocations, 1 now, 0 failed)" in capsys.readouterr().out
+    assert str(victim) in caplog.text and "will run again" in caplog.text
+    (kept,) = (out / "quarantine").glob("*.json")
+    assert kept.read_text() == truncated and kept.name.startswith(f"cells-{victim.stem}-")
+    assert ResultStore(out).load_cell(victim.stem)["row"]["cell_id"] == victim.stem
+    assert len(table_ids(out)) == 2
+
+
+def test_every_kind_of_unreadable_record_is_set_aside(tmp_path):
+    store = ResultStore(tmp_path)
+    store.prepare()
+    good = {"row": {"cell_id": "good"}, "result": {}}
+    files = {
+        "cells/good.json": json.dumps(good),
+        "cells/empty.json": "",
+        "cells/truncated.json": json.dumps(good)[:-3],
+        "cells/binary.json": "\udcff",
+        "cells/list.json": "[]",
+        "cells/renamed.json": json.dumps(good),  # a row of another cell
+        "cells/no_result.json": json.dumps({"row": {"cell_id": "no_result"}}),
+        "cells/deep.json": "[" * 100_000,
+        "failed/bad.json": '{"cell_id": "ba',
+        "failed/fine.json": json.dumps({"cell_id": "fine", "error": "x"}),
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, errors="surrogateescape")
+    assert store.rows(["good", "truncated"]) == [good["row"]]  # a reader skips, moves nothing
+    assert [f["cell_id"] for f in store.failures()] == ["fine"]
+    moved = store.quarantine_unreadable()
+    assert len(moved) == len(files) - 2
+    assert store.finished_ids() == {"good"}
+    assert [p.name for p in (tmp_path / "failed").glob("*.json")] == ["fine.json"]
+    assert store.quarantine_unreadable() == []
 
 
 def test_leftover_temporary_files_are_ignored_and_cleaned(tmp_path):

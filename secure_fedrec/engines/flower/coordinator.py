@@ -1,29 +1,24 @@
-"""The server side of a Flower job, written against a small transport interface.
+"""The server side of a Flower job: the round's server step, with the sum carried over a transport.
 
-The coordinator is the in-process engine's round, cut where the network is:
-it reuses a :class:`FederatedTrainer` for everything the server owns (the
-seeded generator that samples clients, dropouts and stragglers; the
-aggregation pipeline; the server optimizer; the flat shared parameters), so
-with the same seed it makes the same random choices in the same order. The
-clients' half of the round runs on the nodes (:mod:`.node`); between them
-travel only the payloads of :mod:`.codec`.
+The coordinator owns a :class:`~secure_fedrec.rounds.server.RoundServer`, the same
+server the in-process engine uses: it samples the clients (same seed, same
+choices), broadcasts the round, sizes the session, and finishes the round with the
+pipeline's server halves, the server optimizer and the accountant. What it adds is
+only transport: the ``train`` request carries the shared parameters, the run's
+client plan (:mod:`secure_fedrec.rounds.wire`) and the round's broadcast to the
+nodes, which run :func:`~secure_fedrec.rounds.client.client_step` for their users
+(:mod:`.node`); then it moves protocol frames between its sans-IO protocol server
+and the nodes' parties, stage by stage.
 
-With a secure protocol the coordinator drives one :class:`MaskingServer` per
-round over the transport, stage by stage — the same sans-IO state machine the
-in-process driver runs — and every sampled *user* is a protocol party. A node
-that fails (error reply, or no reply before the stage's timeout) is a dropout
-of all its users from then on; the round completes when the protocol's
+* plaintext: the nodes' float payloads are added with the in-process float sum;
+* SecAgg / SecAgg+: one :class:`protocols.masking.MaskingServer` per round; the
+  first stage's frames ride with the ``train`` request, every *user* is a party;
+* packed threshold Paillier: the aggregator here, clients and key holders on the
+  nodes (:mod:`.paillier`).
+
+A node that fails (error reply, or no reply before the stage's timeout) is a
+dropout of all its users from then on; the round completes when the protocol's
 threshold survives, as in-process.
-
-Differential privacy and Paillier plug in the same way. The coordinator reads
-the in-process engine's aggregation pipeline (:func:`sum_spec`) and splits
-each layer where it runs: per-user L2 clipping, DP-SGD and the distributed
-discrete Gaussian noise shares on the nodes (:mod:`.node`), central noise,
-decoding and the mean on the server; the trainer's own
-:class:`~secure_fedrec.privacy.session.PrivacySession` guards the budget and
-accounts every round, so ε is the in-process engine's. Packed threshold
-Paillier runs its aggregator here, its clients and key holders on the nodes
-(:mod:`.paillier`).
 """
 
 from __future__ import annotations
@@ -36,30 +31,29 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from scipy import sparse
 
+from protocols import BelowThreshold
 from protocols.errors import ProtocolError
 
+from ...aggregation import ClientUpdate, SessionParameters, SumOutcome
+from ...aggregation.sums import float_sum, transfer_measurements
 from ...config import RunConfig, config_to_dict
 from ...data.dataset import RatingData, Split
-from ...engine.aggregators import CentralGaussianNoise, Clip, Mean, QuantizedSecureSum
-from ...engine.ddg import DistributedDiscreteGaussianSum
-from ...engine.inprocess import FederatedTrainer, RoundMetrics
-from ...engine.updates import ClientUpdates, RoundContext
-from ...privacy.distributed_dp import DdgPlan
-from ...privacy.noise import csprng_normal
+from ...inputs import build_model_for
+from ...rounds.client import RoundReports
+from ...rounds.metrics import RoundMetrics
+from ...rounds.server import RoundPlan, RoundServer
+from ...rounds.wire import broadcast_to_json, plan_to_json
+from ..inprocess import server_for
 from .codec import Payload, f64_array, f64_bytes, i64_array
 
 __all__ = [
     "Exchange",
     "FlowerCoordinator",
-    "SumSpec",
     "Transport",
-    "build_trainer",
     "check_supported",
     "combine_evaluations",
-    "session_params",
-    "sum_spec",
+    "reports_from_reply",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,103 +80,19 @@ def check_supported(config: RunConfig) -> None:
     if config.aggregation.protocol not in ("plaintext", "secagg", "secagg+", "paillier"):
         raise ValueError("the Flower engine runs plaintext, secagg, secagg+ and paillier, not "
                          f"{config.aggregation.protocol!r}")
-    if getattr(config.privacy, "clipping", "fixed") != "fixed" and config.privacy.unit == "user":
-        # The clip norm would move with a noisy count the nodes never see (AdaptiveClip).
-        raise ValueError("the Flower engine clips user updates at a fixed privacy.clip_norm "
-                         "(privacy.clipping = 'fixed')")
 
 
-@dataclass(frozen=True)
-class SumSpec:
-    """The server's half of the engine's secure-sum pipeline for one run.
+def reports_from_reply(reply: Payload) -> RoundReports:
+    """A node's summary of its users' client reports (the totals of their counts, never a
+    single user's diagnostic numbers), as :meth:`RoundReports.merge` adds them up."""
+    from ...training.dpsgd import DpSgdStep
 
-    Read off the pipeline ``build_pipeline`` made (so the layers, their order
-    and parameters are the in-process engine's); the nodes do the client half
-    (clip, quantize or discrete-Gaussian encode) from the same config.
-    """
-
-    protocol: Any  # the engine's SecureSum (ThresholdPolicy around masking, or Paillier)
-    bits: int
-    vector_length: int  # dim + 1 (the weight rides along) for a quantized sum, dim for DDG
-    denominator: str  # Mean's: "weights" or "expected"
-    clip_norm: float | None  # Clip's L2 bound, applied on the nodes
-    central_stddev: float | None  # CentralGaussianNoise's, added here after decoding
-    quantized: QuantizedSecureSum | None
-    ddg_plan: DdgPlan | None
-
-
-def sum_spec(pipeline: Mean, dim: int) -> SumSpec:
-    layer: Any = pipeline.inner
-    clip_norm = stddev = None
-    while isinstance(layer, (Clip, CentralGaussianNoise)):
-        if isinstance(layer, Clip):
-            clip_norm = layer.clip_norm
-        else:
-            stddev = layer.stddev
-        layer = layer.inner
-    if isinstance(layer, DistributedDiscreteGaussianSum):
-        return SumSpec(layer.protocol, layer.plan.bits, dim, pipeline.denominator, clip_norm,
-                       stddev, None, layer.plan)
-    if isinstance(layer, QuantizedSecureSum):
-        return SumSpec(layer.protocol, layer.bits, dim + 1, pipeline.denominator, clip_norm,
-                       stddev, layer, None)
-    raise ValueError(f"no secure sum in the pipeline (found {type(layer).__name__})")
-
-
-def build_trainer(config: RunConfig, split: Split) -> FederatedTrainer:
-    """The server's trainer (the engine's own pipeline); the tests run it in-process too."""
-    check_supported(config)
-    return FederatedTrainer(config, split)
-
-
-class _Probed(Exception):
-    def __init__(self, params: Any) -> None:
-        self.params = params
-
-
-class _ParamsProbe:
-    """Stands in for the masking protocol inside the engine's policy wrapper for one call:
-    records the parameters the policy would run the session with, and stops there."""
-
-    def __init__(self, inner: Any, vector_length: int) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.stages = inner.stages
-        self.vector_length = vector_length
-        self.threshold = getattr(inner, "threshold", None)
-
-    def run_round(self, inputs, *, bits, round_index=0, dropouts=None):
-        if hasattr(self.inner, "threshold"):
-            self.inner.threshold = self.threshold
-        raise _Probed(self.inner.params(len(inputs), bits=bits, vector_length=self.vector_length))
-
-
-def session_params(protocol: Any, n: int, *, bits: int, vector_length: int):
-    """The MaskingParams the in-process engine would use for a session of ``n`` clients,
-    and the survivors it requires.
-
-    The engine wraps the masking protocol in a policy
-    (:class:`secure_fedrec.engine.protocols.ThresholdPolicy`) that sets the
-    threshold per session inside its ``run_round``; rather than copy that rule,
-    the policy is run once around a probe that records the parameters.
-    (Proposed refactor: a ``ThresholdPolicy.session_params(n, bits, vector_length)``.)
-    """
-    inner = getattr(protocol, "protocol", None)
-    if inner is None:  # a bare SecAgg / SecAggPlus
-        return protocol.params(n, bits=bits, vector_length=vector_length), 1
-    probe = _ParamsProbe(inner, vector_length)
-    protocol.protocol = probe
-    try:
-        protocol.run_round({i: np.zeros(0, dtype=np.uint64) for i in range(n)}, bits=bits)
-    except _Probed as probed:
-        return probed.params, int(getattr(protocol, "min_survivors", 1))
-    finally:
-        protocol.protocol = inner
-    raise RuntimeError("the protocol policy did not start a session")  # pragma: no cover
-
-
-class RoundFailed(RuntimeError):
-    """A round could not complete (fewer survivors than the protocol's threshold)."""
+    spent = [(int(u), DpSgdStep(float(z), float(q), int(s)))
+             for u, z, q, s in zip(reply["spent_users"], reply["dp_noise_multipliers"],
+                                   reply["dp_sample_rates"], reply["dp_steps"])]
+    return RoundReports(reporting=int(reply["reporting"]), diverged=int(reply["diverged"]),
+                        totals={str(k): float(v) for k, v in zip(reply["total_names"], reply["total_values"])},
+                        losses=[float(x) for x in reply["losses"]], spent=spent)
 
 
 class FlowerCoordinator:
@@ -193,6 +103,7 @@ class FlowerCoordinator:
                  stage_timeout: float | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None,
                  paillier_keys: str | None = None) -> None:
+        check_supported(config)
         self.config = config
         self.on_event = on_event
         self.data = data
@@ -201,16 +112,15 @@ class FlowerCoordinator:
         self.num_partitions = num_partitions
         self.train_timeout = train_timeout
         self.stage_timeout = stage_timeout
-        self.trainer = build_trainer(config, split)
+        self.server: RoundServer = server_for(config, split, build_model_for(config, split))
         self.config_json = json.dumps(config_to_dict(config))
+        self.plan_json = plan_to_json(self.server.client_plan)
         self.dead: dict[int, str] = {}  # partition -> reason
         #: partition -> (round index, stage) of the request it never answered
         self.dead_at: dict[int, tuple[int, str]] = {}
         self.history: list[RoundMetrics] = []
         self.flower_bytes_down = 0
         self.flower_bytes_up = 0
-        self.sum = (sum_spec(self.trainer.pipeline, self.trainer.layout.size)
-                    if config.aggregation.protocol != "plaintext" else None)
         self.paillier_keys = paillier_keys
         self.paillier_params = None
         #: user -> raw Ed25519 public key, pinned the first time the user's node sends it
@@ -222,6 +132,10 @@ class FlowerCoordinator:
             from .paillier import load_public_params
 
             self.paillier_params = load_public_params(paillier_keys)
+
+    @property
+    def params(self) -> np.ndarray:
+        return self.server.params
 
     # -- helpers --------------------------------------------------------------------------
     def partition_of(self, user: int) -> int:
@@ -251,129 +165,100 @@ class FlowerCoordinator:
         self.flower_bytes_up += ex.bytes_up
         return ex.replies
 
-    def _train_requests(self, sampled: np.ndarray, stragglers: np.ndarray) -> dict[int, Payload]:
-        tr = self.trainer
+    def _train_requests(self, plan: RoundPlan, session: SessionParameters | None) -> dict[int, Payload]:
+        """One ``train`` request per node hosting a trainer: parameters, plan, broadcast, its users."""
+        server = self.server
+        common = {"config": self.config_json, "client_plan": self.plan_json, "round": plan.round_index,
+                  "broadcast": broadcast_to_json(server.broadcast(plan)), "params": f64_bytes(server.params),
+                  **({"min_clients": session.min_survivors} if session is not None else {}),
+                  **({"paillier_keys": str(self.paillier_keys)} if self.paillier_keys else {})}
         requests: dict[int, Payload] = {}
-        params = f64_bytes(tr.params)
-        for user, slow in zip(sampled.tolist(), stragglers.tolist()):
-            p = self.partition_of(user)
-            req = requests.setdefault(p, {
-                "config": self.config_json, "round": tr.round_index, "params": params,
-                "users": [], "slow": [], "n_clients": len(sampled),
-                "frame_users": [], "frames": [],
-                **({"paillier_keys": str(self.paillier_keys)} if self.paillier_keys else {}),
-            })
-            req["users"].append(int(user))
-            req["slow"].append(bool(slow))
+        for user, slow in plan.trainers:
+            req = requests.setdefault(self.partition_of(user), {**common, "users": [], "slow": [],
+                                                                 "frame_users": [], "frames": []})
+            req["users"].append(user)
+            req["slow"].append(slow)
         return requests
+
+    def _collect(self, replies: Mapping[int, Payload]) -> RoundReports:
+        reports = RoundReports()
+        for reply in replies.values():
+            reports.merge(reports_from_reply(reply))
+        return reports
 
     # -- one round ------------------------------------------------------------------------
     def run_round(self) -> RoundMetrics:
         started = time.perf_counter()
-        tr = self.trainer
-        t = self.config.training
+        server = self.server
         # The in-process engine's own plan: same sampled clients, dropouts and stragglers.
-        sampled, dropouts, stragglers = tr.plan_round(tr.round_index)
-        # Record level: a user whose own budget is spent abstains (decided as in-process).
-        trains = np.array([tr.privacy.client_can_train(int(u), tr.num_examples(int(u)))
-                           for u in sampled.tolist()], dtype=bool)
-        trained = sampled[trains]
-        ctx = RoundContext(round_index=tr.round_index, expected_clients=tr.expected_clients,
-                           dropouts={c: s for c, s in dropouts.items() if c in set(trained.tolist())})
+        plan = server.plan_round(server.round_index)
+        trained = {user for user, _ in plan.trainers}
+        plan.dropouts = {c: s for c, s in plan.dropouts.items() if c in trained}
         stats: dict[str, float] = {}
-        requests = self._train_requests(trained, stragglers[trains])
-        update, contributors, losses, measurements = np.zeros(tr.layout.size), (), [], {}
-        if len(trained) == 0:
-            pass
-        elif self.config.aggregation.protocol == "plaintext":
-            update, contributors, losses, measurements = self._plaintext_round(
-                trained, ctx, requests, stats)
-        elif self.config.aggregation.protocol == "paillier":
-            update, contributors, losses, measurements = self._paillier_round(
-                trained, ctx, requests, stats)
+        session: SessionParameters | BelowThreshold | None = None
+        if plan.trainers:
+            try:
+                session = server.session(len(plan.trainers))
+            except BelowThreshold as exc:  # too few to release anything: they still train (as in-process)
+                session = exc
+        protocol = self.config.aggregation.protocol
+        if not plan.trainers:
+            reports, outcome, extra = RoundReports(), None, {}
+        elif protocol == "plaintext":
+            reports, outcome, extra = self._plaintext_round(plan, session, stats)
+        elif protocol == "paillier":
+            reports, outcome, extra = self._paillier_round(plan, session, stats)
         else:
-            update, contributors, losses, measurements = self._secure_round(
-                trained, ctx, requests, stats)
-        if contributors:
-            tr.params = tr.server_optimizer.step(tr.params, update)
-            tr.model.load_shared_state(tr.layout.unflatten(tr.params))
-        measurements.update(stats)
-        measurements.update(tr.privacy.after_round())
-        metrics = RoundMetrics(
-            round=tr.round_index + 1, sampled=len(sampled), contributors=len(contributors),
-            train_loss=float(np.mean(losses)) if losses else float("nan"), seconds=0.0,
-            measurements=measurements,
-        )
-        tr.round_index += 1
+            reports, outcome, extra = self._masking_round(plan, session, stats)
+        metrics = server.finish_round(plan, reports, outcome, extra={**extra, **stats})
         cfg = self.config.evaluation
-        if tr.round_index % cfg.every == 0 or tr.round_index == t.rounds:
+        if server.round_index % cfg.every == 0 or server.round_index == self.config.training.rounds:
             metrics.evaluation = self.evaluate(stats)
             metrics.measurements.update(stats)  # with the evaluation exchange's bytes and time
         metrics.seconds = time.perf_counter() - started
         self.history.append(metrics)
         return metrics
 
-    def _record_dp_steps(self, reply: Payload) -> None:
-        """Record level: charge each user's DP-SGD steps to its accountant (server-side, as in-process)."""
-        if self.config.privacy.unit != "record":
-            return
-        from ...privacy.dpsgd import DpSgdStep
+    def _aborted(self, reason: ProtocolError) -> tuple[ProtocolError, dict[str, float]]:
+        """The protocol released nothing: the round changes no shared parameter (as in-process)."""
+        return reason, {"protocol_failed": 1.0, "nodes_dropped": float(len(self.dead))}
 
-        for user, sigma, rate, steps in zip(reply["users"], reply["dp_noise_multipliers"],
-                                            reply["dp_sample_rates"], reply["dp_steps"]):
-            self.trainer.privacy.record_client_step(
-                int(user), DpSgdStep(float(sigma), float(rate), int(steps)))
-
-    def _plaintext_round(self, sampled, ctx, requests, stats):
-        tr = self.trainer
-        replies = self._exchange("train", requests, self.train_timeout, tr.round_index, stats,
-                                 "upload")
-        rows: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
+    def _plaintext_round(self, plan: RoundPlan, session, stats):
+        requests = self._train_requests(plan, None)
+        replies = self._exchange("train", requests, self.train_timeout, plan.round_index, stats, "upload")
+        reports = self._collect(replies)
+        updates: dict[int, ClientUpdate] = {}
+        size = len(self.server.params)
         for reply in replies.values():
-            self._record_dp_steps(reply)
-            for j, user in enumerate(reply["users"]):
-                rows[int(user)] = (i64_array(reply["indices"][j]), f64_array(reply["values"][j]),
-                                   float(reply["weights"][j]), float(reply["losses"][j]))
-        ids = [u for u in sampled.tolist() if u in rows]
-        if not ids:
-            return np.zeros(tr.layout.size), (), [], {"nodes_dropped": float(len(self.dead))}
-        indptr = np.cumsum([0] + [len(rows[u][0]) for u in ids])
-        matrix = sparse.csr_array(
-            (np.concatenate([rows[u][1] for u in ids]) if ids else np.zeros(0),
-             np.concatenate([rows[u][0] for u in ids]) if ids else np.zeros(0, dtype=np.int64),
-             indptr), shape=(len(ids), tr.layout.size))
-        updates = ClientUpdates(client_ids=np.asarray(ids, dtype=np.int64), matrix=matrix,
-                                weights=np.asarray([rows[u][2] for u in ids], dtype=np.float64))
-        out = tr.pipeline.aggregate(updates, ctx)
-        out.measurements["nodes_dropped"] = float(len(set(map(self.partition_of, sampled.tolist()))
-                                                      & set(self.dead)))
-        return out.update, out.contributors, [rows[u][3] for u in ids], out.measurements
+            for j, user in enumerate(reply["float_users"]):
+                updates[int(user)] = ClientUpdate(indices=i64_array(reply["indices"][j]),
+                                                  values=f64_array(reply["values"][j]), size=size,
+                                                  weight=float(reply["weights"][j]))
+        nodes_dropped = float(len(set(map(self.partition_of, plan.sampled.tolist())) & set(self.dead)))
+        if isinstance(session, BelowThreshold):
+            return reports, session, {"nodes_dropped": nodes_dropped}
+        outcome = float_sum(updates, plan.dropouts) if updates else None
+        return reports, outcome, {"nodes_dropped": nodes_dropped}
 
-    def _secure_round(self, sampled, ctx, requests, stats):
-        from protocols import BelowThreshold
+    def _masking_round(self, plan: RoundPlan, session, stats):
         from protocols.masking import MaskingServer, stages_for
 
-        tr = self.trainer
-        spec = self.sum
-        assert spec is not None
-        ids = [int(u) for u in sampled.tolist()]
-        if len(ids) < 2:
-            raise RoundFailed("a masking session needs at least 2 sampled clients")
-        try:
-            params, min_survivors = session_params(spec.protocol, len(ids), bits=spec.bits,
-                                                   vector_length=spec.vector_length)
-        except BelowThreshold as exc:  # fewer sampled than the noise needs: nothing is released
-            return self._aborted(exc.survivors, [])
+        if isinstance(session, BelowThreshold):  # train only: nothing can be released
+            replies = self._exchange("train", self._train_requests(plan, None), self.train_timeout,
+                                     plan.round_index, stats, "advertise_keys")
+            return (self._collect(replies), *self._aborted(session))
+        ids = [user for user, _ in plan.trainers]
+        params = session.masking_params()
         server_seconds = 0.0
         clock = time.process_time()
-        server = MaskingServer(params, ids, round_index=tr.round_index)
-        outgoing = server.start()
+        protocol_server = MaskingServer(params, ids, round_index=plan.round_index)
+        outgoing = protocol_server.start()
         server_seconds += time.process_time() - clock
+        requests = self._train_requests(plan, session)
         gone: set[int] = set()
         sent = dict.fromkeys(ids, 0)
         received = dict.fromkeys(ids, 0)
-        losses: list[float] = []
-        counts = {"coordinates_clipped": 0, "l2_clipped": 0}
+        reports = RoundReports()
         rejected = 0
         node_errors: list[str] = []
         stages = stages_for(params.active)
@@ -381,30 +266,25 @@ class FlowerCoordinator:
             for index, stage in enumerate(stages):
                 per_node: dict[int, Payload] = {}
                 for user, frame in outgoing:
-                    if user in gone or ctx.dropouts.get(user) == stage or self.partition_of(user) in self.dead:
+                    if user in gone or plan.dropouts.get(user) == stage or self.partition_of(user) in self.dead:
                         gone.add(user)
                         continue
                     received[user] += len(frame)
-                    if index == 0:
-                        requests[self.partition_of(user)]["frame_users"].append(user)
-                        requests[self.partition_of(user)]["frames"].append(frame)
-                    else:
-                        req = per_node.setdefault(self.partition_of(user), {
-                            "round": tr.round_index, "stage": stage, "frame_users": [],
-                            "frames": [], "last": index == len(stages) - 1})
-                        req["frame_users"].append(user)
-                        req["frames"].append(frame)
+                    req = requests[self.partition_of(user)] if index == 0 else per_node.setdefault(
+                        self.partition_of(user), {"round": plan.round_index, "stage": stage, "frame_users": [],
+                                                  "frames": [], "last": index == len(stages) - 1})
+                    req["frame_users"].append(user)
+                    req["frames"].append(frame)
                 if index == 0:
-                    # Every sampled user trains, even one scheduled to vanish (as in-process).
-                    replies = self._exchange("train", requests, self.train_timeout,
-                                             tr.round_index, stats, stage)
+                    # Every trainer trains, even one scheduled to vanish (as in-process).
+                    replies = self._exchange("train", requests, self.train_timeout, plan.round_index, stats,
+                                             stage)
+                    reports = self._collect(replies)
                 else:
-                    replies = self._exchange("train.stage", per_node, self.stage_timeout,
-                                             tr.round_index, stats, stage)
+                    replies = self._exchange("train.stage", per_node, self.stage_timeout, plan.round_index,
+                                             stats, stage)
                 clock = time.process_time()
                 for partition, reply in replies.items():
-                    if index == 0:
-                        self._train_reply(reply, losses, counts)
                     node_errors.extend(str(e) for e in reply["errors"])
                     for user, frame in zip(reply["frame_users"], reply["frames"]):
                         user = int(user)
@@ -413,59 +293,60 @@ class FlowerCoordinator:
                             continue
                         sent[user] += len(frame)
                         try:
-                            server.receive(frame)
+                            protocol_server.receive(frame)
                         except ProtocolError as exc:
                             rejected += 1
                             log.warning("rejected a frame of user %d: %s", user, exc)
-                outgoing = server.advance()
+                outgoing = protocol_server.advance()
                 server_seconds += time.process_time() - clock
         except ProtocolError as exc:
-            log.error("round %d failed: %s", tr.round_index + 1, exc)
-            return np.zeros(tr.layout.size), (), losses, {
-                "protocol_failed": 1.0, "aborted": 1.0, "protocol_dropped": float(len(gone)),
-                "nodes_dropped": float(len(self.dead))}
-        result = server.result
+            log.error("round %d failed: %s", plan.round_index + 1, exc)
+            outcome, extra = self._aborted(exc)
+            return reports, outcome, {**extra, "protocol_dropped": float(len(gone))}
+        result = protocol_server.result
         assert result is not None
-        if len(result.contributors) < min_survivors:
-            log.error("round %d failed: %d survivors, fewer than %d", tr.round_index + 1,
-                      len(result.contributors), min_survivors)
-            return self._aborted(len(result.contributors), losses)
-        measurements = {
+        # Until the protocol enforces min_survivors itself, the sum is refused here.
+        if len(result.contributors) < session.min_survivors:
+            log.error("round %d failed: %d survivors, fewer than %d", plan.round_index + 1,
+                      len(result.contributors), session.min_survivors)
+            return (reports, *self._aborted(
+                BelowThreshold(len(result.contributors), session.min_survivors, "unmasking")))
+        measurements = transfer_measurements(sent, received, result.contributors,
+                                             plain_bytes=session.vector_length * params.bits / 8)
+        measurements.update({
             "protocol_server_seconds": server_seconds,
             "protocol_dropped": float(len(result.dropped)),
             "protocol_rejected_frames": float(rejected),
             "protocol_node_errors": float(len(node_errors)),
-            **self._byte_measurements(sent, received, result.contributors),
-        }
-        update = self._finish_sum(result.total, result.contributors, len(ids), ctx, counts,
-                                  measurements)
-        return update, result.contributors, losses, measurements
+        })
+        outcome = SumOutcome(total=result.total, contributors=tuple(result.contributors),
+                             measurements=measurements)
+        return reports, outcome, {"nodes_dropped": float(len(self.dead))}
 
-    def _paillier_round(self, sampled, ctx, requests, stats):
+    def _paillier_round(self, plan: RoundPlan, session, stats):
         """Packed threshold Paillier: train (+ identity keys), announce → encrypted updates,
         decrypt → partial decryptions from the key holders' nodes (see :mod:`.paillier`)."""
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-        from protocols import BelowThreshold
         from protocols.paillier import PaillierAggregator, key_holder_id
         from protocols.paillier.messages import KEY_HOLDER_ID_BASE
         from protocols.wire import decode_frame
 
         from .paillier import KEY_HOLDERS, key_holder_host
 
-        tr = self.trainer
-        spec = self.sum
-        assert spec is not None and self.paillier_params is not None
-        ids = [int(u) for u in sampled.tolist()]
-        losses: list[float] = []
-        counts = {"coordinates_clipped": 0, "l2_clipped": 0}
-        replies = self._exchange("train", requests, self.train_timeout, tr.round_index, stats,
-                                 "train")
+        assert self.paillier_params is not None
+        if isinstance(session, BelowThreshold):
+            replies = self._exchange("train", self._train_requests(plan, None), self.train_timeout,
+                                     plan.round_index, stats, "train")
+            return (self._collect(replies), *self._aborted(session))
+        ids = [user for user, _ in plan.trainers]
+        replies = self._exchange("train", self._train_requests(plan, session), self.train_timeout,
+                                 plan.round_index, stats, "train")
+        reports = self._collect(replies)
         registry: dict[int, Ed25519PublicKey] = {}
         rejected = 0
         for partition, reply in replies.items():
-            self._train_reply(reply, losses, counts)
-            for user, raw in zip(reply["users"], reply["identity_keys"]):
+            for user, raw in zip(reply["identity_users"], reply["identity_keys"]):
                 user, raw = int(user), bytes(raw)
                 if user not in ids or self.partition_of(user) != partition:
                     rejected += 1
@@ -475,30 +356,29 @@ class FlowerCoordinator:
                     log.warning("user %d came back with another identity key", user)
                     continue
                 registry[user] = Ed25519PublicKey.from_public_bytes(raw)
-        if len(registry) < spec.protocol.min_clients:
-            return self._aborted(len(registry), losses)
+        if len(registry) < session.min_survivors:
+            return (reports, *self._aborted(BelowThreshold(len(registry), session.min_survivors, "train")))
         clock = time.process_time()
         aggregator = PaillierAggregator(
-            self.paillier_params.public_key, registry, bits=spec.bits, length=spec.vector_length,
-            min_clients=spec.protocol.min_clients, threshold_params=self.paillier_params,
-            round_index=tr.round_index)
+            self.paillier_params.public_key, registry, bits=session.bits, length=session.vector_length,
+            min_clients=session.min_survivors, threshold_params=self.paillier_params,
+            round_index=plan.round_index)
         server_seconds = time.process_time() - clock
         sent = dict.fromkeys(ids, 0)
         received = dict.fromkeys(ids, 0)
         announce: dict[int, Payload] = {}
         for user in sorted(registry):
-            if ctx.dropouts.get(user) == "announce":
+            if plan.dropouts.get(user) == "announce":
                 continue
             frame = aggregator.announcement_for(user)
             received[user] += len(frame)
             req = announce.setdefault(self.partition_of(user), {
-                "round": tr.round_index, "stage": "announce", "frame_users": [], "frames": [],
-                "last": True})
+                "round": plan.round_index, "stage": "announce", "frame_users": [], "frames": [], "last": True})
             req["frame_users"].append(user)
             req["frames"].append(frame)
         node_errors: list[str] = []
         for partition, reply in self._exchange("train.stage", announce, self.stage_timeout,
-                                               tr.round_index, stats, "announce").items():
+                                               plan.round_index, stats, "announce").items():
             node_errors.extend(str(e) for e in reply["errors"])
             clock = time.process_time()
             for user, frame in zip(reply["frame_users"], reply["frames"]):
@@ -506,7 +386,7 @@ class FlowerCoordinator:
                 if user not in registry or self.partition_of(user) != partition:
                     rejected += 1
                     continue
-                if ctx.dropouts.get(user) == "upload":
+                if plan.dropouts.get(user) == "upload":
                     continue  # scheduled to vanish after the announcement: never sent
                 sent[user] += len(frame)
                 try:
@@ -520,7 +400,7 @@ class FlowerCoordinator:
             decryption = aggregator.close_collection()
             server_seconds += time.process_time() - clock
         except BelowThreshold as exc:
-            return self._aborted(exc.survivors, losses)
+            return (reports, *self._aborted(exc))
         # The contributors' identity keys travel with the request: key holders check the
         # signatures themselves (and pin each user's first key).
         contributors = aggregator.contributors
@@ -530,7 +410,7 @@ class FlowerCoordinator:
             index = decode_frame(frame)[0].receiver - KEY_HOLDER_ID_BASE
             host = key_holder_host(index, self.num_partitions)
             req = decrypt.setdefault(host, {
-                "config": self.config_json, "round": tr.round_index, "stage": "decrypt",
+                "round": plan.round_index, "stage": "decrypt", "min_clients": session.min_survivors,
                 "paillier_keys": str(self.paillier_keys), "frame_users": [], "frames": [],
                 "registry_users": list(contributors),
                 "registry_keys": [self.identities[c] for c in contributors], "last": False})
@@ -538,7 +418,7 @@ class FlowerCoordinator:
             req["frames"].append(frame)
             key_holder_bytes += len(frame)
         holders = {key_holder_id(i) for i in range(1, KEY_HOLDERS + 1)}
-        for reply in self._exchange("train.stage", decrypt, self.stage_timeout, tr.round_index,
+        for reply in self._exchange("train.stage", decrypt, self.stage_timeout, plan.round_index,
                                     stats, "decrypt").values():
             node_errors.extend(str(e) for e in reply["errors"])
             clock = time.process_time()
@@ -554,11 +434,14 @@ class FlowerCoordinator:
             server_seconds += time.process_time() - clock
         result = aggregator.result
         if result is None:
-            log.error("round %d failed: too few key holders answered (%s)", tr.round_index + 1,
+            log.error("round %d failed: too few key holders answered (%s)", plan.round_index + 1,
                       "; ".join(node_errors) or "no errors reported")
-            return self._aborted(len(contributors), losses)
+            return (reports, *self._aborted(BelowThreshold(len(contributors), session.min_survivors,
+                                                           "decryption")))
         layout = aggregator.layout
-        measurements = {
+        measurements = transfer_measurements(sent, received, result.contributors,
+                                             plain_bytes=session.vector_length * session.bits / 8)
+        measurements.update({
             "protocol_server_seconds": server_seconds,
             "protocol_dropped": float(len(ids) - len(result.contributors)),
             "protocol_rejected_frames": float(rejected),
@@ -567,88 +450,23 @@ class FlowerCoordinator:
             "protocol_ciphertexts_per_client": float(layout.num_plaintexts),
             "protocol_key_bits": float(self.paillier_params.public_key.bits),
             "protocol_key_holder_bytes": float(key_holder_bytes),
-            **self._byte_measurements(sent, received, result.contributors),
-        }
-        update = self._finish_sum(result.total, result.contributors, len(ids), ctx, counts,
-                                  measurements)
-        return update, result.contributors, losses, measurements
-
-    # -- the server's half of the pipeline -------------------------------------------------
-    def _train_reply(self, reply: Payload, losses: list[float], counts: dict[str, int]) -> None:
-        losses.extend(float(x) for x in reply["losses"])
-        counts["coordinates_clipped"] += int(reply["coordinates_clipped"])
-        counts["l2_clipped"] += int(reply.get("l2_clipped", 0))
-        self._record_dp_steps(reply)
-
-    def _aborted(self, survivors: int, losses: list[float]):
-        """The protocol released nothing: the round changes no shared parameter (as in-process)."""
-        return np.zeros(self.trainer.layout.size), (), losses, {
-            "aborted": 1.0, "abort_survivors": float(survivors), "protocol_failed": 1.0,
-            "nodes_dropped": float(len(self.dead))}
-
-    def _byte_measurements(self, sent: Mapping[int, int], received: Mapping[int, int],
-                           contributors) -> dict[str, float]:
-        spec = self.sum
-        assert spec is not None
-        contributor_bytes = np.array([sent[c] for c in contributors], dtype=float)
-        plain_bytes = spec.vector_length * spec.bits / 8
-        any_ = len(contributor_bytes) > 0
-        return {
-            "bytes_sent_per_client": float(contributor_bytes.mean()) if any_ else 0.0,
-            "bytes_sent_per_client_max": float(contributor_bytes.max()) if any_ else 0.0,
-            "bytes_received_per_client": float(np.mean(list(received.values()))),
-            "communication_expansion": float(contributor_bytes.mean() / plain_bytes) if any_ else 0.0,
-        }
-
-    def _finish_sum(self, total: np.ndarray, contributors, n_clients: int, ctx: RoundContext,
-                    counts: Mapping[str, int], measurements: dict[str, float]) -> np.ndarray:
-        """Decode the ring sum, add central noise, take the mean: the layers of ``sum_spec``
-        that run on the server, with their measurements."""
-        spec = self.sum
-        assert spec is not None
-        dim = self.trainer.layout.size
-        if spec.ddg_plan is not None:  # DistributedDiscreteGaussianSum.sum
-            plan = spec.ddg_plan
-            ring = np.asarray(total).astype(np.uint64) & np.uint64((1 << plan.bits) - 1)
-            signed = ring.astype(np.int64)
-            signed[ring >= np.uint64(1 << (plan.bits - 1))] -= np.int64(1 << plan.bits)
-            summed = signed.astype(np.float64) * plan.gamma
-            weight_total = float(len(contributors))
-            measurements.update(ddg_gamma=plan.gamma, ddg_share_sigma=plan.share_sigma,
-                                ddg_wrap_probability=plan.wrap_probability,
-                                noise_stddev=plan.model_unit_noise_std)
-        else:  # QuantizedSecureSum.sum
-            assert spec.quantized is not None
-            encoder = spec.quantized.encoder_for(n_clients)
-            decoded = encoder.decode(total)
-            summed, weight_total = decoded[:-1], float(decoded[-1])
-            measurements["coordinates_clipped"] = float(counts["coordinates_clipped"])
-            measurements["quantization_step"] = 1.0 / encoder.scale
-            if spec.central_stddev is not None:  # CentralGaussianNoise.sum
-                summed = summed + spec.central_stddev * csprng_normal(summed.size)
-                measurements["noise_stddev"] = float(spec.central_stddev)
-        if spec.clip_norm is not None:  # Clip.sum (the clipping itself ran on the nodes)
-            measurements["fraction_clipped"] = counts["l2_clipped"] / max(1, n_clients)
-            measurements["clip_norm"] = float(spec.clip_norm)
-        denom = weight_total if spec.denominator == "weights" else ctx.expected_clients
-        measurements["nodes_dropped"] = float(len(self.dead))
-        measurements["contributors"] = float(len(contributors))
-        measurements["weight_total"] = weight_total
-        return summed / denom if denom > 0 else np.zeros(dim)
+        })
+        outcome = SumOutcome(total=result.total, contributors=tuple(result.contributors),
+                             measurements=measurements)
+        return reports, outcome, {"nodes_dropped": float(len(self.dead))}
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self, stats: dict[str, float] | None = None) -> dict[str, float | str]:
         """Federated evaluation: each live node scores its own users; means recombined exactly."""
-        tr = self.trainer
-        request = {"config": self.config_json, "params": f64_bytes(tr.params)}
+        request = {"config": self.config_json, "params": f64_bytes(self.server.params)}
         requests = {p: dict(request) for p in range(self.num_partitions)}
-        replies = self._exchange("evaluate", requests, self.train_timeout, tr.round_index,
+        replies = self._exchange("evaluate", requests, self.train_timeout, self.server.round_index,
                                  stats if stats is not None else {}, "evaluate")
         return combine_evaluations(list(replies.values()), len(self.split.test), bool(self.dead))
 
     def run(self) -> list[RoundMetrics]:
-        while self.trainer.round_index < self.config.training.rounds:
-            if not self.trainer.privacy.can_run_round():
+        while self.server.round_index < self.config.training.rounds:
+            if not self.server.can_run_round():
                 break  # the next round would exceed the privacy budget (as in-process)
             metrics = self.run_round()
             log.info("round %d: %d/%d contributors, %.2fs", metrics.round, metrics.contributors,
@@ -657,12 +475,13 @@ class FlowerCoordinator:
 
     def result(self, started: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """The same metrics.json as :func:`secure_fedrec.runner.run_job`, plus a ``flower`` section."""
-        from ...runner import environment
+        from ...outputs import environment
 
         history = self.history
         final = dict(history[-1].evaluation) if history else {}
         bytes_per_round = [m.measurements.get("bytes_sent_per_client", 0.0) for m in history]
-        out: dict[str, Any] = {
+        privacy = self.server.privacy
+        return {
             "config": config_to_dict(self.config),
             "seed": self.config.seed,
             "engine": self.config.engine,
@@ -675,8 +494,8 @@ class FlowerCoordinator:
             "final": final,
             "bytes_sent_per_client_per_round": bytes_per_round,
             "bytes_sent_per_client_mean": float(np.mean(bytes_per_round)) if bytes_per_round else 0.0,
-            "privacy": self.trainer.privacy.summary(),
-            "stopped_early": self.trainer.privacy.stopped_reason,
+            "privacy": privacy.summary(),
+            "stopped_early": privacy.stopped_reason,
             "wall_time_seconds": time.perf_counter() - started,
             "environment": environment(),
             "flower": {
@@ -687,9 +506,8 @@ class FlowerCoordinator:
                 "bytes_up": self.flower_bytes_up,
                 **(extra or {}),
             },
-            "final_params_sha256": _digest(self.trainer.params),
+            "final_params_sha256": _digest(self.server.params),
         }
-        return out
 
 
 def combine_evaluations(replies: list[Payload], n_test_total: int,

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
+from ...arguments import add_set_argument
 from ...config import RunConfig, config_to_dict, dump_toml
 
 __all__ = ["OFFLINE_ENV", "FlowerRunError", "LocalFederation", "register", "run_flower"]
@@ -425,14 +426,11 @@ def run_flower(config: RunConfig, out_dir: str | Path | None = None, *, mode: st
     ``aggregation="flower-secagg+"`` runs the comparison with Flower's own
     SecAgg+ instead of our protocol (see :mod:`.secaggplus`).
     """
-    # Unset arguments come from a ``[flower]`` config section when the run config has one.
-    section = getattr(config, "flower", None)
-    if num_nodes is None:
-        num_nodes = int(getattr(section, "nodes", 5))
-    if train_timeout is None:
-        train_timeout = float(getattr(section, "train_timeout", 0.0))
-    if stage_timeout is None:
-        stage_timeout = float(getattr(section, "stage_timeout", 0.0))
+    # Unset arguments come from the run config's [flower] section.
+    section = config.flower
+    num_nodes = section.nodes if num_nodes is None else num_nodes
+    train_timeout = section.train_timeout if train_timeout is None else train_timeout
+    stage_timeout = section.stage_timeout if stage_timeout is None else stage_timeout
     if aggregation == "ours":
         from .coordinator import check_supported
 
@@ -448,7 +446,7 @@ def run_flower(config: RunConfig, out_dir: str | Path | None = None, *, mode: st
         with _sigterm_as_exit(), LocalFederation(mode, num_nodes, work_dir,
                                                  aggregation=aggregation) as federation:
             run = federation.submit(config, out, train_timeout=train_timeout,
-                                    stage_timeout=stage_timeout)
+                                    stage_timeout=stage_timeout, node_wait_timeout=section.node_wait_timeout)
             if kill_node is not None:
                 federation.kill_when(run, out, *kill_node, timeout=timeout, sig=kill_signal)
             return federation.wait(run, out, timeout)
@@ -463,16 +461,16 @@ def register(subparsers: argparse._SubParsersAction) -> dict[str, Any]:
     returns ``{name: handler}`` as ``secure_fedrec.cli.COMMAND_MODULES`` expects."""
     p = subparsers.add_parser("flower", help="run a job on Flower (simulation or local deployment)")
     p.add_argument("--config", help="TOML run config (defaults for every missing key)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key (TOML value), e.g. training.rounds=2")
+    add_set_argument(p, example="--set training.rounds=2")
     p.add_argument("--out", required=True, help="output folder for metrics.json")
     p.add_argument("--mode", choices=("sim", "deployment"), default="sim")
     p.add_argument("--nodes", type=int, default=None,
-                   help="virtual nodes / SuperNodes (default: flower.nodes of the config, else 5)")
+                   help="virtual nodes / SuperNodes (default: flower.nodes of the config)")
     p.add_argument("--stage-timeout", type=float, default=None,
-                   help="seconds a node may take per protocol stage before it counts as dropped")
+                   help="seconds a node may take per protocol stage before it counts as dropped "
+                        "(default: flower.stage_timeout)")
     p.add_argument("--train-timeout", type=float, default=None,
-                   help="seconds a node may take to train (and to evaluate)")
+                   help="seconds a node may take to train (and to evaluate) (default: flower.train_timeout)")
     p.add_argument("--kill-node", metavar="NODE:ROUND:STAGE",
                    help="deployment drill: kill SuperNode NODE when the server starts STAGE of "
                         "ROUND (0-based), e.g. 2:0:share_keys")
@@ -485,19 +483,10 @@ def register(subparsers: argparse._SubParsersAction) -> dict[str, Any]:
     return {"flower": _cli_main}
 
 
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    from ...config import ConfigError, parse_override
-
-    try:
-        return dict(parse_override(item) for item in items)
-    except ConfigError as exc:
-        raise SystemExit(str(exc)) from None
-
-
 def _cli_main(args: argparse.Namespace) -> int:
     from ...config import load_config
 
-    config = load_config(args.config, _parse_overrides(args.set))
+    config = load_config(args.config, dict(args.overrides))
     kill = None
     if args.kill_node:
         node, round_index, stage = args.kill_node.split(":")

@@ -17,6 +17,7 @@ Uses Flower's legacy Strategy/NumPyClient API, which its SecAgg+ requires.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -41,7 +42,8 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid, ServerApp
 
 from ...config import config_to_dict
-from ...engine.inprocess import RoundMetrics
+from ...rounds.metrics import RoundMetrics
+from ...rounds.wire import broadcast_to_json
 from .codec import (
     dump_node_state,
     f64_array,
@@ -61,14 +63,13 @@ class SecAggPlusStrategy(Strategy):
     """Our round plan and server step, as the Strategy Flower's SecAgg+ workflow drives."""
 
     def __init__(self, coordinator: FlowerCoordinator) -> None:
+        if coordinator.config.aggregation.protocol != "plaintext":
+            raise ValueError("the comparison's coordinator runs the plaintext pipeline: its nodes return "
+                             "per-user float updates that Flower's SecAgg+ then sums")
         self.co = coordinator
-        tr = coordinator.trainer
-        node_config = config_to_dict(coordinator.config)
-        node_config["aggregation"]["protocol"] = "plaintext"  # nodes return per-user deltas to sum
-        self.node_config_json = json.dumps(node_config)
         self.round_started = 0.0
         self.pending: RoundMetrics | None = None
-        self.tr = tr
+        self.server = coordinator.server
 
     def _partitions(self, client_manager) -> list[tuple[int, Any]]:
         proxies = sorted(client_manager.all().values(), key=lambda p: int(p.node_id))
@@ -79,28 +80,26 @@ class SecAggPlusStrategy(Strategy):
 
     def configure_fit(self, server_round, parameters, client_manager):
         self.round_started = time.perf_counter()
-        tr = self.tr
-        sampled, _, stragglers = tr.plan_round(server_round - 1)
+        plan = self.server.plan_round(server_round - 1)
         partitions = self._partitions(client_manager)
         k = len(partitions)
         out = []
         for index, proxy in partitions:
-            mine = [(int(u), bool(s)) for u, s in zip(sampled.tolist(), stragglers.tolist())
-                    if u % k == index]
+            mine = [(u, s) for u, s in plan.trainers if u % k == index]
             config = {
-                "config": self.node_config_json, "round": server_round - 1,
-                "params": f64_bytes(tr.params), "partition": index, "num_partitions": k,
+                "config": self.co.config_json, "client_plan": self.co.plan_json, "round": server_round - 1,
+                "broadcast": broadcast_to_json(self.server.broadcast(plan)),
+                "params": f64_bytes(self.server.params), "partition": index, "num_partitions": k,
                 "users": i64_bytes(np.array([u for u, _ in mine], dtype=np.int64)),
                 "slow": i64_bytes(np.array([int(s) for _, s in mine], dtype=np.int64)),
-                "n_sampled": len(sampled),
             }
             out.append((proxy, FitIns(ndarrays_to_parameters([np.zeros(1)]), config)))
-        self.pending = RoundMetrics(round=server_round, sampled=len(sampled), contributors=0,
+        self.pending = RoundMetrics(round=server_round, sampled=len(plan.sampled), contributors=0,
                                     train_loss=float("nan"), seconds=0.0)
         return out
 
     def aggregate_fit(self, server_round, results, failures):
-        tr = self.tr
+        server = self.server
         assert self.pending is not None
         if not results:
             return None, {}
@@ -108,8 +107,7 @@ class SecAggPlusStrategy(Strategy):
         total = mean * len(results)  # the workflow returns the mean over surviving nodes (weight 1)
         weight_total = float(total[-1])
         if weight_total > 0:
-            tr.params = tr.server_optimizer.step(tr.params, total[:-1] / weight_total)
-            tr.model.load_shared_state(tr.layout.unflatten(tr.params))
+            server.params = server.server_optimizer.step(server.params, total[:-1] / weight_total)
         losses = [float(r.metrics.get("loss_sum", 0.0)) for _, r in results]
         counts = [int(r.metrics.get("users", 0)) for _, r in results]
         self.pending.contributors = int(sum(counts))
@@ -124,7 +122,7 @@ class SecAggPlusStrategy(Strategy):
             self._close_round()
             return []
         partitions = self._partitions(client_manager)
-        config = {"config": self.node_config_json, "params": f64_bytes(self.tr.params),
+        config = {"config": self.co.config_json, "params": f64_bytes(self.server.params),
                   "num_partitions": len(partitions)}
         return [(proxy, EvaluateIns(parameters, {**config, "partition": index}))
                 for index, proxy in partitions]
@@ -141,7 +139,7 @@ class SecAggPlusStrategy(Strategy):
             return
         self.pending.seconds = time.perf_counter() - self.round_started
         self.co.history.append(self.pending)
-        self.tr.round_index += 1
+        self.server.round_index += 1
         self.pending = None
 
     def evaluate(self, server_round, parameters):
@@ -154,7 +152,8 @@ server_app = ServerApp()
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     from ...config import load_config
-    from ...runner import load_data, make_split, write_json_atomic
+    from ...inputs import load_data, make_split
+    from ...outputs import write_json_atomic
 
     started = time.perf_counter()
     rc = context.run_config
@@ -165,7 +164,11 @@ def main(grid: Grid, context: Context) -> None:
         num_nodes = int(rc["num-nodes"])
         data = load_data(config)
         split = make_split(config, data)
-        coordinator = FlowerCoordinator(config, data, split, transport=None, num_partitions=num_nodes)  # type: ignore[arg-type]
+        # Our nodes return per-user float updates (the plaintext pipeline), which each node adds up
+        # and Flower's SecAgg+ then sums across nodes.
+        plain = dataclasses.replace(config, aggregation=dataclasses.replace(config.aggregation,
+                                                                             protocol="plaintext"))
+        coordinator = FlowerCoordinator(plain, data, split, transport=None, num_partitions=num_nodes)  # type: ignore[arg-type]
         strategy = SecAggPlusStrategy(coordinator)
         t = config.training
         users_per_node = math.ceil(max(1.0, t.clients_per_round) / 1)  # worst case: all on one node
@@ -181,7 +184,8 @@ def main(grid: Grid, context: Context) -> None:
                                               "clipping_range": clip})
         result["engine"] = "flower-sim" if str(rc.get("mode", "")) == "sim" else "flower"
         result["protocol"] = "flower-secagg+"
-        np.save(out / "final_params.npy", coordinator.trainer.params)
+        result["config"] = config_to_dict(config)
+        np.save(out / "final_params.npy", coordinator.server.params)
         write_json_atomic(out / "metrics.json", result)
     except BaseException as exc:
         write_json_atomic(out / "error.json", {"error": f"{type(exc).__name__}: {exc}",
@@ -214,14 +218,14 @@ class _NodeClient(NumPyClient):
         loss_sum = 0.0
         if users:
             reply = handle_train(state, {
-                "config": str(config["config"]), "round": int(config["round"]),
+                "config": str(config["config"]), "client_plan": str(config["client_plan"]),
+                "broadcast": str(config["broadcast"]), "round": int(config["round"]),
                 "params": bytes(config["params"]), "users": users, "slow": slow,
-                "n_sampled": int(config["n_sampled"]),
             }, int(config["partition"]), int(config["num_partitions"]))
             clip = ws.config.aggregation.coordinate_clip
-            for j in range(len(users)):
+            for j in range(len(reply["float_users"])):
                 idx = i64_array(reply["indices"][j])
-                # The same per-coordinate clip as QuantizedSecureSum, before summing.
+                # The same per-coordinate clip as QuantizedEncoding, before summing.
                 np.add.at(vector, idx, np.clip(f64_array(reply["values"][j]), -clip, clip))
                 vector[-1] += reply["weights"][j]
             loss_sum = float(sum(reply["losses"]))

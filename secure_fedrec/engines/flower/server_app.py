@@ -115,7 +115,8 @@ def discover_nodes(grid: Grid, num_nodes: int, wait_seconds: float) -> dict[int,
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     from ...config import load_config
-    from ...runner import load_data, make_split, write_json_atomic
+    from ...inputs import load_data, make_split
+    from ...outputs import write_json_atomic
 
     started = time.perf_counter()
     rc = context.run_config
@@ -143,7 +144,7 @@ def main(grid: Grid, context: Context) -> None:
         result = coordinator.result(started, {"mode": str(rc.get("mode", "")),
                                               "node_ids": {str(p): n for p, n in mapping.items()}})
         result["engine"] = "flower-sim" if str(rc.get("mode", "")) == "sim" else "flower"
-        np.save(out / "final_params.npy", coordinator.trainer.params)
+        np.save(out / "final_params.npy", coordinator.server.params)
         write_json_atomic(out / "metrics.json", result)
     except BaseException as exc:
         write_json_atomic(out / "error.json", {"error": f"{type(exc).__name__}: {exc}",

@@ -51,11 +51,9 @@ def handle_stage(state: dict[str, Any], request: Payload) -> Payload:
     """
     sessions = state.setdefault("sessions", {})
     if request.get("stage") == "decrypt":
-        from .node import workspace  # the key holders' floor needs the population size
         from .paillier import key_holder_parties
 
-        holders = key_holder_parties(
-            state, request, min_clients=workspace(request["config"]).paillier_min_clients)
+        holders = key_holder_parties(state, request, min_clients=int(request["min_clients"]))
         # A copy: a key holder that refuses one request (its error is reported) still serves
         # later sessions.
         return deliver(dict(holders), request)

@@ -1,0 +1,107 @@
+"""The sum between the halves, run in one process: the plaintext float sum, or a :class:`protocols.SecureSum`.
+
+The Flower engine runs the same protocols' sans-IO parties over the network
+instead (:mod:`secure_fedrec.engines.flower`); both report the protocol's cost with
+:func:`transfer_measurements`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from protocols import BelowThreshold, SecureSum, SecureSumResult
+
+from .session import SessionParameters
+from .values import ClientUpdate, Measurements, SumOutcome
+
+__all__ = ["InProcessSum", "float_sum", "transfer_measurements"]
+
+
+def transfer_measurements(bytes_sent: Mapping[int, int], bytes_received: Mapping[int, int],
+                          contributors: tuple[int, ...], *, plain_bytes: float) -> Measurements:
+    """Bytes per client of one session: uploads averaged over the contributors, downloads over
+    every party; ``communication_expansion`` is the upload over the plain ring vector's size."""
+    sent = np.array([bytes_sent.get(c, 0) for c in contributors], dtype=float)
+    any_ = len(sent) > 0
+    return {
+        "bytes_sent_per_client": float(sent.mean()) if any_ else 0.0,
+        "bytes_sent_per_client_max": float(sent.max()) if any_ else 0.0,
+        "bytes_received_per_client": float(np.mean(list(bytes_received.values()))) if bytes_received else 0.0,
+        "communication_expansion": float(sent.mean() / plain_bytes) if any_ else 0.0,
+    }
+
+
+def float_sum(updates: Mapping[int, ClientUpdate], dropouts: Mapping[int, str]) -> SumOutcome:
+    """The plaintext "protocol": the exact float sum of the updates of the clients that did not drop.
+
+    Each coordinate accumulates the clients in ascending id order, as the sparse row sum
+    of the first engine did, so a plaintext run is reproducible bit for bit. Bytes are
+    counted as a sparse float32 upload (a 4-byte index and a 4-byte value per non-zero).
+    """
+    kept = [c for c in sorted(updates) if c not in dropouts]
+    size = next(iter(updates.values())).size if updates else 0
+    total = np.zeros(size, dtype=np.float64)
+    for client in kept:
+        total[updates[client].indices] += updates[client].values
+    nnz = np.array([len(updates[c].indices) for c in kept])
+    weights = np.array([updates[c].weight for c in kept], dtype=np.float64)
+    return SumOutcome(
+        total=total, contributors=tuple(kept), weight_total=float(weights.sum()),
+        measurements={
+            "bytes_sent_per_client": float(np.mean(nnz * 8 + 4)) if kept else 0.0,
+            "bytes_sent_per_client_max": float(np.max(nnz * 8 + 4)) if kept else 0.0,
+        },
+    )
+
+
+class InProcessSum:
+    """Runs each round's session of the run's secure protocol, in this process.
+
+    A masking session is a fresh :class:`protocols.masking.SecAgg` /
+    :class:`~protocols.masking.SecAggPlus` built from the session's parameters;
+    Paillier keeps one :class:`protocols.paillier.PaillierSecureSum` for the run (its
+    keys are dealt once, on first use).
+    """
+
+    def __init__(self, protocol: str, *, paillier_key_bits: int = 2048, paillier_min_clients: int = 2) -> None:
+        self.protocol = protocol
+        self._paillier: SecureSum | None = None
+        self._paillier_args = {"key_bits": paillier_key_bits, "min_clients": paillier_min_clients}
+
+    def _protocol_for(self, session: SessionParameters) -> SecureSum:
+        if session.protocol == "secagg":
+            from protocols.masking import SecAgg
+
+            return SecAgg(threshold=session.threshold)
+        if session.protocol == "secagg+":
+            from protocols.masking import SecAggPlus
+
+            return SecAggPlus(degree=session.degree, threshold=session.threshold)
+        if session.protocol == "paillier":
+            if self._paillier is None:
+                from protocols.paillier import PaillierSecureSum
+
+                self._paillier = PaillierSecureSum(**self._paillier_args)
+            return self._paillier
+        raise ValueError(f"no secure-sum protocol named {session.protocol!r}")
+
+    def run(self, payloads: Mapping[int, np.ndarray], session: SessionParameters, *, round_index: int,
+            dropouts: Mapping[int, str]) -> SumOutcome:
+        """One session over ``payloads``; raises :class:`BelowThreshold` when it releases nothing."""
+        assert session.bits is not None
+        result: SecureSumResult = self._protocol_for(session).run_round(
+            payloads, bits=session.bits, round_index=round_index, dropouts=dropouts)
+        # Until the protocols enforce min_survivors themselves, the sum is refused here.
+        if len(result.contributors) < session.min_survivors:
+            raise BelowThreshold(len(result.contributors), session.min_survivors, "unmasking")
+        measurements = transfer_measurements(result.bytes_sent, result.bytes_received, result.contributors,
+                                             plain_bytes=session.vector_length * session.bits / 8)
+        measurements.update({
+            "protocol_client_seconds": result.client_seconds,
+            "protocol_server_seconds": result.server_seconds,
+            "protocol_dropped": float(len(result.dropped)),
+        })
+        measurements.update({f"protocol_{k}": float(v) for k, v in result.measurements.items()})
+        return SumOutcome(total=result.total, contributors=tuple(result.contributors), measurements=measurements)

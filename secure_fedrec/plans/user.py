@@ -1,0 +1,295 @@
+"""User-level DP (DP-FedAvg): each client's whole update is clipped, the sum carries Gaussian noise.
+
+Two placements of the noise, each with fixed or adaptive clipping (Andrew et al.
+2021, :mod:`secure_fedrec.privacy.adaptive_clipping`):
+
+* :class:`UserCentral` — the server adds ``N(0, (zC)²)`` after the (secure) sum: it
+  trusts the server. Accounted with PLD or RDP, one Poisson-subsampled Gaussian step
+  per round.
+* :class:`UserDistributed` — every client adds its share of discrete Gaussian noise
+  before the secure sum (Kairouz, Liu, Steinke 2021); the shares of the guaranteed
+  minimum of survivors carry the whole noise, so the server never sees an un-noised
+  sum. Accounted with the DDG's RDP bound, one step per round.
+
+Every round counts under Poisson sampling of clients, whether it released a sum or
+aborted, so :meth:`after_round` charges every round.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..aggregation import (
+    AdaptiveClip,
+    AdaptiveClipState,
+    CentralGaussianNoise,
+    Clip,
+    DistributedDiscreteGaussianEncoding,
+    Encoding,
+    Layer,
+    Mean,
+    Measurements,
+)
+from ..config import ConfigError
+from ..privacy.accounting import Accountant, create_accountant
+from ..privacy.adaptive_clipping import (
+    InvalidBitNoiseError,
+    augmented_l2_bound,
+    bit_scale_for_l2_bound,
+    default_bit_noise_std,
+)
+from ..privacy.calibration import calibrate_noise_multiplier
+from ..privacy.clipping import effective_update_noise_multiplier
+from ..privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
+from ..privacy.distributed_dp import DdgPlan, plan_distributed_discrete_gaussian
+from .base import PROTOCOL_NAMES, TOLERANCE, PrivacyPlan, ring_encoding
+
+__all__ = ["AdaptiveClipping", "UserCentral", "UserDistributed", "UserLevelPlan"]
+
+
+@dataclass(frozen=True)
+class AdaptiveClipping:
+    """The numbers of adaptive clipping under a user-level plan.
+
+    ``bit_noise_std`` (σ_b) is the noise on the clipped-count sum, ``bit_scale`` (k)
+    the scale of the bit coordinate, ``update_noise_multiplier`` (z_Δ) the noise on
+    the unit-scale update; the accountant is charged the plan's ``z`` (Andrew et
+    al. 2021, Thm. 1: both sums are one Gaussian mechanism).
+    """
+
+    bit_noise_std: float
+    bit_scale: float
+    update_noise_multiplier: float
+
+
+class UserLevelPlan(PrivacyPlan):
+    """What the two user-level placements share: clipping, the mean over E[clients], the guard."""
+
+    unit = "user"
+    accountant: Accountant
+    adaptive: AdaptiveClipping | None = None
+
+    def _clip_layer(self) -> Layer:
+        p = self.config.privacy
+        if self.adaptive is None:
+            return Clip(clip_norm=p.clip_norm)
+        return AdaptiveClip(initial_clip_norm=p.clip_norm, target_quantile=p.target_quantile,
+                            learning_rate=p.clip_learning_rate, bit_scale=self.adaptive.bit_scale)
+
+    def _default_bit_noise_std(self) -> float:
+        p = self.config.privacy
+        return p.clip_count_stddev if p.clip_count_stddev is not None else default_bit_noise_std(
+            self.expected_clients)
+
+    @property
+    def mechanism_dim(self) -> int:
+        """Coordinates the mechanism noises (the update, plus the bit when adaptive)."""
+        return self.population.dim + (1 if self.adaptive is not None else 0)
+
+    @property
+    def clip_norm(self) -> float:
+        """The clip norm of the next round (the adaptive one moves every round)."""
+        states = [s for s in self.layer_states if isinstance(s, AdaptiveClipState)]
+        return states[0].clip_norm if states else self.config.privacy.clip_norm
+
+    @property
+    def sample_rate(self) -> float:
+        return self.population.sample_rate
+
+    def _round_noise_multiplier(self) -> float:
+        """What the accountant is charged for one round."""
+        raise NotImplementedError
+
+    def can_run_round(self) -> bool:
+        target = self.config.privacy.target_epsilon
+        if target is None:
+            return True
+        eps = self.accountant.epsilon_after(noise_multiplier=self._round_noise_multiplier(),
+                                            sample_rate=self.sample_rate, delta=self.delta)
+        if eps > target * (1 + TOLERANCE):
+            self.stopped_reason = (f"stopped before the next round: it would spend ε={eps:.3f} "
+                                   f"> target {target}")
+            return False
+        return True
+
+    def after_round(self) -> Measurements:
+        self.accountant.step(noise_multiplier=self._round_noise_multiplier(), sample_rate=self.sample_rate)
+        return {"epsilon": self.accountant.get_epsilon(self.delta)}
+
+    def _summary_common(self) -> dict[str, Any]:
+        p = self.config.privacy
+        out: dict[str, Any] = {"unit": self.unit, "noise": self.noise, "delta": self.delta,
+                               "target_epsilon": p.target_epsilon, "clip_norm": p.clip_norm}
+        eps = self.accountant.get_epsilon(self.delta) if self.accountant.history else 0.0
+        out.update(epsilon=eps, sample_rate=self.sample_rate, clipping=p.clipping)
+        if self.adaptive is not None:
+            out.update(
+                clip_norm_initial=p.clip_norm, clip_norm_final=self.clip_norm,
+                target_quantile=p.target_quantile, clip_learning_rate=p.clip_learning_rate,
+                bit_noise_std=self.adaptive.bit_noise_std,
+                update_noise_multiplier=self.adaptive.update_noise_multiplier,
+                adaptive_clipping="Andrew et al. 2021: the noisy count of unclipped updates is part of "
+                                  "the accounted Gaussian mechanism",
+            )
+        return out
+
+    def _finish_summary(self, out: dict[str, Any]) -> dict[str, Any]:
+        out["assumptions"] = ("clients sampled by Poisson sampling with rate "
+                              f"{self.sample_rate:.4g}; neighbouring datasets differ in one user's data")
+        out["statement"] = self.statement(out.get("epsilon", math.inf))
+        return out
+
+    def statement(self, epsilon: float) -> str:
+        """One line: the unit, (ε, δ) spent, where the noise is added and who is trusted."""
+        protocol = PROTOCOL_NAMES.get(self.config.aggregation.protocol, self.config.aggregation.protocol)
+        target = self.config.privacy.target_epsilon
+        budget = f" of target ε={target:g}" if target is not None else ""
+        subject = "user-level DP (one user's entire rating history)"
+        if self.noise == "distributed":
+            where = (f"distributed discrete Gaussian noise added by the clients before {protocol} "
+                     "(the server never sees an un-noised sum)")
+        else:
+            where = f"Gaussian noise added by the server after {protocol} (trusts the server)"
+        return f"{subject}: ε={epsilon:.3g}{budget}, δ={self.delta:.2g}; {where}"
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {**super().state_dict(), "accountant": self.accountant.state_dict()}
+        if self.adaptive is not None:
+            state["adaptive_clip"] = {"clip_norm": self.clip_norm}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.accountant.load_state_dict(state["accountant"])
+        if self.adaptive is not None:
+            if "adaptive_clip" not in state:
+                raise ValueError("the checkpoint has no adaptive clip norm")
+            clip = float(state["adaptive_clip"]["clip_norm"])
+            if not (math.isfinite(clip) and clip > 0):
+                raise ValueError("the checkpoint's adaptive clip norm is not a positive number")
+            self.layer_states = tuple(AdaptiveClipState(clip) if isinstance(s, AdaptiveClipState) else s
+                                      for s in self.layer_states)
+
+
+class UserCentral(UserLevelPlan):
+    """Central Gaussian noise ``zC`` added by the server after the sum."""
+
+    def _calibrate(self) -> None:
+        p, t = self.config.privacy, self.config.training
+        self.noise_multiplier: float = (
+            p.noise_multiplier if p.noise_multiplier is not None
+            else calibrate_noise_multiplier(p.target_epsilon, self.delta, sample_rate=self.sample_rate,
+                                            steps=t.rounds, accountant=p.accountant))
+        self.accountant = create_accountant(p.accountant)
+        if p.clipping == "adaptive":
+            bit_noise = self._default_bit_noise_std()
+            try:
+                update_z = effective_update_noise_multiplier(self.noise_multiplier, bit_noise)
+            except ValueError:
+                raise ConfigError(
+                    f"privacy.clip_count_stddev (σ_b={bit_noise:g}) must exceed z/2 = "
+                    f"{self.noise_multiplier / 2:g}: otherwise the clipped-count estimate alone spends the "
+                    "whole privacy budget") from None
+            self.adaptive = AdaptiveClipping(bit_noise_std=bit_noise, bit_scale=update_z / bit_noise,
+                                             update_noise_multiplier=update_z)
+
+    def _round_noise_multiplier(self) -> float:
+        return self.noise_multiplier
+
+    def _layers(self) -> tuple[Layer, ...]:
+        if self.adaptive is None:  # noise zC on the clipped sum
+            noise = CentralGaussianNoise(stddev=self.noise_multiplier * self.config.privacy.clip_norm)
+        else:  # the inner layers see unit-scale vectors plus the bit: noise z_Δ
+            noise = CentralGaussianNoise(stddev=self.adaptive.update_noise_multiplier)
+        return (Mean(denominator="expected"), self._clip_layer(), noise)
+
+    def _encoding(self) -> Encoding:
+        if self.adaptive is None:
+            return ring_encoding(self.config, self.config.privacy.clip_norm)
+        # unit-scale rows have |x_j| <= 1 and the bit coordinate is ±bit_scale/2
+        return ring_encoding(self.config, max(1.0, self.adaptive.bit_scale / 2))
+
+    def summary(self) -> dict[str, Any]:
+        out = self._summary_common()
+        out.update(accountant=f"{self.config.privacy.accountant.upper()} (dp-accounting), "
+                              "Poisson-subsampled Gaussian",
+                   noise_multiplier=self.noise_multiplier)
+        return self._finish_summary(out)
+
+
+class UserDistributed(UserLevelPlan):
+    """Distributed discrete Gaussian shares added by the clients before the secure sum."""
+
+    def _calibrate(self) -> None:
+        self.ddg_plan: DdgPlan
+        expected = self.expected_clients
+        self._min_survivors = max(2, math.floor(self.config.aggregation.threshold_fraction * expected))
+        self.max_clients = max(self._min_survivors, math.ceil(expected + 6 * math.sqrt(expected)))
+        if self.config.privacy.clipping == "adaptive":
+            self._plan_adaptive()
+        else:
+            self.ddg_plan = self._plan_ddg(l2_clip=self.config.privacy.clip_norm, dim=self.population.dim)
+        self.accountant = DistributedDiscreteGaussianAccountant(
+            l2_sensitivity=self.ddg_plan.l2_sensitivity, num_shares=self._min_survivors, dim=self.mechanism_dim)
+
+    def _plan_ddg(self, *, l2_clip: float, dim: int) -> DdgPlan:
+        p = self.config.privacy
+        return plan_distributed_discrete_gaussian(
+            target_epsilon=p.target_epsilon, delta=self.delta, l2_clip=l2_clip, dim=dim,
+            bits=self.config.aggregation.bits, min_survivors=self._min_survivors,
+            max_clients=self.max_clients, sample_rate=self.sample_rate, rounds=self.config.training.rounds)
+
+    def _plan_adaptive(self) -> None:
+        """The augmented vector (update / C, plus the bit) under the distributed discrete Gaussian.
+
+        The DDG plan is calibrated for an L2 bound ``L`` of the augmented vector:
+        first at ``L = 1`` to learn the effective multiplier ``z`` the target ε
+        allows, then at ``L = sqrt(1 / (1 - (z / 2σ_b)²))``, with the bit scale
+        chosen so the vector's norm is at most ``L`` exactly. The accountant
+        sees that plan, so ε is exact whatever the realized bit noise; the bit
+        noise is σ_b up to the recalibration (reported as ``bit_noise_std``).
+        """
+        bit_noise = self._default_bit_noise_std()
+        dim = self.population.dim + 1
+        unit_plan = self._plan_ddg(l2_clip=1.0, dim=dim)
+        effective = unit_plan.model_unit_noise_std / (unit_plan.gamma * unit_plan.l2_sensitivity)
+        try:
+            bound = augmented_l2_bound(effective, bit_noise)
+        except InvalidBitNoiseError as exc:
+            raise ConfigError(str(exc)) from None
+        self.ddg_plan = self._plan_ddg(l2_clip=bound, dim=dim)
+        bit_scale = bit_scale_for_l2_bound(bound)
+        self.adaptive = AdaptiveClipping(bit_noise_std=self.ddg_plan.model_unit_noise_std / bit_scale,
+                                         bit_scale=bit_scale,
+                                         update_noise_multiplier=self.ddg_plan.model_unit_noise_std)
+
+    @property
+    def min_survivors(self) -> int:
+        return self._min_survivors
+
+    def _round_noise_multiplier(self) -> float:
+        return self.ddg_plan.noise_multiplier(self._min_survivors)
+
+    def _layers(self) -> tuple[Layer, ...]:
+        return (Mean(denominator="expected"), self._clip_layer())
+
+    def _encoding(self) -> Encoding:
+        plan = self.ddg_plan
+        return DistributedDiscreteGaussianEncoding(
+            gamma=plan.gamma, l2_sensitivity=plan.l2_sensitivity, share_sigma=plan.share_sigma,
+            bits=plan.bits, noise_stddev=plan.model_unit_noise_std, wrap_probability=plan.wrap_probability)
+
+    def summary(self) -> dict[str, Any]:
+        out = self._summary_common()
+        plan = self.ddg_plan
+        out.update(
+            accountant="RDP of the distributed discrete Gaussian (Kairouz–Liu–Steinke 2021), "
+                       "Poisson subsampling via Zhu–Wang's general upper bound",
+            min_survivors=self._min_survivors, max_clients=self.max_clients,
+            gamma=plan.gamma, share_sigma=plan.share_sigma,
+            noise_std_model_units=plan.model_unit_noise_std,
+            wrap_probability_per_round=plan.wrap_probability,
+        )
+        return self._finish_summary(out)

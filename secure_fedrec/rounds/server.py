@@ -1,0 +1,165 @@
+"""The server's side of a round, the same for every engine.
+
+::
+
+    plan_round     sample clients (and, in simulation, who drops out and who straggles);
+                   record level: clients over their own budget abstain
+    broadcast      round index, encoder range, layer states (with the shared parameters)
+    session        the secure-sum session's parameters for the clients that upload
+    finish_round   protocol result -> pipeline server halves -> server optimizer -> accountant
+
+Between ``session`` and ``finish_round`` an engine runs the sum: in this process
+(:mod:`secure_fedrec.aggregation.sums`) or over Flower's network
+(:mod:`secure_fedrec.engines.flower.coordinator`); it never re-derives the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from protocols import BelowThreshold
+
+from ..aggregation import (
+    Aggregate,
+    AggregationPipeline,
+    ServerContext,
+    SessionParameters,
+    SumOutcome,
+    protocol_stages,
+    session_parameters,
+)
+from ..config import RunConfig
+from ..plans import Population, PrivacyPlan, build_privacy_plan
+from .client import ClientPlan, RoundBroadcast, RoundReports
+from .metrics import RoundMetrics
+from .optimizers import ServerOptimizer, build_server_optimizer
+from .sampling import expected_clients, sample_clients
+
+__all__ = ["RoundPlan", "RoundServer"]
+
+_ROUND_STREAM = 0
+
+
+@dataclass
+class RoundPlan:
+    """Who takes part in a round, decided by the server before it starts."""
+
+    round_index: int
+    sampled: np.ndarray  # sorted client ids
+    dropouts: dict[int, str]  # simulation: client -> the protocol stage it vanishes before
+    stragglers: np.ndarray  # simulation: bool per sampled client (one local epoch only)
+    #: the sampled clients that train, with their straggler flag (record level: within budget)
+    trainers: tuple[tuple[int, bool], ...] = ()
+
+
+class RoundServer:
+    """The server of a run: shared parameters, privacy plan, server optimizer, round counter.
+
+    ``population`` are the ids of the clients that can be sampled, ``examples`` every
+    user's number of local training examples (record level: what DP-SGD samples from).
+    """
+
+    def __init__(self, config: RunConfig, *, population: np.ndarray, examples: np.ndarray, dim: int,
+                 initial_params: np.ndarray, n_records: int | None = None,
+                 server_optimizer: ServerOptimizer | None = None) -> None:
+        t = config.training
+        self.config = config
+        self.population = population
+        self.examples = examples
+        self.expected_clients = expected_clients(len(population), t.clients_per_round)
+        self.privacy: PrivacyPlan = build_privacy_plan(config, Population(
+            n_users=len(population), expected_clients=self.expected_clients, dim=dim,
+            client_examples=examples[population], n_records=n_records))
+        self.session_policy = self.privacy.session_policy()
+        self.client_plan = ClientPlan(training=self.privacy.training, pipeline=self.privacy.pipeline,
+                                      report_loss=self.privacy.reports_loss)
+        self.params = initial_params
+        self.server_optimizer = server_optimizer or build_server_optimizer(t.server_optimizer, t.server_lr)
+        self.round_index = 0
+        #: the last released aggregate (the mean update the server applied): a curious server's view
+        self.last_aggregate: Aggregate | None = None
+
+    @property
+    def pipeline(self) -> AggregationPipeline:
+        return self.privacy.pipeline
+
+    # -- before the round ----------------------------------------------------------------------
+    def round_rng(self, round_index: int) -> np.random.Generator:
+        # Derived per (seed, round) rather than drawn from one running stream: any engine and
+        # a resumed run make the same choices.
+        return np.random.default_rng([self.config.seed, round_index, _ROUND_STREAM])
+
+    def protocol_stages(self) -> tuple[str, ...]:
+        return protocol_stages(self.config.aggregation.protocol)
+
+    def plan_round(self, round_index: int) -> RoundPlan:
+        """Who is sampled, who drops out (at which protocol stage), who straggles, who trains."""
+        t = self.config.training
+        rng = self.round_rng(round_index)
+        sampled = sample_clients(self.population, t.clients_per_round, t.sampling, rng)
+        dropouts: dict[int, str] = {}
+        if t.dropout_rate > 0:
+            stages = self.protocol_stages()
+            drops = sampled[rng.random(len(sampled)) < t.dropout_rate]
+            dropouts = {int(c): str(stages[rng.integers(len(stages))]) for c in drops}
+        stragglers = rng.random(len(sampled)) < t.straggler_rate
+        plan = RoundPlan(round_index, sampled, dropouts, stragglers)
+        plan.trainers = self.trainers(plan)
+        return plan
+
+    def trainers(self, plan: RoundPlan) -> tuple[tuple[int, bool], ...]:
+        """The sampled clients that train (record level: a client over its own budget abstains)."""
+        return tuple((int(c), bool(slow)) for c, slow in zip(plan.sampled.tolist(), plan.stragglers.tolist())
+                     if self.privacy.client_may_train(int(c), int(self.examples[c])))
+
+    def broadcast(self, plan: RoundPlan) -> RoundBroadcast:
+        return RoundBroadcast(round_index=plan.round_index, n_clients=len(plan.trainers),
+                              expected_clients=self.expected_clients, layer_states=self.privacy.layer_states)
+
+    def session(self, uploaders: int) -> SessionParameters:
+        """The session for ``uploaders`` clients; :class:`BelowThreshold` if too few to release a sum."""
+        return session_parameters(self.session_policy, uploaders, bits=self.pipeline.bits,
+                                  vector_length=self.pipeline.payload_length(len(self.params)))
+
+    def can_run_round(self) -> bool:
+        return self.privacy.can_run_round()
+
+    # -- after the sum ----------------------------------------------------------------------------
+    def finish_round(self, plan: RoundPlan, reports: RoundReports, outcome: SumOutcome | BelowThreshold | None,
+                     *, extra: dict[str, float] | None = None) -> RoundMetrics:
+        """The server halves, the optimizer step and the accounting of one round.
+
+        ``outcome`` is what the sum released, a :class:`BelowThreshold` when it released
+        nothing (the round changes no shared parameter, and is still charged as the
+        accountant requires), or ``None`` when no client uploaded. ``extra`` are the
+        engine's own measurements (transport bytes, node failures).
+        """
+        for client, spent in reports.spent:
+            self.privacy.charge_client(client, spent)
+        measurements: dict[str, Any] = {}
+        contributors: tuple[int, ...] = ()
+        self.last_aggregate = None
+        if isinstance(outcome, BelowThreshold):
+            measurements = {"aborted": 1.0, "abort_survivors": float(outcome.survivors)}
+        elif outcome is not None:
+            ctx = ServerContext(round_index=plan.round_index, n_clients=len(plan.trainers),
+                                expected_clients=self.expected_clients, reporting_clients=reports.reporting,
+                                client_totals=reports.totals, client_diagnostics=reports.diagnostics)
+            aggregate, states, measurements = self.pipeline.server(outcome, self.privacy.layer_states, ctx)
+            self.privacy.layer_states = states
+            contributors = aggregate.contributors
+            if contributors:
+                self.params = self.server_optimizer.step(self.params, aggregate.total)
+                self.last_aggregate = aggregate
+        measurements.update(extra or {})
+        measurements.update(self.privacy.after_round())
+        if reports.diverged:
+            measurements["nonfinite_updates_dropped"] = float(reports.diverged)
+        self.round_index = plan.round_index + 1
+        return RoundMetrics(
+            round=plan.round_index + 1, sampled=len(plan.sampled), contributors=len(contributors),
+            train_loss=float(np.mean(reports.losses)) if reports.losses else float("nan"),
+            seconds=0.0, measurements=measurements)
