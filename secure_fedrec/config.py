@@ -72,6 +72,11 @@ class DataConfig:
     # leave-last-out on a file without timestamps: hold out one random interaction per user
     # (recorded in the run's dataset notes), or stop with an error
     without_timestamps: Literal["random", "error"] = "random"
+    # the rating scale [rating_min, rating_max] of a file whose format does not fix it (a
+    # generic csv); unset, it is read from the ratings, which a private run refuses
+    # (the scale sets the model's starting global bias: docs/privacy.md)
+    rating_min: float | None = None
+    rating_max: float | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self) -> None:
@@ -80,6 +85,11 @@ class DataConfig:
         _check(1 <= self.min_item_ratings <= _MAX_COUNT, "data.min_item_ratings", f"must be in [1, {_MAX_COUNT}]")
         _check(self.binarize_threshold is None or abs(self.binarize_threshold) <= 1e9,
                "data.binarize_threshold", "must be a finite number in [-1e9, 1e9]")
+        _check((self.rating_min is None) == (self.rating_max is None), "data.rating_min",
+               "and data.rating_max are set together")
+        if self.rating_min is not None and self.rating_max is not None:
+            _check(-1e9 <= self.rating_min < self.rating_max <= 1e9, "data.rating_min",
+                   "must be below data.rating_max, both finite numbers in [-1e9, 1e9]")
         for role in ("user", "item", "rating", "timestamp"):
             name = getattr(self, f"{role}_col")
             _check(name is None or 0 < len(name) <= 200, f"data.{role}_col", "must be a column name")
@@ -115,8 +125,11 @@ class TrainingConfig:
     reg: float = 0.05
     negatives: int = 4  # implicit feedback: sampled negatives per positive
     # auto: "mse" for ratings; for implicit feedback "bpr" (pairwise ranking), or the pointwise
-    # "bce" with record-level DP (DP-SGD clips one example, and a BPR pair touches two items)
-    loss: Literal["auto", "mse", "bce", "bpr"] = "auto"
+    # "bce" with record-level DP (DP-SGD clips one example, and a BPR pair touches two items);
+    # "ials": MF's weighted squared error over every item, the user's row in closed form
+    loss: Literal["auto", "mse", "bce", "bpr", "ials"] = "auto"
+    # iALS: an interaction's squared error weighs 1 + positive_weight, an unrated item's 1
+    positive_weight: float = 1.0
     server_optimizer: Literal["fedavg", "fedadam"] = "fedadam"
     server_lr: float = 0.05
     dropout_rate: float = 0.0  # fraction of sampled clients that vanish mid-protocol
@@ -138,6 +151,7 @@ class TrainingConfig:
         _check(0.0 <= self.dropout_rate < 1.0, "training.dropout_rate", "must be in [0, 1)")
         _check(0.0 <= self.straggler_rate <= 1.0, "training.straggler_rate", "must be in [0, 1]")
         _check(1 <= self.negatives <= 1000, "training.negatives", "must be in [1, 1000]")
+        _check(0.0 <= self.positive_weight <= 1e4, "training.positive_weight", "must be in [0, 10000]")
         _check(self.checkpoint_every >= 0, "training.checkpoint_every", "must be >= 0")
 
 
@@ -288,15 +302,17 @@ class RunConfig:
         _check((loss == "mse") == (not self.data.implicit), "training.loss",
                f"= {loss!r} does not fit {'implicit' if self.data.implicit else 'explicit'} feedback "
                "(mse for ratings; bpr or bce for implicit feedback)")
-        _check(not (loss == "bpr" and p.unit == "record"), "training.loss",
-               "= 'bpr' is not supported with privacy.unit = 'record' (DP-SGD clips one example's "
-               "gradient; use 'bce')")
+        _check(not (loss in ("bpr", "ials") and p.unit == "record"), "training.loss",
+               f"= {loss!r} is not supported with privacy.unit = 'record' (DP-SGD clips one "
+               "example's gradient; use 'bce')")
+        _check(not (loss == "ials" and self.model_name != "mf"), "training.loss",
+               "= 'ials' needs model.name = 'mf' (its user rows are solved in closed form)")
 
     @property
     def model_name(self) -> str:
         if self.model.name != "auto":
             return self.model.name
-        return "neumf" if self.data.implicit else "mf"
+        return "neumf" if self.data.implicit and self.training.loss != "ials" else "mf"
 
     @property
     def loss_name(self) -> str:

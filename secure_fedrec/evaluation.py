@@ -42,7 +42,20 @@ from .models import FederatedModel
 if TYPE_CHECKING:
     from scipy import sparse
 
-__all__ = ["RankingTask", "evaluate", "rank_metrics", "ranking_metrics", "rating_metrics"]
+__all__ = [
+    "MetricSums",
+    "RankingTask",
+    "combine_metric_sums",
+    "evaluate",
+    "evaluate_sums",
+    "rank_metrics",
+    "ranking_metric_sums_of",
+    "ranking_metrics",
+    "ranking_metrics_of",
+    "rating_metric_sums_of",
+    "rating_metrics",
+    "rating_metrics_of",
+]
 
 #: scores of every item for a batch of users (rows), as a float array (users × items)
 UserScorer = Callable[[np.ndarray], np.ndarray]
@@ -54,21 +67,111 @@ PROTOCOL_NAMES = {
 }
 
 
+@dataclass(frozen=True)
+class MetricSums:
+    """Every metric in additive form: the sum of its per-unit values and the number of units.
+
+    The unit is a test rating for ``rmse`` (whose sum is of *squared* errors) and
+    ``mae``, and an evaluated user for every ranking metric. Sums over disjoint sets of
+    users add up, so a federation whose nodes each score their own users recombines
+    the exact means of one evaluation of everyone (:meth:`means`), whatever the
+    split and however users are spread over nodes — a mean of the nodes' means
+    weighted by their test rows would not be, since ranking metrics are means over
+    users.
+    """
+
+    sums: dict[str, float]
+    counts: dict[str, float]
+    labels: dict[str, str]
+
+    def __add__(self, other: MetricSums) -> MetricSums:
+        sums, counts = dict(self.sums), dict(self.counts)
+        for name, value in other.sums.items():
+            sums[name] = sums.get(name, 0.0) + value
+            counts[name] = counts.get(name, 0.0) + other.counts[name]
+        return MetricSums(sums, counts, {**self.labels, **other.labels})
+
+    def means(self) -> dict[str, float | str]:
+        """The metrics (``rmse`` the root of its mean), the protocol labels, and
+        ``evaluated_users`` when there are ranking metrics."""
+        out: dict[str, float | str] = {}
+        for name, total in self.sums.items():
+            count = self.counts[name]
+            mean = total / count if count else float("nan")
+            out[name] = math.sqrt(mean) if name == "rmse" else mean
+        out.update(self.labels)
+        ranked = [self.counts[n] for n in self.sums if n not in _RATING_METRICS]
+        if ranked:
+            out["evaluated_users"] = float(ranked[0])
+        return out
+
+    def to_json(self) -> dict[str, list]:
+        names = list(self.sums)
+        return {"names": names, "sums": [self.sums[n] for n in names], "counts": [self.counts[n] for n in names],
+                "labels": list(self.labels), "label_values": list(self.labels.values())}
+
+    @classmethod
+    def from_json(cls, payload: object) -> MetricSums:
+        """Parse what :meth:`to_json` wrote (a node's reply); anything else is a ValueError."""
+        if not isinstance(payload, dict):
+            raise ValueError("metric sums must be a JSON object")
+        names, sums, counts = payload.get("names"), payload.get("sums"), payload.get("counts")
+        labels, values = payload.get("labels", []), payload.get("label_values", [])
+        if not all(isinstance(x, list) for x in (names, sums, counts, labels, values)):
+            raise ValueError("metric sums: names, sums, counts, labels and label_values must be lists")
+        if len(names) != len(sums) or len(names) != len(counts) or len(labels) != len(values) \
+                or len(names) > 64 or len(labels) > 16:
+            raise ValueError("metric sums: mismatched or oversized lists")
+        if not all(isinstance(n, str) and len(n) <= 64 for n in [*names, *labels]) or len(set(names)) != len(names):
+            raise ValueError("metric sums: names must be distinct short strings")
+        if not all(isinstance(v, str) and len(v) <= 1000 for v in values):
+            raise ValueError("metric sums: labels must be short strings")
+        numbers = [*sums, *counts]
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in numbers):
+            raise ValueError("metric sums: sums and counts must be finite numbers")
+        if any(c < 0 for c in counts) or any(s < 0 for s in sums):
+            raise ValueError("metric sums: sums and counts cannot be negative")
+        return cls(dict(zip(names, map(float, sums))), dict(zip(names, map(float, counts))),
+                   dict(zip(labels, values)))
+
+
+#: metrics whose unit is a test rating (every other one is a mean over users)
+_RATING_METRICS = frozenset({"rmse", "mae"})
+
+
+def combine_metric_sums(parts: list[MetricSums]) -> dict[str, float | str]:
+    """The exact metrics of the union of disjoint parts (each a set of users)."""
+    total = MetricSums({}, {}, {})
+    for part in parts:
+        total = total + part
+    return total.means()
+
+
 @torch.no_grad()
 def rating_metrics(model: FederatedModel, test: RatingData) -> dict[str, float]:
+    return _rating_metric_sums(model, test).means()  # type: ignore[return-value]
+
+
+def _rating_metric_sums(model: FederatedModel, test: RatingData) -> MetricSums:
     users = torch.as_tensor(test.users, dtype=torch.long)
     items = torch.as_tensor(test.items, dtype=torch.long)
-    pred = model(users, items).numpy()
-    return rating_metrics_of(pred, test)
+    return rating_metric_sums_of(model(users, items).numpy(), test)
 
 
-def rating_metrics_of(predictions: np.ndarray, test: RatingData) -> dict[str, float]:
-    """RMSE and MAE of predictions clipped to the rating scale."""
+def rating_metric_sums_of(predictions: np.ndarray, test: RatingData) -> MetricSums:
+    """Squared and absolute errors of predictions clipped to the rating scale, summed."""
     low, high = test.rating_scale
     pred = np.clip(np.nan_to_num(np.asarray(predictions, dtype=np.float64), nan=(low + high) / 2),
                    low, high)
     err = pred - test.ratings.astype(np.float64)
-    return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}
+    n = float(len(err))
+    return MetricSums({"rmse": float(np.sum(err ** 2)), "mae": float(np.sum(np.abs(err)))},
+                      {"rmse": n, "mae": n}, {})
+
+
+def rating_metrics_of(predictions: np.ndarray, test: RatingData) -> dict[str, float]:
+    """RMSE and MAE of predictions clipped to the rating scale."""
+    return rating_metric_sums_of(predictions, test).means()  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -171,6 +274,15 @@ def ranking_metrics_of(
     protocols: tuple[str, ...] = ("full", "sampled"), sampled_negatives: int = 99, seed: int = 0,
 ) -> dict[str, float | str]:
     """Ranking metrics of any scorer (a model, or a baseline) under the named protocols."""
+    return ranking_metric_sums_of(score_users, split, k=k, recall_k=recall_k, protocols=protocols,
+                                  sampled_negatives=sampled_negatives, seed=seed).means()
+
+
+def ranking_metric_sums_of(
+    score_users: UserScorer, split: Split, *, k: int = 10, recall_k: int = 20,
+    protocols: tuple[str, ...] = ("full", "sampled"), sampled_negatives: int = 99, seed: int = 0,
+) -> MetricSums:
+    """:func:`ranking_metrics_of` in additive form (sums over the evaluated users)."""
     for protocol in protocols:
         if protocol not in PROTOCOL_NAMES:
             raise ValueError(f"unknown ranking protocol {protocol!r}")
@@ -207,16 +319,14 @@ def ranking_metrics_of(
                      - torch.searchsorted(ordered.contiguous(), target_scores.contiguous(), side="left")).numpy()
             for name, values in rank_metrics(ranks, valid, k=k, recall_k=recall_k, sampled=True).items():
                 per_user.setdefault("sampled_" + name, []).append(values)
-    out: dict[str, float | str] = {}
+    sums: dict[str, float] = {}
     for prefix in [p for p in ("full", "sampled") if p in protocols]:
         tag = "" if prefix == "full" else "sampled_"
         for name, cutoff in (("hr", k), ("ndcg", k), ("recall", recall_k)):
             values = per_user.get(tag + name)
-            out[f"{tag}{name}@{cutoff}"] = float(np.concatenate(values).mean()) if values else 0.0
-    out["ranking_protocol"] = "; ".join(
-        PROTOCOL_NAMES[p].format(n=sampled_negatives) for p in protocols)
-    out["evaluated_users"] = float(len(task.users))
-    return out
+            sums[f"{tag}{name}@{cutoff}"] = float(np.concatenate(values).sum()) if values else 0.0
+    label = "; ".join(PROTOCOL_NAMES[p].format(n=sampled_negatives) for p in protocols)
+    return MetricSums(sums, dict.fromkeys(sums, float(len(task.users))), {"ranking_protocol": label})
 
 
 @torch.no_grad()
@@ -225,13 +335,19 @@ def ranking_metrics(
     sampled_negatives: int = 99, seed: int = 0, recall_k: int = 20,
 ) -> dict[str, float | str]:
     """HR@k, NDCG@k and Recall@recall_k of a model (``protocol``: full, sampled or both)."""
+    return _ranking_metric_sums(model, split, k=k, protocol=protocol, sampled_negatives=sampled_negatives,
+                                seed=seed, recall_k=recall_k).means()
+
+
+def _ranking_metric_sums(model: FederatedModel, split: Split, *, k: int, protocol: str,
+                         sampled_negatives: int, seed: int, recall_k: int) -> MetricSums:
     protocols = ("full", "sampled") if protocol == "both" else (protocol,)
 
     def score_users(users: np.ndarray) -> np.ndarray:
         return model.score_all_items(torch.as_tensor(users, dtype=torch.long)).numpy()
 
-    return ranking_metrics_of(score_users, split, k=k, recall_k=recall_k, protocols=protocols,
-                              sampled_negatives=sampled_negatives, seed=seed)
+    return ranking_metric_sums_of(score_users, split, k=k, recall_k=recall_k, protocols=protocols,
+                                  sampled_negatives=sampled_negatives, seed=seed)
 
 
 def evaluate(
@@ -239,13 +355,23 @@ def evaluate(
     sampled_negatives: int = 99, seed: int = 0, recall_k: int = 20,
 ) -> dict[str, float | str]:
     """RMSE/MAE for explicit models; ranking metrics for implicit ones (and leave-last-out splits)."""
+    return evaluate_sums(model, split, k=k, ranking=ranking, sampled_negatives=sampled_negatives,
+                         seed=seed, recall_k=recall_k).means()
+
+
+@torch.no_grad()
+def evaluate_sums(
+    model: FederatedModel, split: Split, *, k: int = 10, ranking: str = "both",
+    sampled_negatives: int = 99, seed: int = 0, recall_k: int = 20,
+) -> MetricSums:
+    """:func:`evaluate` in additive form: what a Flower node returns for its users."""
     model.eval()
     model.prepare_for_evaluation(split.train)
-    out: dict[str, float | str] = {}
+    out = MetricSums({}, {}, {})
     if model.task == "explicit":
-        out.update(rating_metrics(model, split.test))
+        out = out + _rating_metric_sums(model, split.test)
     if model.task != "explicit" or split.protocol == "leave-last-out":
-        out.update(ranking_metrics(model, split, k=k, protocol=ranking,
-                                   sampled_negatives=sampled_negatives, seed=seed, recall_k=recall_k))
+        out = out + _ranking_metric_sums(model, split, k=k, protocol=ranking, sampled_negatives=sampled_negatives,
+                                         seed=seed, recall_k=recall_k)
     model.train()
     return out

@@ -16,7 +16,8 @@ from .data import (
     require_test_ratings,
     synthetic_ratings,
 )
-from .data.dataset import RatingData, Split
+from .data.dataset import DataError, RatingData, Split
+from .data.loaders import SCALE_FROM_DATA
 from .models import FederatedModel, build_model
 
 __all__ = ["build_model_for", "load_data", "make_split", "resolve_config"]
@@ -52,11 +53,19 @@ def _load_data(config: RunConfig) -> RatingData:
             mean_ratings_per_user=s.mean_ratings_per_user, noise_std=s.noise_std,
             seed=config.seed, implicit=d.implicit,
         )
-    return load_ratings(
+    scale = None if d.rating_min is None or d.rating_max is None else (d.rating_min, d.rating_max)
+    data = load_ratings(
         d.source, d.format, implicit=d.implicit, binarize_threshold=d.binarize_threshold,
         min_user_ratings=d.min_user_ratings, min_item_ratings=d.min_item_ratings,
         user_col=d.user_col, item_col=d.item_col, rating_col=d.rating_col, timestamp_col=d.timestamp_col,
+        rating_scale=scale,
     )
+    if config.privacy.unit != "none" and any(note.startswith(SCALE_FROM_DATA) for note in data.notes):
+        # the scale's midpoint is the model's starting global bias, shared with every client
+        raise DataError(f"{data.name}: a private run needs the rating scale declared, not read from the "
+                        "ratings (their min and max depend on the users): set data.rating_min and "
+                        "data.rating_max")
+    return data
 
 
 def make_split(config: RunConfig, data: RatingData) -> Split:
@@ -74,9 +83,14 @@ def build_model_for(config: RunConfig, split: Split) -> FederatedModel:
     if config.model_name == "mf":
         implicit = config.data.implicit or train.implicit
         kwargs["task"] = "implicit" if implicit else "explicit"
-        kwargs["global_mean"] = 0.0 if implicit else (float(train.ratings.mean()) if len(train) else 0.0)
-        # explicit MF: clients solve their private rows in closed form (models/mf.py)
-        kwargs["private_reg"] = 0.0 if implicit or not config.model.solve_private else config.training.reg
+        # the rating scale's midpoint, not the training ratings' mean: a value every client may
+        # hold without a privacy mechanism (the shared global bias then trains like any other
+        # shared parameter; docs/privacy.md)
+        kwargs["global_mean"] = 0.0 if implicit else sum(train.rating_scale) / 2.0
+        # clients solve their private rows in closed form (models/mf.py): explicit MF, and iALS
+        closed_form = config.model.solve_private and (not implicit or config.loss_name == "ials")
+        kwargs["private_reg"] = config.training.reg if closed_form else 0.0
+        kwargs["positive_weight"] = config.training.positive_weight
     else:
         kwargs["hidden"] = config.model.hidden
     return build_model(

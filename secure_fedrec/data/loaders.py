@@ -68,6 +68,8 @@ _RATINGS_FILE_IN_DIRECTORY = {
 # utf-8-sig reads plain UTF-8 too and drops the byte-order mark some editors write.
 _ENCODING = "utf-8-sig"
 # GroupLens files hold 1-5 stars (ml-100k, ml-1m) or half stars 0.5-5 (ml-10m, ml-latest).
+#: the note a file's loading records when its rating scale is its ratings' min and max
+SCALE_FROM_DATA = "rating scale taken from the data"
 _GROUPLENS_SCALE = {"ml-100k": (1.0, 5.0), "ml-1m": (0.5, 5.0), "ml-latest": (0.5, 5.0)}
 
 # Column names recognised in a generic header, compared case-insensitively and ignoring
@@ -711,12 +713,16 @@ def _default_scale(
         return _GROUPLENS_SCALE[format]
     assert values is not None  # explicit feedback always has a rating column
     if format == "ml-1m":
-        # ml-1m holds whole stars 1-5, ml-10m half stars 0.5-5, in the same file format.
+        # ml-1m holds whole stars 1-5, ml-10m half stars 0.5-5, in the same file format: which
+        # one is read from the ratings (so a private run asks for it to be declared)
         whole_stars = bool((values >= 1).all() and (values == np.round(values)).all())
-        return (1.0, 5.0) if whole_stars else (0.5, 5.0)
+        scale = (1.0, 5.0) if whole_stars else (0.5, 5.0)
+        notebook.record(f"{SCALE_FROM_DATA} as [{scale[0]:g}, {scale[1]:g}] (whole or half stars); "
+                        "set data.rating_min and data.rating_max to declare it")
+        return scale
     scale = (float(values.min()), float(values.max()))
-    notebook.record(f"rating scale taken from the data as [{scale[0]:g}, {scale[1]:g}]; "
-                    "pass rating_scale= to set it")
+    notebook.record(f"{SCALE_FROM_DATA} as [{scale[0]:g}, {scale[1]:g}]; "
+                    "set data.rating_min and data.rating_max (rating_scale=) to declare it")
     return scale
 
 

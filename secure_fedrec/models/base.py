@@ -115,15 +115,17 @@ class FederatedModel(nn.Module):
         raise NotImplementedError
 
     # -- client views ---------------------------------------------------------------------
-    def spawn(self, *, n_users: int, n_items: int) -> FederatedModel:
-        """A fresh model of the same class and hyper-parameters, of another size."""
-        return type(self)(n_users=n_users, n_items=n_items, **self.hparams)  # type: ignore[attr-defined]
+    def spawn(self, *, n_users: int, n_items: int, initialize: bool = True) -> FederatedModel:
+        """A fresh model of the same class and hyper-parameters, of another size
+        (``initialize=False``: parameters left for the caller to fill)."""
+        return type(self)(n_users=n_users, n_items=n_items, initialize=initialize,  # type: ignore[call-arg]
+                          **self.hparams)  # type: ignore[attr-defined]
 
     def client_view(self, user: int, items: np.ndarray) -> FederatedModel:
         """The small model one client trains: its own private rows (as user 0), the rows of
         ``items`` (sorted, unique; item ``items[j]`` becomes local item ``j``) and every
         non-item shared parameter."""
-        view = self.spawn(n_users=1, n_items=len(items))
+        view = self.spawn(n_users=1, n_items=len(items), initialize=False)
         src = dict(self.named_parameters())
         idx = torch.as_tensor(items, dtype=torch.long)
         with torch.no_grad():

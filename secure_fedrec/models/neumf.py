@@ -25,7 +25,7 @@ class NeuMF(FederatedModel):
 
     def __init__(
         self, *, n_users: int, n_items: int, dim: int = 16, hidden: int = 32,
-        init_std: float = 0.1, seed: int = 0, objective: str = "bce",
+        init_std: float = 0.1, seed: int = 0, objective: str = "bce", initialize: bool = True,
     ) -> None:
         super().__init__()
         self.objective = objective
@@ -38,6 +38,8 @@ class NeuMF(FederatedModel):
         self.item_mlp = nn.Embedding(n_items, dim)
         self.mlp = nn.Sequential(nn.Linear(2 * dim, hidden), nn.ReLU(), nn.Linear(hidden, dim), nn.ReLU())
         self.output = nn.Linear(2 * dim, 1)
+        if not initialize:  # a client view: every parameter is copied in next
+            return
         with torch.no_grad():
             for emb in (self.user_gmf, self.user_mlp, self.item_gmf, self.item_mlp):
                 emb.weight.copy_(torch.randn(emb.weight.shape, generator=gen) * init_std)

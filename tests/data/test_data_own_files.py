@@ -56,9 +56,9 @@ def test_column_keys_name_the_columns(tmp_path):
         load_ratings(path)
     config = load_config(None, {"data.source": str(path), "data.user_col": "listener",
                                 "data.item_col": "song", "data.rating_col": "stars",
-                                "data.timestamp_col": "when"})
+                                "data.timestamp_col": "when", "privacy.unit": "none"})
     data = load_data(config)
-    assert not data.implicit and data.rating_scale == (2.0, 5.0)
+    assert not data.implicit and data.rating_scale == (2.0, 5.0)  # read from the ratings: no DP here
     assert data.timestamps.tolist() == [10, 11, 12]
     wrong = load_config(None, {"data.source": str(path), "data.user_col": "who",
                                "data.item_col": "song"})
@@ -135,3 +135,36 @@ def test_lastfm_file_runs_end_to_end_from_the_cli(tmp_path, capsys):
     assert "preset" in printed and "bpr" in printed
     written = (out / "config.toml").read_text(encoding="utf-8")
     assert 'preset = "implicit"' in written and "rounds = 2" in written
+
+
+def _ratings_csv(path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    lines = ["user,item,stars"]
+    for user in range(30):
+        for item in rng.choice(40, size=8, replace=False):
+            lines.append(f"{user},{item},{rng.integers(2, 5)}")  # 2-4 stars: min/max are not the scale
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_private_run_needs_a_declared_rating_scale_and_mf_starts_at_its_midpoint(tmp_path):
+    """MF's global bias starts at the scale's midpoint, never at the training ratings' mean
+    (which no DP mechanism covers); a private run refuses a scale read from the ratings."""
+    from secure_fedrec.inputs import build_model_for
+
+    path = _ratings_csv(tmp_path / "ratings.csv")
+    private = load_config(None, {"data.source": str(path), "data.rating_col": "stars"})
+    with pytest.raises(DataError, match=r"data\.rating_min and data\.rating_max"):
+        load_data(private)
+    declared = load_config(None, {"data.source": str(path), "data.rating_col": "stars",
+                                  "data.rating_min": 1.0, "data.rating_max": 5.0})
+    split = make_split(declared, load_data(declared))
+    assert split.train.rating_scale == (1.0, 5.0)
+    model = build_model_for(declared, split)
+    assert model.global_bias.weight.item() == 3.0 != pytest.approx(float(split.train.ratings.mean()))
+    open_run = load_config(None, {"data.source": str(path), "data.rating_col": "stars", "privacy.unit": "none"})
+    assert load_data(open_run).rating_scale == (2.0, 4.0)  # without DP the data's range is allowed
+    for bad in ({"data.rating_min": 1.0}, {"data.rating_min": 5.0, "data.rating_max": 1.0},
+                {"data.rating_min": float("nan"), "data.rating_max": 5.0}):
+        with pytest.raises(ConfigError, match="data.rating_min"):
+            load_config(None, bad)

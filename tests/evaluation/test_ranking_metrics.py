@@ -107,3 +107,27 @@ def test_nan_scores_do_not_crash_and_count_as_misses():
     split = leave_last_out(implicit_data(), seed=0)
     got = ranking_metrics_of(lambda users: np.full((len(users), split.train.n_items), np.nan), split)
     assert got["hr@10"] == 0.0
+
+
+def test_metric_sums_of_any_partition_of_users_combine_to_one_evaluation():
+    """What a Flower node returns (sums and counts) adds up exactly, for ratings (RMSE through
+    its squares) and for ranking (means over users with different numbers of test items)."""
+    from secure_fedrec.data import holdout_split, synthetic_ratings
+    from secure_fedrec.data.dataset import Split
+    from secure_fedrec.evaluation import combine_metric_sums, evaluate, evaluate_sums
+    from secure_fedrec.models import BiasedMF
+
+    for implicit in (False, True):
+        data = synthetic_ratings(n_users=40, n_items=30, mean_ratings_per_user=12, seed=3, implicit=implicit)
+        split = holdout_split(data, test_fraction=0.3, seed=3)
+        model = BiasedMF(n_users=40, n_items=30, dim=4, task="implicit" if implicit else "explicit",
+                         global_mean=0.0 if implicit else 3.0)
+        whole = evaluate(model, split, recall_k=7)
+        parts = np.random.default_rng(0).integers(0, 3, size=40)
+        sums = [evaluate_sums(model, Split(train=split.train, test=split.test.subset(parts[split.test.users] == p),
+                                           protocol=split.protocol, seed=split.seed), recall_k=7)
+                for p in range(3)]
+        combined = combine_metric_sums(sums)
+        assert set(combined) == set(whole)
+        for name, value in whole.items():
+            assert combined[name] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value)
