@@ -4,15 +4,18 @@ Run from the repository root (the ``benchmarks`` extra brings scikit-surprise)::
 
     OMP_NUM_THREADS=1 python benchmarks/baselines.py explicit --data ../shared/data/ml-latest-small --seeds 0 1 2
     OMP_NUM_THREADS=1 python benchmarks/baselines.py implicit --data ../shared/data/ml-latest-small --seeds 0 1 2
-    # add --federated to train `secure-fedrec run`'s model too (its preset, non-private), and
+    # add --federated to train `secure-fedrec run`'s model too (its preset, non-private),
+    # --private for the private default too (its preset at user-level ε = 8), and
     # --set KEY=VALUE to change any config key of the twin and the federated run
 
 Explicit: per-user 80/20 holdout; Surprise's SVD, SVD++ and BaselineOnly fitted in
 this process on our training ratings and scored on our test ratings; our means
 and biases; the centralized twin (and the federated run). Implicit: leave-last-out;
 most-popular, item-kNN, the twin (and the federated run), each under full ranking
-and 1 + 99 sampled negatives (docs: secure_fedrec/evaluation.py). Every model of a
-seed sees the same split and the same sampled negatives. Writes
+and 1 + 99 sampled negatives (docs: secure_fedrec/evaluation.py); for implicit
+feedback a second centralized model, BPR-MF with the previous preset's settings
+(dim 32, 4 negatives, reg 0.001, 20 epochs of Adam), sits next to the twin (iALS,
+ALS sweeps). Every model of a seed sees the same split and the same sampled negatives. Writes
 benchmarks/results/baselines_<kind>_<data name>.json and prints mean ± std tables
 with CPU (process) and wall seconds per model.
 """
@@ -44,11 +47,14 @@ def timed(fn) -> tuple[dict[str, Any], float, float]:
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
+#: the previous implicit preset's model, trained centrally (the comparison of docs/results.md)
+BPR_TWIN = {"training.loss": "bpr", "model.dim": 32, "training.reg": 0.001, "training.negatives": 4}
+
+
 def one_seed(kind: str, data_path: str, seed: int, federated: bool, twin_epochs: int,
-             overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    config = resolve_config(load_config(None, {
-        "data.source": data_path, "data.implicit": kind == "implicit", "privacy.unit": "none",
-        "seed": seed, **overrides}))
+             overrides: dict[str, Any], private: bool = False) -> dict[str, dict[str, Any]]:
+    base = {"data.source": data_path, "data.implicit": kind == "implicit", "seed": seed}
+    config = resolve_config(load_config(None, {**base, "privacy.unit": "none", **overrides}))
     split = make_split(config, load_data(config))
     ev = config.evaluation
     results: dict[str, dict[str, Any]] = {}
@@ -58,13 +64,25 @@ def one_seed(kind: str, data_path: str, seed: int, federated: bool, twin_epochs:
         results[name] = {**metrics, "wall_seconds": wall, "cpu_seconds": cpu}
         print(f"  seed {seed} {name}: {_short(metrics)}  ({cpu:.1f} s CPU)", flush=True)
     twin, wall, cpu = timed(lambda: train_centralized(config, split, epochs=twin_epochs).metrics)
-    results["centralized twin"] = {**twin, "wall_seconds": wall, "cpu_seconds": cpu}
+    results[f"centralized twin ({config.loss_name})"] = {**twin, "wall_seconds": wall, "cpu_seconds": cpu}
     print(f"  seed {seed} centralized twin: {_short(twin)}  ({cpu:.1f} s CPU)", flush=True)
+    if kind == "implicit":
+        bpr = resolve_config(load_config(None, {**base, "privacy.unit": "none", **BPR_TWIN}))
+        twin, wall, cpu = timed(lambda: train_centralized(bpr, split, epochs=20).metrics)
+        results["centralized BPR-MF"] = {**twin, "wall_seconds": wall, "cpu_seconds": cpu}
+        print(f"  seed {seed} centralized BPR-MF: {_short(twin)}  ({cpu:.1f} s CPU)", flush=True)
     if federated:
         run, wall, cpu = timed(lambda: run_job(config))
         results["federated (secure-fedrec run)"] = {**run["final"], "wall_seconds": wall, "cpu_seconds": cpu,
                                                     "preset": run["config"]["preset"]}
         print(f"  seed {seed} federated: {_short(run['final'])}  ({cpu:.1f} s CPU)", flush=True)
+    if private:
+        private_config = resolve_config(load_config(None, {**base, **overrides}))
+        run, wall, cpu = timed(lambda: run_job(private_config))
+        results["federated, private default"] = {**run["final"], "wall_seconds": wall, "cpu_seconds": cpu,
+                                                 "preset": run["config"]["preset"],
+                                                 "epsilon": run["privacy"].get("epsilon")}
+        print(f"  seed {seed} private: {_short(run['final'])}  ({cpu:.1f} s CPU)", flush=True)
     return results
 
 
@@ -97,6 +115,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/ml-latest-small"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--federated", action="store_true", help="also run the federated job (slow)")
+    parser.add_argument("--private", action="store_true", help="also run the private default job")
     parser.add_argument("--twin-epochs", type=int, default=20)
     parser.add_argument("--set", dest="overrides", action="append", default=[], type=parse_override)
     parser.add_argument("--out", type=Path, default=None)
@@ -105,7 +124,7 @@ def main() -> None:
     for seed in args.seeds:
         print(f"seed {seed}", flush=True)
         per_seed.append(one_seed(args.kind, args.data, seed, args.federated, args.twin_epochs,
-                                 dict(args.overrides)))
+                                 dict(args.overrides), private=args.private))
     protocol = ("per-user 80/20 holdout, RMSE on the held-out ratings" if args.kind == "explicit" else
                 "leave-last-out; full ranking over every item without a training interaction, and "
                 "the test item against 99 sampled negatives the user never interacted with")

@@ -34,13 +34,18 @@ __all__ = ["PRESETS", "apply_preset", "choose_preset", "preset_values"]
 
 #: most clients in one non-private round: all users of a small data set, a sample beyond
 _MAX_CLIENTS_PER_ROUND = 1000
+#: what a round's dense updates (iALS: every item row, 8 bytes per coordinate; the indices
+#: are one shared array) may take in memory: the in-process engine holds a round's updates
+#: at once
+_DENSE_ROUND_BYTES = 2e9
 
 #: name -> what it is for; the values are :func:`preset_values`
 PRESETS = {
     "synthetic": "the embedded synthetic data: the plain defaults (tuned for it)",
     "explicit": "ratings, no DP: biased MF, every user (up to 1000) in each round",
     "explicit-dp": "ratings, with DP: biased MF sized for the noise (small dim, Poisson sampling)",
-    "implicit": "implicit feedback, no DP: BPR-MF, every user (up to 1000) in each round",
+    "implicit": "implicit feedback, no DP: iALS-MF (closed-form user rows), rounds of dense updates "
+                "sized to a memory budget",
     "implicit-dp": "implicit feedback, with DP: BPR-MF sized for the noise",
 }
 
@@ -82,14 +87,19 @@ def preset_values(name: str, n_users: int, n_items: int) -> dict[str, Any]:
             "evaluation.every": 5,
         }
     if name == "implicit":
-        # 2 local steps at lr 0.01 (NeuMF's settings of issue 2) left BPR-MF below popularity
-        # after 5 rounds (docs/results.md); item rows need larger steps to move off their start
+        # iALS (every unrated item a weak negative, the user's row in closed form) beat BPR-MF
+        # under full ranking on ml-latest-small, centrally and federated (docs/results.md). Each
+        # client sends one gradient step over every item row (FCF), FedAdam moves the rows; an
+        # update is dense, so a round holds as many as fit the memory budget
+        dim = 64
+        dense_round = max(32, int(_DENSE_ROUND_BYTES // (8 * max(1, n_items) * (dim + 1))))
         return {
-            "model.name": "mf", "model.dim": 32,
-            "training.sampling": "fixed", "training.clients_per_round": everyone,
-            "training.rounds": 30, "training.local_epochs": 5, "training.lr": 0.05,
-            "training.reg": 0.001, "training.negatives": 4,
-            "training.server_optimizer": "fedadam", "training.server_lr": 0.05,
+            "model.name": "mf", "model.dim": dim, "training.loss": "ials",
+            "training.positive_weight": 1.0, "training.reg": 0.003,
+            "training.sampling": "fixed", "training.clients_per_round": min(everyone, dense_round),
+            "training.rounds": 60, "training.local_epochs": 1, "training.optimizer": "sgd",
+            "training.lr": 1.0, "training.batch_size": 0,
+            "training.server_optimizer": "fedadam", "training.server_lr": 0.02,
             "evaluation.every": 10,
         }
     return {  # implicit-dp

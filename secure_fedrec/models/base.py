@@ -9,6 +9,7 @@ parameters as one flat float vector, described by a :class:`ParamLayout`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,10 +61,19 @@ class ParamLayout:
             pos += k
         return out
 
+    @property
+    def n_items(self) -> int:
+        """Rows of the item-indexed parameters (0 if there are none)."""
+        return next((shape[0] for name, shape in zip(self.names, self.shapes) if name in self.item_rows), 0)
+
     def indices_for_items(self, items: np.ndarray) -> np.ndarray:
         """Flat indices a client touching ``items`` may change: their item rows plus every
-        non-item parameter (sorted)."""
+        non-item parameter (sorted). Every item: one read-only array shared by all callers
+        (a round of dense updates then holds one copy of the indices, not one per client)."""
         items = np.asarray(items, dtype=np.int64)
+        if len(items) == self.n_items and len(items) and items[0] == 0 and items[-1] == len(items) - 1 \
+                and np.all(np.diff(items) == 1):
+            return _every_index(self.size)
         parts = []
         for name, shape, start in zip(self.names, self.shapes, self.offsets.values()):
             width = int(np.prod(shape[1:])) if len(shape) > 1 else 1
@@ -72,6 +82,13 @@ class ParamLayout:
             else:
                 parts.append(np.arange(start, start + int(np.prod(shape))))
         return np.sort(np.concatenate(parts))
+
+
+@functools.lru_cache(maxsize=4)
+def _every_index(size: int) -> np.ndarray:
+    indices = np.arange(size, dtype=np.int64)
+    indices.setflags(write=False)
+    return indices
 
 
 class FederatedModel(nn.Module):

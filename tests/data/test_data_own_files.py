@@ -132,7 +132,7 @@ def test_lastfm_file_runs_end_to_end_from_the_cli(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "HR@10, full ranking" in printed and "HR@10, sampled 1+99" in printed
-    assert "preset" in printed and "bpr" in printed
+    assert "preset" in printed and "ials" in printed
     written = (out / "config.toml").read_text(encoding="utf-8")
     assert 'preset = "implicit"' in written and "rounds = 2" in written
 
