@@ -10,6 +10,7 @@
 See docs/architecture.md for one round through these modules.
 """
 
+from .compact import CompactRotatedEncoding, compact_length
 from .ddg import DistributedDiscreteGaussianEncoding
 from .encodings import Encoding, FloatEncoding, QuantizedEncoding
 from .layers import (
@@ -47,6 +48,7 @@ __all__ = [
     "ClientContext",
     "ClientUpdate",
     "Clip",
+    "CompactRotatedEncoding",
     "DistributedDiscreteGaussianEncoding",
     "Encoding",
     "FloatEncoding",
@@ -59,6 +61,7 @@ __all__ = [
     "SessionParameters",
     "SessionPolicy",
     "SumOutcome",
+    "compact_length",
     "protocol_stages",
     "session_parameters",
 ]

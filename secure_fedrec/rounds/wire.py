@@ -18,6 +18,7 @@ from ..aggregation import (
     AggregationPipeline,
     CentralGaussianNoise,
     Clip,
+    CompactRotatedEncoding,
     DistributedDiscreteGaussianEncoding,
     FloatEncoding,
     Mean,
@@ -31,7 +32,7 @@ __all__ = ["broadcast_from_json", "broadcast_to_json", "plan_from_json", "plan_t
 
 _KINDS: dict[str, type] = {cls.kind: cls for cls in (  # type: ignore[attr-defined]
     Mean, Clip, AdaptiveClip, CentralGaussianNoise, FloatEncoding, QuantizedEncoding,
-    DistributedDiscreteGaussianEncoding, LocalEpochs, DpSgd)}
+    DistributedDiscreteGaussianEncoding, CompactRotatedEncoding, LocalEpochs, DpSgd)}
 _STATES: dict[str, type] = {"adaptive_clip": AdaptiveClipState}
 
 

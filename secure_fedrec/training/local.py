@@ -11,6 +11,8 @@ from torch import nn
 
 from ..models import FederatedModel
 from ..models.objectives import bpr_loss, pair_examples
+from .optimizers import SGD
+from .optimizers import make_optimizer as optimizer_named
 
 __all__ = [
     "ClientData",
@@ -110,10 +112,9 @@ def minibatches(n: int, batch_size: int, epochs: int, rng: np.random.Generator) 
             yield torch.as_tensor(order[start:start + batch])
 
 
-def make_optimizer(params, cfg: LocalTraining) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr)
-    return torch.optim.SGD(params, lr=cfg.lr)
+def make_optimizer(params, cfg: LocalTraining) -> SGD:
+    # Not torch.optim: constructing one imports torch._dynamo (training/optimizers.py says why).
+    return optimizer_named(params, cfg.optimizer, cfg.lr)
 
 
 def loss_fn(model: FederatedModel) -> nn.Module:
