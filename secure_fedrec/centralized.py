@@ -1,4 +1,4 @@
-"""The centralized baseline: the same model, loss and evaluation, trained on pooled data."""
+"""The centralized twin: the same model, loss and evaluation, trained on pooled data."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import numpy as np
 import torch
 
 from .config import RunConfig
-from .data.dataset import Split
-from .engines.inprocess import build_model_for
+from .data.dataset import RatingData, Split
 from .evaluation import evaluate
+from .inputs import build_model_for
 from .models import FederatedModel
+from .models.objectives import bpr_loss
 from .training.local import loss_fn
 
 __all__ = ["CentralizedResult", "train_centralized"]
@@ -26,12 +27,26 @@ class CentralizedResult:
     seconds: float
 
 
-def _implicit_examples(split: Split, negatives: int, rng: np.random.Generator):
+def unrated_items(train: RatingData, users: np.ndarray, rng: np.random.Generator,
+                  max_tries: int = 20) -> np.ndarray:
+    """One item per entry of ``users``, uniform over the items that user has not rated in
+    training (as a federated client draws them), by rejection against the training pairs."""
+    rated = np.unique(train.users.astype(np.int64) * train.n_items + train.items)
+    items = rng.integers(0, train.n_items, size=len(users))
+    for _ in range(max_tries):
+        keys = users.astype(np.int64) * train.n_items + items
+        position = np.minimum(np.searchsorted(rated, keys), len(rated) - 1)
+        clash = rated[position] == keys
+        if not clash.any():
+            break
+        items[clash] = rng.integers(0, train.n_items, size=int(clash.sum()))
+    return items  # a user who rated almost every item may keep a rare clash after max_tries
+
+
+def _pointwise_examples(split: Split, negatives: int, rng: np.random.Generator):
     train = split.train
     users = np.repeat(train.users, negatives)
-    items = rng.integers(0, train.n_items, size=len(users))
-    # Sampled negatives may hit a rated item now and then (≈ density); the
-    # federated clients exclude them exactly, which matters more for small users.
+    items = unrated_items(train, users, rng)
     all_users = np.concatenate([train.users, users])
     all_items = np.concatenate([train.items, items])
     targets = np.concatenate([np.ones(len(train)), np.zeros(len(users))]).astype(np.float32)
@@ -42,30 +57,56 @@ def train_centralized(
     config: RunConfig, split: Split, *, epochs: int = 40, batch_size: int = 1024,
     lr: float | None = None,
 ) -> CentralizedResult:
-    """Minibatch Adam over all training ratings, with the federated run's loss and penalty."""
+    """Minibatch Adam over all training ratings, with the federated run's model, loss and penalty.
+
+    Explicit ratings: squared error; implicit feedback: the run's loss (BPR pairs
+    or the pointwise logistic loss), with ``training.negatives`` negatives per
+    interaction drawn fresh every epoch from the user's unrated items. iALS is
+    trained the way it is known centrally: ``epochs`` sweeps of alternating least
+    squares (every user's row, then every item's, in closed form), on the loss the
+    federated clients minimize.
+    """
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = build_model_for(config, split)
     t = config.training
+    if model.objective == "ials":
+        _alternating_least_squares(model, split.train, epochs, t.reg)
+        epochs_run = epochs
+        cfg = config.evaluation
+        metrics = evaluate(model, split, k=cfg.k, ranking=cfg.ranking, recall_k=cfg.recall_k,
+                           sampled_negatives=cfg.sampled_negatives, seed=config.seed)
+        return CentralizedResult(model=model, metrics=metrics, epochs=epochs_run,
+                                 seconds=time.perf_counter() - started)
     opt = torch.optim.Adam(model.parameters(), lr=lr if lr is not None else 0.01)
-    criterion = loss_fn(model)
+    train = split.train
     for _ in range(epochs):
-        if model.task == "explicit":
-            users, items, targets = split.train.users, split.train.items, split.train.ratings
+        if model.objective == "bpr":
+            users = np.repeat(train.users, t.negatives)
+            columns = (users, np.repeat(train.items, t.negatives), unrated_items(train, users, rng))
+        elif model.task == "explicit":
+            columns = (train.users, train.items, train.ratings)
         else:
-            users, items, targets = _implicit_examples(split, t.negatives, rng)
-        order = rng.permutation(len(users))
-        u_all = torch.as_tensor(users[order], dtype=torch.long)
-        i_all = torch.as_tensor(items[order], dtype=torch.long)
-        y_all = torch.as_tensor(np.asarray(targets)[order], dtype=torch.float32)
+            columns = _pointwise_examples(split, t.negatives, rng)
+        order = rng.permutation(len(columns[0]))
+        tensors = [torch.as_tensor(np.asarray(c)[order]) for c in columns]
         for start in range(0, len(order), batch_size):
-            u, i, y = u_all[start:start + batch_size], i_all[start:start + batch_size], y_all[start:start + batch_size]
+            u, i, y = (c[start:start + batch_size] for c in tensors)
             opt.zero_grad(set_to_none=True)
-            loss = (criterion(model(u, i), y) + t.reg * model.penalty(u, i)).mean()
-            loss.backward()
+            if model.objective == "bpr":
+                _, loss = bpr_loss(model, u, i, y, t.reg)
+            else:
+                loss = loss_fn(model)(model(u, i), y.float()) + t.reg * model.penalty(u, i)
+            loss.mean().backward()
             opt.step()
     cfg = config.evaluation
-    metrics = evaluate(model, split, k=cfg.k, ranking=cfg.ranking,
+    metrics = evaluate(model, split, k=cfg.k, ranking=cfg.ranking, recall_k=cfg.recall_k,
                        sampled_negatives=cfg.sampled_negatives, seed=config.seed)
     return CentralizedResult(model=model, metrics=metrics, epochs=epochs, seconds=time.perf_counter() - started)
+
+
+def _alternating_least_squares(model: FederatedModel, train: RatingData, sweeps: int, reg: float) -> None:
+    for _ in range(sweeps):
+        model.fit_private_rows(train.users, train.items, train.ratings, reg)  # type: ignore[operator]
+        model.fit_item_rows(train.users, train.items, reg)  # type: ignore[operator]

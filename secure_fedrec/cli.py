@@ -6,6 +6,7 @@ import argparse
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=Path, default=None, metavar="DIR",
                      help="continue the run whose --out was DIR from its last checkpoint "
                           "(its config.toml is used; --set may only raise training.rounds)")
-    base = sub.add_parser("baseline", help="train the same model centrally (for comparison)",
-                          description="Centralized training with the federated run's model and evaluation.")
-    add_job_arguments(base)
-    base.add_argument("--epochs", type=int, default=20, help="passes over the pooled training data")
+    base = sub.add_parser(
+        "baseline", help="the centralized twin and reference recommenders on the run's own split",
+        description="Train the run's model centrally (the 'twin': same data, split, model, loss and "
+                    "evaluation) and fit reference recommenders on the same split: global/item/user "
+                    "means and user+item biases for ratings, most-popular and item-kNN for implicit "
+                    "feedback; Surprise's svd, svd++ and baseline-only on request. Writes "
+                    "metrics.json and config.toml like `run`.")
+    add_job_arguments(base, engine=False)
+    base.add_argument("--epochs", type=_bounded_int(1, 10_000), default=20,
+                      help="passes of the twin over the pooled training data (default 20)")
+    base.add_argument("--models", default="auto", metavar="LIST",
+                      help="comma-separated: twin and any of " + ", ".join(_baseline_choices())
+                           + " (default auto: the twin and the baselines for the feedback type)")
     return parser
+
+
+def _bounded_int(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {value}")
+        return value
+    return parse
+
+
+def _baseline_choices() -> list[str]:
+    from .baselines import BASELINES
+
+    return list(BASELINES)
 
 
 def _extra_commands(sub) -> dict:
@@ -82,6 +110,29 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+#: how the summary names a metric key: (label, protocol)
+_METRIC_LABELS = {
+    "rmse": "RMSE", "mae": "MAE",
+    "hr@": "HR@{k}, full ranking", "ndcg@": "NDCG@{k}, full ranking", "recall@": "Recall@{k}, full ranking",
+    "sampled_hr@": "HR@{k}, sampled 1+{n}", "sampled_ndcg@": "NDCG@{k}, sampled 1+{n}",
+    "sampled_recall@": "Recall@{k}, sampled 1+{n}",
+}
+
+
+def metric_label(key: str, sampled_negatives: int = 99) -> str:
+    """``sampled_hr@10`` -> ``HR@10, sampled 1+99``: every ranking figure names its protocol."""
+    for prefix, label in sorted(_METRIC_LABELS.items(), key=lambda item: -len(item[0])):
+        if key == prefix or (prefix.endswith("@") and key.startswith(prefix)):
+            return label.format(k=key.removeprefix(prefix), n=sampled_negatives)
+    return key.replace("_", " ")
+
+
+def metric_rows(metrics: dict[str, Any], sampled_negatives: int = 99) -> list[tuple[str, str]]:
+    """Summary rows of the numeric metrics (the long protocol sentence stays in metrics.json)."""
+    return [(metric_label(k, sampled_negatives), _fmt(int(v)) if k == "evaluated_users" else _fmt(v))
+            for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_seconds")]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -92,7 +143,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.config = args.resume / "config.toml"
         if args.out is None:
             args.out = args.resume
-    config = _config_from_args(args)
+    from .inputs import resolve_config
+
+    config = resolve_config(_config_from_args(args))  # the preset for this data, before the bar
     bar = tqdm(total=config.training.rounds, desc="rounds", unit="round", disable=args.quiet)
 
     def on_round(m) -> None:
@@ -106,11 +159,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     rows = [
         ("dataset", (f"{result['dataset']['name']} ({result['dataset']['n_users']} users, "
                      f"{result['dataset']['n_items']} items, {result['dataset']['n_ratings']} ratings)")),
-        ("model / split", f"{result['model']} / {result['split']}"),
+        ("model / loss / split", f"{result['model']} / {config.loss_name} / {result['split']}"),
+        ("preset", config.preset),
         ("protocol", result["protocol"]),
         ("privacy", result["privacy"]["statement"]),
         ("rounds", str(config.training.rounds)),
-        *((k, _fmt(v)) for k, v in result["final"].items()),
+        *metric_rows(result["final"], config.evaluation.sampled_negatives),
         ("bytes up / down per client per round",
          (f"{result['bytes_sent_per_client_mean']:.0f} / {result.get('bytes_down_per_client_mean', 0.0):.0f}"
           f" ({config.aggregation.encoding} upload; down = the model as float64 plus the protocol's frames)")),
@@ -125,18 +179,70 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from .centralized import train_centralized
-    from .runner import load_data, make_split, write_json_atomic
+    from tqdm import tqdm
 
-    config = _config_from_args(args)
-    split = make_split(config, load_data(config))
-    result = train_centralized(config, split, epochs=args.epochs)
-    rows = [("model", config.model_name), *((k, _fmt(v)) for k, v in result.metrics.items()),
-            ("wall time", f"{result.seconds:.1f} s")]
-    print(_summary_table(rows))
+    from .baselines import BASELINES, baseline_names, evaluate_baseline
+    from .centralized import train_centralized
+    from .config import ConfigError, config_to_dict, dump_toml
+    from .inputs import load_data, make_split, resolve_config
+    from .outputs import environment, write_json_atomic
+
+    started = time.perf_counter()
+    config = resolve_config(_config_from_args(args))
+    data = load_data(config)
+    split = make_split(config, data)
+    names = ["twin", *baseline_names(data.implicit)] if args.models == "auto" else \
+        [name.strip() for name in args.models.split(",") if name.strip()]
+    for name in names:
+        if name != "twin" and name not in BASELINES:
+            raise ConfigError(f"--models: unknown model {name!r}; choose twin or "
+                              + ", ".join(BASELINES))
+        if name != "twin" and (BASELINES[name][0] == "implicit") != data.implicit:
+            raise ConfigError(f"--models: {name!r} is for {BASELINES[name][0]} feedback and "
+                              f"{data.name} is {'implicit' if data.implicit else 'explicit'}")
+    ev = config.evaluation
+    results: dict[str, dict[str, Any]] = {}
+    for name in tqdm(names, desc="models", unit="model", disable=args.quiet):
+        if name == "twin":
+            twin = train_centralized(config, split, epochs=args.epochs)
+            results[name] = {**twin.metrics, "train_seconds": twin.seconds}
+        else:
+            results[name] = evaluate_baseline(name, split, k=ev.k, recall_k=ev.recall_k, ranking=ev.ranking,
+                                              sampled_negatives=ev.sampled_negatives, seed=config.seed)
+    print(_models_table(results, ev.sampled_negatives))
+    protocol = next((m["ranking_protocol"] for m in results.values() if "ranking_protocol" in m), None)
+    if protocol:
+        print(f"ranking protocols: {protocol}")
+    payload = {
+        "command": "baseline", "config": config_to_dict(config), "seed": config.seed,
+        "model": config.model_name, "loss": config.loss_name, "split": split.protocol,
+        "twin_epochs": args.epochs if "twin" in names else None,
+        "dataset": data.stats(), "dataset_notes": list(data.notes),
+        "models": results, "final": results.get("twin", {}),
+        "wall_time_seconds": time.perf_counter() - started, "environment": environment(),
+    }
     if args.out is not None:
-        write_json_atomic(args.out / "baseline.json", {"metrics": result.metrics, "epochs": result.epochs})
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "config.toml").write_text(dump_toml(config_to_dict(config)), encoding="utf-8")
+        write_json_atomic(args.out / "metrics.json", payload)
+        print(f"wrote {args.out / 'metrics.json'} and {args.out / 'config.toml'}")
     return 0
+
+
+def _models_table(results: dict[str, dict[str, Any]], sampled_negatives: int) -> str:
+    """One row per model, one column per metric (each ranking column names its protocol)."""
+    keys: list[str] = []
+    for metrics in results.values():
+        keys += [k for k, v in metrics.items() if isinstance(v, float) and k not in keys
+                 and not k.endswith("_seconds") and k != "evaluated_users"]
+    header = ["model", *(metric_label(k, sampled_negatives) for k in keys), "seconds"]
+    rows = [[name, *(_fmt(m.get(k, "")) for k in keys),
+             f"{sum(v for k, v in m.items() if k.endswith('_seconds')):.1f}"]
+            for name, m in results.items()]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "-+-".join("-" * w for w in widths)
+    fmt = lambda r: " | ".join(str(c).ljust(w) for c, w in zip(r, widths))
+    return "\n".join([fmt(header), line, *(fmt(r) for r in rows)])
 
 
 def main(argv: list[str] | None = None) -> int:

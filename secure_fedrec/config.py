@@ -38,6 +38,8 @@ class ConfigError(ValueError):
 
 #: the default run's user-level budget (privacy.target_epsilon)
 DEFAULT_TARGET_EPSILON = 8.0
+#: upper bound of count-like keys (a finite range for every numeric key)
+_MAX_COUNT = 1_000_000
 #: the most rounds one masking key setup may serve (aggregation.key_rounds)
 MAX_KEY_ROUNDS = 1024
 
@@ -73,6 +75,8 @@ _MAX_USERS, _MAX_ITEMS = 10**8, 10**8
 RANGES: dict[str, Range] = {
     "seed": Range(0, 2**63 - 1),
     "data.binarize_threshold": Range(-1e9, 1e9),
+    "data.rating_min": Range(-1e9, 1e9),
+    "data.rating_max": Range(-1e9, 1e9),
     "data.min_user_ratings": Range(1, 10**6),
     "data.min_item_ratings": Range(1, 10**6),
     "data.test_fraction": Range(0.0, 1.0, low_open=True, high_open=True),
@@ -91,6 +95,7 @@ RANGES: dict[str, Range] = {
     "training.batch_size": Range(0, 10**8),
     "training.lr": Range(0.0, 10.0, low_open=True),
     "training.reg": Range(0.0, 100.0),
+    "training.positive_weight": Range(0.0, 1e4),
     "training.negatives": Range(1, 10**4),
     "training.server_lr": Range(0.0, 10.0, low_open=True),
     "training.dropout_rate": Range(0.0, 1.0, high_open=True),
@@ -114,6 +119,7 @@ RANGES: dict[str, Range] = {
     "privacy.clip_learning_rate": Range(0.0, 10.0, low_open=True),
     "privacy.clip_count_stddev": Range(0.0, 1e9, low_open=True),
     "evaluation.k": Range(1, 10**4),
+    "evaluation.recall_k": Range(1, 1000),
     "evaluation.sampled_negatives": Range(1, 10**6),
     "evaluation.every": Range(1, 10**6),
     "flower.nodes": Range(1, 1024),
@@ -157,6 +163,19 @@ class DataConfig:
     min_item_ratings: int = 1
     split: Literal["auto", "holdout", "leave-last-out"] = "auto"
     test_fraction: float = 0.2
+    # columns of a file with a header (csv, atomic; guessed from common names when unset)
+    user_col: str | None = None
+    item_col: str | None = None
+    rating_col: str | None = None  # a rating, or a weight/count (then implicit feedback)
+    timestamp_col: str | None = None
+    # leave-last-out on a file without timestamps: hold out one random interaction per user
+    # (recorded in the run's dataset notes), or stop with an error
+    without_timestamps: Literal["random", "error"] = "random"
+    # the rating scale [rating_min, rating_max] of a file whose format does not fix it (a
+    # generic csv); unset, it is read from the ratings, which a private run refuses
+    # (the scale sets the model's starting global bias: docs/privacy.md)
+    rating_min: float | None = None
+    rating_max: float | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self) -> None:
@@ -165,21 +184,36 @@ class DataConfig:
         _check(self.format in FORMATS, "data.format",
                f"must be one of {', '.join(map(repr, FORMATS))} (also for synthetic data); got {self.format!r}")
         _check(0.0 < self.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)")
-        _check(self.min_user_ratings >= 1, "data.min_user_ratings", "must be >= 1")
-        _check(self.min_item_ratings >= 1, "data.min_item_ratings", "must be >= 1")
+        _check(1 <= self.min_user_ratings <= _MAX_COUNT, "data.min_user_ratings", f"must be in [1, {_MAX_COUNT}]")
+        _check(1 <= self.min_item_ratings <= _MAX_COUNT, "data.min_item_ratings", f"must be in [1, {_MAX_COUNT}]")
+        _check(self.binarize_threshold is None or abs(self.binarize_threshold) <= 1e9,
+               "data.binarize_threshold", "must be a finite number in [-1e9, 1e9]")
+        _check((self.rating_min is None) == (self.rating_max is None), "data.rating_min",
+               "and data.rating_max are set together")
+        if self.rating_min is not None and self.rating_max is not None:
+            _check(-1e9 <= self.rating_min < self.rating_max <= 1e9, "data.rating_min",
+                   "must be below data.rating_max, both finite numbers in [-1e9, 1e9]")
+        for role in ("user", "item", "rating", "timestamp"):
+            name = getattr(self, f"{role}_col")
+            _check(name is None or 0 < len(name) <= 200, f"data.{role}_col", "must be a column name")
         self.synthetic.validate()
 
 
 @dataclass
 class ModelConfig:
+    # auto: biased MF, trained on ratings (explicit) or with BPR on interactions (implicit)
     name: Literal["auto", "mf", "neumf"] = "auto"
     dim: int = 8  # the default synthetic data has rank 5; fewer coordinates, less total noise
     hidden: int = 32
     init_std: float = 0.1
+    # explicit MF: each client solves its private row (p_u, b_u) in closed form before local
+    # training and before predicting (ridge regression on its own ratings; models/mf.py)
+    solve_private: bool = True
 
     def validate(self) -> None:
-        _check(self.dim >= 1, "model.dim", "must be >= 1")
-        _check(self.hidden >= 1, "model.hidden", "must be >= 1")
+        _check(self.dim >= 1, "model.dim", "must be >= 1")  # upper bound: RANGES and the memory estimate
+        _check(1 <= self.hidden <= 4096, "model.hidden", "must be in [1, 4096]")
+        _check(0 < self.init_std <= 10, "model.init_std", "must be in (0, 10]")
 
 
 @dataclass
@@ -193,6 +227,12 @@ class TrainingConfig:
     optimizer: Literal["adam", "sgd"] = "adam"
     reg: float = 0.05
     negatives: int = 4  # implicit feedback: sampled negatives per positive
+    # auto: "mse" for ratings; for implicit feedback "bpr" (pairwise ranking), or the pointwise
+    # "bce" with record-level DP (DP-SGD clips one example, and a BPR pair touches two items);
+    # "ials": MF's weighted squared error over every item, the user's row in closed form
+    loss: Literal["auto", "mse", "bce", "bpr", "ials"] = "auto"
+    # iALS: an interaction's squared error weighs 1 + positive_weight, an unrated item's 1
+    positive_weight: float = 1.0
     server_optimizer: Literal["fedavg", "fedadam"] = "fedadam"
     server_lr: float = 0.05
     dropout_rate: float = 0.0  # fraction of sampled clients that vanish mid-protocol
@@ -213,7 +253,8 @@ class TrainingConfig:
         _check(self.server_lr > 0, "training.server_lr", "must be > 0")
         _check(0.0 <= self.dropout_rate < 1.0, "training.dropout_rate", "must be in [0, 1)")
         _check(0.0 <= self.straggler_rate <= 1.0, "training.straggler_rate", "must be in [0, 1]")
-        _check(self.negatives >= 1, "training.negatives", "must be >= 1")
+        _check(1 <= self.negatives <= 1000, "training.negatives", "must be in [1, 1000]")
+        _check(0.0 <= self.positive_weight <= 1e4, "training.positive_weight", "must be in [0, 10000]")
         _check(self.checkpoint_every >= 0, "training.checkpoint_every", "must be >= 0")
 
 
@@ -308,14 +349,18 @@ class PrivacyConfig:
 
 @dataclass
 class EvaluationConfig:
-    ranking: Literal["full", "sampled"] = "full"
+    # implicit feedback: full ranking over every unrated item, the 1 + 99 sampled protocol, or
+    # both side by side (full: hr@10, ndcg@10, recall@20; sampled: sampled_hr@10, ...)
+    ranking: Literal["full", "sampled", "both"] = "both"
     k: int = 10
+    recall_k: int = 20
     sampled_negatives: int = 99
     every: int = 1  # evaluate every N rounds (and always after the last)
 
     def validate(self) -> None:
-        _check(self.k >= 1, "evaluation.k", "must be >= 1")
-        _check(self.sampled_negatives >= 1, "evaluation.sampled_negatives", "must be >= 1")
+        _check(1 <= self.k <= 1000, "evaluation.k", "must be in [1, 1000]")
+        _check(1 <= self.recall_k <= 1000, "evaluation.recall_k", "must be in [1, 1000]")
+        _check(1 <= self.sampled_negatives <= 10_000, "evaluation.sampled_negatives", "must be in [1, 10000]")
         _check(self.every >= 1, "evaluation.every", "must be >= 1")
 
 
@@ -357,6 +402,12 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     flower: FlowerConfig = field(default_factory=FlowerConfig)
+    # hyper-parameters for the data set at hand (secure_fedrec/presets.py): "auto" picks a preset
+    # from the data's size and feedback type and the privacy unit, and it sets only the keys that
+    # neither the file nor --set gives; "none" keeps the plain defaults; or a preset's name
+    preset: str = "auto"
+    #: dotted keys the file and the overrides set (what a preset leaves alone); not a config key
+    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def validate(self) -> None:
         for section in (self.data, self.model, self.training, self.aggregation, self.privacy,
@@ -375,6 +426,15 @@ class RunConfig:
                    "'distributed': with plaintext the server sees each client's barely-noised update")
             _check(p.target_epsilon is not None, "privacy.target_epsilon",
                    "must be set with privacy.noise = 'distributed' (the noise shares are calibrated to it)")
+        loss = self.loss_name
+        _check((loss == "mse") == (not self.data.implicit), "training.loss",
+               f"= {loss!r} does not fit {'implicit' if self.data.implicit else 'explicit'} feedback "
+               "(mse for ratings; bpr or bce for implicit feedback)")
+        _check(not (loss in ("bpr", "ials") and p.unit == "record"), "training.loss",
+               f"= {loss!r} is not supported with privacy.unit = 'record' (DP-SGD clips one "
+               "example's gradient; use 'bce')")
+        _check(not (loss == "ials" and self.model_name != "mf"), "training.loss",
+               "= 'ials' needs model.name = 'mf' (its user rows are solved in closed form)")
         if self.aggregation.encoding == "compact":
             _check(p.unit == "user", "aggregation.encoding",
                    "'compact' needs privacy.unit = 'user' (its mean carries no weight coordinate)")
@@ -385,7 +445,16 @@ class RunConfig:
     def model_name(self) -> str:
         if self.model.name != "auto":
             return self.model.name
-        return "neumf" if self.data.implicit else "mf"
+        return "neumf" if self.data.implicit and self.training.loss != "ials" else "mf"
+
+    @property
+    def loss_name(self) -> str:
+        """The training loss: ``training.loss``, or the one ``auto`` stands for."""
+        if self.training.loss != "auto":
+            return self.training.loss
+        if not self.data.implicit:
+            return "mse"
+        return "bce" if self.privacy.unit == "record" else "bpr"
 
     @property
     def split_protocol(self) -> str:
@@ -487,7 +556,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls)} - _NOT_KEYS
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(
@@ -495,7 +564,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
         )
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name not in raw:
+        if f.name not in raw or f.name in _NOT_KEYS:
             continue
         annotation = hints[f.name]
         key = prefix + f.name
@@ -507,8 +576,23 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+#: RunConfig fields that are bookkeeping, not configuration keys
+_NOT_KEYS = frozenset({"given"})
+
+
+def _dotted_keys(raw: dict[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            keys |= _dotted_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(prefix + key)
+    return keys
+
+
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     config = _build(RunConfig, raw, "")
+    config.given = frozenset(_dotted_keys(raw))
     config.validate()
     return config
 
@@ -581,7 +665,10 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    out = dataclasses.asdict(config)
+    for name in _NOT_KEYS:
+        out.pop(name, None)
+    return out
 
 
 def dump_toml(data: dict[str, Any]) -> str:

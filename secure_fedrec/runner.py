@@ -10,7 +10,7 @@ from typing import Any
 from .config import RunConfig, config_to_dict, dump_toml
 from .engines.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .engines.inprocess import FederatedTrainer, RoundMetrics, TrainingDiverged
-from .inputs import load_data, make_split
+from .inputs import load_data, make_split, resolve_config
 from .outputs import environment, write_bytes_atomic, write_json_atomic
 from .rounds.metrics import transfer_summary
 from .state_file import dump_state
@@ -18,7 +18,7 @@ from .state_file import dump_state
 #: the trained shared parameters in a run folder (read with :func:`secure_fedrec.state_file.load_state`)
 MODEL_NAME = "model.npz"
 
-__all__ = ["MODEL_NAME", "environment", "load_data", "make_split", "run_job", "write_json_atomic"]
+__all__ = ["MODEL_NAME", "environment", "load_data", "make_split", "resolve_config", "run_job", "write_json_atomic"]
 
 
 def save_model_atomic(path: Path, trainer: FederatedTrainer) -> None:
@@ -37,16 +37,17 @@ def run_job(
     With ``out_dir``, a checkpoint is written there every
     ``training.checkpoint_every`` rounds; ``resume=True`` continues from it.
     """
+    started = time.perf_counter()
+    config = resolve_config(config)  # the preset for this data (idempotent on a resolved config)
     if config.engine != "inprocess":
         from .engines.flower import run_flower
 
         return run_flower(config, out_dir, mode="sim" if config.engine == "flower-sim" else "deployment")
-    started = time.perf_counter()
+    data = load_data(config)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         if not resume:  # written first, so that a crashed run can be resumed from its folder
             write_bytes_atomic(Path(out_dir) / "config.toml", dump_toml(config_to_dict(config)).encode(), mode=0o644)
-    data = load_data(config)
     split = make_split(config, data)
     trainer = FederatedTrainer(config, split)
     if resume:

@@ -7,7 +7,7 @@ recorded in ``RatingData.notes``.
 
 from .dataset import DataError, RatingData, Split
 from .loaders import FORMATS, detect_format, load_ratings, resolve_ratings_path
-from .splits import holdout_split, leave_last_out
+from .splits import holdout_split, leave_last_out, require_test_ratings
 from .synthetic import SyntheticTruth, synthetic_ratings, synthetic_ratings_with_truth
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "holdout_split",
     "leave_last_out",
     "load_ratings",
+    "require_test_ratings",
     "resolve_ratings_path",
     "synthetic_ratings",
     "synthetic_ratings_with_truth",

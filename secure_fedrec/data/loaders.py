@@ -2,19 +2,27 @@
 
 Supported formats (``format=`` argument, or detected with ``"auto"``):
 
-========== ================================================ ===================
+========== ================================================ ======================
 format     file                                             detected by
-========== ================================================ ===================
+========== ================================================ ======================
 ml-100k    GroupLens ``u.data``: ``user<TAB>item<TAB>rating  file name ``u.data``
            <TAB>timestamp``, no header
-ml-1m      GroupLens ml-1m / ml-10m ``ratings.dat``:         suffix ``.dat`` or
-           ``user::item::rating::timestamp``, no header     ``::`` in line 1
+ml-1m      GroupLens ml-1m / ml-10m ``ratings.dat``:         ``::`` between the
+           ``user::item::rating::timestamp``, no header     fields of line 1
 ml-latest  GroupLens ml-latest(-small) ``ratings.csv``:      header starting
            header ``userId,movieId,rating,timestamp``        ``userId,movieId``
-atomic     RecBole atomic ``.inter``: tab separated, typed  suffix ``.inter``
-           header ``user_id:token<TAB>item_id:token...``
-csv        any CSV/TSV with a header naming its columns     anything else
-========== ================================================ ===================
+atomic     RecBole atomic ``.inter``: tab separated, typed  suffix ``.inter``, or
+           header ``user_id:token<TAB>item_id:token...``    ``name:type`` header
+csv        any delimited file: a header naming its columns, anything else
+           or no header (columns user, item[, rating[,
+           timestamp]] by position)
+========== ================================================ ======================
+
+Detection reads the content, not the extension alone: a Last.fm
+``user_artists.dat`` (``userID<TAB>artistID<TAB>weight``) is a ``csv`` file
+whose delimiter (tab, comma, semicolon, pipe or spaces) is the one that splits
+the first lines into the same number of fields, and whose first line is a
+header unless every field of it is a number.
 
 A directory resolves to the ratings file inside it (``ratings.csv``,
 ``ratings.dat``, ``u.data``, or a single ``*.inter`` file).
@@ -58,22 +66,31 @@ _RATINGS_FILE_IN_DIRECTORY = {
     "ml-latest": ("ratings.csv",),
     "csv": ("ratings.csv", "ratings.tsv"),
     "atomic": (),
-    "auto": ("ratings.csv", "ratings.dat", "u.data", "ratings.tsv"),
+    "auto": ("ratings.csv", "ratings.dat", "u.data", "ratings.tsv", "user_artists.dat"),
 }
 # utf-8-sig reads plain UTF-8 too and drops the byte-order mark some editors write.
 _ENCODING = "utf-8-sig"
 # GroupLens files hold 1-5 stars (ml-100k, ml-1m) or half stars 0.5-5 (ml-10m, ml-latest).
+#: the note a file's loading records when its rating scale is its ratings' min and max
+SCALE_FROM_DATA = "rating scale taken from the data"
 _GROUPLENS_SCALE = {"ml-100k": (1.0, 5.0), "ml-1m": (0.5, 5.0), "ml-latest": (0.5, 5.0)}
 
-# Column names recognised in a generic header, compared case-insensitively.
-_USER_NAMES = ("user_id", "userid", "user", "uid", "users", "customer_id", "reviewerid")
-_ITEM_NAMES = ("item_id", "itemid", "item", "iid", "movie_id", "movieid", "movie", "product_id",
-               "asin", "artist_id", "track_id", "book_id", "isbn")
+# Column names recognised in a generic header, compared case-insensitively and ignoring
+# "_", "-" and spaces (so "artistID", "artist_id" and "Artist ID" are one name).
+_USER_NAMES = ("user_id", "user", "uid", "users", "customer_id", "reviewerid", "visitorid")
+_ITEM_NAMES = ("item_id", "item", "iid", "movie_id", "movie", "product_id", "asin", "artist_id",
+               "artist", "track_id", "track", "song_id", "book_id", "isbn", "business_id")
 _RATING_NAMES = ("rating", "ratings", "score", "stars", "rate", "overall")
 # A column of these names holds implicit feedback (a weight or a count), not a rating.
 _WEIGHT_NAMES = ("weight", "count", "plays", "playcount", "play_count", "clicks", "frequency",
                  "freq", "interactions", "value")
 _TIMESTAMP_NAMES = ("timestamp", "time", "ts", "datetime", "date", "unixreviewtime")
+
+# Delimiters tried, in this order of preference, on the first lines of a generic file.
+_SEPARATORS = ("\t", ",", ";", "|")
+_LINES_SNIFFED = 20
+# RecBole atomic field types (a header field is "name:type").
+_ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 
 # RecBole's default field names (USER_ID_FIELD, ITEM_ID_FIELD, RATING_FIELD, TIME_FIELD).
 _ATOMIC_DEFAULTS = ("user_id", "item_id", "rating", "timestamp")
@@ -176,10 +193,20 @@ def load_ratings(
     file = resolve_ratings_path(path, format)
     notebook = NoteBook(str(file))
     first_line = _first_line(file)
+    first_lines = _first_lines(file)
     if format == "auto":
         format = _detect_format(file, first_line)
         notebook.record(f"format detected as {format}", level=logging.DEBUG)
-    layout = _layout(file, format, first_line, sep, user_col, item_col, rating_col, timestamp_col)
+    layout = _layout(file, format, first_line, first_lines, sep, user_col, item_col, rating_col,
+                     timestamp_col)
+    if layout.format == "csv":
+        header = "no header" if not layout.has_header else "a header"
+        notebook.record(f"read as a {layout.n_fields}-column file separated by {layout.sep!r} "
+                        f"with {header}: user={layout.column_names[layout.user]!r}, "
+                        f"item={layout.column_names[layout.item]!r}"
+                        + "".join(f", {role}={layout.column_names[pos]!r}" for role, pos in
+                                  (("rating", layout.rating), ("timestamp", layout.timestamp))
+                                  if pos is not None), level=logging.DEBUG)
 
     if layout.rating is None and not implicit:
         notebook.record("no rating column: loaded as implicit feedback")
@@ -277,22 +304,45 @@ def _decoded_lines(file: Path) -> Iterator[str]:
             yield _decode(file, line_number, raw_line)
 
 
+def _first_lines(file: Path) -> list[str]:
+    """Up to the first :data:`_LINES_SNIFFED` non-blank lines (what the delimiter is guessed from)."""
+    lines: list[str] = []
+    try:
+        for line in _decoded_lines(file):
+            if line.strip():
+                lines.append(line.rstrip("\r\n"))
+            if len(lines) >= _LINES_SNIFFED:
+                break
+    except DataError:
+        pass  # an undecodable line: the parse will name it; sniff what came before
+    return lines
+
+
 def _detect_format(file: Path, first_line: str) -> str:
+    """The format from the content (the extension only for GroupLens' u.data and .inter)."""
     if file.name == "u.data":
         return "ml-100k"
-    if file.suffix == ".inter":
+    if file.suffix == ".inter" or _is_atomic_header(first_line):
         return "atomic"
-    if file.suffix == ".dat" or "::" in first_line:
+    if "::" in first_line:
         return "ml-1m"
     if first_line.replace('"', "").startswith("userId,movieId"):
         return "ml-latest"
     return "csv"
 
 
+def _is_atomic_header(first_line: str) -> bool:
+    fields = first_line.split("\t")
+    return len(fields) >= 2 and all(
+        field.partition(":")[2] in _ATOMIC_TYPES and field.partition(":")[0] for field in fields
+    )
+
+
 def _layout(
     file: Path,
     format: str,
     first_line: str,
+    first_lines: list[str],
     sep: str | None,
     user_col: str | None,
     item_col: str | None,
@@ -336,8 +386,11 @@ def _layout(
                              timestamp_col or (timestamp if timestamp in names else None),
                              integer_ids=False)
 
-    sep = sep or _guess_separator(first_line)
+    sep = sep or _guess_separator(first_lines)
     header = _split_header(first_line, sep)
+    if all(_is_number(field) for field in header):
+        return _positional_layout(file, sep, len(header),
+                                  (user_col, item_col, rating_col, timestamp_col))
     return _named_layout(
         file, format, sep, header, header,
         user_col or _guess_column(header, _USER_NAMES),
@@ -348,25 +401,65 @@ def _layout(
     )
 
 
+_POSITIONAL_NAMES = ("user", "item", "rating", "timestamp")
+
+
+def _positional_layout(
+    file: Path, sep: str, n_fields: int, named: tuple[str | None, ...]
+) -> _Layout:
+    """A file without a header: user, item[, rating[, timestamp]] by position."""
+    if n_fields < 2:
+        raise DataError(f"{file}, line 1: a file without a header needs at least two fields "
+                        f"(user and item) separated by {sep!r}; found {n_fields}")
+    given = [name for name in named if name is not None]
+    if given:
+        raise DataError(f"{file}: line 1 is not a header (every field is a number), so columns "
+                        f"cannot be named ({given[0]!r}); its columns are user, item, rating and "
+                        "timestamp by position")
+    names = tuple(_POSITIONAL_NAMES[p] if p < len(_POSITIONAL_NAMES) else f"field{p + 1}"
+                  for p in range(n_fields))
+    return _Layout("csv", sep, False, n_fields, 0, 1, 2 if n_fields > 2 else None,
+                   3 if n_fields > 3 else None, False, names)
+
+
 def _split_header(first_line: str, sep: str) -> list[str]:
     if len(sep) == 1:
         return [field.strip() for field in next(csv.reader([first_line], delimiter=sep))]
     return [field.strip() for field in first_line.split(sep)]
 
 
-def _guess_separator(first_line: str) -> str:
-    for candidate in ("\t", ",", ";", "|"):
-        if candidate in first_line:
+def _guess_separator(first_lines: list[str]) -> str:
+    """The delimiter that splits every sniffed line into the same number (> 1) of fields.
+
+    Lines are split the way the parser will split them (quotes respected), so a
+    comma inside a quoted title does not count. Falls back to the first
+    candidate present in line 1, then to a comma.
+    """
+    for candidate in _SEPARATORS:
+        counts = {len(fields) for fields in csv.reader(first_lines, delimiter=candidate)}
+        if len(counts) == 1 and counts.pop() > 1:
             return candidate
-    return ","
+    first = first_lines[0] if first_lines else ""
+    return next((candidate for candidate in _SEPARATORS if candidate in first), ",")
+
+
+def _normalized(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch not in "_- ")
 
 
 def _guess_column(header: list[str], known_names: tuple[str, ...]) -> str | None:
-    lowered = {name.lower(): name for name in header}
+    lowered = {_normalized(name): name for name in header}
     for known in known_names:
-        if known in lowered:
-            return lowered[known]
+        if _normalized(known) in lowered:
+            return lowered[_normalized(known)]
     return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _named_layout(
@@ -387,12 +480,13 @@ def _named_layout(
             if required:
                 raise DataError(
                     f"{file}, line 1: no {role} column found among {names} (separator "
-                    f"{sep!r}); name it with {role}_col= or check the separator"
+                    f"{sep!r}); name it with --set data.{role}_col=NAME ({role}_col= in "
+                    "Python) or check the separator"
                 )
             return None
         if column not in names:
-            raise DataError(f"{file}, line 1: missing column {column!r}; the header has "
-                            f"{names} (separator {sep!r})")
+            raise DataError(f"{file}, line 1: missing column {column!r} (data.{role}_col); "
+                            f"the header has {names} (separator {sep!r})")
         return names.index(column)
 
     user = position("user", user_col, True)
@@ -626,12 +720,16 @@ def _default_scale(
         return _GROUPLENS_SCALE[format]
     assert values is not None  # explicit feedback always has a rating column
     if format == "ml-1m":
-        # ml-1m holds whole stars 1-5, ml-10m half stars 0.5-5, in the same file format.
+        # ml-1m holds whole stars 1-5, ml-10m half stars 0.5-5, in the same file format: which
+        # one is read from the ratings (so a private run asks for it to be declared)
         whole_stars = bool((values >= 1).all() and (values == np.round(values)).all())
-        return (1.0, 5.0) if whole_stars else (0.5, 5.0)
+        scale = (1.0, 5.0) if whole_stars else (0.5, 5.0)
+        notebook.record(f"{SCALE_FROM_DATA} as [{scale[0]:g}, {scale[1]:g}] (whole or half stars); "
+                        "set data.rating_min and data.rating_max to declare it")
+        return scale
     scale = (float(values.min()), float(values.max()))
-    notebook.record(f"rating scale taken from the data as [{scale[0]:g}, {scale[1]:g}]; "
-                    "pass rating_scale= to set it")
+    notebook.record(f"{SCALE_FROM_DATA} as [{scale[0]:g}, {scale[1]:g}]; "
+                    "set data.rating_min and data.rating_max (rating_scale=) to declare it")
     return scale
 
 

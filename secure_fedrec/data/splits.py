@@ -16,7 +16,7 @@ import numpy as np
 from .dataset import DataError, RatingData, Split
 from .preprocess import logger
 
-__all__ = ["holdout_split", "leave_last_out"]
+__all__ = ["holdout_split", "leave_last_out", "require_test_ratings"]
 
 
 def holdout_split(
@@ -73,8 +73,9 @@ def leave_last_out(
     if timestamps is None:
         if without_timestamps == "error":
             raise DataError(f"leave_last_out needs timestamps and {data.name!r} has none; "
-                            "pass without_timestamps='random' to hold out a random rating "
-                            "per user instead")
+                            "set data.without_timestamps = \"random\" (without_timestamps="
+                            "'random' in Python) to hold out a random rating per user instead, "
+                            "or data.split = \"holdout\"")
         note += "; no timestamps: one random rating per user held out instead of the latest"
         logger.log(logging.WARNING, "%s: %s", data.name, note)
         timestamps = np.zeros(len(data), dtype=np.int64)
@@ -87,6 +88,24 @@ def leave_last_out(
     is_test = np.zeros(len(data), dtype=bool)
     is_test[last_rows] = True
     return _make_split(data, is_test, "leave-last-out", seed, note)
+
+
+def require_test_ratings(split: Split) -> Split:
+    """The split itself, or a DataError when it holds no test rating at all.
+
+    A run on such a split would train and then report a metric over nothing
+    (an RMSE of NaN); this says why instead, before any training.
+    """
+    if len(split.test) == 0:
+        train = split.train
+        most = int(train.ratings_per_user().max()) if train.n_users else 0
+        raise DataError(
+            f"{train.name}: no test ratings after the {split.protocol} split ({len(train)} ratings "
+            f"of {train.n_users} users, at most {most} per user): every user keeps all of its "
+            "ratings for training. Use a file with more ratings per user"
+            + (", or a larger data.test_fraction" if split.protocol == "holdout" else "")
+        )
+    return split
 
 
 def _check_min_train(min_train_per_user: int) -> None:

@@ -216,7 +216,7 @@ class FederatedTrainer:
     def evaluate(self) -> dict[str, float | str]:
         cfg = self.config.evaluation
         return evaluate(self.model, self.split, k=cfg.k, ranking=cfg.ranking,
-                        sampled_negatives=cfg.sampled_negatives, seed=self.config.seed)
+                        sampled_negatives=cfg.sampled_negatives, seed=self.config.seed, recall_k=cfg.recall_k)
 
     def run(self, *, on_round: Callable[[RoundMetrics], None] | None = None) -> list[RoundMetrics]:
         if self.round_index == 0:

@@ -9,11 +9,14 @@ parameters as one flat float vector, described by a :class:`ParamLayout`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..data.dataset import RatingData
 
 __all__ = ["FederatedModel", "ParamLayout"]
 
@@ -58,10 +61,19 @@ class ParamLayout:
             pos += k
         return out
 
+    @property
+    def n_items(self) -> int:
+        """Rows of the item-indexed parameters (0 if there are none)."""
+        return next((shape[0] for name, shape in zip(self.names, self.shapes) if name in self.item_rows), 0)
+
     def indices_for_items(self, items: np.ndarray) -> np.ndarray:
         """Flat indices a client touching ``items`` may change: their item rows plus every
-        non-item parameter (sorted)."""
+        non-item parameter (sorted). Every item: one read-only array shared by all callers
+        (a round of dense updates then holds one copy of the indices, not one per client)."""
         items = np.asarray(items, dtype=np.int64)
+        if len(items) == self.n_items and len(items) and items[0] == 0 and items[-1] == len(items) - 1 \
+                and np.all(np.diff(items) == 1):
+            return _every_index(self.size)
         parts = []
         for name, shape, start in zip(self.names, self.shapes, self.offsets.values()):
             width = int(np.prod(shape[1:])) if len(shape) > 1 else 1
@@ -70,6 +82,13 @@ class ParamLayout:
             else:
                 parts.append(np.arange(start, start + int(np.prod(shape))))
         return np.sort(np.concatenate(parts))
+
+
+@functools.lru_cache(maxsize=4)
+def _every_index(size: int) -> np.ndarray:
+    indices = np.arange(size, dtype=np.int64)
+    indices.setflags(write=False)
+    return indices
 
 
 class FederatedModel(nn.Module):
@@ -81,8 +100,10 @@ class FederatedModel(nn.Module):
     item_row_names: frozenset[str] = frozenset()
     #: private per-user parameters, indexed by user along their first axis
     private_names: tuple[str, ...] = ()
-    #: "explicit" (regression on ratings) or "implicit" (binary cross-entropy)
+    #: "explicit" (regression on ratings) or "implicit" (ranking interactions)
     task: str = "explicit"
+    #: the training loss: "mse" (explicit), "bce" (pointwise, sampled negatives) or "bpr" (pairwise)
+    objective: str = "mse"
 
     def layout(self) -> ParamLayout:
         params = dict(self.named_parameters())
@@ -111,15 +132,17 @@ class FederatedModel(nn.Module):
         raise NotImplementedError
 
     # -- client views ---------------------------------------------------------------------
-    def spawn(self, *, n_users: int, n_items: int) -> FederatedModel:
-        """A fresh model of the same class and hyper-parameters, of another size."""
-        return type(self)(n_users=n_users, n_items=n_items, **self.hparams)  # type: ignore[attr-defined]
+    def spawn(self, *, n_users: int, n_items: int, initialize: bool = True) -> FederatedModel:
+        """A fresh model of the same class and hyper-parameters, of another size
+        (``initialize=False``: parameters left for the caller to fill)."""
+        return type(self)(n_users=n_users, n_items=n_items, initialize=initialize,  # type: ignore[call-arg]
+                          **self.hparams)  # type: ignore[attr-defined]
 
     def client_view(self, user: int, items: np.ndarray) -> FederatedModel:
         """The small model one client trains: its own private rows (as user 0), the rows of
         ``items`` (sorted, unique; item ``items[j]`` becomes local item ``j``) and every
         non-item shared parameter."""
-        view = self.spawn(n_users=1, n_items=len(items))
+        view = self.spawn(n_users=1, n_items=len(items), initialize=False)
         src = dict(self.named_parameters())
         idx = torch.as_tensor(items, dtype=torch.long)
         with torch.no_grad():
@@ -155,3 +178,6 @@ class FederatedModel(nn.Module):
     def score_all_items(self, users: torch.Tensor) -> torch.Tensor:
         """Scores of every item for each user (rows) — used for full-ranking evaluation."""
         raise NotImplementedError
+
+    def prepare_for_evaluation(self, train: RatingData) -> None:
+        """Client-side work before predicting (e.g. refitting private rows); none by default."""

@@ -25,10 +25,11 @@ class NeuMF(FederatedModel):
 
     def __init__(
         self, *, n_users: int, n_items: int, dim: int = 16, hidden: int = 32,
-        init_std: float = 0.1, seed: int = 0,
+        init_std: float = 0.1, seed: int = 0, objective: str = "bce", initialize: bool = True,
     ) -> None:
         super().__init__()
-        self.hparams = {"dim": dim, "hidden": hidden, "init_std": init_std, "seed": seed}
+        self.objective = objective
+        self.hparams = {"dim": dim, "hidden": hidden, "init_std": init_std, "seed": seed, "objective": objective}
         self.n_users, self.n_items, self.dim = n_users, n_items, dim
         gen = torch.Generator().manual_seed(seed)
         self.user_gmf = nn.Embedding(n_users, dim)
@@ -37,6 +38,8 @@ class NeuMF(FederatedModel):
         self.item_mlp = nn.Embedding(n_items, dim)
         self.mlp = nn.Sequential(nn.Linear(2 * dim, hidden), nn.ReLU(), nn.Linear(hidden, dim), nn.ReLU())
         self.output = nn.Linear(2 * dim, 1)
+        if not initialize:  # a client view: every parameter is copied in next
+            return
         with torch.no_grad():
             for emb in (self.user_gmf, self.user_mlp, self.item_gmf, self.item_mlp):
                 emb.weight.copy_(torch.randn(emb.weight.shape, generator=gen) * init_std)

@@ -39,6 +39,8 @@ def load_study_data(root: str | Path) -> StudyData:
     root = Path(root)
     manifest_path = root / "study.json"
     if not manifest_path.exists():
+        if (root / "results.jsonl").exists() and (root / "study.toml").exists():
+            return _archived_study(root)
         raise ReportError(f"{root} is not a study folder (no study.json); run `secure-fedrec study` first")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     store = ResultStore(root)
@@ -51,3 +53,18 @@ def load_study_data(root: str | Path) -> StudyData:
         root=root, manifest=manifest, rows=rows, failures=failures,
         source_text=source.read_text(encoding="utf-8") if source.exists() else "",
     )
+
+
+def _archived_study(root: Path) -> StudyData:
+    """A study kept as its study file and result rows only (docs/studies/*): the report is
+    rebuilt from the rows; the per-cell resolved configs were not kept, and say so."""
+    import tomllib
+
+    source = (root / "study.toml").read_text(encoding="utf-8")
+    header = tomllib.loads(source).get("study", {})
+    lines = (root / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    manifest = {"name": header.get("name", root.name), "description": header.get("description", ""),
+                "seeds": header.get("seeds", []), "cells": [{"cell_id": r.get("cell_id")} for r in rows],
+                "archived": True}
+    return StudyData(root=root, manifest=manifest, rows=pd.DataFrame(rows), source_text=source)

@@ -37,8 +37,10 @@ __all__ = [
 #: utility metrics plotted against ε, when present: column -> (label, lower is better)
 UTILITY_METRICS = {
     "metric.rmse": ("RMSE", True),
-    "metric.hr@10": ("HR@10", False),
-    "metric.ndcg@10": ("NDCG@10", False),
+    "metric.hr@10": ("HR@10, full ranking", False),
+    "metric.ndcg@10": ("NDCG@10, full ranking", False),
+    "metric.sampled_hr@10": ("HR@10, sampled 1+99", False),
+    "metric.sampled_ndcg@10": ("NDCG@10, sampled 1+99", False),
 }
 EPSILON_HAT_COLUMNS = ("attack.epsilon_lower_bound", "attack.epsilon_hat", "attack.eps_hat",
                        "attack.empirical_epsilon")
@@ -140,10 +142,14 @@ def _errorbar_lines(ax: plt.Axes, rows: pd.DataFrame, axis: _InfinityAxis, y: st
     eps = _epsilon(rows)
     labels = _series_label(rows)
     colors = _colors(labels)
-    data = pd.DataFrame({"series": labels, "eps": eps, "y": pd.to_numeric(rows[y], errors="coerce")})
+    data = pd.DataFrame({"series": labels, "eps": eps, "y": pd.to_numeric(rows[y], errors="coerce"),
+                         "point": rows.get("group_id", eps)})
     data = data.dropna(subset=["y"])
     for name, group in data.groupby("series", sort=True):
-        stats = group.groupby("eps")["y"].agg(["mean", "std", "count"]).sort_index()
+        # one point per grid point at its mean ε: seeds of one cell whose accountants end at
+        # slightly different ε (record level) are one point, not a zigzag
+        stats = group.groupby("point").agg(eps=("eps", "mean"), mean=("y", "mean"), std=("y", "std"),
+                                           count=("y", "count")).set_index("eps").sort_index()
         xs = [axis.x(e) for e in stats.index]
         ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3, label=name,
                     color=colors[name])
@@ -162,6 +168,9 @@ def privacy_utility_figure(rows: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         label, lower_better = UTILITY_METRICS[metric]
+        protocols = rows.get("metric.ranking_protocol")
+        if protocols is not None and protocols.astype(str).str.startswith("sampled").all():
+            label = label.replace("full ranking", "sampled 1+99")  # studies that named it per run
         _errorbar_lines(ax, rows, axis, metric)
         axis.decorate(ax)
         ax.set_xlabel("ε (privacy budget; ∞ = no DP)")
@@ -169,7 +178,7 @@ def privacy_utility_figure(rows: pd.DataFrame) -> plt.Figure:
         ax.grid(alpha=0.3)
     _legend_outside(axes[0][-1])
     fig.suptitle("Privacy–utility trade-off (error bars: std over seeds)")
-    fig.tight_layout()
+    fig.tight_layout(w_pad=3.0)  # room for the second panel's y label
     return fig
 
 

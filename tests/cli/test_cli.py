@@ -12,7 +12,7 @@ def test_run_writes_metrics_and_config(tmp_path, capsys):
     assert len(metrics["rounds"]) == 2 and "rmse" in metrics["final"]
     assert metrics["bytes_sent_per_client_per_round"][0] > 0
     assert (tmp_path / "config.toml").exists()
-    assert "rmse" in capsys.readouterr().out
+    assert "RMSE" in capsys.readouterr().out
 
 
 def test_bad_key_is_a_clear_error(tmp_path, capsys):

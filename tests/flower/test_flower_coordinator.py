@@ -304,6 +304,36 @@ def test_a_node_trains_and_encodes_without_the_accountants_libraries():
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
+def test_ranking_metrics_recombine_exactly_across_nodes():
+    """Ranking metrics are means over users, and users hold different numbers of test items
+    on a holdout split: the nodes' sums and counts recombine to the in-process figures
+    exactly, recall at the configured cutoff included."""
+    config = small_config(**{"aggregation.protocol": "plaintext", "data.implicit": True, "model.name": "mf",
+                             "data.split": "holdout", "evaluation.recall_k": 7, "training.rounds": 1})
+    _, trainer = reference_params(config)
+    expected = trainer.history[-1].evaluation
+    got = run_split(config, 3).history[-1].evaluation
+    assert "recall@7" in got and "evaluated_fraction" not in got
+    test_rows = np.bincount(trainer.split.test.users)
+    assert len(set(test_rows[test_rows > 0].tolist())) > 1  # users weigh differently by test rows
+    for name, value in expected.items():
+        assert got[name] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), name
+
+
+def test_a_malformed_evaluation_reply_is_left_out():
+    from secure_fedrec.engines.flower.coordinator import combine_evaluations
+    from secure_fedrec.evaluation import MetricSums
+
+    good = {"n_test": 4, **MetricSums({"hr@10": 1.0}, {"hr@10": 2.0}, {}).to_json()}
+    for bad in ({"n_test": 3, "names": ["hr@10"], "sums": [float("nan")], "counts": [1.0]},
+                {"n_test": 3, "names": ["hr@10"], "sums": [1.0], "counts": [-1.0]},
+                {"n_test": 3, "names": ["hr@10", "hr@10"], "sums": [1.0, 1.0], "counts": [1.0, 1.0]},
+                {"n_test": 99, **MetricSums({"hr@10": 1.0}, {"hr@10": 1.0}, {}).to_json()},
+                {"names": "hr@10"}, "not a dict"):
+        out = combine_evaluations([good, bad], n_test_total=10, partial=False)
+        assert out["hr@10"] == 0.5 and out["evaluated_fraction"] == 0.4
+
+
 def test_a_round_below_the_dp_floor_aborts_inside_the_protocol_before_unmasking(monkeypatch):
     """Issue 19, item 4 on the Flower engine: the coordinator's MaskingServer carries the plan's
     ``min_survivors`` and refuses to start the unmasking below it (before: it unmasked, then the

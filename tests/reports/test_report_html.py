@@ -14,8 +14,18 @@ import pytest
 
 from secure_fedrec.cli import main
 from secure_fedrec.reports import load_study_data, make_plots, write_report
-from secure_fedrec.reports.render import epsilon_statements
-from secure_fedrec.studies import ResultStore, expand_cells, parse_study, result_row, run_study
+from secure_fedrec.reports.render import (
+    epsilon_statements,
+    format_epsilon,
+    summary_table,
+)
+from secure_fedrec.studies import (
+    ResultStore,
+    expand_cells,
+    parse_study,
+    result_row,
+    run_study,
+)
 from secure_fedrec.studies.execute import write_manifest
 
 BASE = """
@@ -153,14 +163,17 @@ def test_report_of_the_tiny_study_is_valid_self_contained_html(tiny_study):
     assert all(ref.startswith("data:") for ref in parser.refs), "the report must not load anything"
     body = " ".join(parser.text)
     assert "What the privacy numbers mean" in body and "ε = ∞" in body
-    assert "Not drawn" in body and "no attack" in body
+    assert "not drawn" in body and "no attack" in body
+    # results first: the privacy-utility plot and the summary come before the ε statements
+    assert text.index("<img") < text.index("Summary (mean") < text.index("What the privacy numbers mean")
+    assert text.count('class="privacy"') == 2  # one per privacy unit (user) plus one for no DP
     data = load_study_data(tiny_study)
     dp = data.rows.dropna(subset=["epsilon"])
     assert len(dp) == 4 and (dp["delta"] > 0).all()
     by_noise = dp.groupby("param.privacy.noise_multiplier")["epsilon"].mean()
     assert by_noise[0.7] > by_noise[2.0] > 0  # more noise, smaller ε
     finite = dp["epsilon"]
-    assert "any one user" in body and f"ε = {finite.min():.3g}" in body
+    assert "any one user" in body and f"ε = {format_epsilon(round(finite.min(), 2))}" in body
     for group_id in data.rows["group_id"]:
         assert group_id in body
     import torch
@@ -177,7 +190,8 @@ def test_markdown_report_links_existing_plots(tiny_study):
     text = md.read_text(encoding="utf-8")
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert links and all((tiny_study / link).exists() for link in links)
-    assert "| privacy.unit |" in text and "| ε |" in text
+    assert "| mechanism |" in text and "| ε |" in text
+    assert text.index("![") < text.index("## Summary") < text.index("## What the privacy numbers mean")
 
 
 def test_report_with_dp_and_attacks_draws_every_plot(tmp_path):
@@ -193,6 +207,20 @@ def test_report_with_dp_and_attacks_draws_every_plot(tmp_path):
     check_images(parser)
     body = " ".join(parser.text)
     assert "any one user" in body and "ε = 0.5" in body and "δ = 1e-05" in body
+
+
+def test_epsilon_is_rounded_for_people_and_tables_stay_narrow():
+    import pandas as pd
+
+    rows = pd.DataFrame([{"group_id": "g", "mechanism": "user/central (plaintext)", "epsilon": 0.5 - 1e-12 * i,
+                          "delta": 1e-3, "privacy.unit": "user", "metric.rmse": 1.0 + 0.01 * i,
+                          "privacy.statement": "a long statement " * 20, "param.x": 1} for i in range(3)])
+    table = summary_table(rows)
+    assert table["ε"].tolist() == ["0.5"]
+    assert list(table.columns) == ["mechanism", "ε", "RMSE", "seeds"]  # constant params and prose left out
+    assert format_epsilon(5.3612, 0.21) == "5.36 ± 0.21" and format_epsilon(8.0) == "8"
+    statements = epsilon_statements(rows)
+    assert len(statements) == 1 and "ε = 0.5:" in statements[0]
 
 
 def test_epsilon_statement_bounds_the_attackers_confidence():
@@ -216,19 +244,34 @@ def _chromium() -> str | None:
     return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
-@pytest.mark.skipif(_chromium() is None, reason="no headless Chromium on this machine")
-def test_report_renders_in_a_headless_browser(tiny_study, tmp_path):
+@pytest.mark.skipif(_chromium() is None, reason="no headless Chromium on this machine "
+                    "(apt-get install chromium; .ci/run installs it)")
+def test_report_renders_in_a_headless_browser_results_first_and_fits(tiny_study, tmp_path):
+    """A 1000-px window: the first screen shows the plot, and nothing is wider than the page."""
     import subprocess
 
     (html_path,) = write_report(tiny_study, formats=("html",))
     shot = tmp_path / "shot.png"
-    subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,3000",
-         f"--screenshot={shot}", html_path.resolve().as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )
+    browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--window-size=1000,900"]
+    subprocess.run([*browser, f"--screenshot={shot}", html_path.resolve().as_uri()],
+                   check=True, capture_output=True, timeout=120)
     pixels = matplotlib.image.imread(shot)
-    assert pixels.shape[:2] == (3000, 1000)
-    # the plots are drawn: some rows of the page have many non-white pixels in a stretch
-    non_white = (pixels[..., :3] < 0.9).any(axis=2).sum(axis=1)
-    assert (non_white > 300).sum() > 200
+    assert pixels.shape[:2] == (900, 1000)
+    # the first screen holds the plot: its coloured lines and markers (text, tables and the
+    # privacy boxes are grey or pale; a page opening with prose has next to no such pixels)
+    rgb = pixels[..., :3]
+    coloured = (rgb.max(axis=2) - rgb.min(axis=2)) > 0.3
+    assert coloured.sum() > 500
+    # the widths the browser laid out: a copy of the page whose script writes them into the DOM
+    probe = tmp_path / "probe.html"
+    probe.write_text(html_path.read_text(encoding="utf-8").replace(
+        "</body>", "<script>var e = document.documentElement, over = e.scrollWidth - e.clientWidth;"
+                   "document.querySelectorAll('.scroll').forEach(function (d) {"
+                   "over = Math.max(over, d.scrollWidth - d.clientWidth); });"
+                   "document.body.setAttribute('data-overflow', String(over));</script></body>"),
+        encoding="utf-8")
+    dom = subprocess.run([*browser, "--dump-dom", probe.resolve().as_uri()], check=True,
+                         capture_output=True, timeout=120, text=True).stdout
+    overflow = re.search(r'data-overflow="(-?\d+)"', dom)
+    assert overflow is not None and int(overflow.group(1)) <= 0, "a table or the page scrolls sideways"

@@ -43,6 +43,7 @@ from ...aggregation import ClientUpdate, SessionParameters
 from ...aggregation.sums import float_sum
 from ...config import RunConfig, config_to_dict
 from ...data.dataset import RatingData, Split
+from ...evaluation import MetricSums, combine_metric_sums
 from ...inputs import build_model_for
 from ...rounds.client import RoundReports
 from ...rounds.metrics import RoundMetrics, transfer_summary
@@ -366,22 +367,21 @@ class FlowerCoordinator:
 
 def combine_evaluations(replies: list[Payload], n_test_total: int,
                         partial: bool) -> dict[str, float | str]:
-    """Recombine the nodes' metric means exactly: weights ``n_test``, RMSE through its square."""
-    sums: dict[str, float] = {}
-    labels: dict[str, str] = {}
-    total = 0
+    """Add up the nodes' metric sums and counts (:func:`evaluation.combine_metric_sums`: exact
+    for every metric and split); a malformed reply counts as a node that did not answer."""
+    parts, total = [], 0
     for reply in replies:
-        n = int(reply["n_test"])
-        total += n
-        for name, value in zip(reply["names"], reply["values"]):
-            squared = name == "rmse"
-            sums[name] = sums.get(name, 0.0) + n * (float(value) ** 2 if squared else float(value))
-        labels.update(zip(reply["labels"], reply["label_values"]))
-    out: dict[str, float | str] = {}
-    for name, value in sums.items():
-        mean = value / total if total else float("nan")
-        out[name] = float(np.sqrt(mean)) if name == "rmse" else float(mean)
-    out.update(labels)
+        try:
+            n_test = reply["n_test"]
+            if isinstance(n_test, bool) or not isinstance(n_test, int) or not 0 <= n_test <= n_test_total:
+                raise ValueError("n_test out of range")
+            parts.append(MetricSums.from_json(reply))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("an evaluation reply was malformed and is left out: %s", exc)
+            partial = True
+            continue
+        total += n_test
+    out = combine_metric_sums(parts)
     if partial:
         out["evaluated_fraction"] = total / max(1, n_test_total)
     return out

@@ -28,7 +28,7 @@ import torch
 
 from ...config import RunConfig, config_from_dict
 from ...data.dataset import Split
-from ...evaluation import evaluate
+from ...evaluation import MetricSums, evaluate_sums
 from ...inputs import build_model_for, load_data, make_split
 from ...models import FederatedModel
 from ...models.base import ParamLayout
@@ -200,11 +200,9 @@ def handle_train(state: dict[str, Any], request: Payload, partition: int,
 
 def handle_evaluate(state: dict[str, Any], request: Payload, partition: int,
                     num_partitions: int) -> Payload:
-    """The engine's :func:`evaluate` on this node's users' test ratings, with their counts.
-
-    Every metric is a mean over test rows, so the server recombines the
-    nodes' answers exactly by weighting with ``n_test`` (RMSE via its square).
-    """
+    """The engine's evaluation of this node's users, as sums and counts per metric
+    (:class:`~secure_fedrec.evaluation.MetricSums`): the server adds the nodes' sums, which
+    is exact for rating metrics (means over test rows) and ranking metrics (means over users)."""
     ws = workspace(request["config"])
     ws.load_shared(f64_array(request["params"]))
     private = state.get("private", {})
@@ -215,13 +213,10 @@ def handle_evaluate(state: dict[str, Any], request: Payload, partition: int,
     mine = np.isin(test.users, hosted)
     n_test = int(mine.sum())
     if n_test == 0:
-        return {"n_test": 0, "names": [], "values": [], "labels": [], "label_values": []}
+        return {"n_test": 0, **MetricSums({}, {}, {}).to_json()}
     node_split = Split(train=ws.split.train, test=test.subset(mine), protocol=ws.split.protocol,
                        seed=ws.split.seed)
     cfg = ws.config.evaluation
-    metrics = evaluate(ws.model, node_split, k=cfg.k, ranking=cfg.ranking,
-                       sampled_negatives=cfg.sampled_negatives, seed=ws.config.seed)
-    numbers = {k: float(v) for k, v in metrics.items() if not isinstance(v, str)}
-    labels = {k: v for k, v in metrics.items() if isinstance(v, str)}
-    return {"n_test": n_test, "names": list(numbers), "values": list(numbers.values()),
-            "labels": list(labels), "label_values": list(labels.values())}
+    sums = evaluate_sums(ws.model, node_split, k=cfg.k, ranking=cfg.ranking, recall_k=cfg.recall_k,
+                         sampled_negatives=cfg.sampled_negatives, seed=ws.config.seed)
+    return {"n_test": n_test, **sums.to_json()}
