@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 __all__ = [
+    "RECORD_DISTRIBUTED_DEFAULTS",
     "ConfigError",
     "RunConfig",
     "config_from_dict",
@@ -140,7 +141,12 @@ class AggregationConfig:
 class PrivacyConfig:
     # Private by default: user-level DP, noise shares added by the clients under masking.
     unit: Literal["none", "record", "user"] = "user"
-    noise: Literal["central", "distributed"] = "distributed"
+    # Where the noise is added. User level: "central" (the server, after the sum) or "distributed"
+    # (each client's discrete Gaussian share before the secure sum). Record level: "distributed"
+    # (a round is one DP-SGD step of the whole population, whose noise the clients add in shares
+    # under the secure sum) or "local" (each client runs DP-SGD with its own full noise and trusts
+    # nobody with its update). docs/privacy.md §1 says what each protects against.
+    noise: Literal["central", "distributed", "local"] = "distributed"
     # calibrates the noise for the planned rounds, and the budget guard stops before exceeding it
     target_epsilon: float | None = DEFAULT_TARGET_EPSILON
     delta: float | None = None  # default 1 / N^1.1 for N privacy units (users; training ratings at record level)
@@ -149,7 +155,10 @@ class PrivacyConfig:
     noise_multiplier: float | None = None
     clip_norm: float = 1.0  # user: L2 bound of a client update; record: of one example's gradient
     accountant: Literal["pld", "rdp"] = "pld"
-    record_batch_size: int = 32  # record level: expected Poisson batch size of DP-SGD
+    record_batch_size: int = 32  # record level, local noise: expected Poisson batch size of each client's DP-SGD
+    # record level, distributed noise: each rating's Poisson sampling rate q in a round (one DP-SGD
+    # step); the step's noisy gradient sum is divided by the public expected batch q·N
+    record_sample_rate: float = 0.2
     # record level: DP-SGD's local optimizer. Plain SGD lets the untouched item rows take their
     # noise in closed form (a sparse client, 2x cheaper per step: docs/privacy.md §2.1.1); on
     # MovieLens it beats Adam at ε = 8 and loses at ε <= 4, where a smaller record_lr helps
@@ -175,6 +184,7 @@ class PrivacyConfig:
                "must be > 0")
         _check(self.clip_norm > 0, "privacy.clip_norm", "must be > 0")
         _check(self.record_batch_size >= 1, "privacy.record_batch_size", "must be >= 1")
+        _check(0.0 < self.record_sample_rate <= 1.0, "privacy.record_sample_rate", "must be in (0, 1]")
         _check(self.record_lr > 0, "privacy.record_lr", "must be > 0")
         _check(0.0 < self.target_quantile < 1.0, "privacy.target_quantile", "must be in (0, 1)")
         _check(self.clip_learning_rate > 0, "privacy.clip_learning_rate", "must be > 0")
@@ -184,7 +194,12 @@ class PrivacyConfig:
                "= 'adaptive' needs privacy.unit = 'user' (it adapts the clip norm of client updates)")
         if self.unit == "none":
             return
-        # privacy.noise places the user-level noise; record-level noise is always each client's DP-SGD
+        _check(not (self.unit == "user" and self.noise == "local"), "privacy.noise",
+               "= 'local' is a record-level placement (each client's own DP-SGD); user level takes "
+               "'central' or 'distributed'")
+        _check(not (self.unit == "record" and self.noise == "central"), "privacy.noise",
+               "= 'central' is not available at record level: 'distributed' gives the same DP-SGD step "
+               "without trusting the server with the noise, 'local' adds it on every client")
         _check(self.target_epsilon is not None or self.noise_multiplier is not None, "privacy.target_epsilon",
                "or privacy.noise_multiplier must be set when privacy.unit is not 'none'")
         _check(not (self.unit == "user" and self.noise == "distributed" and self.noise_multiplier is not None),
@@ -235,6 +250,8 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     flower: FlowerConfig = field(default_factory=FlowerConfig)
+    #: dotted keys the file and the overrides set (what a mechanism's defaults leave alone); not a config key
+    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def validate(self) -> None:
         for section in (self.data, self.model, self.training, self.aggregation, self.privacy,
@@ -251,6 +268,13 @@ class RunConfig:
                    "'distributed': with plaintext the server sees each client's barely-noised update")
             _check(p.target_epsilon is not None, "privacy.target_epsilon",
                    "must be set with privacy.noise = 'distributed' (the noise shares are calibrated to it)")
+        if p.unit == "record":
+            # A private row solved in closed form from the user's ratings is an un-noised function
+            # of them, and every gradient the client releases afterwards depends on it: record-level
+            # DP needs the private rows trained by the same clipped, noised step (docs/privacy.md §4.4).
+            _check(not getattr(self.model, "solve_private", False), "model.solve_private",
+                   "must be false with privacy.unit = 'record': the closed-form private row is not "
+                   "covered by DP-SGD's noise")
 
     @property
     def model_name(self) -> str:
@@ -312,7 +336,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls)} - _NOT_KEYS
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(
@@ -320,7 +344,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
         )
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name not in raw:
+        if f.name not in raw or f.name in _NOT_KEYS:
             continue
         annotation = hints[f.name]
         key = prefix + f.name
@@ -331,8 +355,60 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+#: RunConfig fields that are bookkeeping, not configuration keys
+_NOT_KEYS = frozenset({"given"})
+
+#: record-level DP-SGD with distributed noise: one round is one DP-SGD step of the whole
+#: population, so its good settings differ from the user-level defaults (many rounds, Adam on
+#: the noisy mean gradient, no weight decay, evaluation every few steps). They apply to the keys
+#: the file and ``--set`` leave unset; docs/privacy.md §4.4 and docs/results.md say how they
+#: were chosen.
+RECORD_DISTRIBUTED_DEFAULTS: dict[str, Any] = {
+    "training.rounds": 50,
+    "training.reg": 0.0,
+    "privacy.record_optimizer": "adam",
+    "privacy.record_lr": 0.02,
+    "evaluation.every": 10,
+}
+
+
+def _dotted_keys(raw: dict[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            keys |= _dotted_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(prefix + key)
+    return keys
+
+
+def _mechanism_defaults(raw: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """``raw`` with the chosen mechanism's own defaults for the keys it does not set."""
+    privacy = raw.get("privacy", {})
+    if not isinstance(privacy, dict):
+        return raw
+    unit = privacy.get("unit", PrivacyConfig.unit)
+    noise = privacy.get("noise", PrivacyConfig.noise)
+    defaults: dict[str, Any] = {}
+    if unit == "record" and noise == "distributed":
+        defaults.update(RECORD_DISTRIBUTED_DEFAULTS)
+    if unit == "record" and "solve_private" in {f.name for f in dataclasses.fields(ModelConfig)}:
+        defaults["model.solve_private"] = False  # the closed-form private row (see RunConfig.validate)
+    resolved = {section: dict(value) if isinstance(value, dict) else value for section, value in raw.items()}
+    for dotted, value in defaults.items():
+        if dotted in given:
+            continue
+        section, key = dotted.split(".")
+        table = resolved.setdefault(section, {})
+        if isinstance(table, dict):
+            table[key] = value
+    return resolved
+
+
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
-    config = _build(RunConfig, raw, "")
+    given = _dotted_keys(raw)
+    config = _build(RunConfig, _mechanism_defaults(raw, given), "")
+    config.given = frozenset(given)
     config.validate()
     return config
 
@@ -399,7 +475,10 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    out = dataclasses.asdict(config)
+    for name in _NOT_KEYS:
+        out.pop(name, None)
+    return out
 
 
 def dump_toml(data: dict[str, Any]) -> str:

@@ -29,7 +29,15 @@ from .values import (
     check_number,
 )
 
-__all__ = ["DistributedDiscreteGaussianEncoding"]
+__all__ = ["DiscreteGaussianShareEncoding", "DistributedDiscreteGaussianEncoding", "decode_signed"]
+
+
+def decode_signed(outcome: SumOutcome, bits: int, gamma: float) -> np.ndarray:
+    """The ring sum read as signed integers in ``[-2^(bits-1), 2^(bits-1))``, times ``gamma``."""
+    total = np.asarray(outcome.total).astype(np.uint64) & np.uint64((1 << bits) - 1)
+    signed = total.astype(np.int64)
+    signed[total >= np.uint64(1 << (bits - 1))] -= np.int64(1 << bits)
+    return signed.astype(np.float64) * gamma
 
 
 @dataclass(frozen=True)
@@ -65,10 +73,54 @@ class DistributedDiscreteGaussianEncoding(Encoding):
         return levels.astype(np.uint64) & modulus_mask, {}
 
     def server(self, outcome: SumOutcome, ctx: ServerContext) -> tuple[Aggregate, Measurements]:
-        total = np.asarray(outcome.total).astype(np.uint64) & np.uint64((1 << self.bits) - 1)
-        signed = total.astype(np.int64)
-        signed[total >= np.uint64(1 << (self.bits - 1))] -= np.int64(1 << self.bits)
-        aggregate = Aggregate(total=signed.astype(np.float64) * self.gamma,
+        aggregate = Aggregate(total=decode_signed(outcome, self.bits, self.gamma),
+                              weight_total=float(len(outcome.contributors)),
+                              contributors=outcome.contributors, noise_stddev=self.noise_stddev)
+        return aggregate, {"ddg_gamma": self.gamma, "ddg_share_sigma": self.share_sigma,
+                           "ddg_wrap_probability": self.wrap_probability}
+
+
+@dataclass(frozen=True)
+class DiscreteGaussianShareEncoding(Encoding):
+    """The client's discrete Gaussian noise share on an update already on the lattice γ·Z.
+
+    Record-level DP-SGD rounds each example's gradient on its own before summing
+    (:mod:`secure_fedrec.training.dpsgd_shares`: a bound on the rounded *sum* would not
+    bound one example), so the update reaching this encoding holds integers in units of
+    ``gamma``; this half only adds the share and reduces modulo ``2^bits``. Anything that is
+    not an integer of at most ``max_level`` in magnitude is refused (``ValueError``): the
+    client's own training made it, so it is a bug, never data to encode. The server half
+    is the same signed decoding as :class:`DistributedDiscreteGaussianEncoding`'s.
+    """
+
+    kind: ClassVar[str] = "ddg_shares"
+    gamma: float
+    share_sigma: float
+    bits: int
+    max_level: float  # the largest |coordinate| of one client's rounded sum (its examples × bound)
+    noise_stddev: float  # of the summed noise at the planned minimum of shares, in model units
+    wrap_probability: float  # per round (reported)
+
+    def __post_init__(self) -> None:
+        for name in ("gamma", "share_sigma", "max_level"):
+            check_number(name, getattr(self, name))
+        check_number("bits", self.bits, low=2, high=62, low_open=False, integer=True)
+        check_number("noise_stddev", self.noise_stddev, low_open=False)
+        check_number("wrap_probability", self.wrap_probability, high=1.0, low_open=False)
+
+    def payload_length(self, length: int) -> int:
+        return length
+
+    def client(self, update: ClientUpdate, ctx: ClientContext) -> tuple[np.ndarray, Measurements]:
+        values = update.values
+        if values.size and not (np.all(np.abs(values) <= self.max_level) and np.all(np.floor(values) == values)):
+            raise ValueError("a record-level update must hold integers within the planned bound")
+        levels = sample_discrete_gaussian(self.share_sigma, update.size)
+        levels[update.indices] += values.astype(np.int64)
+        return levels.astype(np.uint64) & np.uint64((1 << self.bits) - 1), {}
+
+    def server(self, outcome: SumOutcome, ctx: ServerContext) -> tuple[Aggregate, Measurements]:
+        aggregate = Aggregate(total=decode_signed(outcome, self.bits, self.gamma),
                               weight_total=float(len(outcome.contributors)),
                               contributors=outcome.contributors, noise_stddev=self.noise_stddev)
         return aggregate, {"ddg_gamma": self.gamma, "ddg_share_sigma": self.share_sigma,

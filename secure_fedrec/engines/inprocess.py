@@ -24,7 +24,7 @@ import torch
 from protocols import BelowThreshold
 
 from ..aggregation import ClientUpdate, SumOutcome
-from ..aggregation.sums import InProcessSum, float_sum
+from ..aggregation.sums import InProcessSum, float_sum, ring_sum
 from ..config import RunConfig
 from ..data.dataset import Split
 from ..evaluation import evaluate
@@ -35,6 +35,7 @@ from ..rounds.client import ClientReport, RoundReports, client_rng, client_step
 from ..rounds.metrics import RoundMetrics
 from ..rounds.optimizers import ServerOptimizer
 from ..rounds.server import RoundPlan, RoundServer
+from ..training.dpsgd_shares import example_dim
 from ..training.local import ClientData, LocalTraining, examples_per_user
 
 __all__ = ["FederatedTrainer", "RoundMetrics", "build_model_for", "server_for"]
@@ -50,7 +51,8 @@ def server_for(config: RunConfig, split: Split, model: FederatedModel, *,
                                  config.training.negatives)
     return RoundServer(config, population=np.flatnonzero(train.ratings_per_user() > 0), examples=examples,
                        dim=layout.size, initial_params=layout.flatten(model.shared_state()),
-                       n_records=len(train.users), server_optimizer=server_optimizer)
+                       n_records=len(train.users), example_dim=example_dim(layout),
+                       server_optimizer=server_optimizer)
 
 
 class FederatedTrainer:
@@ -70,6 +72,8 @@ class FederatedTrainer:
         order = np.argsort(train.users, kind="stable")
         bounds = np.searchsorted(train.users[order], np.arange(train.n_users + 1))
         self._client_rows = [order[bounds[u]:bounds[u + 1]] for u in range(train.n_users)]
+        #: each client's own state between rounds (the stand-in for its device, like its private rows)
+        self.client_states: dict[int, dict[str, Any]] = {}
         self.history: list[RoundMetrics] = []
 
     # -- the server's state, as the rest of the package reads it --------------------------------
@@ -146,7 +150,8 @@ class FederatedTrainer:
         """Every trainer's :func:`client_step`, in client order."""
         broadcast = self.server.broadcast(plan)
         return [client_step(self.model, self.layout, self.client_data(cid), self.server.client_plan, broadcast,
-                            self.client_rng(plan.round_index, cid), slow=slow)
+                            self.client_rng(plan.round_index, cid), slow=slow,
+                            state=self.client_states.setdefault(cid, {}))
                 for cid, slow in plan.trainers]
 
     def run_round(self) -> RoundMetrics:
@@ -173,6 +178,8 @@ class FederatedTrainer:
 
     def _sum(self, payloads: dict[int, Any], dropouts: dict[int, str], round_index: int) -> SumOutcome:
         session = self.server.session(len(payloads))
+        if session.protocol == "plaintext" and session.bits is not None:  # a labelled simulation
+            return ring_sum(payloads, dropouts, bits=session.bits, min_survivors=session.min_survivors)
         if session.protocol == "plaintext":
             updates: dict[int, ClientUpdate] = payloads
             return float_sum(updates, dropouts)

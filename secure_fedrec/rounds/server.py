@@ -63,21 +63,25 @@ class RoundServer:
     """
 
     def __init__(self, config: RunConfig, *, population: np.ndarray, examples: np.ndarray, dim: int,
-                 initial_params: np.ndarray, n_records: int | None = None,
+                 initial_params: np.ndarray, n_records: int | None = None, example_dim: int | None = None,
                  server_optimizer: ServerOptimizer | None = None) -> None:
         t = config.training
         self.config = config
         self.population = population
         self.examples = examples
-        self.expected_clients = expected_clients(len(population), t.clients_per_round)
         self.privacy: PrivacyPlan = build_privacy_plan(config, Population(
-            n_users=len(population), expected_clients=self.expected_clients, dim=dim,
-            client_examples=examples[population], n_records=n_records))
+            n_users=len(population), expected_clients=expected_clients(len(population), t.clients_per_round),
+            dim=dim, client_examples=examples[population], n_records=n_records, example_dim=example_dim))
+        # the plan's own count: every client, when the mechanism takes all of them each round
+        self.expected_clients = self.privacy.expected_clients
         self.session_policy = self.privacy.session_policy()
         self.client_plan = ClientPlan(training=self.privacy.training, pipeline=self.privacy.pipeline,
                                       report_loss=self.privacy.reports_loss)
         self.params = initial_params
-        self.server_optimizer = server_optimizer or build_server_optimizer(t.server_optimizer, t.server_lr)
+        spec = self.privacy.server_optimizer_spec()
+        self.server_optimizer = server_optimizer or (
+            build_server_optimizer(spec[0], spec[1], weight_decay=spec[2]) if spec is not None
+            else build_server_optimizer(t.server_optimizer, t.server_lr))
         self.round_index = 0
         #: the last released aggregate (the mean update the server applied): a curious server's view
         self.last_aggregate: Aggregate | None = None
@@ -99,7 +103,10 @@ class RoundServer:
         """Who is sampled, who drops out (at which protocol stage), who straggles, who trains."""
         t = self.config.training
         rng = self.round_rng(round_index)
-        sampled = sample_clients(self.population, t.clients_per_round, t.sampling, rng)
+        if self.privacy.every_client:
+            sampled = np.sort(self.population)
+        else:
+            sampled = sample_clients(self.population, t.clients_per_round, t.sampling, rng)
         dropouts: dict[int, str] = {}
         if t.dropout_rate > 0:
             stages = self.protocol_stages()

@@ -1,25 +1,31 @@
-"""How a client trains in a run: plain local epochs, or record-level DP-SGD.
+"""How a client trains in a run: plain local epochs, record-level DP-SGD, or its step under secure aggregation.
 
 The privacy plan chooses the method (:mod:`secure_fedrec.plans`); the client step
 (:mod:`secure_fedrec.rounds.client`) calls :meth:`train` on whichever it was given,
 in-process or on a Flower node. Both are frozen dataclasses of plain numbers and
 strings, so the server can send the method to the nodes (:mod:`secure_fedrec.rounds.wire`)
 and no node has to re-derive a calibrated noise multiplier.
+
+``state`` is the client's own persistent state between rounds (the engine keeps one
+dict per client, beside its private rows, and never sends it anywhere): the DP-SGD step
+under secure aggregation keeps its private rows' optimizer moments there.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..models import FederatedModel
 from .dpsgd import DpSgdStep, train_client_dpsgd
+from .dpsgd_shares import shares_step
 from .local import ClientData, ClientResult, LocalTraining, train_client
 
-__all__ = ["DpSgd", "LocalEpochs", "LocalOutcome", "TrainingMethod"]
+__all__ = ["DistributedDpSgd", "DpSgd", "LocalEpochs", "LocalOutcome", "TrainingMethod"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ class LocalEpochs:
     local: LocalTraining = field(default_factory=LocalTraining)
 
     def train(self, model: FederatedModel, data: ClientData, rng: np.random.Generator, *,
-              epochs: int | None = None) -> LocalOutcome:
+              epochs: int | None = None, state: MutableMapping[str, Any] | None = None) -> LocalOutcome:
         return LocalOutcome(train_client(model, data, self.local, rng, epochs=epochs))
 
 
@@ -70,7 +76,7 @@ class DpSgd:
             raise ValueError(f"unknown grad_sample_mode {self.grad_sample_mode!r}")
 
     def train(self, model: FederatedModel, data: ClientData, rng: np.random.Generator, *,
-              epochs: int | None = None) -> LocalOutcome:
+              epochs: int | None = None, state: MutableMapping[str, Any] | None = None) -> LocalOutcome:
         result, step = train_client_dpsgd(
             model, data, self.local, rng, noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.clip_norm, batch_size=self.batch_size,
@@ -78,5 +84,53 @@ class DpSgd:
         return LocalOutcome(result, step)
 
 
+@dataclass(frozen=True)
+class DistributedDpSgd:
+    """The training method of a record-level round with distributed noise (public numbers only).
+
+    ``noise_stddev`` is the std (model units) of the Gaussian the client adds to its private
+    gradient sum: the same as the shared sum's noise at the guaranteed minimum of survivors.
+    ``denominator`` is the public expected batch ``q·N``; ``optimizer``/``lr``/``weight_decay``
+    the step's optimizer, which the server applies to the shared part and each client to its
+    private rows.
+    """
+
+    kind: ClassVar[str] = "distributed_dpsgd"
+    sample_rate: float
+    clip_norm: float
+    gamma: float
+    rounding_beta: float
+    example_dim: int
+    noise_stddev: float
+    denominator: float
+    optimizer: str = "adam"
+    lr: float = 0.02
+    weight_decay: float = 0.0
+    negatives: int = 4
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("sample_rate", 0.0, 1.0), ("clip_norm", 0.0, math.inf),
+                                ("gamma", 0.0, math.inf), ("noise_stddev", 0.0, math.inf),
+                                ("denominator", 0.0, math.inf), ("lr", 0.0, math.inf)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+                raise ValueError(f"{name} must be a number in ({low:g}, {high:g}], got {value!r}")
+        if not (isinstance(self.rounding_beta, (int, float)) and 0 <= self.rounding_beta < 1):
+            raise ValueError(f"rounding_beta must be in [0, 1), got {self.rounding_beta!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < math.inf):
+            raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay!r}")
+        for name in ("example_dim", "negatives"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+
+    def train(self, model: FederatedModel, data: ClientData, rng: np.random.Generator, *,
+              epochs: int | None = None, state: MutableMapping[str, Any] | None = None) -> LocalOutcome:
+        # One step whatever ``epochs`` says: a straggler of a DP-SGD round still takes its one step.
+        return LocalOutcome(shares_step(model, data, self, rng, {} if state is None else state))
+
+
 #: every training method a plan may choose (the wire form names them by ``kind``)
-TrainingMethod = LocalEpochs | DpSgd
+TrainingMethod = LocalEpochs | DpSgd | DistributedDpSgd
