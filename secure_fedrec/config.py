@@ -268,6 +268,10 @@ class RunConfig:
                    "'distributed': with plaintext the server sees each client's barely-noised update")
             _check(p.target_epsilon is not None, "privacy.target_epsilon",
                    "must be set with privacy.noise = 'distributed' (the noise shares are calibrated to it)")
+        if p.unit == "record" and p.noise == "distributed":
+            _check(self.aggregation.protocol != "plaintext" or self.engine == "inprocess", "aggregation.protocol",
+                   "= 'plaintext' with record-level distributed noise is a simulation of the secure sum for "
+                   "studies, run by the in-process engine only (engine = 'inprocess')")
         if p.unit == "record":
             # A private row solved in closed form from the user's ratings is an un-noised function
             # of them, and every gradient the client releases afterwards depends on it: record-level

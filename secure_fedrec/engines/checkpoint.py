@@ -1,8 +1,8 @@
 """Crash-safe checkpoints of a federated run.
 
 A checkpoint holds everything the next round depends on: the shared
-parameters, the server optimizer's state, every client's private rows (the
-in-process stand-in for the clients' own disks), the privacy accountants,
+parameters, the server optimizer's state, every client's private rows and own state
+(the in-process stand-in for the clients' own disks), the privacy accountants,
 torch's RNG state (Opacus draws its noise from it) and the metrics so far.
 Client sampling and local randomness are derived from (seed, round, client),
 so no numpy generator state needs saving.
@@ -53,6 +53,9 @@ def save_checkpoint(trainer: FederatedTrainer, folder: str | Path) -> Path:
         "params": trainer.params,
         "model": trainer.model.state_dict(),
         "server_optimizer": trainer.server_optimizer.state_dict(),
+        # each client's own state (record-level DP-SGD with distributed noise: the private rows'
+        # optimizer moments), the stand-in for the clients' disks like the private rows
+        "client_states": trainer.client_states,
         "privacy": trainer.privacy.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "history": [m.__dict__ for m in trainer.history],
@@ -89,5 +92,6 @@ def load_checkpoint(trainer: FederatedTrainer, folder: str | Path) -> None:
     trainer.params = state["params"]
     trainer.model.load_state_dict(state["model"])
     trainer.server_optimizer.load_state_dict(state["server_optimizer"])
+    trainer.client_states = dict(state.get("client_states", {}))
     torch.set_rng_state(state["torch_rng"])
     trainer.history = [RoundMetrics(**m) for m in state["history"]]

@@ -35,6 +35,7 @@ from ..rounds.client import ClientReport, RoundReports, client_rng, client_step
 from ..rounds.metrics import RoundMetrics
 from ..rounds.optimizers import ServerOptimizer
 from ..rounds.server import RoundPlan, RoundServer
+from ..training.canaries import CanaryGradients
 from ..training.dpsgd_shares import example_dim
 from ..training.local import ClientData, LocalTraining, examples_per_user
 
@@ -74,6 +75,8 @@ class FederatedTrainer:
         self._client_rows = [order[bounds[u]:bounds[u + 1]] for u in range(train.n_users)]
         #: each client's own state between rounds (the stand-in for its device, like its private rows)
         self.client_states: dict[int, dict[str, Any]] = {}
+        #: an audit's gradient canaries (record-level DP-SGD with distributed noise), or None
+        self.canary_gradients: CanaryGradients | None = None
         self.history: list[RoundMetrics] = []
 
     # -- the server's state, as the rest of the package reads it --------------------------------
@@ -151,7 +154,7 @@ class FederatedTrainer:
         broadcast = self.server.broadcast(plan)
         return [client_step(self.model, self.layout, self.client_data(cid), self.server.client_plan, broadcast,
                             self.client_rng(plan.round_index, cid), slow=slow,
-                            state=self.client_states.setdefault(cid, {}))
+                            state=self.client_states.setdefault(cid, {}), canaries=self.canary_gradients)
                 for cid, slow in plan.trainers]
 
     def run_round(self) -> RoundMetrics:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-from ..training.record_sampling import client_sample_rate
+from .record_sampling import client_sample_rate
 from .accounting import INTEGER_RDP_ORDERS, create_accountant, validate_delta
 from .ddg_accounting import DistributedDiscreteGaussianAccountant
 
@@ -137,7 +137,7 @@ def calibrate_record_noise_multiplier(
     in every planned round, by the accountant each client is charged with (RDP, integer orders).
 
     A client's loader samples at ``q = 1/⌈n/B⌉`` and runs ``int(1/q)`` steps per epoch
-    (:mod:`secure_fedrec.training.record_sampling`), so clients fall into groups of equal ``⌈n/B⌉``, each with one
+    (:mod:`secure_fedrec.privacy.record_sampling`), so clients fall into groups of equal ``⌈n/B⌉``, each with one
     ``(q, steps)``. ε grows with ``q`` and with the steps, so the client with the fewest examples
     is not always the worst: at small noise a bigger client's extra steps can outweigh its lower
     sampling rate. The answer is the largest noise any group needs (ε falls as noise grows).

@@ -192,8 +192,8 @@ class DiscreteGaussianTable:
         unsure = np.flatnonzero(self._guide_unsure[prefix])
         if unsure.size:
             magnitude[unsure] = self._count(high[unsure])
-        signs = np.unpackbits(sign_words.view(np.uint8), count=size, bitorder="little")
-        return np.where(signs == 1, -magnitude, magnitude)
+        signs = np.unpackbits(sign_words.view(np.uint8), count=size, bitorder="little").astype(np.int64)
+        return (magnitude ^ -signs) + signs  # two's complement: -m where the sign bit is 1, m where 0
 
     def _count(self, high: np.ndarray) -> np.ndarray:
         """The number of 128-bit thresholds ``<= U`` for uniform ``U`` with top words ``high``."""
@@ -225,8 +225,9 @@ def _guide(hi: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     """A guide table over the top ``g`` bits of a 64-bit word: per bucket, the number of
     thresholds whose top word lies below it, and whether one starts inside it (then the
     bucket's count depends on the rest of the word). ``g`` grows with the table so that
-    about one bucket in 64 or fewer is unsure; at most 2^20 buckets (5 MiB)."""
-    bits = min(20, max(12, int(len(hi)).bit_length() + 6))
+    about one bucket in 64 or fewer is unsure; at most 2^18 buckets (1.3 MiB: a bigger table
+    gathers from outside the cache)."""
+    bits = min(18, max(12, len(hi).bit_length() + 6))
     starts = np.arange(1 << bits, dtype=np.uint64) << np.uint64(64 - bits)
     below = np.searchsorted(hi, starts, side="left")
     ends = np.append(below[1:], len(hi))

@@ -41,7 +41,7 @@ import math
 import weakref
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -54,12 +54,26 @@ from ..models.base import ParamLayout
 from ..privacy.noise import csprng_normal
 from .adam import adam_step
 from .bookkeeping import BookkeepingClipping, PerExampleGradients
+from .canaries import StepCanaries
 from .local import ClientData, ClientResult, local_examples, loss_fn
 
-if TYPE_CHECKING:
-    from .methods import DistributedDpSgd
 
-__all__ = ["example_dim", "round_examples", "shares_step"]
+class DistributedDpSgd(Protocol):
+    """The public numbers a step needs (:class:`secure_fedrec.training.methods.DistributedDpSgd`)."""
+
+    sample_rate: float
+    clip_norm: float
+    gamma: float
+    rounding_beta: float
+    example_dim: int
+    noise_stddev: float
+    denominator: float
+    optimizer: str
+    lr: float
+    weight_decay: float
+    negatives: int
+
+__all__ = ["example_dim", "layout_items", "round_examples", "shares_step"]
 
 #: attempts of the conditional rounding per example before the client gives up (each succeeds
 #: with probability >= 1 - β = 0.39 at KLS's β = e^-0.5, so 200 fail with probability < 1e-43)
@@ -77,9 +91,10 @@ def example_dim(layout: ParamLayout) -> int:
 
 
 def shares_step(model: FederatedModel, data: ClientData, method: DistributedDpSgd, rng: np.random.Generator,
-                state: MutableMapping[str, Any]) -> ClientResult:
+                state: MutableMapping[str, Any], canaries: StepCanaries | None = None) -> ClientResult:
     """The client's step (module docstring): its rounded shared sum as an update, its private
-    rows moved in place (``model``) with their optimizer state in ``state``."""
+    rows moved in place (``model``) with their optimizer state in ``state``. ``canaries``
+    (audits only) are sampled, clipped and rounded like the client's own examples."""
     geometry = _geometry(model)
     layout = geometry.layout
     items, targets = _examples(model, data, method.negatives, rng)
@@ -87,9 +102,7 @@ def shares_step(model: FederatedModel, data: ClientData, method: DistributedDpSg
     chosen = np.flatnonzero(csprng_uniform(n) < method.sample_rate)
     private_grads = {name: np.zeros(shape, dtype=np.float64) for name, shape in geometry.private_shapes.items()}
     loss = math.nan
-    touched = np.unique(items[chosen])
-    indices = layout.indices_for_items(touched)
-    delta = np.zeros(len(indices), dtype=np.float64)
+    rows: list[tuple[np.ndarray, np.ndarray]] = []  # (coordinates, clipped values) of the sampled examples
     if chosen.size:
         users_t = torch.full((chosen.size,), data.user, dtype=torch.long)
         items_t = torch.as_tensor(items[chosen], dtype=torch.long)
@@ -97,14 +110,56 @@ def shares_step(model: FederatedModel, data: ClientData, method: DistributedDpSg
             losses = geometry.criterion(model(users_t, items_t), torch.as_tensor(targets[chosen]))
             parts = geometry.clipping.per_example(losses)
         loss = float(losses.detach().mean())
-        coords, values = geometry.shared_rows(parts, method.clip_norm, private_grads)
-        levels = round_examples(values / method.gamma, values_norm=np.sqrt((values * values).sum(1)) / method.gamma,
-                                dim=method.example_dim, beta=method.rounding_beta)
-        unique, inverse = np.unique(coords.ravel(), return_inverse=True)
-        summed = np.bincount(inverse, weights=levels.ravel().astype(np.float64), minlength=len(unique))
-        delta[np.searchsorted(indices, unique)] = -summed  # the descent direction, in units of γ
+        rows.append(geometry.shared_rows(parts, method.clip_norm, private_grads))
+    if canaries is not None:
+        rows.extend(_sampled_canaries(canaries, method))
+    coords = np.concatenate([c.ravel() for c, _ in rows]) if rows else np.zeros(0, np.int64)
+    levels = np.concatenate([_rounded(v, method).ravel() for _, v in rows]) if rows else np.zeros(0, np.int64)
+    unique, inverse = np.unique(coords, return_inverse=True)
+    summed = np.bincount(inverse, weights=levels.astype(np.float64), minlength=len(unique))
+    touched = np.unique(layout_items(layout, unique))
+    indices = layout.indices_for_items(touched)
+    delta = np.zeros(len(indices), dtype=np.float64)
+    delta[np.searchsorted(indices, unique)] = -summed  # the descent direction, in units of γ
     _private_step(model, data.user, private_grads, method, state)
     return ClientResult(user=data.user, items=touched, delta=delta, num_examples=n, loss=loss)
+
+
+def _rounded(values: np.ndarray, method: DistributedDpSgd) -> np.ndarray:
+    scaled = values / method.gamma
+    return round_examples(scaled, values_norm=np.sqrt((scaled * scaled).sum(1)), dim=method.example_dim,
+                          beta=method.rounding_beta)
+
+
+def _sampled_canaries(canaries: StepCanaries, method: DistributedDpSgd) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The step's canaries, each sampled at the examples' rate and clipped like an example."""
+    gradients = canaries.gradients()
+    sampled = csprng_uniform(len(gradients)) < method.sample_rate
+    canaries.report(sampled.copy())
+    rows = []
+    for canary, taken in zip(gradients, sampled):
+        if canary.indices.size > method.example_dim:
+            raise ValueError(f"a canary may touch at most {method.example_dim} coordinates (one example's), "
+                             f"not {canary.indices.size}")
+        if taken:
+            values = np.asarray(canary.values, dtype=np.float64)
+            norm = float(np.sqrt(values @ values))
+            values = values * min(1.0, method.clip_norm / (norm + 1e-6))  # Opacus' clip factor, as for examples
+            rows.append((np.asarray(canary.indices, dtype=np.int64)[None, :], values[None, :]))
+    return rows
+
+
+def layout_items(layout: ParamLayout, coords: np.ndarray) -> np.ndarray:
+    """The items whose rows the flat coordinates ``coords`` fall in (coordinates of non-item
+    parameters name none)."""
+    out = []
+    for name, shape, start in zip(layout.names, layout.shapes, layout.offsets.values()):
+        if name not in layout.item_rows:
+            continue
+        width = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        inside = coords[(coords >= start) & (coords < start + int(np.prod(shape)))]
+        out.append((inside - start) // width)
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
 
 
 def round_examples(scaled: np.ndarray, *, values_norm: np.ndarray, dim: int, beta: float) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..models import FederatedModel
+from .canaries import StepCanaries
 from .dpsgd import DpSgdStep, train_client_dpsgd
 from .dpsgd_shares import shares_step
 from .local import ClientData, ClientResult, LocalTraining, train_client
@@ -44,7 +45,8 @@ class LocalEpochs:
     local: LocalTraining = field(default_factory=LocalTraining)
 
     def train(self, model: FederatedModel, data: ClientData, rng: np.random.Generator, *,
-              epochs: int | None = None, state: MutableMapping[str, Any] | None = None) -> LocalOutcome:
+              epochs: int | None = None, state: MutableMapping[str, Any] | None = None,
+              canaries: StepCanaries | None = None) -> LocalOutcome:
         return LocalOutcome(train_client(model, data, self.local, rng, epochs=epochs))
 
 
@@ -76,7 +78,8 @@ class DpSgd:
             raise ValueError(f"unknown grad_sample_mode {self.grad_sample_mode!r}")
 
     def train(self, model: FederatedModel, data: ClientData, rng: np.random.Generator, *,
-              epochs: int | None = None, state: MutableMapping[str, Any] | None = None) -> LocalOutcome:
+              epochs: int | None = None, state: MutableMapping[str, Any] | None = None,
+              canaries: StepCanaries | None = None) -> LocalOutcome:
         result, step = train_client_dpsgd(
             model, data, self.local, rng, noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.clip_norm, batch_size=self.batch_size,
@@ -127,9 +130,10 @@ class DistributedDpSgd:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
 
     def train(self, model: FederatedModel, data: ClientData, rng: np.random.Generator, *,
-              epochs: int | None = None, state: MutableMapping[str, Any] | None = None) -> LocalOutcome:
+              epochs: int | None = None, state: MutableMapping[str, Any] | None = None,
+              canaries: StepCanaries | None = None) -> LocalOutcome:
         # One step whatever ``epochs`` says: a straggler of a DP-SGD round still takes its one step.
-        return LocalOutcome(shares_step(model, data, self, rng, {} if state is None else state))
+        return LocalOutcome(shares_step(model, data, self, rng, {} if state is None else state, canaries))
 
 
 #: every training method a plan may choose (the wire form names them by ``kind``)

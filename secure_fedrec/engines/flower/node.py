@@ -131,13 +131,14 @@ def handle_train(state: dict[str, Any], request: Payload, partition: int,
     _check_hosted(users, partition, num_partitions)
     ws.load_shared(f64_array(request["params"]))
     private = state.setdefault("private", {})
+    client_states = state.setdefault("client_states", {})  # e.g. the private rows' optimizer moments
     state["sessions"] = {}  # a new round: the last round's parties are gone
     reports = []
     for user, slow in zip(users, request["slow"]):
         ws.reset_user(user, private.get(user))
         rng = client_rng(ws.config.seed, broadcast.round_index, user)
         reports.append(client_step(ws.model, ws.layout, ws.client_data(user), plan, broadcast, rng,
-                                   slow=bool(slow)))
+                                   slow=bool(slow), state=client_states.setdefault(user, {})))
         private[user] = ws.private_rows(user)
     # Only totals leave the node: a deployment's server never sees one user's diagnostics.
     summary = RoundReports.collect(reports, diagnostics=False)
