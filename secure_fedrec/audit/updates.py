@@ -24,6 +24,7 @@ from attacks import (
 from ..engines.inprocess import FederatedTrainer
 from ..training.dpsgd import train_client_dpsgd
 from ..training.local import train_client
+from ..training.methods import DistributedDpSgd
 
 __all__ = ["update_inference"]
 
@@ -56,7 +57,11 @@ def update_inference(trainer: FederatedTrainer, *, targets: int, cohort_sizes: t
         if user not in cache:
             data = trainer.client_data(user)
             client_rng = trainer.client_rng(trainer.round_index, user)
-            if trainer.privacy.unit == "record":
+            training = trainer.server.client_plan.training
+            if isinstance(training, DistributedDpSgd):  # its update: the rounded gradient sum, in units of γ
+                result = training.train(model, data, client_rng, state={}).result
+                result.delta = result.delta * training.gamma
+            elif trainer.privacy.unit == "record":
                 result, _ = train_client_dpsgd(
                     model, data, trainer.dpsgd_local, client_rng, noise_multiplier=trainer.privacy.noise_multiplier,
                     max_grad_norm=p.clip_norm, batch_size=p.record_batch_size, grad_sample_mode=p.grad_sample_mode,
