@@ -20,7 +20,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..aggregation import DiscreteGaussianShareEncoding, Encoding, ExpectedBatchMean, Layer, Measurements
+from ..aggregation import (
+    DiscreteGaussianShareEncoding,
+    Encoding,
+    ExpectedBatchMean,
+    Layer,
+    Measurements,
+)
 from ..config import ConfigError
 from ..privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
 from ..privacy.distributed_dp import RecordDdgPlan, plan_record_discrete_gaussian

@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-from .record_sampling import client_sample_rate
 from .accounting import INTEGER_RDP_ORDERS, create_accountant, validate_delta
 from .ddg_accounting import DistributedDiscreteGaussianAccountant
+from .record_sampling import client_sample_rate
 
 __all__ = [
     "CalibrationError",

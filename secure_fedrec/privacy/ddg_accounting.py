@@ -84,7 +84,7 @@ Neighbouring relation and assumptions (see docs/privacy.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -176,21 +176,9 @@ def poisson_subsampled_rdp_upper_bound(
     ``rdp[l]`` must hold the unsampled mechanism's RDP at every integer
     ``l`` in ``2..max(orders)`` (an array indexed by ``l`` or a mapping).
     """
-    q = float(sample_rate)
-    if not 0 <= q <= 1:
-        raise ValueError("sample_rate must be in [0, 1]")
-    result = np.empty(len(orders), dtype=np.float64)
-    for index, order in enumerate(orders):
-        alpha = int(order)
-        if alpha != order or alpha < 2:
-            raise ValueError("the Zhu-Wang bound is stated for integer orders >= 2")
-        if q == 0:
-            result[index] = 0.0
-            continue
-        if q == 1:
-            result[index] = float(rdp[alpha])
-            continue
-        log_q, log_1mq = math.log(q), math.log1p(-q)
+
+    def log_sum(alpha: int, log_q: float, log_1mq: float) -> float:
+        q = math.exp(log_q)
         ells = np.arange(3, alpha + 1)
         eps_l = np.array([float(rdp[int(ell)]) for ell in ells])
         log_terms = [
@@ -203,10 +191,9 @@ def poisson_subsampled_rdp_upper_bound(
                 (ells - 1) * eps_l + _log_comb(alpha, ells) + (alpha - ells) * log_1mq + ells * log_q
             )
             weights.extend([3.0] * len(ells))
-        result[index] = float(special.logsumexp(np.asarray(log_terms, dtype=np.float64), b=weights)) / (
-            alpha - 1
-        )
-    return result
+        return float(special.logsumexp(np.asarray(log_terms, dtype=np.float64), b=weights))
+
+    return _per_order(orders, sample_rate, rdp, log_sum, "the Zhu-Wang bound")
 
 
 def poisson_subsampled_rdp_symmetric(
@@ -229,6 +216,19 @@ def poisson_subsampled_rdp_symmetric(
     >>> bool(np.allclose(ours, lib._compute_rdp_poisson_subsampled_gaussian(q, z, np.array(orders, float))))
     True
     """
+
+    def log_sum(alpha: int, log_q: float, log_1mq: float) -> float:
+        ks = np.arange(0, alpha + 1)
+        moments = np.array([0.0, 0.0] + [(k - 1) * float(rdp[int(k)]) for k in ks[2:]])  # E[L^0] = E[L^1] = 1
+        return float(special.logsumexp(_log_comb(alpha, ks) + (alpha - ks) * log_1mq + ks * log_q + moments))
+
+    return _per_order(orders, sample_rate, rdp, log_sum, "the binomial expansion")
+
+
+def _per_order(orders: Sequence[int], sample_rate: float, rdp: Mapping[int, float] | np.ndarray,
+               log_sum: Callable[[int, float, float], float], name: str) -> np.ndarray:
+    """``log_sum(alpha, log q, log(1-q)) / (alpha - 1)`` per integer order, with the edge cases
+    ``q = 0`` (no loss) and ``q = 1`` (the unsampled mechanism)."""
     q = float(sample_rate)
     if not 0 <= q <= 1:
         raise ValueError("sample_rate must be in [0, 1]")
@@ -236,17 +236,13 @@ def poisson_subsampled_rdp_symmetric(
     for index, order in enumerate(orders):
         alpha = int(order)
         if alpha != order or alpha < 2:
-            raise ValueError("the binomial expansion is stated for integer orders >= 2")
+            raise ValueError(f"{name} is stated for integer orders >= 2")
         if q == 0:
             result[index] = 0.0
-            continue
-        if q == 1:
+        elif q == 1:
             result[index] = float(rdp[alpha])
-            continue
-        ks = np.arange(0, alpha + 1)
-        moments = np.array([0.0, 0.0] + [(k - 1) * float(rdp[int(k)]) for k in ks[2:]])
-        log_terms = _log_comb(alpha, ks) + (alpha - ks) * math.log1p(-q) + ks * math.log(q) + moments
-        result[index] = float(special.logsumexp(log_terms)) / (alpha - 1)
+        else:
+            result[index] = log_sum(alpha, math.log(q), math.log1p(-q)) / (alpha - 1)
     return result
 
 

@@ -18,7 +18,9 @@ bits but needs no distributional assumption.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .calibration import calibrate_ddg_total_sigma
 from .ddg_accounting import (
@@ -41,6 +43,9 @@ __all__ = [
     "plan_record_discrete_gaussian",
     "randomized_round",
 ]
+
+
+_Plan = TypeVar("_Plan", "DdgPlan", "RecordDdgPlan")
 
 
 @dataclass(frozen=True)
@@ -123,21 +128,28 @@ def plan_distributed_discrete_gaussian(
                         sample_rate=sample_rate, steps=rounds)
         return DdgPlan(gamma, sensitivity, total, share, wrap, accountant.get_epsilon(delta), bits)
 
-    def acceptable(plan: DdgPlan) -> bool:
-        return plan.wrap_probability <= max_wrap_probability and plan.share_sigma <= max_share_sigma
-
     # Coarse end: the clip norm spans ~sqrt(d) levels in total, so rounding dominates the signal.
     coarse = l2_clip / max(1.0, math.sqrt(dim))
+    return _finest_gamma(
+        evaluate, coarse, max_wrap_probability=max_wrap_probability, max_share_sigma=max_share_sigma,
+        log_tolerance=0.05, too_coarse=(f"{bits} bits / share sigma {max_share_sigma:g} are too few for "
+                                        f"{max_clients} clients of dimension {dim} even at gamma={coarse:g}; "
+                                        "raise bits or lower max_clients"))
+
+
+def _finest_gamma(evaluate: Callable[[float], _Plan], coarse: float, *, max_wrap_probability: float,
+                  max_share_sigma: float, log_tolerance: float, too_coarse: str) -> _Plan:
+    """Bisect ``log gamma`` below ``coarse`` for the finest value whose plan keeps the wrap
+    probability and the share scale within bounds (both grow as ``gamma`` shrinks)."""
+
+    def acceptable(plan: _Plan) -> bool:
+        return plan.wrap_probability <= max_wrap_probability and plan.share_sigma <= max_share_sigma
+
     best = evaluate(coarse)
     if not acceptable(best):
-        raise ValueError(
-            f"{bits} bits / share sigma {max_share_sigma:g} are too few for {max_clients} clients of "
-            f"dimension {dim} even at gamma={coarse:g}; raise bits or lower max_clients"
-        )
+        raise ValueError(too_coarse)
     low, high = math.log(coarse) - 60.0, math.log(coarse)  # log(gamma) search interval
-    for _ in range(30):
-        if high - low < 0.05:
-            break
+    while high - low >= log_tolerance:
         middle = (low + high) / 2
         candidate = evaluate(math.exp(middle))
         if acceptable(candidate):
@@ -246,25 +258,11 @@ def plan_record_discrete_gaussian(
         return RecordDdgPlan(gamma, sensitivity, share, share * math.sqrt(min_survivors) / sensitivity,
                              min_survivors, wrap, math.nan, bits, beta, example_dim)
 
-    def acceptable(plan: RecordDdgPlan) -> bool:
-        return plan.wrap_probability <= max_wrap_probability and plan.share_sigma <= max_share_sigma
-
     coarse = clip_norm / max(1.0, math.sqrt(example_dim))
-    best = evaluate(coarse)
-    if not acceptable(best):
-        raise ValueError(
-            f"{bits} bits are too few for {max_examples} examples and {max_clients} clients even at "
-            f"gamma={coarse:g}; raise aggregation.bits")
-    low, high = math.log(coarse) - 60.0, math.log(coarse)
-    for _ in range(60):
-        if high - low < 0.01:
-            break
-        middle = (low + high) / 2
-        candidate = evaluate(math.exp(middle))
-        if acceptable(candidate):
-            best, high = candidate, middle
-        else:
-            low = middle
+    best = _finest_gamma(
+        evaluate, coarse, max_wrap_probability=max_wrap_probability, max_share_sigma=max_share_sigma,
+        log_tolerance=0.01, too_coarse=(f"{bits} bits are too few for {max_examples} examples and "
+                                        f"{max_clients} clients even at gamma={coarse:g}; raise aggregation.bits"))
     spent = epsilon(best.l2_sensitivity, best.share_sigma)
     if target_epsilon is not None and noise_multiplier is None and spent > target_epsilon * (1 + 1e-9):
         raise ValueError(f"the discrete Gaussian's tau term is not negligible at gamma={best.gamma:g} "

@@ -41,7 +41,7 @@ import math
 import weakref
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,9 +57,23 @@ from .bookkeeping import BookkeepingClipping, PerExampleGradients
 from .canaries import StepCanaries
 from .local import ClientData, ClientResult, local_examples, loss_fn
 
+__all__ = ["SharesStep", "example_dim", "layout_items", "round_examples", "shares_step"]
 
-class DistributedDpSgd(Protocol):
-    """The public numbers a step needs (:class:`secure_fedrec.training.methods.DistributedDpSgd`)."""
+#: attempts of the conditional rounding per example before the client gives up (each succeeds
+#: with probability >= 1 - β = 0.39 at KLS's β = e^-0.5, so 200 fail with probability < 1e-43)
+_MAX_ROUNDING_ATTEMPTS = 200
+
+
+@dataclass(frozen=True)
+class SharesStep:
+    """The public numbers of one client's step (what :class:`~.methods.DistributedDpSgd` carries).
+
+    ``noise_stddev`` is the std (model units) of the Gaussian the client adds to its private
+    gradient sum: the same as the shared sum's noise at the guaranteed minimum of survivors.
+    ``denominator`` is the public expected batch ``q·N``; ``optimizer``/``lr``/``weight_decay``
+    the step's optimizer, which the server applies to the shared part and each client to its
+    private rows.
+    """
 
     sample_rate: float
     clip_norm: float
@@ -68,16 +82,28 @@ class DistributedDpSgd(Protocol):
     example_dim: int
     noise_stddev: float
     denominator: float
-    optimizer: str
-    lr: float
-    weight_decay: float
-    negatives: int
+    optimizer: str = "adam"
+    lr: float = 0.02
+    weight_decay: float = 0.0
+    negatives: int = 4
 
-__all__ = ["example_dim", "layout_items", "round_examples", "shares_step"]
-
-#: attempts of the conditional rounding per example before the client gives up (each succeeds
-#: with probability >= 1 - β = 0.39 at KLS's β = e^-0.5, so 200 fail with probability < 1e-43)
-_MAX_ROUNDING_ATTEMPTS = 200
+    def __post_init__(self) -> None:
+        for name, low, high in (("sample_rate", 0.0, 1.0), ("clip_norm", 0.0, math.inf),
+                                ("gamma", 0.0, math.inf), ("noise_stddev", 0.0, math.inf),
+                                ("denominator", 0.0, math.inf), ("lr", 0.0, math.inf)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+                raise ValueError(f"{name} must be a number in ({low:g}, {high:g}], got {value!r}")
+        if not (isinstance(self.rounding_beta, (int, float)) and 0 <= self.rounding_beta < 1):
+            raise ValueError(f"rounding_beta must be in [0, 1), got {self.rounding_beta!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < math.inf):
+            raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay!r}")
+        for name in ("example_dim", "negatives"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
 
 
 def example_dim(layout: ParamLayout) -> int:
@@ -90,7 +116,7 @@ def example_dim(layout: ParamLayout) -> int:
     return total
 
 
-def shares_step(model: FederatedModel, data: ClientData, method: DistributedDpSgd, rng: np.random.Generator,
+def shares_step(model: FederatedModel, data: ClientData, method: SharesStep, rng: np.random.Generator,
                 state: MutableMapping[str, Any], canaries: StepCanaries | None = None) -> ClientResult:
     """The client's step (module docstring): its rounded shared sum as an update, its private
     rows moved in place (``model``) with their optimizer state in ``state``. ``canaries``
@@ -125,13 +151,13 @@ def shares_step(model: FederatedModel, data: ClientData, method: DistributedDpSg
     return ClientResult(user=data.user, items=touched, delta=delta, num_examples=n, loss=loss)
 
 
-def _rounded(values: np.ndarray, method: DistributedDpSgd) -> np.ndarray:
+def _rounded(values: np.ndarray, method: SharesStep) -> np.ndarray:
     scaled = values / method.gamma
     return round_examples(scaled, values_norm=np.sqrt((scaled * scaled).sum(1)), dim=method.example_dim,
                           beta=method.rounding_beta)
 
 
-def _sampled_canaries(canaries: StepCanaries, method: DistributedDpSgd) -> list[tuple[np.ndarray, np.ndarray]]:
+def _sampled_canaries(canaries: StepCanaries, method: SharesStep) -> list[tuple[np.ndarray, np.ndarray]]:
     """The step's canaries, each sampled at the examples' rate and clipped like an example."""
     gradients = canaries.gradients()
     sampled = csprng_uniform(len(gradients)) < method.sample_rate
@@ -194,7 +220,7 @@ def round_examples(scaled: np.ndarray, *, values_norm: np.ndarray, dim: int, bet
     raise RuntimeError(f"conditional rounding failed {_MAX_ROUNDING_ATTEMPTS} times for {pending.size} examples")
 
 
-def _private_step(model: FederatedModel, user: int, grads: dict[str, np.ndarray], method: DistributedDpSgd,
+def _private_step(model: FederatedModel, user: int, grads: dict[str, np.ndarray], method: SharesStep,
                   state: MutableMapping[str, Any]) -> None:
     """Noise the private gradient sum at full scale, divide by the public expected batch, and
     apply the step's optimizer to the client's own rows (never released, but every later

@@ -23,7 +23,7 @@ import numpy as np
 from ..models import FederatedModel
 from .canaries import StepCanaries
 from .dpsgd import DpSgdStep, train_client_dpsgd
-from .dpsgd_shares import shares_step
+from .dpsgd_shares import SharesStep, shares_step
 from .local import ClientData, ClientResult, LocalTraining, train_client
 
 __all__ = ["DistributedDpSgd", "DpSgd", "LocalEpochs", "LocalOutcome", "TrainingMethod"]
@@ -88,46 +88,11 @@ class DpSgd:
 
 
 @dataclass(frozen=True)
-class DistributedDpSgd:
-    """The training method of a record-level round with distributed noise (public numbers only).
-
-    ``noise_stddev`` is the std (model units) of the Gaussian the client adds to its private
-    gradient sum: the same as the shared sum's noise at the guaranteed minimum of survivors.
-    ``denominator`` is the public expected batch ``q·N``; ``optimizer``/``lr``/``weight_decay``
-    the step's optimizer, which the server applies to the shared part and each client to its
-    private rows.
-    """
+class DistributedDpSgd(SharesStep):
+    """Record-level DP-SGD under secure aggregation: one step a round (:func:`~.dpsgd_shares.shares_step`),
+    with the public numbers of :class:`~.dpsgd_shares.SharesStep`."""
 
     kind: ClassVar[str] = "distributed_dpsgd"
-    sample_rate: float
-    clip_norm: float
-    gamma: float
-    rounding_beta: float
-    example_dim: int
-    noise_stddev: float
-    denominator: float
-    optimizer: str = "adam"
-    lr: float = 0.02
-    weight_decay: float = 0.0
-    negatives: int = 4
-
-    def __post_init__(self) -> None:
-        for name, low, high in (("sample_rate", 0.0, 1.0), ("clip_norm", 0.0, math.inf),
-                                ("gamma", 0.0, math.inf), ("noise_stddev", 0.0, math.inf),
-                                ("denominator", 0.0, math.inf), ("lr", 0.0, math.inf)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
-                raise ValueError(f"{name} must be a number in ({low:g}, {high:g}], got {value!r}")
-        if not (isinstance(self.rounding_beta, (int, float)) and 0 <= self.rounding_beta < 1):
-            raise ValueError(f"rounding_beta must be in [0, 1), got {self.rounding_beta!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < math.inf):
-            raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay!r}")
-        for name in ("example_dim", "negatives"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
 
     def train(self, model: FederatedModel, data: ClientData, rng: np.random.Generator, *,
               epochs: int | None = None, state: MutableMapping[str, Any] | None = None,

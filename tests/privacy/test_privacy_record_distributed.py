@@ -484,3 +484,17 @@ name = "twin"
     assert len({row["epsilon"] for row in outcome.rows}) == 1
     with pytest.raises(Exception, match="study.job"):
         parse_study(text.replace('"dpsgd-twin"]', '"bogus"]'))
+
+
+@pytest.mark.parametrize("protocol", ["secagg", "secagg+", "paillier"])
+def test_every_secure_protocol_carries_the_mechanism(protocol):
+    tiny = {"data.synthetic.n_users": 12, "data.synthetic.n_items": 12, "data.synthetic.mean_ratings_per_user": 6.0,
+            "model.dim": 2, "training.rounds": 2, "evaluation.every": 2, "aggregation.protocol": protocol}
+    trainer = trainer_for(**tiny)
+    history = trainer.run()
+    assert [m.contributors for m in history] == [len(trainer.population)] * 2
+    assert history[-1].measurements["epsilon"] == trainer_for(**{**tiny, "aggregation.protocol": "plaintext"}
+                                                              ).privacy.accountant.epsilon_after(
+        noise_multiplier=trainer.privacy.ddg.noise_multiplier, sample_rate=trainer.privacy.sample_rate, steps=2,
+        delta=trainer.privacy.delta)
+    assert np.isfinite(history[-1].evaluation["rmse"])
