@@ -498,3 +498,19 @@ def test_every_secure_protocol_carries_the_mechanism(protocol):
         noise_multiplier=trainer.privacy.ddg.noise_multiplier, sample_rate=trainer.privacy.sample_rate, steps=2,
         delta=trainer.privacy.delta)
     assert np.isfinite(history[-1].evaluation["rmse"])
+
+
+def test_a_resumed_run_keeps_its_accountant_and_the_clients_optimizer_state(tmp_path):
+    from secure_fedrec.engines.checkpoint import load_checkpoint, save_checkpoint
+
+    first = trainer_for(**{"training.rounds": 2})
+    first.run()
+    save_checkpoint(first, tmp_path)
+    resumed = trainer_for(**{"training.rounds": 2})
+    load_checkpoint(resumed, tmp_path)
+    assert len(resumed.privacy.accountant) == 2
+    assert resumed.client_states.keys() == first.client_states.keys()
+    some = next(iter(first.client_states))
+    assert resumed.client_states[some]["step"] == 2
+    for name, (m, v) in first.client_states[some]["moments"].items():
+        np.testing.assert_array_equal(resumed.client_states[some]["moments"][name][0], m)
