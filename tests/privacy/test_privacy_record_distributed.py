@@ -334,23 +334,41 @@ def test_fewer_survivors_than_planned_release_nothing_and_still_cost_privacy():
     assert len(trainer.privacy.accountant) == len(history)  # every round is charged
 
 
-def test_masking_refuses_to_unmask_below_the_floor_inside_the_protocol():
-    """The masking branch's in-protocol floor (issue 19 item 4): the session carries the plan's
-    minimum, the server does not start unmasking and the clients reveal no share."""
-    from protocols.masking import MaskingParams
+def test_the_plans_floor_is_the_accountants_shares_and_the_protocols_min_survivors():
+    """Issue 20 (c): the number of noise shares the accountant assumes is the session's
+    ``min_survivors``, which SecAgg+ enforces inside the protocol: one survivor fewer and the
+    server does not start unmasking (no client is asked for a share); exactly that many and the
+    sum is released."""
+    from protocols.masking import SecAggPlus, run_session
+    from protocols.masking import messages as m
+    from protocols.testing import FrameLog
 
-    if "min_survivors" not in MaskingParams.__dataclass_fields__:
-        pytest.skip("the installed protocols package has no in-protocol min_survivors yet (masking branch); "
-                    "InProcessSum and the Flower coordinator refuse the sum after unmasking until it lands")
-    from protocols.masking import SessionTrace, run_session
-
-    session = session_parameters(SessionPolicy(protocol="secagg", min_survivors=5), 6, bits=32, vector_length=8)
+    trainer = trainer_for(**{"data.synthetic.n_users": 24, "aggregation.protocol": "secagg+"})
+    plan: RecordDistributed = trainer.privacy
+    n = len(trainer.population)
+    t = plan.min_survivors
+    session = trainer.server.session(n)
+    assert t == plan.accountant.num_shares == session.min_survivors == math.floor(0.9 * n) < n
     params = session.masking_params()
-    assert params.min_survivors == 5
-    inputs = {c: np.zeros(8, dtype=np.uint64) for c in range(6)}
-    trace = SessionTrace()
+    assert params.min_survivors == t
+    # the shares the clients add are sized for exactly t of them (σ_share = z·Δ₂/√t)
+    assert plan.accountant.share_sigma(plan.ddg.noise_multiplier) == pytest.approx(plan.ddg.share_sigma)
+    rng = np.random.default_rng(1)
+    inputs = {c: rng.integers(0, 2**params.bits, params.vector_length, dtype=np.uint64) for c in range(n)}
+    too_many = {c: "masked_input" for c in range(n - t + 1)}
+    log = FrameLog()
+    with pytest.raises(BelowThreshold) as info:
+        run_session(inputs, params, interceptor=log, dropouts=too_many)
+    assert (info.value.survivors, info.value.threshold) == (t - 1, t)
+    assert info.value.stage != "unmasking"
+    assert not log.find(m.UnmaskRequest)
+    protocol = SecAggPlus(degree=session.degree, threshold=session.threshold, min_survivors=session.min_survivors)
     with pytest.raises(BelowThreshold):
-        run_session(inputs, params, dropouts={0: "masked_input", 1: "masked_input"}, trace=trace)
+        protocol.run_round(inputs, bits=params.bits, dropouts=too_many)
+    enough = {c: "masked_input" for c in range(n - t)}
+    released = protocol.run_round(inputs, bits=params.bits, dropouts=enough)
+    assert len(released.contributors) == t
+    np.testing.assert_array_equal(released.total, ring_sum(inputs, enough, bits=params.bits, min_survivors=t).total)
 
 
 # -- plan, configuration, wire ----------------------------------------------------------------------
