@@ -300,7 +300,8 @@ def test_the_sum_carries_sigma_c_for_any_number_of_survivors_at_or_above_the_min
         expected = survivors * share_var
         # the sample variance of 4000 Gaussian coordinates is within 4 standard errors (sqrt(2/m))
         assert np.var(noise) == pytest.approx(expected, rel=4 * math.sqrt(2 / zero.size))
-        assert expected >= (target**2) * survivors / t * (1 - 1e-9)
+        # ... and that is (σC)² at the minimum, n/t times it above (the shares are sized for t)
+        assert expected == pytest.approx((target**2) * survivors / t, rel=1e-6)
     with pytest.raises(BelowThreshold):
         ring_sum({c: payloads[c] for c in range(t - 1)}, {}, bits=encoding.bits, min_survivors=t)
 
