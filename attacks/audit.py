@@ -46,6 +46,7 @@ __all__ = [
     "CanaryUsers",
     "PrivacyViolationWarning",
     "audit_clopper_pearson",
+    "audit_clopper_pearson_heldout",
     "audit_delta",
     "audit_one_run",
     "clopper_pearson_interval",
@@ -441,6 +442,55 @@ def audit_clopper_pearson(
         "positives": positives,
     }
     return _finish(AuditResult("clopper_pearson", eps, confidence, delta, epsilon_claimed, details))
+
+
+def audit_clopper_pearson_heldout(
+    scores: np.ndarray,
+    included: np.ndarray,
+    *,
+    threshold_fraction: float = 0.5,
+    epsilon_claimed: float | None = None,
+    delta: float = 0.0,
+    confidence: float = 0.95,
+    random_state: RandomState = None,
+) -> AuditResult:
+    """Clopper–Pearson audit whose threshold is chosen on held-out canaries.
+
+    A random ``threshold_fraction`` of the canaries picks the score threshold
+    with the largest Clopper–Pearson bound among their own scores; only the
+    other canaries are then counted (:func:`audit_clopper_pearson`), so the
+    threshold never sees the data it is judged on. Jagielski et al.'s bound
+    treats canaries as independent trials; in one training run they share the
+    run, so this is the literature's number to compare with, while the
+    one-run bounds are the ones that hold for dependent canaries.
+    """
+    s = check_scores(scores)
+    inc = check_binary_labels(included, "included")
+    if inc.shape != s.shape:
+        raise ValueError("scores and included must have the same length")
+    if not 0.0 < threshold_fraction < 1.0:
+        raise ValueError("threshold_fraction must be in (0, 1)")
+    order = check_random_state(random_state).permutation(s.size)
+    cut = round(threshold_fraction * s.size)
+    pick, judge = order[:cut], order[cut:]
+    if not (inc[pick].any() and (~inc[pick]).any() and inc[judge].any() and (~inc[judge]).any()):
+        raise ValueError("both halves need included and excluded canaries")
+    best_eps, threshold = -1.0, math.inf
+    for t in np.unique(s[pick]):
+        guess = s[pick] >= t
+        fp, fn = int(np.sum(guess & ~inc[pick])), int(np.sum(~guess & inc[pick]))
+        eps = epsilon_lower_bound_clopper_pearson(fp, int(np.sum(~inc[pick])), fn, int(np.sum(inc[pick])),
+                                                  delta=delta, confidence=confidence)
+        if eps > best_eps:
+            best_eps, threshold = eps, float(t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrivacyViolationWarning)  # re-raised once by _finish below
+        held_out = audit_clopper_pearson(inc[judge], s[judge] >= threshold, epsilon_claimed=epsilon_claimed,
+                                         delta=delta, confidence=confidence)
+    details = {**held_out.details, "threshold": threshold, "threshold_canaries": int(cut),
+               "judged_canaries": int(judge.size)}
+    return _finish(AuditResult("clopper_pearson_heldout", held_out.epsilon_lower_bound, confidence, delta,
+                               epsilon_claimed, details))
 
 
 def audit_one_run(

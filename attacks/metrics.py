@@ -160,6 +160,27 @@ def _stratified_resample(labels: np.ndarray, rng: np.random.Generator) -> np.nda
     return np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)]
 
 
+def _cluster_resample(labels: np.ndarray, clusters: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    # Samples that share a cluster (one user's ratings) are not independent: resample whole
+    # clusters, and draw again in the rare case a resample lacks a class (the ROC needs both).
+    for _ in range(100):
+        idx = np.concatenate([clusters[c] for c in rng.integers(0, len(clusters), len(clusters))])
+        if labels[idx].any() and not labels[idx].all():
+            return idx
+    raise ValueError("cluster resamples keep missing a class: too few clusters with members and non-members")
+
+
+def _clusters(groups: np.ndarray | None, n: int) -> list[np.ndarray] | None:
+    if groups is None:
+        return None
+    g = np.asarray(groups)
+    if g.shape != (n,):
+        raise ValueError(f"groups must have one id per sample ({n}), got shape {g.shape}")
+    _, inverse = np.unique(g, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)
+
+
 def bootstrap_interval(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -168,15 +189,22 @@ def bootstrap_interval(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     random_state: RandomState = None,
+    groups: np.ndarray | None = None,
 ) -> ConfidenceInterval:
-    """Stratified percentile-bootstrap interval of ``statistic(labels, scores)``."""
+    """Percentile-bootstrap interval of ``statistic(labels, scores)``.
+
+    Stratified by class by default; with ``groups`` (e.g. the user of each
+    rating) whole groups are resampled instead, because samples of one group
+    are correlated and resampling them one by one makes the interval too narrow.
+    """
     y = check_binary_labels(labels)
     s = check_scores(scores, len(y))
     check_both_classes(y)
     rng = check_random_state(random_state)
+    clusters = _clusters(groups, len(y))
     values = np.empty(n_resamples)
     for i in range(n_resamples):
-        idx = _stratified_resample(y, rng)
+        idx = _stratified_resample(y, rng) if clusters is None else _cluster_resample(y, clusters, rng)
         values[i] = statistic(y[idx], s[idx])
     tail = (1.0 - confidence) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
@@ -224,10 +252,13 @@ def evaluate_membership(
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
     random_state: RandomState = None,
+    groups: np.ndarray | None = None,
 ) -> MembershipMetrics:
     """AUC, advantage and TPR at each of ``fpr_levels``, each with a bootstrap interval.
 
     One ROC curve is computed per resample and all statistics are read off it.
+    ``groups`` (one id per sample, e.g. its user) resamples whole groups: see
+    :func:`bootstrap_interval`.
     """
     y = check_binary_labels(labels)
     s = check_scores(scores, len(y))
@@ -235,6 +266,7 @@ def evaluate_membership(
     if n_bootstrap < 1:
         raise ValueError("n_bootstrap must be at least 1")
     rng = check_random_state(random_state)
+    clusters = _clusters(groups, len(y))
 
     def read(curve: RocCurve) -> np.ndarray:
         return np.array([curve.auc, curve.advantage, *(curve.tpr_at(f) for f in fpr_levels)])
@@ -243,7 +275,7 @@ def evaluate_membership(
     point = read(full)
     resampled = np.empty((n_bootstrap, point.size))
     for i in range(n_bootstrap):
-        idx = _stratified_resample(y, rng)
+        idx = _stratified_resample(y, rng) if clusters is None else _cluster_resample(y, clusters, rng)
         resampled[i] = read(roc_curve(y[idx], s[idx]))
     tail = (1.0 - confidence) / 2 * 100
     lows, highs = np.percentile(resampled, [tail, 100 - tail], axis=0)

@@ -27,6 +27,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from secure_fedrec.audit.plots import plot_epsilon_audit
 from secure_fedrec.audit.run import run_audit
 from secure_fedrec.audit.spec import spec_from_dict
 from secure_fedrec.config import config_from_dict
-from secure_fedrec.runner import write_json_atomic
+from secure_fedrec.runner import environment, write_json_atomic
 
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-latest-small"
@@ -63,7 +64,7 @@ OVERFIT = {
                      "server_optimizer": "fedadam", "server_lr": 0.1, "checkpoint_every": 0},
         "evaluation": {"every": 5},
     },
-    "audit": {"canaries": 1000, "attacks": ["loss", "lira", "user", "update"], "shadow_models": 8,
+    "audit": {"canaries": 1000, "canary_kind": "ratings", "attacks": ["loss", "lira", "user", "update"], "shadow_models": 8,
               "shadow_epochs": 20, "member_samples": 2000, "n_bootstrap": 200, "update_targets": 20,
               "recommend_k": 20},
 }
@@ -79,7 +80,7 @@ EPSILON_RUN = {
                  "server_optimizer": "fedadam", "server_lr": 0.1, "checkpoint_every": 0},
     "evaluation": {"every": 5},
 }
-EPSILON_AUDIT = {"canaries": 1000, "attacks": ["loss", "update"], "max_users": 150, "n_bootstrap": 100,
+EPSILON_AUDIT = {"canaries": 1000, "canary_kind": "ratings", "attacks": ["loss", "update"], "max_users": 150, "n_bootstrap": 100,
                  "update_targets": 10, "cohort_sizes": [2, 10]}
 EPSILONS = (1.0, 4.0, 8.0, math.inf)
 
@@ -112,7 +113,7 @@ def overfit(data: Path, out: Path, seed: int) -> dict:
          REFERENCE["user_mia_auc"][0]),
         ("user-level MIA AUC, federated setting (non-members fit their own row)", _auc(r, "user"), ""),
         *((f"update inference precision [{v}]", f"{views[v]['precision']:.3f} (AUC {views[v]['auc']:.3f})",
-           f">= {REFERENCE['update_precision_plaintext'][0]}" if v == "plaintext" else "") for v in views),
+           f">= {REFERENCE['update_precision_plaintext'][0]}" if v == "upload" else "") for v in views),
         ("one-run ε̂ (1000 canary ratings, no DP)", f"{r['canary_audit']['epsilon_hat']:.3f}", "ε = ∞"),
     ]
     _table(("measurement", "ours", "reference"), rows)
@@ -282,6 +283,96 @@ def _user_ablation(config, target, split, groups, k, shadow_epochs, seed) -> lis
     return out
 
 
+#: user-level canary-client sweep (issue 21): the package's default training, pinned
+CANARY_RUN = {
+    "model": {"name": "mf", "dim": 8, "init_std": 0.1},
+    "training": {"rounds": 18, "clients_per_round": 0.1, "sampling": "poisson", "local_epochs": 2,
+                 "batch_size": 0, "optimizer": "adam", "lr": 0.05, "reg": 0.05,
+                 "server_optimizer": "fedadam", "server_lr": 0.05, "checkpoint_every": 0},
+    "evaluation": {"every": 18},
+}
+CANARY_AUDIT = {"canaries": 1000, "attacks": [], "n_bootstrap": 100}
+CANARY_EPSILONS = (1.0, 2.0, 4.0, 8.0)
+PLACEMENTS = {"central": {"noise": "central", "protocol": "plaintext"},
+              "distributed": {"noise": "distributed", "protocol": "secagg+"}}
+
+
+def canary_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...] = CANARY_EPSILONS) -> list[dict]:
+    """User-level DP, central and distributed noise, ε ∈ {1, 2, 4, 8}: ε̂ from 1000 canary clients.
+
+    A subset of ε (``--epsilons 8``) writes its own file (leakage_canaries_eps8.json), so
+    re-measuring one cell never overwrites the whole sweep."""
+    print("== canary clients in the server's view: user-level ε sweep ==", flush=True)
+    rows, payload = [], []
+    control = None
+    command = "OMP_NUM_THREADS=1 nice python benchmarks/leakage.py --part canaries"
+    name = "leakage_canaries.json"
+    if tuple(epsilons) != CANARY_EPSILONS:
+        listed = " ".join(f"{e:g}" for e in epsilons)
+        command += f" --epsilons {listed}"
+        name = f"leakage_canaries_eps{'-'.join(f'{e:g}' for e in epsilons)}.json"
+    for placement, p in PLACEMENTS.items():
+        for eps in epsilons:
+            run = copy.deepcopy(CANARY_RUN)
+            run["privacy"] = {"unit": "user", "noise": p["noise"], "target_epsilon": eps}
+            run["aggregation"] = {"protocol": p["protocol"]}
+            cpu, started = time.process_time(), time.perf_counter()
+            # The no-DP twin is the same run for every ε and placement (same canaries, no noise): run it once.
+            audit = {**CANARY_AUDIT, "control": control is None}
+            r = _run(run, audit, data, out / f"canaries-{placement}-eps{eps:g}", seed)
+            c = r["canary_audit"]
+            control = c.get("control", control)
+            c["control"] = control
+            entry = {"placement": placement, "target_epsilon": eps, "epsilon": r["epsilon"], "delta": r["delta"],
+                     "epsilon_hat": c["epsilon_hat"], "best": f"{c['best_score']}/{c['best_method']}",
+                     "tightness": c["tightness"], "ceiling": c.get("ceiling"), "control": c["control"]["epsilon_hat"],
+                     "scores": {n: {k: e[k]["epsilon_hat"] for k in ("one_run", "one_run_fdp",
+                                                                      "clopper_pearson_heldout") if k in e}
+                                | {"auc": e.get("membership", {}).get("auc")} for n, e in c["scores"].items()},
+                     "rmse": r["training"]["final"].get("rmse"),
+                     "wall_seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
+                     "load_average_1min": os.getloadavg()[0]}
+            payload.append(entry)
+            ceiling = c.get("ceiling") or {}
+            rows.append((placement, eps, f"{r['epsilon']:.3f}", f"{c['epsilon_hat']:.3f}", f"{c['tightness']:.3f}",
+                         f"{ceiling.get('epsilon_hat_median', float('nan')):.3f}",
+                         f"{c['control']['epsilon_hat']:.3f}", "yes" if c["epsilon_hat"] <= r["epsilon"] else "NO"))
+            write_json_atomic(RESULTS / name, {"command": command, "run": CANARY_RUN, "audit": CANARY_AUDIT,
+                                               "environment": environment(), "results": payload})
+    _table(("noise", "target ε", "ε", "ε̂", "ε̂/ε", "ceiling ε̂", "no-DP ε̂", "ε̂ ≤ ε"), rows)
+    return payload
+
+
+def ceiling_table(seed: int) -> list[dict]:
+    """The most the one-run tests can certify on an ideal Gaussian mechanism, by canary count."""
+    from attacks import audit_delta
+    from secure_fedrec.audit.canary_audit import canary_guess_counts, ceiling
+    from secure_fedrec.audit.families import _central
+    from secure_fedrec.privacy.calibration import calibrate_noise_multiplier
+
+    print("== ceiling of the one-run audit on an ideal mechanism ==", flush=True)
+    rows, payload = [], []
+    for q, rounds, counts in ((0.1, 18, (1000, 4000, 16000, 64000)), (1.0, 1, (1000, 4000, 16000))):
+        for m in counts:
+            delta = audit_delta(m)
+            for eps in CANARY_EPSILONS:
+                z = calibrate_noise_multiplier(eps, delta, sample_rate=q, steps=rounds, accountant="pld")
+                family = _central([(z, q, rounds)], delta)
+                visible = m / 2 * (1 - (1 - q) ** rounds)
+                c = ceiling(num_canaries=m, rounds=rounds, sample_rate=q, mu=1 / z, family=family, epsilon=eps,
+                            delta=delta, confidence=0.95, guesses=canary_guess_counts(m, expected_visible=visible),
+                            repeats=3, seed=seed)
+                payload.append({"sample_rate": q, "rounds": rounds, "canaries": m, "epsilon": eps, "delta": delta,
+                                "noise_multiplier": z, **c})
+                rows.append((q, rounds, m, eps, f"{c['one_run']['median']:.3f}", f"{c['one_run_fdp']['median']:.3f}",
+                             f"{c['tightness']:.2f}"))
+                print(rows[-1], flush=True)
+            write_json_atomic(RESULTS / "audit_ceiling.json", {
+                "command": "OMP_NUM_THREADS=1 nice python benchmarks/leakage.py --part ceiling", "results": payload})
+    _table(("q", "rounds", "canaries", "ε", "(ε,δ) one-run ε̂", "f-DP one-run ε̂", "best ε̂/ε"), rows)
+    return payload
+
+
 def _table(header, rows) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, tuple("-" * w for w in widths), *rows]:
@@ -290,11 +381,13 @@ def _table(header, rows) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("overfit", "epsilon", "user", "all"), default="all",
+    parser.add_argument("--part", choices=("overfit", "epsilon", "user", "canaries", "ceiling", "all"), default="all",
                         help="all = epsilon + overfit (user re-runs the user-level attacks alone)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "leakage")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epsilons", type=float, nargs="+", default=list(CANARY_EPSILONS),
+                        help="--part canaries: the target ε values (default 1 2 4 8)")
     args = parser.parse_args()
     if not args.data.exists():
         sys.exit(f"data not found: {args.data}")
@@ -305,6 +398,10 @@ def main() -> None:
         overfit(args.data, args.out, args.seed)
     if args.part == "user":
         user_level(args.data, args.out, args.seed)
+    if args.part == "canaries":
+        canary_sweep(args.data, args.out, args.seed, tuple(args.epsilons))
+    if args.part == "ceiling":
+        ceiling_table(args.seed)
     print(json.dumps({"results": str(RESULTS)}))
 
 

@@ -1,32 +1,42 @@
-"""Benchmark: our SecAgg / SecAgg+ against Flower 1.42's SecAgg+ building blocks.
+"""Benchmark: our SecAgg+ against Flower 1.42's SecAgg+ at equal degree/threshold, and the limit.
 
-    python benchmarks/secagg.py                      # full grid, default budgets
-    python benchmarks/secagg.py --quick              # n<=100, m<=1e5 (a few minutes)
-    python benchmarks/secagg.py --flower-python /tmp/flwr-venv/bin/python
+    python benchmarks/secagg.py                       # the four cells below + the n = 10,000 session
+    python benchmarks/secagg.py --cells 100:10:6      # n:degree:threshold, any number of them
+    python benchmarks/secagg.py --no-scale --no-flower
 
-For every cell (n, m, dropout) it runs, on the same machine and in the same
-invocation: our SecAgg (complete graph), our SecAgg+ (Harary graph from
-:func:`protocols.graph.choose_parameters`), and Flower's SecAgg+ composition
-(``benchmarks/flower_secaggplus_ref.py`` in Flower's own virtualenv, as a
-subprocess, run concurrently with ours to save wall time) with the *same*
-degree and threshold. It prints a table with the ratios and writes
-``benchmarks/results/secagg.json``.
+Cells (issue 22): n = 100 at degree/threshold 10/6, 36/19 and 50/26 and
+n = 1,000 at 20/11 (Flower's ``num_shares`` = degree + 1), m = 10^5
+coordinates in Z_{2^32}, 10 % of the clients vanish after sharing their keys
+(before the masked upload: the only stage Flower's workflow survives, and the
+costliest for the server). For each cell, in this invocation, one after the
+other on the same machine:
 
-Measured: client CPU (all clients together, and per client) and server CPU,
-both :func:`time.process_time` of the process doing the work, and bytes sent
-per client from the encoded wire frames (ours) / payload sizes (Flower).
-Our side includes the fixed-point encoding of a float vector per client
-(:class:`protocols.encoding.FixedPointEncoder`), as Flower's includes
-``quantize``; the ring is Z_{2^32} for both.
+* **ours** — every client's fixed-point encoding of a float vector
+  (:meth:`FixedPointEncoder.encode`) plus the whole session
+  (:func:`protocols.masking.run_session`: every client and the server, real
+  wire frames), each party's CPU measured with :func:`time.process_time`;
+* **Flower** — ``benchmarks/flower_secaggplus_ref.py``: Flower's own building
+  blocks composed as its ``secaggplus_mod`` and ``SecAggPlusWorkflow`` do, in
+  a subprocess, same n, m, degree, threshold and dropouts, quantization
+  included;
+* **limit** — the work no implementation of this protocol can skip, priced
+  with micro-timings measured in the same run: per client two X25519 key
+  generations and 2k agreements, one Shamir split of its two secrets to its
+  k + 1 holders, one AES-256-CTR expansion and one modular add per mask, and
+  the encoder's randomness (one AES-CTR pass of 8 bytes per coordinate, for
+  the clients that upload — Flower's reference quantizes for those only); for
+  the server one add per upload, one Shamir reconstruction per survivor's seed
+  and per dropped client's key, and for every (dropped, surviving) pair one
+  X25519 agreement plus one expansion and add. Not counted: hashing, HKDF,
+  AEAD, message encoding, key validation and Python itself — that is our
+  overhead, which the ratio ``ours / limit`` shows.
 
-Dropouts happen before the masked upload (the clients shared their keys, then
-vanished) — the only stage at which Flower's workflow survives a dropout, and
-the costliest one for the server, which must rebuild the dropped clients'
-pairwise masks. (Our protocol survives dropouts at every stage; see the tests.)
+Also, unless ``--no-scale``: one SecAgg+ session of **n = 10,000** clients
+(m = 10^5, 10 % dropout, degree and threshold from
+:func:`protocols.graph.choose_parameters`) and the same at n = 1,000, each in a
+fresh subprocess so that its peak RSS (``ru_maxrss``) is its own.
 
-Cells predicted to exceed the per-cell CPU budget are skipped and listed with
-their prediction; so are reference cells left when the global reference budget
-runs out.
+Writes ``benchmarks/results/secagg.json`` and prints the tables.
 """
 
 from __future__ import annotations
@@ -36,274 +46,274 @@ import json
 import os
 import pathlib
 import platform
+import resource
+import secrets
 import subprocess
 import sys
 import time
-from concurrent import futures
 
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from protocols import prg, shamir
 from protocols.encoding import FixedPointEncoder
-from protocols.errors import BelowThreshold
-from protocols.graph import choose_parameters
+from protocols.graph import choose_parameters, harary_neighbourhoods
 from protocols.masking import MaskingParams, run_session
 
 RESULTS = ROOT / "benchmarks" / "results"
 BITS = 32
-NS = (10, 100, 1000)
-MS = (10_000, 100_000, 1_000_000)
-DROPOUTS = (0.0, 0.1, 0.3)
+DROPOUT = 0.1
+M = 100_000
+CELLS = ("100:10:6", "100:36:19", "100:50:26", "1000:20:11")
 
 
-def graph_for(protocol: str, n: int, dropout: float) -> tuple[int, int, bool]:
-    """(degree, threshold, targets_met) used by both implementations."""
-    if protocol == "secagg":
-        return n - 1, n // 2 + 1, True
-    try:
-        p = choose_parameters(n, dropout_rate=dropout, corrupt_fraction=0.05)
-        return p.degree, p.threshold, True
-    except ValueError:  # too few clients for the 2^-40 / 2^-20 targets
-        return n - 1, n // 2 + 1, False
+# ------------------------------------------------------------------------- micro-timings
+def _per_call(fn, *, repeat: int, rounds: int = 5) -> float:
+    """Best of ``rounds`` averages of ``repeat`` calls, in CPU seconds per call."""
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.process_time()
+        for _ in range(repeat):
+            fn()
+        best = min(best, (time.process_time() - start) / repeat)
+    return best
 
 
-def predict_ours(n: int, k: int, t: int, m: int) -> float:
-    """Rough CPU seconds, calibrated on this machine (mask words, Shamir, key agreement)."""
-    return n * (k + 1) * (m * 1.5e-9 + t * 1.5e-6 + 2e-4) + n * m * 2e-8
-
-
-def predict_flower(n: int, k: int, t: int, m: int) -> float:
-    """Rough CPU seconds: pycryptodome Shamir dominates, then MT19937 masks."""
-    return n * 0.5 * ((k + 1) * t / 703) + n * (k + 1) * m * 6e-9 + n * m * 5e-8
-
-
-def dropout_schedule(n: int, rate: float, seed: int) -> dict[int, str]:
-    rng = np.random.default_rng(seed)  # workload: which clients vanish
-    dead = rng.choice(n, size=round(rate * n), replace=False)
-    return {int(c): "masked_input" for c in dead}
-
-
-def run_ours(n: int, m: int, k: int, t: int, rate: float, seed: int) -> dict:
-    rng = np.random.default_rng(seed)  # workload data only
-    values = rng.uniform(-1.0, 1.0, size=m)
-    encoder = FixedPointEncoder.for_sum(clip=1.0, max_summands=n, bits=BITS)
-    # Encode once per client on the clock (as each client would), but keep one
-    # array: n copies of a 10^6-vector would need 8 GB at n = 1000.
-    start, encode_wall = time.process_time(), time.perf_counter()
-    for _ in range(n):
-        encoded = encoder.encode(values)
-    encode_seconds = time.process_time() - start
-    encode_wall = time.perf_counter() - encode_wall
-    inputs = {cid: encoded for cid in range(n)}
-    params = MaskingParams(threshold=t, degree=k, bits=BITS, vector_length=m)
-    schedule = dropout_schedule(n, rate, seed)
-    wall = time.perf_counter()
-    try:
-        result = run_session(inputs, params, dropouts=schedule)
-    except BelowThreshold as exc:
-        return {"completed": False, "error": str(exc)}
-    wall = time.perf_counter() - wall
-    want = (encoded.astype(np.uint64) * np.uint64(len(result.contributors))) & np.uint64(
-        (1 << BITS) - 1)
-    correct = bool(np.array_equal(result.total, want))
-    alive = result.contributors
-    sent = [result.bytes_sent[c] for c in alive]
-    received = [result.bytes_received[c] for c in alive]
-    client = result.client_seconds + encode_seconds
+def micro_timings(m: int, degree: int, threshold: int) -> dict[str, float]:
+    """CPU seconds of each primitive the limit is made of, measured now."""
+    seed = secrets.token_bytes(32)
+    out = np.empty(m, dtype=np.uint32)
+    acc = np.zeros(m, dtype=np.uint32)
+    randomness = np.empty(m, dtype=np.uint64)  # 8 bytes per coordinate
+    key = X25519PrivateKey.generate()
+    peer = X25519PrivateKey.generate().public_key()
+    xs = list(range(1, degree + 2))
+    secrets_ = [secrets.token_bytes(32), secrets.token_bytes(32)]
+    shares = shamir.split(secrets_[0], threshold, xs)[:threshold]
+    lambdas = shamir.lagrange_coefficients_at_zero(xs[:threshold])
+    pairs = list(zip(xs[:threshold], shares))
     return {
-        "completed": True, "correct": correct,
-        "client_seconds": client, "server_seconds": result.server_seconds,
-        "encode_seconds": encode_seconds, "protocol_client_seconds": result.client_seconds,
-        "session_wall_seconds": wall, "encode_wall_seconds": encode_wall,
-        "client_seconds_per_client": client / n,
-        "bytes_sent_per_client": float(np.mean(sent)), "max_bytes_sent": int(max(sent)),
-        "bytes_received_per_client": float(np.mean(received)),
-        "expansion": max(sent) / (m * BITS / 8),
+        "aes_ctr_expand_s": _per_call(lambda: prg.keystream_into(seed, out), repeat=50),
+        "modular_add_s": _per_call(lambda: np.add(acc, out, out=acc), repeat=200),
+        "encoder_randomness_s": _per_call(lambda: prg.keystream_into(seed, randomness),
+                                          repeat=50),
+        "x25519_keygen_s": _per_call(X25519PrivateKey.generate, repeat=500),
+        "x25519_agree_s": _per_call(lambda: key.exchange(peer), repeat=500),
+        "shamir_split_two_secrets_s": _per_call(
+            lambda: shamir.split_many(secrets_, threshold, xs), repeat=50),
+        "shamir_reconstruct_s": _per_call(
+            lambda: shamir.reconstruct(pairs, coefficients=lambdas), repeat=500),
     }
 
 
-def run_flower(python: str, n: int, m: int, k: int, t: int, rate: float, seed: int,
-               timeout: float) -> dict:
+def limit_seconds(n: int, degree: int, threshold: int, dropped: set[int], graph_seed: bytes,
+                  timings: dict[str, float]) -> dict[str, float]:
+    """The unavoidable CPU of one session (see the module docstring), from ``timings``."""
+    hood = harary_neighbourhoods(list(range(n)), degree, graph_seed)
+    alive = set(range(n)) - dropped
+    mask = timings["aes_ctr_expand_s"] + timings["modular_add_s"]
+    clients = n * (2 * timings["x25519_keygen_s"] + 2 * degree * timings["x25519_agree_s"]
+                   + timings["shamir_split_two_secrets_s"])
+    clients += len(alive) * timings["encoder_randomness_s"]
+    # Dropouts happen after sharing: every survivor masks with itself and all k neighbours.
+    clients += len(alive) * (degree + 1) * mask
+    broken_pairs = sum(len((hood[j] - {j}) & alive) for j in dropped)
+    orphans = sum(1 for j in dropped if (hood[j] - {j}) & alive)
+    server = (len(alive) * (timings["modular_add_s"] + mask
+                            + timings["shamir_reconstruct_s"])
+              + orphans * timings["shamir_reconstruct_s"]
+              + broken_pairs * (timings["x25519_agree_s"] + mask))
+    return {"limit_client_s": clients, "limit_server_s": server, "limit_total_s": clients + server}
+
+
+# ------------------------------------------------------------------------------ our side
+def dropped_clients(n: int, rate: float, seed: int) -> set[int]:
+    rng = np.random.default_rng(seed)  # workload: which clients vanish
+    return {int(c) for c in rng.choice(n, size=round(rate * n), replace=False)}
+
+
+def run_ours(n: int, m: int, degree: int, threshold: int, rate: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)  # workload data only
+    values = rng.uniform(-1.0, 1.0, size=m)
+    encoder = FixedPointEncoder.for_sum(clip=1.0, max_summands=n, bits=BITS)
+    dropped = dropped_clients(n, rate, seed)
+    # Each uploading client encodes on the clock (as Flower's reference quantizes for the
+    # nodes that upload), but one array is kept: n copies would be n * 400 KB.
+    start = time.process_time()
+    for _ in range(n - len(dropped)):
+        encoded = encoder.encode(values, dtype=np.uint32)
+    encode_seconds = time.process_time() - start
+    params = MaskingParams(threshold=threshold, degree=degree, bits=BITS, vector_length=m)
+    graph_seed = secrets.token_bytes(32)
+    wall = time.perf_counter()
+    result = run_session({cid: encoded for cid in range(n)}, params, graph_seed=graph_seed,
+                         dropouts={c: "masked_input" for c in dropped})
+    wall = time.perf_counter() - wall
+    want = (encoded.astype(np.uint64) * np.uint64(len(result.contributors))) & np.uint64(
+        (1 << BITS) - 1)
+    sent = [result.bytes_sent[c] for c in result.contributors]
+    client = result.client_seconds + encode_seconds
+    return {
+        "completed": True, "correct": bool(np.array_equal(result.total, want)),
+        "client_seconds": client, "server_seconds": result.server_seconds,
+        "total_seconds": client + result.server_seconds,
+        "encode_seconds": encode_seconds, "protocol_client_seconds": result.client_seconds,
+        "client_seconds_per_client": client / n, "session_wall_seconds": wall,
+        "bytes_sent_per_client": float(np.mean(sent)), "max_bytes_sent": int(max(sent)),
+        "expansion": max(sent) / (m * BITS / 8),
+        "graph_seed": graph_seed.hex(), "dropped": sorted(dropped),
+    }
+
+
+def run_flower(n: int, m: int, degree: int, threshold: int, rate: float, seed: int,
+               python: str, timeout: float) -> dict:
     cmd = [python, str(ROOT / "benchmarks" / "flower_secaggplus_ref.py"), "--n", str(n),
-           "--m", str(m), "--num-shares", str(k + 1), "--threshold", str(t),
+           "--m", str(m), "--num-shares", str(degree + 1), "--threshold", str(threshold),
            "--dropout", str(rate), "--seed", str(seed)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                              env=env)
     except subprocess.TimeoutExpired:
         return {"completed": False, "skipped": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
         return {"completed": False, "error": proc.stderr.strip().splitlines()[-1:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["total_seconds"] = out["client_seconds"] + out["server_seconds"]
+    return out
 
 
+def scale_cell(n: int, m: int, rate: float, seed: int) -> dict:
+    """One session with the parameter helper's degree/threshold, in a fresh process (peak RSS)."""
+    chosen = choose_parameters(n, dropout_rate=rate, corrupt_fraction=0.05)
+    code = (
+        "import json, resource, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
+        "from secagg import run_ours\n"
+        f"out = run_ours({n}, {m}, {chosen.degree}, {chosen.threshold}, {rate}, {seed})\n"
+        "out.pop('dropped'); out['peak_rss_bytes'] = resource.getrusage("
+        "resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "print(json.dumps(out))\n"
+    )
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    if proc.returncode != 0:
+        return {"n": n, "completed": False, "error": proc.stderr.strip().splitlines()[-3:]}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out.update(n=n, m=m, dropout=rate, degree=chosen.degree, threshold=chosen.threshold,
+               process_wall_seconds=time.perf_counter() - start)
+    return out
+
+
+# ------------------------------------------------------------------------------- driver
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="n <= 100, m <= 1e5")
-    ap.add_argument("--flower-python", default=os.environ.get("FLWR_PYTHON",
-                                                              "/tmp/flwr-venv/bin/python"))
-    ap.add_argument("--cell-budget", type=float, default=150.0,
-                    help="skip our cells predicted to need more CPU seconds than this")
-    ap.add_argument("--flower-cell-budget", type=float, default=200.0)
-    ap.add_argument("--flower-total-budget", type=float, default=1800.0,
-                    help="wall seconds for all reference cells together")
-    ap.add_argument("--ns", type=int, nargs="+", default=list(NS))
-    ap.add_argument("--ms", type=int, nargs="+", default=list(MS))
-    ap.add_argument("--dropouts", type=float, nargs="+", default=list(DROPOUTS))
-    ap.add_argument("--protocols", nargs="+", default=["secagg", "secagg+"],
-                    choices=["secagg", "secagg+"])
+    ap.add_argument("--cells", nargs="+", default=list(CELLS), help="n:degree:threshold")
+    ap.add_argument("--m", type=int, default=M)
+    ap.add_argument("--dropout", type=float, default=DROPOUT)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--flower-python", default=sys.executable,
+                    help="a Python with flwr==1.42.0 (default: this one)")
+    ap.add_argument("--flower-timeout", type=float, default=1800.0)
+    ap.add_argument("--no-flower", action="store_true")
+    ap.add_argument("--no-scale", action="store_true")
+    ap.add_argument("--scale-n", type=int, nargs="+", default=[1000, 10_000])
     ap.add_argument("--out", default=str(RESULTS / "secagg.json"))
     args = ap.parse_args()
 
-    ns = tuple(n for n in args.ns if not args.quick or n <= 100)
-    ms = tuple(m for m in args.ms if not args.quick or m <= 100_000)
-    have_flower = pathlib.Path(args.flower_python).exists()
-
-    cells = [(n, m, d, proto) for n in ns for m in ms for d in args.dropouts
-             for proto in args.protocols]
-    # Reference cells, most informative first: the headline cell, then cheap ones.
-    ref_cells = []
-    for n, m, d, proto in cells:
-        k, t, _ = graph_for(proto, n, d)
-        if proto == "secagg+" or k == n - 1:
-            ref_cells.append((n, m, d, proto, k, t))
-    ref_cells = list({(c[0], c[1], c[2], c[4], c[5]): c for c in ref_cells}.values())
-    ref_cells.sort(key=lambda c: (not (c[0] == 100 and c[1] == 100_000 and c[2] == 0.1),
-                                  predict_flower(c[0], c[4], c[5], c[1])))
-
-    pool = futures.ThreadPoolExecutor(max_workers=1)
-    ref_started = time.monotonic()
-    ref_futures: dict[tuple, futures.Future] = {}
-    ref_skipped: dict[tuple, str] = {}
-
-    def submit_refs() -> None:
-        for n, m, d, proto, k, t in ref_cells:
-            key = (n, m, d, k, t)
-            if key in ref_futures or key in ref_skipped:
-                continue
-            pred = predict_flower(n, k, t, m)
-            if not have_flower:
-                ref_skipped[key] = "flwr==1.42.0 venv not found"
-            elif pred > args.flower_cell_budget:
-                ref_skipped[key] = (f"predicted {pred:.0f} s CPU > cell budget "
-                                    f"{args.flower_cell_budget:.0f} s")
-            else:
-                ref_futures[key] = pool.submit(_guarded_flower, args, n, m, k, t, d, ref_started)
-
-    submit_refs()
     rows = []
-    for n, m, d, proto in cells:
-        k, t, targets_met = graph_for(proto, n, d)
-        pred = predict_ours(n, k, t, m)
-        row = {"n": n, "m": m, "dropout": d, "protocol": proto, "degree": k, "threshold": t,
-               "parameter_targets_met": targets_met, "predicted_seconds": round(pred, 1)}
-        if pred > args.cell_budget:
-            row["ours"] = {"completed": False,
-                           "skipped": (f"predicted {pred:.0f} s CPU > cell budget "
-                                       f"{args.cell_budget:.0f} s")}
-        else:
-            row["ours"] = run_ours(n, m, k, t, d, args.seed)
+    for cell in args.cells:
+        n, degree, threshold = (int(v) for v in cell.split(":"))
+        timings = micro_timings(args.m, degree, threshold)
+        ours = run_ours(n, args.m, degree, threshold, args.dropout, args.seed)
+        limit = limit_seconds(n, degree, threshold, set(ours.pop("dropped")),
+                              bytes.fromhex(ours["graph_seed"]), timings)
+        flower = (None if args.no_flower else
+                  run_flower(n, args.m, degree, threshold, args.dropout, args.seed,
+                             args.flower_python, args.flower_timeout))
+        row = {"n": n, "m": args.m, "dropout": args.dropout, "degree": degree,
+               "threshold": threshold, "ours": ours, "flower": flower, "limit": limit,
+               "micro_timings": timings}
+        if flower and flower.get("completed"):
+            row["flower_over_ours"] = flower["total_seconds"] / ours["total_seconds"]
+        row["ours_over_limit"] = ours["total_seconds"] / limit["limit_total_s"]
         rows.append(row)
-        _print_ours(row)
+        _print_row(row)
 
-    for row in rows:
-        key = (row["n"], row["m"], row["dropout"], row["degree"], row["threshold"])
-        if key in ref_futures:
-            row["flower"] = ref_futures[key].result()
-        elif key in ref_skipped:
-            row["flower"] = {"completed": False, "skipped": ref_skipped[key]}
-        else:
-            row["flower"] = None  # no Flower equivalent (e.g. classic SecAgg not run)
-    pool.shutdown()
-
-    _print_table(rows)
-    headline = _headline(rows)
+    scale = [] if args.no_scale else [scale_cell(n, args.m, args.dropout, args.seed)
+                                      for n in args.scale_n]
+    for cell in scale:
+        print(f"[scale] n={cell['n']} k={cell.get('degree')} t={cell.get('threshold')}: "
+              f"total CPU {cell.get('total_seconds', float('nan')):.1f} s, peak RSS "
+              f"{cell.get('peak_rss_bytes', 0) / 2**20:.0f} MiB, correct={cell.get('correct')}",
+              flush=True)
+    summary = _summary(rows, scale)
     out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                       "platform": platform.platform()},
+                       "platform": platform.platform(),
+                       "load_average_at_end": os.getloadavg()},
+           "command": " ".join([pathlib.Path(sys.argv[0]).name, *sys.argv[1:]]),
+           "commit": _commit(),
            "bits": BITS, "dropout_stage": "masked_input", "seed": args.seed,
-           "budgets": {"cell": args.cell_budget, "flower_cell": args.flower_cell_budget,
-                       "flower_total": args.flower_total_budget},
-           "headline": headline, "rows": rows}
+           "summary": summary, "rows": rows, "scale": scale,
+           "benchmark_cpu_seconds": resource.getrusage(resource.RUSAGE_SELF).ru_utime}
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(f"\nwrote {args.out}")
-    print(json.dumps(headline, indent=1))
+    print(json.dumps(summary, indent=1))
 
 
-def _guarded_flower(args, n, m, k, t, d, started) -> dict:
-    left = args.flower_total_budget - (time.monotonic() - started)
-    if left <= 0:
-        return {"completed": False, "skipped": "global reference time budget exhausted"}
-    return run_flower(args.flower_python, n, m, k, t, d, args.seed, timeout=left)
+def _print_row(row: dict) -> None:
+    o, f, lim = row["ours"], row["flower"] or {}, row["limit"]
+    ft = f.get("total_seconds")
+    print(f"n={row['n']:5d} k/t={row['degree']}/{row['threshold']}: ours {o['total_seconds']:.3f} s "
+          f"(encode {o['encode_seconds']:.3f}, clients {o['protocol_client_seconds']:.3f}, "
+          f"server {o['server_seconds']:.3f}; correct={o['correct']}), "
+          f"limit {lim['limit_total_s']:.3f} s (x{row['ours_over_limit']:.2f}), "
+          f"Flower {'-' if ft is None else f'{ft:.2f} s'}"
+          + (f" (x{row['flower_over_ours']:.1f})" if "flower_over_ours" in row else ""),
+          flush=True)
 
 
-def _fmt(x, spec=".2f"):
-    return "-" if x is None else format(x, spec)
-
-
-def _print_ours(row) -> None:
-    o = row["ours"]
-    status = "ok" if o.get("correct") else o.get("skipped") or o.get("error") or "WRONG SUM"
-    print(f"[ours] n={row['n']:5d} m={row['m']:8d} drop={row['dropout']:.1f} "
-          f"{row['protocol']:8s} k={row['degree']:4d} t={row['threshold']:4d} "
-          f"client={_fmt(o.get('client_seconds'))}s server={_fmt(o.get('server_seconds'))}s "
-          f"{status}", flush=True)
-
-
-def _print_table(rows) -> None:
-    head = (f"{'n':>5} {'m':>8} {'drop':>4} {'proto':>8} {'k':>4} {'t':>4} | "
-            f"{'ours cli/cl s':>13} {'ours srv s':>10} {'ours tot s':>10} {'ours B/cl':>10} "
-            f"{'exp':>5} | {'flwr cli/cl s':>13} {'flwr srv s':>10} {'flwr tot s':>10} "
-            f"{'flwr B/cl':>10} | {'CPU ratio':>9}")
-    print("\n" + head + "\n" + "-" * len(head))
-    for r in rows:
-        o, f = r["ours"], r.get("flower") or {}
-        ot = (o["client_seconds"] + o["server_seconds"]) if o.get("completed") else None
-        ft = (f["client_seconds"] + f["server_seconds"]) if f.get("completed") else None
-        ratio = ft / ot if ot and ft else None
-        print(f"{r['n']:5d} {r['m']:8d} {r['dropout']:4.1f} {r['protocol']:>8} "
-              f"{r['degree']:4d} {r['threshold']:4d} | "
-              f"{_fmt(o.get('client_seconds_per_client'), '.4f'):>13} "
-              f"{_fmt(o.get('server_seconds')):>10} {_fmt(ot):>10} "
-              f"{_fmt(o.get('bytes_sent_per_client'), '.0f'):>10} "
-              f"{_fmt(o.get('expansion'), '.3f'):>5} | "
-              f"{_fmt(f.get('client_seconds_per_client'), '.4f'):>13} "
-              f"{_fmt(f.get('server_seconds')):>10} {_fmt(ft):>10} "
-              f"{_fmt(f.get('bytes_sent_per_client'), '.0f'):>10} | {_fmt(ratio, '.1f'):>9}")
-    skipped = [(r, side) for r in rows for side in ("ours", "flower")
-               if r.get(side) and r[side].get("skipped")]
-    if skipped:
-        print("\nskipped cells:")
-        for r, side in skipped:
-            print(f"  {side:6s} n={r['n']} m={r['m']} drop={r['dropout']} {r['protocol']}: "
-                  f"{r[side]['skipped']}")
-
-
-def _headline(rows) -> dict:
-    out = {}
-    for r in rows:
-        o, f = r["ours"], r.get("flower") or {}
-        if (r["n"], r["m"], r["dropout"], r["protocol"]) == (100, 100_000, 0.1, "secagg+"):
-            ours = o["client_seconds"] + o["server_seconds"] if o.get("completed") else None
-            ref = f["client_seconds"] + f["server_seconds"] if f.get("completed") else None
-            out["n100_m1e5_d10_secaggplus"] = {
-                "ours_total_cpu_s": ours, "flower_total_cpu_s": ref,
-                "cpu_ratio": ref / ours if ours and ref else None, "target_ratio": 20,
-                "ours_expansion": o.get("expansion"), "target_expansion": 1.05,
-                "flower_expansion": f.get("expansion"),
-            }
-        if (r["n"], r["m"], r["dropout"], r["protocol"]) == (1000, 100_000, 0.1, "secagg+"):
-            out["n1000_m1e5_d10_secaggplus"] = {
-                "ours_total_cpu_s": (o["client_seconds"] + o["server_seconds"]
-                                     if o.get("completed") else None),
-                # Wall time of the whole simulated round: every client's encoding plus
-                # the single-threaded session (all clients and the server).
-                "ours_round_wall_s": (o["session_wall_seconds"] + o["encode_wall_seconds"]
-                                      if o.get("completed") else None),
-                "target_wall_s": 30, "correct": o.get("correct")}
+def _summary(rows: list[dict], scale: list[dict]) -> dict:
+    out: dict = {"cells": [
+        {"n": r["n"], "degree": r["degree"], "threshold": r["threshold"],
+         "ours_total_cpu_s": r["ours"]["total_seconds"],
+         "flower_total_cpu_s": (r["flower"] or {}).get("total_seconds"),
+         "flower_over_ours": r.get("flower_over_ours"), "target_ratio": 20,
+         "limit_total_cpu_s": r["limit"]["limit_total_s"],
+         "ours_over_limit": r["ours_over_limit"], "target_over_limit": 2,
+         "correct": r["ours"]["correct"], "expansion": r["ours"]["expansion"]}
+        for r in rows]}
+    by_n = {c["n"]: c for c in scale if c.get("completed", True) and "total_seconds" in c}
+    if 1000 in by_n and 10_000 in by_n:
+        small, big = by_n[1000], by_n[10_000]
+        out["scale"] = {
+            "n1000": {k: small[k] for k in ("degree", "threshold", "total_seconds",
+                                            "peak_rss_bytes", "correct")},
+            "n10000": {k: big[k] for k in ("degree", "threshold", "total_seconds",
+                                           "peak_rss_bytes", "correct", "session_wall_seconds")},
+            "cpu_ratio": big["total_seconds"] / small["total_seconds"], "target_cpu_ratio": 10,
+            # Per client and per neighbour: flat if the cost grows no faster than the degree.
+            "per_client_per_neighbour_ratio": (
+                (big["total_seconds"] / (10_000 * big["degree"]))
+                / (small["total_seconds"] / (1000 * small["degree"]))),
+        }
     return out
+
+
+def _commit() -> str:
+    """The checkout the numbers belong to (with a mark if it has uncommitted changes)."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "protocols"], cwd=ROOT,
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return head + (" (protocols/ modified)" if dirty else "")
 
 
 if __name__ == "__main__":

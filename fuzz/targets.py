@@ -113,11 +113,16 @@ def _masking_decode(data: bytes) -> object:
     return decode(data)
 
 
-def _masking_seeds() -> list[bytes]:
+def _one_per_kind(frames) -> list[bytes]:
+    """The first frame of each message kind (byte 6 of the header)."""
     seen: dict[int, bytes] = {}
-    for frame in _masking_frames():
+    for frame in frames:
         seen.setdefault(frame[6], frame)
     return list(seen.values())
+
+
+def _masking_seeds() -> list[bytes]:
+    return _one_per_kind(_masking_frames())
 
 
 def _masking_parties(data: bytes) -> object:
@@ -145,6 +150,107 @@ def _masking_party_seeds() -> list[bytes]:
     params = MaskingParams(threshold=3, degree=3, bits=16, vector_length=4)
     server = MaskingServer(params, [0, 1, 2, 3], session_id=bytes(16), graph_seed=bytes(32))
     return [frame for _, frame in server.start()][:1] + _masking_seeds()
+
+
+@functools.lru_cache(maxsize=1)
+def _midsession_frames() -> tuple[bytes, ...]:
+    """Frames of a 4-client session stopped with the server collecting masked inputs."""
+    return tuple(frame for _, frame in _midsession()[2])
+
+
+def _midsession():
+    from protocols.masking import MaskingClient, MaskingParams, MaskingServer
+
+    params = MaskingParams(threshold=3, degree=3, bits=16, vector_length=4, min_survivors=3)
+    server = MaskingServer(params, [0, 1, 2, 3], session_id=bytes(16), graph_seed=bytes(32))
+    clients = {c: MaskingClient(c) for c in range(4)}
+    for client in clients.values():
+        client.set_input(np.arange(4))
+    seen: list[tuple[int, bytes]] = []
+    _deliver(server.start(), clients, server, seen)
+    _deliver(server.advance(), clients, server, seen)
+    return server, clients, seen + list(server.advance())
+
+
+def _deliver(frames, clients, server, seen: list | None = None) -> None:
+    """Hand each frame to its client and each reply to the server (recording them in ``seen``)."""
+    for cid, frame in frames:
+        replies = clients[cid].receive(frame)
+        if seen is not None:
+            seen.extend([(cid, frame)] + [(cid, reply) for reply in replies])
+        for reply in replies:
+            server.receive(reply)
+
+
+def _masking_midsession(data: bytes) -> object:
+    """A server collecting masked inputs and a client awaiting its share bundle, same bytes.
+
+    Both decode with the session's own sizes (4 clients, 4 coordinates): this is
+    where a frame sized for another session must fail cheaply and typed.
+    """
+    server, clients, _ = _midsession()
+    errors = 0
+    for party in (server.receive, clients[1].receive):
+        try:
+            party(data)
+        except ProtocolError:
+            errors += 1
+    return errors
+
+
+@functools.lru_cache(maxsize=1)
+def _multiround_frames() -> tuple[bytes, ...]:
+    """Every message kind of a 3-round multi-round session with dropouts and a return."""
+    from protocols.masking import MaskingParams
+    from protocols.masking.multiround import MultiRoundSecAgg
+
+    frames: list[bytes] = []
+
+    def keep(stage, sender, receiver, frame):
+        frames.append(frame)
+        return frame
+
+    params = MaskingParams(threshold=3, degree=4, bits=16, vector_length=3)
+    session = MultiRoundSecAgg(params, list(range(6)), rounds=4, session_id=bytes(16),
+                               graph_seed=bytes(32), interceptor=keep)
+    for schedule in ({}, {2: "masked_input"}, {2: "masked_input"}, {4: "unmasking"}):
+        session.run_round({c: np.arange(3) for c in range(6)}, dropouts=schedule)
+    return tuple(frames)
+
+
+def _multiround_decode(data: bytes) -> object:
+    from protocols.masking.multiround import decode
+
+    return decode(data)
+
+
+def _multiround_seeds() -> list[bytes]:
+    return _one_per_kind(_multiround_frames())
+
+
+def _multiround_parties(data: bytes) -> object:
+    """A multi-round server collecting uploads and a client that uploaded, fed the same bytes."""
+    from protocols.masking import MaskingParams
+    from protocols.masking.multiround import MultiRoundClient, MultiRoundServer
+
+    params = MaskingParams(threshold=3, degree=3, bits=16, vector_length=3)
+    server = MultiRoundServer(params, [0, 1, 2, 3], rounds=3, session_id=bytes(16),
+                              graph_seed=bytes(32))
+    clients = {c: MultiRoundClient(c) for c in range(4)}
+    _deliver(server.start(), clients, server)
+    _deliver(server.advance(), clients, server)
+    server.advance()
+    for client in clients.values():
+        client.set_input(np.arange(3))
+    for cid, frame in server.start_round():
+        clients[cid].receive(frame)  # uploads are not delivered: the server still collects
+    errors = 0
+    for party in (server.receive, clients[1].receive):
+        try:
+            party(data)
+        except ProtocolError:
+            errors += 1
+    return errors
 
 
 # --------------------------------------------------------------------------------- Paillier
@@ -319,6 +425,15 @@ def _targets() -> dict[str, Target]:
                "protocols.masking.messages.decode (all 10 message kinds)"),
         Target("masking_parties", _masking_parties, (), _masking_party_seeds,
                "MaskingClient.receive and MaskingServer.receive (ProtocolError caught inside)"),
+        Target("masking_midsession", _masking_midsession, (), _midsession_frames,
+               ("MaskingServer collecting masked inputs and MaskingClient awaiting shares, "
+                "decoding with the session's own sizes (ProtocolError caught inside)")),
+        Target("masking_multiround_decode", _multiround_decode, (MalformedMessage,),
+               _multiround_seeds,
+               "protocols.masking.multiround.decode (all 8 message kinds, protocol code 3)"),
+        Target("masking_multiround_parties", _multiround_parties, (), _multiround_seeds,
+               ("MultiRoundServer collecting uploads and MultiRoundClient awaiting its "
+                "unmask request (ProtocolError caught inside)")),
         Target("paillier_messages", _paillier_messages, (MalformedMessage,),
                _paillier_message_seeds,
                "protocols.paillier.messages: SessionParams and the 5 message parsers"),

@@ -119,7 +119,7 @@ DP_TRADEOFF = [
 
 User-level DP-FedAvg (McMahan et al. 2018): each sampled client's whole update
 is clipped to L2 norm C, the server adds Gaussian noise z·C to the sum, and
-the accountant turns (z, sampling rate, rounds) into ε at δ = 1/N^1.1. More
+the accountant turns (z, sampling rate, rounds) into ε at δ = min(1/(10N), N^-1.1). More
 noise → smaller ε → worse accuracy.
 
 This notebook runs the same machinery as

@@ -24,12 +24,19 @@ from typing import Protocol, runtime_checkable
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import DecryptionError, InvalidSignature, MalformedMessage
+from .wire import check_round_index
 
 __all__ = [
     "AEAD_OVERHEAD",
@@ -39,6 +46,7 @@ __all__ = [
     "StaticTrustStore",
     "TrustStore",
     "agree",
+    "check_public_key",
     "derive_key",
     "generate_key_pair",
     "open_sealed",
@@ -87,6 +95,40 @@ def public_from_private(private_bytes: bytes) -> bytes:
     return key.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw)
 
 
+_FIELD_PRIME = 2**255 - 19
+#: u-coordinates of every point of small order on Curve25519 and its twist, reduced mod p:
+#: 0 (order 2), 1 and p - 1 (order 4 on the curve or the twist), and the two of order 8.
+_SMALL_ORDER_U = frozenset({
+    0, 1, _FIELD_PRIME - 1,
+    325606250916557431795983626356110631294008115727848805560023387167927233504,
+    39382357235489614581723060781553021112529911719440698176882885853963445705823,
+})
+
+
+def check_public_key(public: bytes) -> None:
+    """Raise :class:`MalformedMessage` unless ``public`` is a usable X25519 public key.
+
+    A point of small order makes every exchange with it produce the all-zero
+    secret (RFC 7748 §6.1): ``cryptography`` refuses that inside ``exchange``,
+    but only once a neighbour already tries to agree with it, and a key that
+    fails every neighbour's agreement would abort the whole session. So the
+    server refuses such keys at advertise time, the way libsodium does
+    (``has_small_order``): decode the u-coordinate as RFC 7748 §5 does
+    (little-endian, top bit ignored), reduce it modulo p (this catches the
+    non-canonical encodings p and p + 1), and compare it with the five
+    small-order u-coordinates. Every u in GF(p) lies on the curve or its
+    twist, whose small-order subgroups (orders 8 and 4) have exactly these
+    u-coordinates; ``tests/adversarial/test_masking_hardening.py`` checks the
+    list against ``cryptography``'s own refusal. One comparison instead of
+    one scalar multiplication per key.
+    """
+    if not (isinstance(public, (bytes, bytearray)) and len(public) == KEY_SIZE):
+        raise MalformedMessage(f"an X25519 public key is {KEY_SIZE} bytes")
+    u = int.from_bytes(public, "little") & ((1 << 255) - 1)
+    if u % _FIELD_PRIME in _SMALL_ORDER_U:
+        raise MalformedMessage("invalid X25519 public key (small-order point)")
+
+
 def agree(private: X25519PrivateKey | bytes, peer_public: bytes) -> bytes:
     """Raw X25519 shared secret; a malformed or low-order peer key is :class:`MalformedMessage`."""
     if isinstance(private, (bytes, bytearray)):
@@ -104,8 +146,14 @@ def derive_key(shared_secret: bytes, *, salt: bytes, label: bytes, context: byte
     ).derive(shared_secret)
 
 
+_BINDING = struct.Struct(">III")
+
+
 def binding(round_index: int, sender: int, receiver: int) -> bytes:
-    return struct.pack(">III", round_index, sender, receiver)
+    """``round || sender || receiver`` as three u32; an out-of-range round is :class:`ValueError`."""
+    if type(round_index) is not int or not 0 <= round_index <= 0xFFFFFFFF:
+        check_round_index(round_index)  # raises, naming the range
+    return _BINDING.pack(round_index, sender, receiver)
 
 
 def seal(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:

@@ -16,7 +16,12 @@ Compared with Flower's ``pseudo_rand_gen`` (a 32-bit XOR fold of the seed fed
 to numpy's MT19937): the full 256-bit seed keys the cipher, and the output is
 computationally indistinguishable from uniform under the standard PRP
 assumption on AES. ``cryptography``'s AES uses AES-NI when present; one
-10^5-word expansion takes tens of microseconds.
+10^5-word expansion takes about 50 microseconds here (~8 GB/s).
+
+Hot path: :func:`keystream_into` writes the keystream straight into a
+caller-owned array (``update_into`` over a shared read-only zero buffer), so
+that a client adding k masks to its vector reuses one scratch array instead
+of allocating two buffers per neighbour.
 """
 
 from __future__ import annotations
@@ -24,11 +29,26 @@ from __future__ import annotations
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["SEED_SIZE", "expand", "keystream_words", "word_dtype"]
+__all__ = ["SEED_SIZE", "add_mask", "expand", "keystream_into", "keystream_words", "word_dtype"]
 
 SEED_SIZE = 32
 _ZERO_COUNTER = bytes(16)
 _MAX_BITS = 62
+# Plaintext for the keystream: CTR encryption of zeros is the keystream itself. One
+# shared read-only buffer, grown on demand, read by every expansion.
+_zeros = bytes(1 << 16)
+
+
+def _zero_source(nbytes: int) -> memoryview:
+    global _zeros
+    if len(_zeros) < nbytes:
+        _zeros = bytes(max(nbytes, 2 * len(_zeros)))
+    return memoryview(_zeros)[:nbytes]
+
+
+def _check_seed(seed: bytes) -> None:
+    if not (isinstance(seed, (bytes, bytearray)) and len(seed) == SEED_SIZE):
+        raise ValueError(f"a mask seed must be {SEED_SIZE} bytes")
 
 
 def word_dtype(bits: int) -> np.dtype:
@@ -45,13 +65,39 @@ def keystream_words(seed: bytes, length: int, dtype: np.dtype) -> np.ndarray:
     word size and reduces once at the end, which gives the same result as
     reducing every mask, since 2^bits divides 2^32 and 2^64.
     """
-    if not (isinstance(seed, (bytes, bytearray)) and len(seed) == SEED_SIZE):
-        raise ValueError(f"a mask seed must be {SEED_SIZE} bytes")
     if length < 0:
         raise ValueError("length must be non-negative")
-    encryptor = Cipher(algorithms.AES(bytes(seed)), modes.CTR(_ZERO_COUNTER)).encryptor()
-    raw = encryptor.update(bytes(length * dtype.itemsize)) + encryptor.finalize()
-    return np.frombuffer(raw, dtype=dtype)
+    return keystream_into(seed, np.empty(length, dtype=dtype))
+
+
+def keystream_into(seed: bytes, out: np.ndarray) -> np.ndarray:
+    """Fill the C-contiguous array ``out`` with the keystream of ``seed``; returns ``out``.
+
+    The bytes are those of :func:`keystream_words`, read in ``out``'s dtype.
+    """
+    _check_seed(seed)
+    if not (isinstance(out, np.ndarray) and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError("out must be a writable C-contiguous array")
+    nbytes = out.nbytes
+    if nbytes:
+        encryptor = Cipher(algorithms.AES(bytes(seed)), modes.CTR(_ZERO_COUNTER)).encryptor()
+        encryptor.update_into(_zero_source(nbytes), memoryview(out).cast("B"))
+    return out
+
+
+def add_mask(target: np.ndarray, seed: bytes, scratch: np.ndarray, *, subtract: bool = False,
+             ) -> None:
+    """``target ±= keystream(seed)`` in place, modulo the word size, through ``scratch``.
+
+    ``scratch`` has ``target``'s shape and dtype and is overwritten; reusing it
+    across masks is what keeps a client's masking free of per-neighbour
+    allocations.
+    """
+    keystream_into(seed, scratch)
+    if subtract:
+        np.subtract(target, scratch, out=target)
+    else:
+        np.add(target, scratch, out=target)
 
 
 def expand(seed: bytes, length: int, bits: int) -> np.ndarray:

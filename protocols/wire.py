@@ -33,15 +33,18 @@ import numpy as np
 from .errors import MalformedMessage
 
 __all__ = [
-    "MAGIC",
-    "WIRE_VERSION",
-    "SERVER_ID",
     "HEADER_SIZE",
+    "MAGIC",
+    "SERVER_ID",
+    "WIRE_VERSION",
     "FrameHeader",
-    "Writer",
     "Reader",
-    "encode_frame",
+    "Writer",
+    "check_round_index",
     "decode_frame",
+    "encode_frame",
+    "encode_frame_parts",
+    "split_frame",
 ]
 
 MAGIC = b"SFR1"
@@ -51,6 +54,22 @@ SESSION_ID_SIZE = 16
 _HEADER = struct.Struct(">4sBBBB16sIIII")
 HEADER_SIZE = _HEADER.size
 DEFAULT_MAX_FRAME = 1 << 30  # 1 GiB: far above any legitimate message, below memory exhaustion
+MAX_ROUND = 0xFFFFFFFF  # the header's round field is a u32
+
+
+def check_round_index(round_index: object) -> int:
+    """``round_index`` if it fits the frame header's u32 round field.
+
+    Every derived key, commitment and transcript binds the round as a u32, so
+    a caller passing ``-1`` or ``2**32`` must hear about it here, in plain
+    words (:class:`ValueError`; :class:`TypeError` for a non-integer), rather
+    than as a ``struct.error`` from deep inside a derivation.
+    """
+    if not isinstance(round_index, int) or isinstance(round_index, bool):
+        raise TypeError(f"round_index must be an integer in [0, 2^32), got {round_index!r}")
+    if not 0 <= round_index <= MAX_ROUND:
+        raise ValueError(f"round_index must be in [0, 2^32), got {round_index}")
+    return round_index
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,15 @@ class FrameHeader:
     receiver: int
 
     def __post_init__(self) -> None:
+        # Fast path first: every frame in and out builds a header (about 10^5 per session
+        # at n = 10,000); the loop below only runs to name what is wrong.
+        if (type(self.protocol) is int and type(self.kind) is int and type(self.round) is int
+                and type(self.sender) is int and type(self.receiver) is int
+                and 0 <= self.protocol <= 0xFF and 0 <= self.kind <= 0xFF
+                and 0 <= self.round <= 0xFFFFFFFF and 0 <= self.sender <= 0xFFFFFFFF
+                and 0 <= self.receiver <= 0xFFFFFFFF and type(self.session_id) is bytes
+                and len(self.session_id) == SESSION_ID_SIZE):
+            return
         for name in ("protocol", "kind"):
             value = getattr(self, name)
             if not (isinstance(value, int) and 0 <= value <= 0xFF):
@@ -87,15 +115,32 @@ def encode_frame(header: FrameHeader, body: bytes) -> bytes:
 
 def decode_frame(data: bytes, *, max_size: int = DEFAULT_MAX_FRAME) -> tuple[FrameHeader, bytes]:
     """Split a frame into its header and body; any inconsistency is :class:`MalformedMessage`."""
+    header, body = split_frame(data, max_size=max_size)
+    return header, bytes(body)
+
+
+def split_frame(data: bytes | bytearray | memoryview, *,
+                max_size: int = DEFAULT_MAX_FRAME) -> tuple[FrameHeader, memoryview]:
+    """:func:`decode_frame` without copying the body of an immutable ``bytes`` frame.
+
+    The size is checked before anything else, so an oversized frame costs a
+    ``len()`` and nothing proportional to its length. The body is a read-only
+    view into ``data`` when ``data`` is ``bytes``; a mutable buffer's body is
+    copied (once its size has been accepted), so that nothing decoded from it
+    can change under the caller's feet.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedMessage("a frame must be bytes")
-    data = bytes(data)
-    if len(data) > max_size:
-        raise MalformedMessage(f"frame of {len(data)} bytes exceeds the limit of {max_size}")
-    if len(data) < HEADER_SIZE:
+    try:
+        view = memoryview(data).cast("B")
+    except TypeError:
+        raise MalformedMessage("a frame must be a contiguous byte buffer") from None
+    if view.nbytes > max_size:
+        raise MalformedMessage(f"frame of {view.nbytes} bytes exceeds the limit of {max_size}")
+    if view.nbytes < HEADER_SIZE:
         raise MalformedMessage("truncated frame header")
     magic, version, protocol, kind, flags, session_id, rnd, sender, receiver, body_len = (
-        _HEADER.unpack_from(data)
+        _HEADER.unpack_from(view)
     )
     if magic != MAGIC:
         raise MalformedMessage("bad magic")
@@ -103,33 +148,48 @@ def decode_frame(data: bytes, *, max_size: int = DEFAULT_MAX_FRAME) -> tuple[Fra
         raise MalformedMessage(f"unsupported wire version {version}")
     if flags != 0:
         raise MalformedMessage("reserved flags set")
-    if body_len != len(data) - HEADER_SIZE:
+    if body_len != view.nbytes - HEADER_SIZE:
         raise MalformedMessage("body length does not match the frame size")
     header = FrameHeader(protocol, kind, session_id, rnd, sender, receiver)
-    return header, data[HEADER_SIZE:]
+    body = view[HEADER_SIZE:]
+    if not isinstance(data, bytes):
+        body = memoryview(body.tobytes())
+    return header, body.toreadonly()
 
 
 class Writer:
-    """Builds a message body field by field."""
+    """Builds a message body field by field.
+
+    Fields are kept as separate buffers and joined once by :meth:`getvalue`
+    (or by :func:`encode_frame_parts`, together with the header), so a large
+    array is copied exactly once on its way into a frame.
+    """
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | memoryview] = []
+        self._size = 0
+
+    def _append(self, part: bytes | memoryview) -> None:
+        self._parts.append(part)
+        self._size += len(part) if isinstance(part, bytes) else part.nbytes
 
     def u8(self, value: int) -> Writer:
-        self._parts.append(struct.pack(">B", value))
+        self._append(struct.pack(">B", value))
         return self
 
     def u32(self, value: int) -> Writer:
-        self._parts.append(struct.pack(">I", value))
+        self._append(struct.pack(">I", value))
         return self
 
     def u64(self, value: int) -> Writer:
-        self._parts.append(struct.pack(">Q", value))
+        self._append(struct.pack(">Q", value))
         return self
 
-    def blob(self, value: bytes) -> Writer:
-        value = bytes(value)
-        self._parts.append(struct.pack(">I", len(value)) + value)
+    def blob(self, value: bytes | bytearray | memoryview) -> Writer:
+        """A length-prefixed byte string; a memoryview is referenced, not copied, until joined."""
+        view = memoryview(value).cast("B") if not isinstance(value, bytes) else value
+        self._append(struct.pack(">I", len(view)))
+        self._append(view if isinstance(view, bytes) else view.toreadonly())
         return self
 
     def bigint(self, value: int) -> Writer:
@@ -139,14 +199,27 @@ class Writer:
         return self.blob(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
 
     def array(self, values: np.ndarray, dtype: str) -> Writer:
-        """A 1-D array in the given big-endian dtype (e.g. ``'>u4'``)."""
-        return self.blob(np.ascontiguousarray(values, dtype=np.dtype(dtype)).tobytes())
+        """A 1-D array in the given dtype (e.g. ``'>u4'``); no copy when it already is one."""
+        return self.blob(memoryview(np.ascontiguousarray(values, dtype=np.dtype(dtype))))
 
-    def u32_list(self, values: list[int] | tuple[int, ...]) -> Writer:
+    def u32_list(self, values: list[int] | tuple[int, ...] | np.ndarray) -> Writer:
         return self.array(np.asarray(values, dtype=np.int64), ">u4")
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def parts(self) -> list[bytes | memoryview]:
+        return list(self._parts)
 
     def getvalue(self) -> bytes:
         return b"".join(self._parts)
+
+
+def encode_frame_parts(header: FrameHeader, writer: Writer) -> bytes:
+    """``encode_frame(header, writer.getvalue())`` with a single copy of the body."""
+    return b"".join([header.pack(writer.size), *writer.parts])
 
 
 class Reader:
@@ -174,21 +247,25 @@ class Reader:
         return struct.unpack(">Q", self._take(8))[0]
 
     def blob(self, *, max_len: int | None = None, exact_len: int | None = None) -> bytes:
+        return bytes(self._blob_view(max_len, exact_len))
+
+    def _blob_view(self, max_len: int | None, exact_len: int | None) -> memoryview:
         n = self.u32()
         limit = self._max_blob if max_len is None else min(max_len, self._max_blob)
         if n > limit:
             raise MalformedMessage(f"field of {n} bytes exceeds the limit of {limit}")
         if exact_len is not None and n != exact_len:
             raise MalformedMessage(f"field must be {exact_len} bytes, got {n}")
-        return bytes(self._take(n))
+        return self._take(n)
 
     def bigint(self, *, max_bytes: int) -> int:
         return int.from_bytes(self.blob(max_len=max_bytes), "big")
 
     def array(self, dtype: str, *, max_items: int, exact_items: int | None = None) -> np.ndarray:
+        """A read-only array viewing the body (no copy); its size is checked first."""
         dt = np.dtype(dtype)
-        raw = self.blob(max_len=max_items * dt.itemsize)
-        if len(raw) % dt.itemsize:
+        raw = self._blob_view(max_items * dt.itemsize, None)
+        if raw.nbytes % dt.itemsize:
             raise MalformedMessage("array length is not a multiple of its item size")
         arr = np.frombuffer(raw, dtype=dt)
         if exact_items is not None and arr.size != exact_items:
@@ -196,7 +273,7 @@ class Reader:
         return arr
 
     def u32_list(self, *, max_items: int) -> list[int]:
-        return [int(v) for v in self.array(">u4", max_items=max_items)]
+        return self.array(">u4", max_items=max_items).tolist()
 
     def end(self) -> None:
         """Assert that the whole body was consumed (no trailing bytes)."""

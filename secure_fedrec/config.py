@@ -33,6 +33,8 @@ class ConfigError(ValueError):
 
 #: the default run's user-level budget (privacy.target_epsilon)
 DEFAULT_TARGET_EPSILON = 8.0
+#: the most rounds one masking key setup may serve (aggregation.key_rounds)
+MAX_KEY_ROUNDS = 1024
 
 
 @dataclass
@@ -128,6 +130,12 @@ class AggregationConfig:
     weight_cap: float = 100.0  # an update's weight is min(examples, cap) / cap
     threshold_fraction: float = 0.5  # survivors needed, as a fraction of the sampled clients
     paillier_key_bits: int = 2048
+    # SecAgg / SecAgg+: rounds that share one key setup (protocols.masking.multiround), so that a
+    # steady round is two exchanges instead of four; 1 = a fresh session every round. Every client
+    # sampled in any of the session's rounds is a member and uploads in each of them (a zero vector
+    # when not sampled): the cost grows with the union of the samples (docs/flower.md). Ignored by
+    # plaintext and Paillier (whose keys are dealt once per run).
+    key_rounds: int = 1
 
     def validate(self) -> None:
         _check(8 <= self.bits <= 62, "aggregation.bits", "must be in [8, 62]")
@@ -135,6 +143,7 @@ class AggregationConfig:
         _check(self.weight_cap > 0, "aggregation.weight_cap", "must be > 0")
         _check(0.0 < self.threshold_fraction <= 1.0, "aggregation.threshold_fraction", "must be in (0, 1]")
         _check(self.paillier_key_bits in (2048, 3072), "aggregation.paillier_key_bits", "must be 2048 or 3072")
+        _check(1 <= self.key_rounds <= MAX_KEY_ROUNDS, "aggregation.key_rounds", f"must be in [1, {MAX_KEY_ROUNDS}]")
 
 
 @dataclass
@@ -224,18 +233,26 @@ class EvaluationConfig:
 class FlowerConfig:
     """What ``--engine flower-sim`` / ``flower`` (and ``secure-fedrec flower``) start and wait for."""
 
-    nodes: int = 5  # virtual nodes (simulation) or SuperNodes (deployment); users are split among them
+    # virtual nodes (simulation) or SuperNodes (deployment) the launcher starts; users are split
+    # among them (a ServerApp takes the split from its nodes' node-config)
+    nodes: int = 5
     # seconds a node may take to train (or evaluate) / to answer one protocol stage before its users
-    # count as dropped out (0: wait forever)
+    # count as dropped out; 0: derived from the measured reply times of the same stage, a node being
+    # gone once it is timeout_factor times later than the slowest reply (never sooner than
+    # timeout_floor seconds; engines/flower/deadlines.py)
     train_timeout: float = 0.0
     stage_timeout: float = 0.0
+    timeout_factor: float = 3.0
+    timeout_floor: float = 5.0
     node_wait_timeout: float = 120.0  # seconds the server waits for every node to connect
 
     def validate(self) -> None:
         _check(1 <= self.nodes <= 1024, "flower.nodes", "must be in [1, 1024]")
         for key in ("train_timeout", "stage_timeout"):
             _check(0.0 <= getattr(self, key) <= 86_400.0, f"flower.{key}",
-                   "must be in [0, 86400] seconds (0: no limit)")
+                   "must be in [0, 86400] seconds (0: derived from measured reply times)")
+        _check(1.0 <= self.timeout_factor <= 100.0, "flower.timeout_factor", "must be in [1, 100]")
+        _check(0.1 <= self.timeout_floor <= 86_400.0, "flower.timeout_floor", "must be in [0.1, 86400] seconds")
         _check(0.0 < self.node_wait_timeout <= 86_400.0, "flower.node_wait_timeout", "must be in (0, 86400] seconds")
 
 

@@ -215,12 +215,17 @@ class ItemInferenceResult:
 
 
 def evaluate_item_inference(
-    scores: np.ndarray, rated: np.ndarray, predicted: np.ndarray | None = None
+    scores: np.ndarray, rated: np.ndarray, predicted: np.ndarray | None = None, *,
+    num_predicted: int | None = None,
 ) -> ItemInferenceResult:
-    """Precision and recall of ``predicted`` (default: the top-|rated| items, so
-    precision = recall) and the AUC of ``scores`` against the rated-item mask.
+    """Precision and recall of the predicted items and the AUC of ``scores`` against the
+    rated-item mask.
 
-    >>> r = evaluate_item_inference(np.array([3.0, 0.0, 1.0, 0.0]), np.array([1, 0, 1, 0], bool))
+    The prediction is ``predicted`` (a mask) or the top ``num_predicted`` scores.
+    One of them is required: defaulting to the top-|rated| items would give the
+    attacker the target's own number of rated items, part of the answer.
+
+    >>> r = evaluate_item_inference(np.array([3.0, 0.0, 1.0, 0.0]), np.array([1, 0, 1, 0], bool), num_predicted=2)
     >>> (r.precision, r.recall, r.auc)
     (1.0, 1.0, 1.0)
     """
@@ -228,9 +233,13 @@ def evaluate_item_inference(
     truth = np.asarray(rated)
     if truth.dtype != bool or truth.shape != s.shape or s.ndim != 1:
         raise ValueError("rated must be a boolean mask with the same shape as scores")
+    if (predicted is None) == (num_predicted is None):
+        raise ValueError("pass exactly one of predicted and num_predicted (top-|rated| would use the answer)")
     if predicted is None:
+        if not 0 <= num_predicted <= s.size:
+            raise ValueError(f"num_predicted must be in [0, {s.size}]")
         predicted = np.zeros(s.size, dtype=bool)
-        predicted[np.argsort(-s, kind="stable")[: int(truth.sum())]] = True
+        predicted[np.argsort(-s, kind="stable")[:num_predicted]] = True
     pred = np.asarray(predicted, dtype=bool)
     hits = int(np.sum(pred & truth))
     precision = hits / int(pred.sum()) if pred.any() else 0.0

@@ -18,6 +18,7 @@ from ..metrics import roc_curve
 __all__ = ["CalibratedLossAttack", "LossThresholdAttack"]
 
 _THRESHOLD_RULES = ("mean_member_loss", "max_advantage")
+_LOG_FLOOR = 1e-12  # a zero loss must not become -inf
 
 
 class LossThresholdAttack:
@@ -106,17 +107,34 @@ class CalibratedLossAttack:
     ``fit`` takes losses of reference samples known to be non-members (for
     example the target model's loss on held-out ratings, or shadow models'
     loss on their OUT ratings); ``predict`` flags scores at least ``threshold``.
+
+    ``log_scale`` (default True) calibrates ``log(loss)``: a squared error is
+    heavy-tailed and an item's difficulty scales it rather than shifting it, so
+    an additive baseline on the raw loss is dominated by a few huge errors (it
+    cost 0.05–0.15 AUC on squared errors); on the log scale the difficulty is
+    additive and the per-group means are stable. ``log_scale=False`` keeps the
+    raw scale (for losses that are already log-likelihoods).
     """
 
-    def __init__(self, prior_strength: float = 5.0, n_iter: int = 10, threshold: float = 0.0):
+    def __init__(self, prior_strength: float = 5.0, n_iter: int = 10, threshold: float = 0.0,
+                 log_scale: bool = True):
         self.prior_strength = prior_strength
         self.n_iter = n_iter
         self.threshold = threshold
+        self.log_scale = log_scale
+
+    def _scale(self, losses: np.ndarray) -> np.ndarray:
+        loss = check_scores(losses, name="losses")
+        if not self.log_scale:
+            return loss
+        if np.any(loss < 0):
+            raise ValueError("log_scale needs non-negative losses; pass log_scale=False")
+        return np.log(loss + _LOG_FLOOR)
 
     def fit(
         self, losses: np.ndarray, groups: np.ndarray | Sequence[np.ndarray]
     ) -> CalibratedLossAttack:
-        loss = check_scores(losses, name="losses")
+        loss = self._scale(losses)
         groupings = _as_groupings(groups, loss.size)
         if self.prior_strength < 0 or self.n_iter < 1:
             raise ValueError("prior_strength must be >= 0 and n_iter >= 1")
@@ -134,7 +152,7 @@ class CalibratedLossAttack:
         return self
 
     def baseline(self, groups: np.ndarray | Sequence[np.ndarray], n: int) -> np.ndarray:
-        """Expected non-member loss for each sample; unseen group ids get effect 0."""
+        """Expected non-member loss (log-loss with ``log_scale``) per sample; unseen group ids get effect 0."""
         groupings = _as_groupings(groups, n)
         if len(groupings) != len(self.group_effects_):
             raise ValueError(f"expected {len(self.group_effects_)} groupings, got {len(groupings)}")
@@ -145,7 +163,7 @@ class CalibratedLossAttack:
         return base
 
     def score(self, losses: np.ndarray, groups: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        loss = check_scores(losses, name="losses")
+        loss = self._scale(losses)
         return self.baseline(groups, loss.size) - loss
 
     def predict(self, losses: np.ndarray, groups: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:

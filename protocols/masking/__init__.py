@@ -7,9 +7,22 @@ See docs/protocols/masking.md for the threat model and the danger box.
 """
 
 from .client import MaskingClient, UnmaskRequestRefused
-from .driver import Interceptor, SecAgg, SecAggPlus, SessionTrace, run_session, stages_for
+from .driver import (
+    Interceptor,
+    SecAgg,
+    SecAggPlus,
+    SessionTrace,
+    run_session,
+    stages_for,
+)
 from .messages import Limits, decode, encode
-from .params import GraphParameters, MaskingParams, SessionConfig, choose_parameters, params_for
+from .params import (
+    GraphParameters,
+    MaskingParams,
+    SessionConfig,
+    choose_parameters,
+    params_for,
+)
 from .server import MaskingServer, Outgoing, ServerResult
 from .states import STAGE_NAMES, ClientState, ServerStage
 

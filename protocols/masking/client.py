@@ -16,7 +16,15 @@ Refusals an honest client enforces (each raises and aborts):
   (:class:`~protocols.errors.SessionMismatch`);
 * parameters weaker than its policy (threshold not a strict majority, passive
   mode when it holds a signing key) or fewer than ``t`` neighbours left
-  (:class:`~protocols.errors.BelowThreshold`).
+  (:class:`~protocols.errors.BelowThreshold`);
+* a survivor set (consistency check) or an unmasking request whose
+  session-wide survivor count is below the session's ``min_survivors``
+  (:class:`~protocols.errors.BelowThreshold`): its shares would help release a
+  sum with fewer inputs — for distributed DP, less noise — than agreed.
+
+Once the session is announced, every frame is decoded against the session's
+own sizes (:meth:`Limits.for_session`), so a hostile server cannot make the
+client allocate more than the largest legal message of each kind.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from ..graph import closed_neighbourhood
 from ..wire import SERVER_ID
 from . import derivations as d
 from . import messages as m
+from . import steps
 from .params import SessionConfig
 from .states import ClientState, client_next_state, client_past_kinds
 
@@ -68,7 +77,8 @@ class MaskingClient:
         If given, the 16-byte session id this client agreed to join; a
         SessionStart for any other session is rejected.
     limits:
-        Decoder bounds.
+        Decoder bounds before the session is known (the announcement itself);
+        afterwards the session's own sizes, tightened by these.
     """
 
     def __init__(
@@ -90,6 +100,7 @@ class MaskingClient:
         self._trust = trust
         self._expected_session = expected_session
         self._limits = limits
+        self._session_limits: m.Limits | None = None
         self._input: np.ndarray | None = None
         # Filled in as the session advances.
         self.session_id: bytes | None = None
@@ -100,7 +111,8 @@ class MaskingClient:
         self._c_keys: kx.KeyPair | None = None
         self._s_keys: kx.KeyPair | None = None
         self._directory: dict[int, m.KeyEntry] = {}
-        self._c_shared: dict[int, bytes] = {}
+        self._c_shared: dict[int, bytes] = {}  # neighbour -> X25519(c_sk, c_pk_j)
+        self._s_shared: dict[int, bytes] = {}  # neighbour -> X25519(s_sk, s_pk_j)
         self._seed_shares: dict[int, int] = {}  # owner -> share of its self-mask seed
         self._key_shares: dict[int, int] = {}  # owner -> share of its mask secret key
         self._share_senders: frozenset[int] = frozenset()  # U2 ∩ N(i), self included
@@ -115,9 +127,9 @@ class MaskingClient:
         arr = np.asarray(vector)
         if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
             raise ValueError("the input must be a 1-D integer vector")
-        if arr.size and (arr.min() < 0):
+        if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
             raise ValueError("input entries must be non-negative")
-        self._input = arr.astype(np.uint64, copy=False)  # read-only use: no copy needed
+        self._input = arr  # read only; copied once, into the masked vector
         if self.config is not None:
             self._check_input(self.config)
 
@@ -127,7 +139,8 @@ class MaskingClient:
         if self._input.size != p.vector_length:
             raise LocalProtocolError(
                 f"input has {self._input.size} entries, the session expects {p.vector_length}")
-        if self._input.size and int(self._input.max()) >> p.bits:
+        fits = self._input.dtype.kind == "u" and 8 * self._input.dtype.itemsize <= p.bits
+        if self._input.size and not fits and int(self._input.max()) >> p.bits:
             raise LocalProtocolError(f"input entries must be below 2^{p.bits}")
 
     # ------------------------------------------------------------- dispatch
@@ -136,7 +149,7 @@ class MaskingClient:
         if self.state is ClientState.ABORTED:
             raise LocalProtocolError("this client has aborted")
         try:
-            env = m.decode(data, limits=self._limits)
+            env = m.decode(data, limits=self._session_limits or self._limits)
             self._check_binding(env)
             active = self.config.params.active if self.config else False
             kind = env.message.KIND
@@ -191,11 +204,12 @@ class MaskingClient:
         self._seed_shares.clear()
         self._key_shares.clear()
         self._c_shared.clear()
+        self._s_shared.clear()
 
     # ----------------------------------------------------- round 0: keys
     def _on_session_start(self, msg: m.SessionStart) -> m.AdvertiseKeys:
         config = msg.config
-        if self.client_id not in config.participants:
+        if not config.includes(self.client_id):
             raise SessionMismatch("this client is not a participant of the session")
         if config.params.active and self._signing_key is None:
             raise LocalProtocolError("active mode requested but this client has no signing key")
@@ -203,10 +217,11 @@ class MaskingClient:
             raise RemoteProtocolError("refusing to downgrade to the passive mode")
         # Not known until now: the frame header of the first message fixes the session.
         self.config = config
+        self._session_limits = m.Limits.for_session(config).tightened(self._limits)
         if self._input is not None:
             self._check_input(config)
         self._neighbourhood = closed_neighbourhood(
-            config.participants, config.params.degree, config.graph_seed, self.client_id)
+            config.ids, config.params.degree, config.graph_seed, self.client_id)
         self._c_keys, self._s_keys = kx.generate_key_pair(), kx.generate_key_pair()
         signature = b""
         if self._signing_key is not None:
@@ -226,34 +241,27 @@ class MaskingClient:
         assert self.config is not None and self._c_keys and self._s_keys
         params = self.config.params
         entries = {e.client_id: e for e in msg.entries}
-        if not set(entries) <= self._neighbourhood:
-            raise RemoteProtocolError("key directory lists clients outside the neighbourhood")
-        own = entries.get(self.client_id)
-        if own is None or (own.c_public, own.s_public) != (
-                self._c_keys.public_bytes, self._s_keys.public_bytes):
-            raise RemoteProtocolError("key directory misrepresents this client's keys")
-        if len(entries) < params.threshold:
-            raise BelowThreshold(len(entries), params.threshold, "advertise_keys")
-        all_keys = [e.c_public for e in entries.values()] + [e.s_public for e in entries.values()]
-        if len(set(all_keys)) != len(all_keys):
-            raise RemoteProtocolError("key directory repeats a public key")
+        steps.check_key_directory(entries, self._neighbourhood, self.client_id,
+                                  (self._c_keys.public_bytes, self._s_keys.public_bytes),
+                                  params.threshold)
         if params.active:
             self._verify_directory(entries)
         self._directory = entries
-
+        self._c_shared, self._s_shared = steps.agree_with_neighbours(
+            entries, self.client_id, self._c_keys, self._s_keys)
         holders = sorted(entries)
         seed = secrets.token_bytes(prg.SEED_SIZE)
         seed_shares, key_shares = shamir.split_many(
             [seed, self._s_keys.private_bytes], params.threshold, [h + 1 for h in holders])
+        self._s_keys = None  # shared, and its agreements done: only the shares remain
         receivers, ciphertexts = [], []
         for idx, holder in enumerate(holders):
             if holder == self.client_id:
                 self._seed_shares[holder] = seed_shares[idx]
                 self._key_shares[holder] = key_shares[idx]
                 continue
-            c_shared = kx.agree(self._c_keys.private, entries[holder].c_public)
-            self._c_shared[holder] = c_shared
-            key = d.share_key(c_shared, self.session_id, self.round_index, self.client_id, holder)
+            key = d.share_key(self._c_shared[holder], self.session_id, self.round_index,
+                              self.client_id, holder)
             ciphertexts.append(d.seal_shares(key, self.session_id, self.round_index,
                                              self.client_id, holder,
                                              seed_shares[idx], key_shares[idx]))
@@ -274,7 +282,7 @@ class MaskingClient:
 
     # ------------------------------------------- round 2: masked input
     def _on_share_bundle(self, msg: m.ShareBundle) -> m.MaskedInput:
-        assert self.config is not None and self._s_keys is not None
+        assert self.config is not None
         params = self.config.params
         senders = set(msg.senders)
         if self.client_id in senders or not senders <= set(self._directory):
@@ -292,24 +300,17 @@ class MaskingClient:
             self._key_shares[sender] = key_share
         self._share_senders = frozenset(senders | {self.client_id})
 
-        dtype = prg.word_dtype(params.bits)
-        length = params.vector_length
         assert self._self_seed is not None
-        masked = self._input.astype(dtype)
-        np.add(masked, d.self_mask(self._self_seed, length, dtype), out=masked)
+        pairwise = ((peer, d.pairwise_seed_from_shared(self._s_shared[peer], self.session_id,
+                                                       self.round_index, self.client_id, peer))
+                    for peer in sorted(senders))
+        masked = steps.mask_input(self._input, params, self._self_seed, pairwise,
+                                  self.client_id)
         self._self_seed = None  # only the shares remain
-        for peer in sorted(senders):
-            seed = d.pairwise_seed(self._s_keys.private, self._directory[peer].s_public,
-                                   self.session_id, self.round_index, self.client_id, peer)
-            mask = prg.keystream_words(seed, length, dtype)
-            # The lower id adds, the higher subtracts: the pair cancels in the sum.
-            if self.client_id < peer:
-                np.add(masked, mask, out=masked)
-            else:
-                np.subtract(masked, mask, out=masked)
-        if params.bits < 8 * dtype.itemsize:
-            np.bitwise_and(masked, dtype.type((1 << params.bits) - 1), out=masked)
-        self._s_keys = None  # its shares are all that is left of the mask key
+        # Only the shares of the neighbours' secrets are needed from here on.
+        self._s_shared.clear()
+        self._c_shared.clear()
+        self._directory = {}
         self._input = None
         return m.MaskedInput(masked)
 
@@ -318,6 +319,9 @@ class MaskingClient:
         assert self.config is not None and self._signing_key is not None
         survivors = tuple(sorted(msg.survivors))
         self._check_survivors(set(survivors), "consistency_check")
+        if len(survivors) < self.config.params.min_survivors:
+            raise BelowThreshold(len(survivors), self.config.params.min_survivors,
+                                 "consistency_check")
         self._signed_survivors = survivors
         signature = kx.sign(self._signing_key, d.consistency_transcript(
             self._digest_for(self.config), survivors))
@@ -327,7 +331,7 @@ class MaskingClient:
         assert self.config is not None
         if self.client_id not in survivors:
             raise RemoteProtocolError("survivor set omits this client")
-        if not survivors <= set(self.config.participants):
+        if not self.config.includes_all(survivors):
             raise RemoteProtocolError("survivor set names non-participants")
         local = survivors & self._neighbourhood
         if not local <= self._share_senders:
@@ -349,8 +353,12 @@ class MaskingClient:
             raise UnmaskRequestRefused("request names this client as dropped")
         if len(survivors) < params.threshold:
             raise BelowThreshold(len(survivors), params.threshold, "unmasking")
+        if not len(survivors) <= msg.survivor_count <= len(self.config):
+            raise UnmaskRequestRefused("the stated survivor count contradicts the request")
         if params.active:
             self._check_consistency(msg, survivors)
+        if msg.survivor_count < params.min_survivors:
+            raise BelowThreshold(msg.survivor_count, params.min_survivors, "unmasking")
         seed_owners = tuple(sorted(survivors))
         key_owners = tuple(sorted(dropped))
         reply = m.UnmaskShares(
@@ -365,7 +373,7 @@ class MaskingClient:
         assert self.config is not None and self._trust is not None
         signed = self._signed_survivors
         assert signed is not None
-        if survivors != set(signed) & self._neighbourhood:
+        if survivors != set(signed) & self._neighbourhood or msg.survivor_count != len(signed):
             raise ConsistencyError("unmask request disagrees with the signed survivor set")
         if not set(msg.signers) <= set(signed) & self._neighbourhood:
             raise ConsistencyError("signatures from clients outside the survivor set")
@@ -377,3 +385,4 @@ class MaskingClient:
             if vk is None:
                 raise InvalidSignature("unverifiable consistency signature")
             kx.verify(vk, sig, transcript)
+

@@ -13,7 +13,6 @@ import struct
 
 import numpy as np
 
-from .. import prg
 from ..errors import InvalidShare
 from ..keys import agree, binding, derive_key, open_sealed, seal
 from ..shamir import decode_share, encode_share
@@ -58,9 +57,15 @@ def open_shares(key: bytes, ciphertext: bytes, session_id: bytes, round_index: i
 def pairwise_seed(s_private: bytes | object, peer_s_public: bytes, session_id: bytes,
                   round_index: int, a: int, b: int) -> bytes:
     """The 32-byte seed of the pairwise mask between clients ``a`` and ``b`` (symmetric)."""
-    low, high = min(a, b), max(a, b)
     shared = agree(s_private, peer_s_public)  # type: ignore[arg-type]
-    return derive_key(shared, salt=session_id, label=_LABEL_PAIRWISE,
+    return pairwise_seed_from_shared(shared, session_id, round_index, a, b)
+
+
+def pairwise_seed_from_shared(s_shared: bytes, session_id: bytes, round_index: int, a: int,
+                              b: int) -> bytes:
+    """:func:`pairwise_seed` from the X25519 secret the client agreed on earlier."""
+    low, high = min(a, b), max(a, b)
+    return derive_key(s_shared, salt=session_id, label=_LABEL_PAIRWISE,
                       context=binding(round_index, low, high))
 
 
@@ -79,7 +84,3 @@ def advertise_transcript(config_digest: bytes, client_id: int, c_public: bytes,
 def consistency_transcript(config_digest: bytes, survivors: tuple[int, ...]) -> bytes:
     ids = np.asarray(survivors, dtype=">u4").tobytes()
     return _LABEL_CONSISTENCY + config_digest + struct.pack(">I", len(survivors)) + ids
-
-
-def self_mask(seed: bytes, length: int, dtype: np.dtype) -> np.ndarray:
-    return prg.keystream_words(seed, length, dtype)

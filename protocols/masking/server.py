@@ -12,23 +12,31 @@ invalid signature, wrong content) raises a typed error from :meth:`receive`
 and is discarded — the server stays in its stage and that client simply has
 not answered. The server itself aborts (state ``ABORTED``, error re-raised)
 only when the session cannot finish correctly: fewer than ``t`` survivors in
-some neighbourhood (:class:`~protocols.errors.BelowThreshold`), or a
-reconstruction that fails its commitment (:class:`~protocols.errors.InvalidShare`).
+some neighbourhood, or fewer than ``params.min_survivors`` live clients in the
+whole session (:class:`~protocols.errors.BelowThreshold`, naming the stage), or
+a reconstruction that fails its commitment (:class:`~protocols.errors.InvalidShare`).
 It never releases a partial sum.
+
+Every frame is decoded against the session's own sizes
+(:meth:`Limits.for_session`): a client cannot make the server allocate more
+than the largest legal message of its kind. An advertised public key that is
+not a valid X25519 point of large order is refused at advertise time
+(:class:`~protocols.errors.MalformedMessage`): that client is a dropout and
+the session goes on without it.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
 from .. import keys as kx
-from .. import prg, shamir
+from .. import prg
 from ..errors import (
-    BelowThreshold,
     InvalidShare,
     InvalidSignature,
     LocalProtocolError,
@@ -40,15 +48,58 @@ from ..errors import (
 )
 from ..graph import harary_neighbourhoods
 from ..keys import TrustStore
-from ..wire import SERVER_ID
+from ..scratch import scratch
+from ..wire import SERVER_ID, FrameHeader, check_round_index
 from . import derivations as d
 from . import messages as m
+from . import steps
 from .params import MaskingParams, SessionConfig
 from .states import SERVER_EXPECTS, ServerStage, server_next_stage
 
-__all__ = ["MaskingServer", "Outgoing", "ServerResult"]
+__all__ = ["Broadcast", "MaskingServer", "Outgoing", "ServerResult"]
 
 Outgoing = tuple[int, bytes]  # (receiver client id, frame)
+
+
+class Broadcast(Sequence[Outgoing]):
+    """One message to many receivers, as ``(receiver, frame)`` pairs built on access.
+
+    The body is encoded once; each frame is the 40-byte header of its receiver
+    followed by that body. At n = 10,000 the announcement is a 40 KB body:
+    holding every frame at once would take 400 MB, building each one as the
+    transport reads it takes one.
+    """
+
+    def __init__(self, message: m.Message, receivers: Sequence[int], *, session_id: bytes,
+                 round_index: int, protocol: int = m.PROTOCOL_CODE) -> None:
+        self._protocol = protocol
+        self._kind = message.KIND
+        self._body = m.encode_body(message)
+        self._receivers = tuple(receivers)
+        self._session_id = session_id
+        self._round_index = round_index
+
+    def __len__(self) -> int:
+        return len(self._receivers)
+
+    def _pair(self, receiver: int) -> Outgoing:
+        header = FrameHeader(self._protocol, self._kind, self._session_id, self._round_index,
+                             SERVER_ID, receiver)
+        return receiver, header.pack(len(self._body)) + self._body
+
+    @overload
+    def __getitem__(self, index: int) -> Outgoing: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Outgoing]: ...
+
+    def __getitem__(self, index: int | slice) -> Outgoing | list[Outgoing]:
+        if isinstance(index, slice):
+            return [self._pair(r) for r in self._receivers[index]]
+        return self._pair(self._receivers[index])
+
+    def __iter__(self) -> Iterator[Outgoing]:
+        return (self._pair(r) for r in self._receivers)
 
 
 @dataclass(frozen=True)
@@ -68,7 +119,8 @@ class MaskingServer:
     participants:
         The client ids invited to the session.
     round_index:
-        The training round; bound into every frame and derived key.
+        The training round, an integer in ``[0, 2^32)``; bound into every frame
+        and derived key.
     trust:
         Verification keys of the clients (active mode).
     session_id, graph_seed:
@@ -84,12 +136,12 @@ class MaskingServer:
         trust: TrustStore | None = None,
         session_id: bytes | None = None,
         graph_seed: bytes | None = None,
-        limits: m.Limits = m.DEFAULT_LIMITS,
+        limits: m.Limits | None = None,
     ) -> None:
         if params.active and trust is None:
             raise ValueError("active mode needs a trust store")
         self.session_id = session_id if session_id is not None else secrets.token_bytes(16)
-        self.round_index = round_index
+        self.round_index = check_round_index(round_index)
         self.config = SessionConfig(params, tuple(sorted(set(participants))),
                                     graph_seed if graph_seed is not None
                                     else secrets.token_bytes(32))
@@ -97,7 +149,7 @@ class MaskingServer:
         self.stage = ServerStage.COLLECT_KEYS
         self.result: ServerResult | None = None
         self._trust = trust
-        self._limits = limits
+        self._limits = m.Limits.for_session(self.config).tightened(limits)
         self._started = False
         self._participants = frozenset(self.config.participants)
         self.neighbourhoods = harary_neighbourhoods(
@@ -106,7 +158,9 @@ class MaskingServer:
         self._dtype = prg.word_dtype(params.bits)
         # What each stage collected, keyed by client id.
         self._keys: dict[int, m.AdvertiseKeys] = {}
+        self._taken_keys: set[bytes] = set()
         self._shares: dict[int, m.EncryptedShares] = {}
+        self._commitments: dict[int, bytes] = {}  # self-mask seed commitments of U2
         self._forwarded: dict[int, frozenset[int]] = {}  # i -> senders whose shares i got
         self._masked: set[int] = set()
         self._masked_sum: np.ndarray | None = None
@@ -121,25 +175,29 @@ class MaskingServer:
         return receiver, m.encode(msg, session_id=self.session_id, round_index=self.round_index,
                                   sender=SERVER_ID, receiver=receiver)
 
-    def start(self) -> list[Outgoing]:
-        """The session announcement, one frame per participant."""
+    def _broadcast(self, msg: m.Message, receivers: Sequence[int]) -> Broadcast:
+        return Broadcast(msg, receivers, session_id=self.session_id, round_index=self.round_index)
+
+    def start(self) -> Sequence[Outgoing]:
+        """The session announcement, one frame per participant (built as it is read)."""
         if self._started:
             raise LocalProtocolError("the session was already started")
         self._started = True
-        announce = m.SessionStart(self.config)
-        return [self._frame(cid, announce) for cid in self.config.participants]
+        return self._broadcast(m.SessionStart(self.config), self.config.participants)
 
-    @property
-    def answered(self) -> frozenset[int]:
-        """Clients whose message for the current stage was accepted."""
-        collected = {
+    def _collected(self) -> Collection[int]:
+        return {
             ServerStage.COLLECT_KEYS: self._keys,
             ServerStage.COLLECT_SHARES: self._shares,
             ServerStage.COLLECT_MASKED: self._masked,
             ServerStage.COLLECT_SIGNATURES: self._signatures,
             ServerStage.COLLECT_UNMASK: self._unmask,
         }.get(self.stage, ())
-        return frozenset(collected)
+
+    @property
+    def answered(self) -> frozenset[int]:
+        """Clients whose message for the current stage was accepted."""
+        return frozenset(self._collected())
 
     @property
     def waiting_for(self) -> frozenset[int]:
@@ -166,7 +224,7 @@ class MaskingServer:
             if env.message.KIND in [k for s, k in SERVER_EXPECTS.items() if self._before(s)]:
                 raise ReplayedMessage("message of a closed stage (replayed or late)")
             raise RemoteProtocolError(f"{type(env.message).__name__} not expected now")
-        if sender in self.answered:
+        if sender in self._collected():
             raise ReplayedMessage("this client already answered the current stage")
         if sender not in self._alive:
             raise RemoteProtocolError("client dropped out in an earlier stage")
@@ -186,9 +244,7 @@ class MaskingServer:
 
     # ------------------------------------------------------------ handlers
     def _on_keys(self, sender: int, msg: m.AdvertiseKeys) -> None:
-        taken = {key for k in self._keys.values() for key in (k.c_public, k.s_public)}
-        if msg.c_public == msg.s_public or {msg.c_public, msg.s_public} & taken:
-            raise RemoteProtocolError("advertised keys repeat keys already advertised")
+        steps.check_advertised_keys(msg, self._taken_keys)
         if self.params.active:
             assert self._trust is not None
             vk = self._trust.verification_key(sender)
@@ -199,24 +255,17 @@ class MaskingServer:
         elif msg.signature:
             raise MalformedMessage("signature in passive mode")
         self._keys[sender] = msg
+        self._taken_keys.update((msg.c_public, msg.s_public))
 
     def _on_shares(self, sender: int, msg: m.EncryptedShares) -> None:
-        expected = sorted((self.neighbourhoods[sender] & set(self._keys)) - {sender})
+        expected = sorted((self.neighbourhoods[sender] & self._alive) - {sender})
         if list(msg.receivers) != expected:
             raise RemoteProtocolError("shares must go to exactly the announced neighbours")
         self._shares[sender] = msg
 
     def _on_masked(self, sender: int, msg: m.MaskedInput) -> None:
-        words = msg.words
-        if words.dtype != self._dtype or words.size != self.params.vector_length:
-            raise MalformedMessage("masked input has the wrong word size or length")
-        if self.params.bits < 8 * self._dtype.itemsize and words.size and (
-                int(words.max()) >> self.params.bits):
-            raise MalformedMessage("masked input out of range")
-        if self._masked_sum is None:
-            self._masked_sum = words.astype(self._dtype, copy=True)
-        else:
-            np.add(self._masked_sum, words, out=self._masked_sum)
+        self._masked_sum = steps.add_upload(self._masked_sum, msg.words, self.params,
+                                            self._dtype)
         self._masked.add(sender)
 
     def _on_signature(self, sender: int, msg: m.ConsistencySignature) -> None:
@@ -234,7 +283,7 @@ class MaskingServer:
         self._unmask[sender] = msg
 
     # --------------------------------------------------------------- stages
-    def advance(self) -> list[Outgoing]:
+    def advance(self) -> Sequence[Outgoing]:
         """Close the current stage; returns the frames that open the next one."""
         if self.stage in (ServerStage.DONE, ServerStage.ABORTED):
             raise LocalProtocolError(f"the session is {self.stage.value}")
@@ -261,15 +310,21 @@ class MaskingServer:
 
     def _require_neighbours(self, alive: frozenset[int], stage: ServerStage) -> None:
         """Every live client must keep ``t`` live members in its neighbourhood."""
-        t = self.params.threshold
-        if not alive:
-            raise BelowThreshold(0, t, stage.value)
-        fewest = min(len(self.neighbourhoods[i] & alive) for i in alive)
-        if fewest < t:
-            raise BelowThreshold(fewest, t, stage.value)
+        steps.require_neighbours(self.neighbourhoods, alive, self.params.threshold, stage.value)
+
+    def _require_survivors(self, alive: frozenset[int], stage: ServerStage) -> None:
+        """The session-wide floor: at least ``min_survivors`` clients may still contribute.
+
+        Checked when each stage that can lose contributors closes (keys,
+        shares, masked inputs); the last of these is the gate before any
+        unmasking request goes out, so no share is ever asked for a sum of
+        fewer than ``min_survivors`` inputs.
+        """
+        steps.require_survivors(alive, self.params.min_survivors, stage.value)
 
     def _close_keys(self) -> list[Outgoing]:
         u1 = frozenset(self._keys)
+        self._require_survivors(u1, self.stage)
         self._require_neighbours(u1, self.stage)
         self._alive = u1
         out = []
@@ -284,6 +339,7 @@ class MaskingServer:
 
     def _close_shares(self) -> list[Outgoing]:
         u2 = frozenset(self._shares)
+        self._require_survivors(u2, self.stage)
         self._require_neighbours(u2, self.stage)
         self._alive = u2
         # Index each sender's ciphertexts by receiver once.
@@ -295,16 +351,19 @@ class MaskingServer:
             self._forwarded[i] = frozenset(senders)
             bundle = m.ShareBundle(senders, tuple(by_sender[j][i] for j in senders))
             out.append(self._frame(i, bundle))
+        # The ciphertexts are delivered; only the commitments are needed from here on.
+        self._commitments = {j: msg.seed_commitment for j, msg in self._shares.items()}
+        self._shares = {}
         return out
 
-    def _close_masked(self) -> list[Outgoing]:
+    def _close_masked(self) -> Sequence[Outgoing]:
         u3 = frozenset(self._masked)
+        self._require_survivors(u3, self.stage)
         self._require_neighbours(u3, self.stage)
         self._alive = u3
         self._survivors = tuple(sorted(u3))
         if self.params.active:
-            request = m.ConsistencyRequest(self._survivors)
-            return [self._frame(i, request) for i in self._survivors]
+            return self._broadcast(m.ConsistencyRequest(self._survivors), self._survivors)
         return self._unmask_requests(u3, {})
 
     def _close_signatures(self) -> list[Outgoing]:
@@ -324,6 +383,7 @@ class MaskingServer:
                 dropped=tuple(sorted(known - u3)),
                 signers=signers,
                 signatures=tuple(signatures[s] for s in signers),
+                survivor_count=len(u3),
             )
             self._requests[i] = request
             out.append(self._frame(i, request))
@@ -336,37 +396,21 @@ class MaskingServer:
         dtype = self._dtype
         total = (self._masked_sum if self._masked_sum is not None
                  else np.zeros(length, dtype=dtype))
-        # Gather the revealed shares per owner: x = holder id + 1.
-        seed_shares: dict[int, list[tuple[int, bytes]]] = {}
-        key_shares: dict[int, list[tuple[int, bytes]]] = {}
-        for holder in sorted(self._unmask):
-            msg = self._unmask[holder]
-            for owner, share in zip(msg.seed_owners, msg.seed_shares):
-                seed_shares.setdefault(owner, []).append((holder + 1, share))
-            for owner, share in zip(msg.key_owners, msg.key_shares):
-                key_shares.setdefault(owner, []).append((holder + 1, share))
+        # The revealed shares per owner: x = holder id + 1.
+        seed_shares = steps.gather_shares(
+            {h: (msg.seed_owners, msg.seed_shares) for h, msg in self._unmask.items()})
+        key_shares = steps.gather_shares(
+            {h: (msg.key_owners, msg.key_shares) for h, msg in self._unmask.items()})
         survivors = self._survivors
         dropped_with_masks = sorted(
             {j for i in survivors for j in self._forwarded[i]} - set(survivors))
-        coefficient_cache: dict[tuple[int, ...], list[int]] = {}
-
-        def recover(shares: Sequence[tuple[int, bytes]] | None) -> bytes:
-            have = len(shares or ())
-            if have < t:
-                raise BelowThreshold(have, t, ServerStage.COLLECT_UNMASK.value)
-            chosen = list(shares)[:t]  # type: ignore[arg-type]
-            xs = tuple(x for x, _ in chosen)
-            lambdas = coefficient_cache.get(xs)
-            if lambdas is None:
-                lambdas = coefficient_cache[xs] = shamir.lagrange_coefficients_at_zero(xs)
-            return shamir.reconstruct(
-                ((x, shamir.decode_share(y)) for x, y in chosen), coefficients=lambdas)
+        recover = steps.SecretRecovery(t, ServerStage.COLLECT_UNMASK.value)
 
         # Recover every secret before touching the sum: all-or-nothing.
         seeds = {}
         for j in survivors:
             seed = recover(seed_shares.get(j))
-            commitment = self._shares[j].seed_commitment
+            commitment = self._commitments[j]
             if d.seed_commitment(seed, self.session_id, self.round_index, j) != commitment:
                 raise InvalidShare("a self-mask seed does not match its commitment")
             seeds[j] = seed
@@ -377,20 +421,18 @@ class MaskingServer:
                 raise InvalidShare("a mask key does not match its public key")
             mask_keys[j] = private
 
-        for j, seed in seeds.items():
-            np.subtract(total, prg.keystream_words(seed, length, dtype), out=total)
+        work = scratch("masking.keystream", length, dtype)
+        for seed in seeds.values():
+            prg.add_mask(total, seed, work, subtract=True)
+        survivor_set = set(survivors)
         for j, private in mask_keys.items():
-            for i in sorted(self.neighbourhoods[j] & set(survivors)):
+            for i in sorted(self.neighbourhoods[j] & survivor_set):
                 if j not in self._forwarded[i]:
                     continue
                 seed = d.pairwise_seed(private, self._keys[i].s_public, self.session_id,
                                        self.round_index, i, j)
-                mask = prg.keystream_words(seed, length, dtype)
                 # Survivor i added +mask if i < j, -mask otherwise: undo it.
-                if i < j:
-                    np.subtract(total, mask, out=total)
-                else:
-                    np.add(total, mask, out=total)
+                prg.add_mask(total, seed, work, subtract=i < j)
         result = total.astype(np.uint64) & np.uint64((1 << bits) - 1)
         self.result = ServerResult(
             total=result,
@@ -399,3 +441,4 @@ class MaskingServer:
         )
         self._masked_sum = None
         return []
+

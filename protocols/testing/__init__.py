@@ -24,7 +24,8 @@ from ..masking import messages as m
 from ..masking.driver import stages_for
 from ..masking.params import MaskingParams
 
-__all__ = ["FrameLog", "Outcome", "expected_outcome", "rewrite"]
+__all__ = ["FrameLog", "Outcome", "RoundsOutcome", "expected_outcome", "expected_rounds",
+           "rewrite"]
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,17 @@ def expected_outcome(
     each collecting stage every live client must keep ``t`` live members of
     its closed neighbourhood; at unmasking each survivor's seed and each
     dropped-after-sharing client's mask key needs ``t`` responding holders.
+    Session-wide: the clients that can still contribute — the participants,
+    then those alive after each of the stages that lose contributors (keys,
+    shares, masked inputs) — must number at least ``params.min_survivors``.
     """
     stages = stages_for(params.active)
+    if len(participants) < params.min_survivors:
+        return Outcome(below_threshold_stage=stages[0])
     hood = harary_neighbourhoods(list(participants), params.degree, graph_seed)
     t = params.threshold
     order = {s: i for i, s in enumerate(stages)}
+    losing_contributors = ("advertise_keys", "share_keys", "masked_input")
 
     def alive_after(stage: str) -> set[int]:
         return {c for c in participants
@@ -60,6 +67,8 @@ def expected_outcome(
     alive: dict[str, set[int]] = {s: alive_after(s) for s in stages}
     for stage in stages[:-1]:  # the collecting stages before unmasking
         live = alive[stage]
+        if stage in losing_contributors and len(live) < params.min_survivors:
+            return Outcome(below_threshold_stage=stage)
         if not live or min(len(hood[i] & live) for i in live) < t:
             return Outcome(below_threshold_stage=stage)
     u2, u3 = alive["share_keys"], alive["masked_input"]
@@ -69,6 +78,72 @@ def expected_outcome(
         if len(hood[j] & responders) < t:
             return Outcome(below_threshold_stage="unmasking")
     return Outcome(contributors=tuple(sorted(u3)))
+
+
+@dataclass(frozen=True)
+class RoundsOutcome:
+    """Per round, the contributors; or the stage and round at which the session stops."""
+
+    contributors: tuple[tuple[int, ...], ...] = ()
+    below_threshold_stage: str | None = None
+    below_threshold_round: int | None = None
+
+
+def expected_rounds(
+    participants: Sequence[int],
+    params: MaskingParams,
+    graph_seed: bytes,
+    schedules: Sequence[Mapping[int, str]],
+) -> RoundsOutcome:
+    """What an honest multi-round session must produce (one schedule per round).
+
+    Independent of the server, from the graph and the dropouts alone. Setup
+    (stages ``advertise_keys``, ``arming``, read from the first schedule):
+    the keyed clients, then those that armed the first round (the session's
+    members, the only clients any round starts for), must each keep ``t`` live
+    members of their closed neighbourhood and number at least
+    ``min_survivors``. Every member is armed for the first two rounds, and
+    whenever it answers a round's start it is armed for the two rounds after.
+    Each round: the armed clients must pass the same test when the round
+    starts; those of them that answer upload; the uploaders must pass the
+    test; every uploader's seed and every vanished armed client's recovery key
+    needs ``t`` answering holders. ``schedules[r]`` maps a client to the stage
+    before which it vanishes *in that round only*.
+    """
+    hood = harary_neighbourhoods(list(participants), params.degree, graph_seed)
+    t, floor = params.threshold, params.min_survivors
+
+    def fails(alive: set[int]) -> bool:
+        return (len(alive) < floor or not alive
+                or min(len(hood[i] & alive) for i in alive) < t)
+
+    first = schedules[0] if schedules else {}
+    keyed = {c for c in participants if first.get(c) != "advertise_keys"}
+    if fails(keyed):
+        return RoundsOutcome(below_threshold_stage="advertise_keys", below_threshold_round=0)
+    members = {c for c in keyed if first.get(c) != "arming"}  # every round starts for them
+    if fails(members):
+        return RoundsOutcome(below_threshold_stage="arming", below_threshold_round=0)
+    # A client holds recovery material for the next two rounds whenever it answers.
+    holds = {c: {0, 1} for c in members}
+    out: list[tuple[int, ...]] = []
+    for r, schedule in enumerate(schedules):
+        stopped = RoundsOutcome(tuple(out), "masked_input", r)
+        armed = {c for c in members if r in holds[c]}
+        if fails(armed):
+            return stopped
+        answered = {c for c in members if schedule.get(c) != "masked_input"}
+        uploaded = armed & answered
+        if fails(uploaded):
+            return stopped
+        responders = {c for c in uploaded if schedule.get(c) != "unmasking"}
+        vanished = {j for j in armed - uploaded if (hood[j] - {j}) & uploaded}
+        if any(len(hood[j] & responders) < t for j in uploaded | vanished):
+            return RoundsOutcome(tuple(out), "unmasking", r)
+        out.append(tuple(sorted(uploaded)))
+        for c in answered:
+            holds[c].update((r + 1, r + 2))
+    return RoundsOutcome(tuple(out))
 
 
 def rewrite(frame: bytes, change: Callable[[m.Message], m.Message]) -> bytes:

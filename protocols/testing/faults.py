@@ -6,7 +6,9 @@ module drives the same sans-IO parties message by message through a network
 that reorders, duplicates, delays and replays frames, with dropouts at every
 stage and a fraction of clients that tamper with their own messages
 (truncated or bit-flipped frames, another session or round, a replay of a
-previous round, a vector of the wrong length). It then classifies the round:
+previous round, a vector of the wrong length, a small-order X25519 key). Masking
+sessions sometimes set a session-wide ``min_survivors`` floor. It then
+classifies the round:
 
 ``exact``
     the server released a sum, and it equals the plain modular sum over the
@@ -57,8 +59,8 @@ from ..masking.client import MaskingClient
 from ..masking.driver import stages_for
 from ..masking.params import MaskingParams
 from ..masking.server import MaskingServer
-from . import expected_outcome
 from ..wire import HEADER_SIZE, decode_frame
+from . import expected_outcome
 
 __all__ = [
     "MASKING_VARIANTS",
@@ -83,7 +85,14 @@ PAILLIER_VARIANTS = ("paillier-threshold", "paillier-two-party")
 #: ``replay`` sends an earlier round's frame as recorded; ``replay_restamped`` rewrites its
 #: header into the current session and round (the body still belongs to the old one).
 TAMPERING = ("truncate", "bitflip", "wrong_session", "wrong_round", "replay", "replay_restamped",
-             "wrong_length")
+             "wrong_length", "low_order_key")
+
+#: u-coordinates of the small-order points of Curve25519 (and its twist), RFC 7748 §6.1.
+_SMALL_ORDER_U = (
+    0, 1, 2**255 - 20, 2**255 - 19, 2**255 - 18,
+    325606250916557431795983626356110631294008115727848805560023387167927233504,
+    39382357235489614581723060781553021112529911719440698176882885853963445705823,
+)
 
 
 @dataclass(frozen=True)
@@ -218,6 +227,7 @@ class _Network:
             del store[:-keep]
 
     def tamper(self, frame: bytes, sender: int, wrong_length: Callable[[bytes], bytes | None],
+               low_order_key: Callable[[bytes, bytes], bytes | None] | None = None,
                ) -> bytes:
         """One corrupted version of ``frame``, as the tampering ``sender`` would send it."""
         kinds = list(TAMPERING)
@@ -241,6 +251,14 @@ class _Network:
                 out = _with_sender(old, sender)  # the adversary's own channel
                 if kind == "replay_restamped" and len(old) >= HEADER_SIZE:
                     out = out[:8] + frame[8:28] + out[28:]  # this session id and round
+            elif kind == "low_order_key":
+                u = _SMALL_ORDER_U[int(self.rng.integers(0, len(_SMALL_ORDER_U)))]
+                high = int(self.rng.integers(0, 2)) << 255
+                changed = (None if low_order_key is None
+                           else low_order_key(frame, (u | high).to_bytes(32, "little")))
+                if changed is None:
+                    continue
+                out = changed
             else:
                 changed = wrong_length(frame)
                 if changed is None:
@@ -265,8 +283,11 @@ def _random_masking_params(rng: np.random.Generator, n: int, *, sparse: bool, ac
     lowest = (2 * size) // 3 + 1 if active else size // 2 + 1
     # Mostly the smallest legal threshold (the common deployment), sometimes a stricter one.
     threshold = lowest if rng.random() < 0.7 else int(rng.integers(lowest, size + 1))
+    # Mostly no session-wide floor; sometimes one anywhere up to every participant.
+    min_survivors = 1 if rng.random() < 0.7 else int(rng.integers(1, n + 1))
     return MaskingParams(threshold=threshold, degree=degree, bits=int(rng.integers(1, 63)),
-                         vector_length=int(rng.integers(0, max_length + 1)), active=active)
+                         vector_length=int(rng.integers(0, max_length + 1)), active=active,
+                         min_survivors=min_survivors)
 
 
 def _wrong_length_masked(frame: bytes) -> bytes | None:
@@ -281,6 +302,21 @@ def _wrong_length_masked(frame: bytes) -> bytes | None:
     h = env.header
     return mm.encode(mm.MaskedInput(other), session_id=h.session_id, round_index=h.round,
                      sender=h.sender, receiver=h.receiver)
+
+
+def _low_order_key(frame: bytes, key: bytes) -> bytes | None:
+    """The client's AdvertiseKeys with one of its keys replaced by ``key`` (None otherwise)."""
+    try:
+        env = mm.decode(frame)
+    except ProtocolError:
+        return None
+    if not isinstance(env.message, mm.AdvertiseKeys):
+        return None
+    field_name = ("c_public", "s_public")[key[0] & 1]
+    h = env.header
+    return mm.encode(dataclasses.replace(env.message, **{field_name: key}),
+                     session_id=h.session_id, round_index=h.round, sender=h.sender,
+                     receiver=h.receiver)
 
 
 def soak_masking_round(variant: str, network: _Network, *, round_index: int) -> RoundReport:
@@ -401,7 +437,7 @@ def _run_masking(
                     honest_keys[party] = env.message.s_public
                 sends = [reply]
                 if party in adversaries and network.chance(config.tamper_rate):
-                    bad = network.tamper(reply, party, _wrong_length_masked)
+                    bad = network.tamper(reply, party, _wrong_length_masked, _low_order_key)
                     sends = [bad, reply] if network.chance(config.keep_honest_rate) else [bad]
                 if network.chance(config.duplicate_rate):
                     network.faults["duplicate_up"] += 1
@@ -437,6 +473,9 @@ def _run_masking(
     want &= np.uint64((1 << params.bits) - 1)
     if len(result.contributors) < params.threshold:
         return report("other", f"sum released over {len(result.contributors)} < t contributors")
+    if len(result.contributors) < params.min_survivors:
+        return report("other", f"sum released over {len(result.contributors)} contributors, "
+                               f"below min_survivors = {params.min_survivors}")
     exact = np.array_equal(result.total, want)
     if set(result.contributors) & unverifiable:
         return report("exact" if exact else "unverifiable", "tampered advertised key")

@@ -66,38 +66,32 @@ class SessionParameters:
     degree: int | None = None  # masking: graph degree (clients - 1 is classic SecAgg)
 
     def masking_params(self):
-        """The :class:`protocols.masking.MaskingParams` of a SecAgg / SecAgg+ session, with the
-        session's floor of survivors when the protocol takes it (:meth:`protocol_floor`)."""
+        """The :class:`protocols.masking.MaskingParams` of a SecAgg / SecAgg+ session.
+
+        ``min_survivors`` goes into the protocol (issue 19, item 4): its server refuses
+        to start the unmasking with fewer live clients (``BelowThreshold``, the stage
+        named) and honest clients refuse to reveal shares, so a round below the privacy
+        plan's floor releases nothing, not even to the server.
+        """
         from protocols.masking import MaskingParams
 
         if self.threshold is None or self.degree is None or self.bits is None:
             raise ValueError(f"a {self.protocol} session has no masking parameters")
         return MaskingParams(threshold=self.threshold, degree=self.degree, bits=self.bits,
-                             vector_length=self.vector_length, **self.protocol_floor())
-
-    def protocol_floor(self) -> dict[str, int]:
-        """``{"min_survivors": m}`` for the masking protocols, which then refuse inside the protocol
-        to unmask a sum of fewer than ``m`` inputs (the server does not start unmasking, an honest
-        client does not reveal its shares): the noise shares of the distributed discrete Gaussian
-        are sized for ``m``. Empty when ``m`` is 1, or when the installed :mod:`protocols` does not
-        take the argument yet (the masking branch adds it); the engines then refuse the sum after
-        unmasking, which keeps the result but not the server's view."""
-        if self.min_survivors <= 1 or not _masking_takes_floor():
-            return {}
-        return {"min_survivors": self.min_survivors}
+                             vector_length=self.vector_length, min_survivors=self.min_survivors)
 
 
-def _masking_takes_floor() -> bool:
-    import dataclasses
+def protocol_stages(protocol: ProtocolName, *, key_rounds: int = 1) -> tuple[str, ...]:
+    """The stage names a client can drop out before (the dropout schedule's vocabulary).
 
-    from protocols.masking import MaskingParams
-
-    return "min_survivors" in {f.name for f in dataclasses.fields(MaskingParams)}
-
-
-def protocol_stages(protocol: ProtocolName) -> tuple[str, ...]:
-    """The stage names a client can drop out before (the dropout schedule's vocabulary)."""
+    With ``key_rounds > 1`` a masking round of a multi-round session has only the
+    masked upload and the unmasking (the key setup is the session's, not the round's).
+    """
     if protocol in ("secagg", "secagg+"):
+        if key_rounds > 1:
+            from protocols.masking.multiround import ROUND_STAGES
+
+            return ROUND_STAGES
         from protocols.masking import stages_for
 
         return stages_for(False)

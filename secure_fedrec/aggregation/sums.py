@@ -87,7 +87,9 @@ class InProcessSum:
     """Runs each round's session of the run's secure protocol, in this process.
 
     A masking session is a fresh :class:`protocols.masking.SecAgg` /
-    :class:`~protocols.masking.SecAggPlus` built from the session's parameters;
+    :class:`~protocols.masking.SecAggPlus` built from the session's parameters, the
+    privacy plan's ``min_survivors`` included (the protocol aborts below it, before
+    any unmasking);
     Paillier keeps one :class:`protocols.paillier.PaillierSecureSum` for the run (its
     keys are dealt once, on first use).
     """
@@ -98,15 +100,15 @@ class InProcessSum:
         self._paillier_args = {"key_bits": paillier_key_bits, "min_clients": paillier_min_clients}
 
     def _protocol_for(self, session: SessionParameters) -> SecureSum:
-        floor = session.protocol_floor()
         if session.protocol == "secagg":
             from protocols.masking import SecAgg
 
-            return SecAgg(threshold=session.threshold, **floor)
+            return SecAgg(threshold=session.threshold, min_survivors=session.min_survivors)
         if session.protocol == "secagg+":
             from protocols.masking import SecAggPlus
 
-            return SecAggPlus(degree=session.degree, threshold=session.threshold, **floor)
+            return SecAggPlus(degree=session.degree, threshold=session.threshold,
+                              min_survivors=session.min_survivors)
         if session.protocol == "paillier":
             if self._paillier is None:
                 from protocols.paillier import PaillierSecureSum
@@ -121,9 +123,9 @@ class InProcessSum:
         assert session.bits is not None
         result: SecureSumResult = self._protocol_for(session).run_round(
             payloads, bits=session.bits, round_index=round_index, dropouts=dropouts)
-        # The masking protocols refuse to unmask below min_survivors themselves once they take it
-        # (SessionParameters.protocol_floor); until then, and as a belt for the others, the sum
-        # is refused here.
+        # Defence in depth: the masking protocols enforce min_survivors before unmasking (their
+        # server and honest clients refuse) and Paillier's parties refuse below min_clients, so
+        # this never fires unless a protocol object was built without the plan's floor.
         if len(result.contributors) < session.min_survivors:
             raise BelowThreshold(len(result.contributors), session.min_survivors, "unmasking")
         measurements = transfer_measurements(result.bytes_sent, result.bytes_received, result.contributors,

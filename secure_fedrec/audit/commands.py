@@ -14,7 +14,7 @@ from ..arguments import (  # one parser for every command
     overrides_from_args,
 )
 
-__all__ = ["cmd_audit", "load_audit_config", "register"]
+__all__ = ["PRIVACY_VIOLATION", "cmd_audit", "load_audit_config", "register"]
 
 _EPILOG = """\
 The configuration is a run configuration (see `secure-fedrec run --help`) plus an
@@ -22,13 +22,21 @@ The configuration is a run configuration (see `secure-fedrec run --help`) plus a
 
   [audit]
   canaries = 1000            # one-run audit canaries, each included with probability 1/2
-  canary_kind = "ratings"    # "ratings" (record-level guarantee) or "users" (user-level)
+  canary_kind = "auto"       # "clients" (user level), "ratings" (record level), "users"; auto picks
+  control = true             # also audit the same run without DP (the no-DP twin)
   attacks = ["loss", "lira", "user", "update"]
   shadow_models = 8          # LiRA shadows, trained centrally
   fpr_levels = [0.01, 0.001, 0.0]
 
 --set audit.KEY=VALUE overrides one audit key. See docs/attacks.md.
+
+Exit status: 0 when the audit ran and found ε̂ <= ε; 3 (PRIVACY_VIOLATION) when
+the audited lower bound ε̂ exceeds the accountant's ε (the implementation leaks
+more than it claims); 2 for a configuration error.
 """
+
+#: exit status of `secure-fedrec audit` when ε̂ > ε
+PRIVACY_VIOLATION = 3
 
 
 def register(subparsers) -> dict:
@@ -85,7 +93,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     print(summary_text(result))
     if args.out is not None:
         print(f"wrote {args.out / 'audit.json'} and {len(result.get('plots', []))} plots")
-    return 0
+    return PRIVACY_VIOLATION if result["violation"] else 0
 
 
 def summary_text(result: dict[str, Any]) -> str:
@@ -94,9 +102,20 @@ def summary_text(result: dict[str, Any]) -> str:
     canary = result.get("canary_audit")
     if canary:
         tight = "" if canary["tightness"] is None else f", ε̂/ε = {canary['tightness']:.3f}"
+        claim = canary["claimed_epsilon"]
+        held = "" if claim == eps else f" (held to ε = {claim:.3f}: {canary['claim']})"
+        best = (f"{canary['best_score']} score, {canary['best_method']}" if canary["best_score"] is not None
+                else "no audited score certifies anything")
         lines.append(f"one-run audit ({canary['num_canaries']} canary {canary['kind']}): "
-                     f"ε̂ = {canary['epsilon_hat']:.3f} ({canary['best_score']} score, "
-                     f"{canary['confidence']:.0%}) vs ε = {'∞' if not math.isfinite(eps) else f'{eps:.3f}'}{tight}")
+                     f"ε̂ = {canary['epsilon_hat']:.3f} ({best}, "
+                     f"{canary['confidence']:.0%}) vs ε = {'∞' if not math.isfinite(eps) else f'{eps:.3f}'}"
+                     f"{tight}{held}")
+        if canary.get("ceiling"):
+            c = canary["ceiling"]
+            lines.append(f"  ceiling (ideal mechanism, same canaries and tests): ε̂ ≈ {c['epsilon_hat_median']:.3f}")
+        if canary.get("control"):
+            lines.append(f"  control without DP: ε̂ = {canary['control']['epsilon_hat']:.3f} "
+                         f"({canary['control']['best_score']} score)")
     for name, m in result["attacks"].items():
         if name == "update":
             for view, v in m["protocol_views"].items():

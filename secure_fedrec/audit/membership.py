@@ -110,17 +110,17 @@ def _statistic(model: FederatedModel, pop: RatingPopulation) -> np.ndarray:
 
 
 def _evaluate(name: str, labels: np.ndarray, scores: np.ndarray, fpr_levels, n_bootstrap: int,
-              confidence: float, seed: int, notes: str = "") -> MembershipOutcome:
+              confidence: float, seed: int, notes: str = "", groups: np.ndarray | None = None) -> MembershipOutcome:
     metrics = evaluate_membership(labels, scores, fpr_levels=fpr_levels, n_bootstrap=n_bootstrap,
-                                  confidence=confidence, random_state=seed)
+                                  confidence=confidence, random_state=seed, groups=groups)
     return MembershipOutcome(name, labels, scores, metrics, notes)
 
 
 def loss_threshold_attack(model: FederatedModel, pop: RatingPopulation, **evaluation) -> MembershipOutcome:
     """Yeom et al.: lower loss, more likely a member."""
-    return _evaluate("loss", pop.member, _statistic(model, pop), **evaluation,
+    return _evaluate("loss", pop.member, _statistic(model, pop), **evaluation, groups=pop.users,
                      notes="score = -loss of the model's prediction (uses the user's private row: "
-                           "an attacker seeing the recommender's predicted scores)")
+                           "an attacker seeing the recommender's predicted scores); intervals resample users")
 
 
 def lira_attack(
@@ -150,7 +150,8 @@ def lira_attack(
     for online in (True, False):
         attack = LiRA(online=online, fixed_variance=True).fit_shadow(shadow)
         name = "lira_online" if online else "lira_offline"
-        out.append(_evaluate(name, pop.member, attack.score(target_stat), seed=seed, **evaluation, notes=notes))
+        out.append(_evaluate(name, pop.member, attack.score(target_stat), seed=seed, **evaluation,
+                             notes=notes + "; intervals resample users", groups=pop.users))
     return out
 
 
@@ -241,6 +242,8 @@ def train_shadow_recommender(config: RunConfig, split: Split, users: np.ndarray,
 #: how a recommender treats users it was not trained on (the user-level attack's two settings)
 NONMEMBER_SETTINGS = {
     # Zhang et al.'s setting: a user unknown to the recommender gets the most popular items.
+    # Against a federated recommender this measures whether the user has a trained row at all
+    # (members get personal lists, everyone else the same popular ones), not training leakage.
     "popular": "user_popular",
     # Ours: a new client fits its private row to its history against the shared model and
     # ranks items with it, exactly like a member does with the row it trained.
@@ -297,7 +300,8 @@ def user_level_attack(
             lists(shadow_model, shadow_train, shadow_in, shadow_out, setting), vectors, shadow_labels)
         scores = attack.score(history(users), lists(target, target_train, member_users, nonmember_users, setting),
                               vectors)
-        treatment = ("the most popular items of the recommender's training data" if setting == "popular" else
+        treatment = ("the most popular items of the recommender's training data (so this measures whether "
+                     "a user HAS a trained row, not what training leaked)" if setting == "popular" else
                      f"top-{k} of a private row fitted to their history ({fit['steps']} Adam steps, shared model frozen)")
         outcomes.append(_evaluate(
             NONMEMBER_SETTINGS[setting], labels, scores, seed=seed, **evaluation,

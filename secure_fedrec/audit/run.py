@@ -19,17 +19,22 @@ from typing import Any
 import numpy as np
 
 from attacks import (
-    PrivacyViolationWarning,
+    CanaryDirections,
     audit_delta,
-    audit_one_run,
-    evaluate_membership,
+    canary_client_scores,
+    draw_canary_inclusion,
 )
 
-from ..config import RunConfig, config_to_dict, dump_toml
+from ..aggregation import AggregationPipeline, Clip, FloatEncoding, Mean
+from ..config import ConfigError, RunConfig, config_to_dict, dump_toml
 from ..data.dataset import Split
 from ..engines.inprocess import FederatedTrainer, RoundMetrics
+from ..plans import UserCentral, UserDistributed
 from ..runner import environment, load_data, make_split, write_json_atomic
 from .canaries import CanaryPlan, insert_canaries, score_canaries
+from .canary_audit import audit_scores, canary_guess_counts, ceiling
+from .families import mechanism_family
+from .hook import CanaryClientHook, ReleaseRecorder
 from .membership import (
     MembershipOutcome,
     lira_attack,
@@ -41,7 +46,7 @@ from .plots import plot_epsilon_audit, write_roc_plots
 from .spec import AuditSpec
 from .updates import update_inference
 
-__all__ = ["AuditDeltaWarning", "audit_config", "guess_counts", "partition_users", "run_audit"]
+__all__ = ["AuditDeltaWarning", "AuditError", "audit_config", "partition_users", "resolve_kind", "run_audit"]
 
 
 class AuditDeltaWarning(UserWarning):
@@ -52,10 +57,10 @@ def audit_config(config: RunConfig, spec: AuditSpec, num_users: int) -> tuple[Ru
     """The run configuration to train with, and the δ to audit at.
 
     With m canaries the one-run bound is blind once m·δ nears the test level
-    (``attacks.audit_delta``), and the accountant's default δ = 1/N^1.1 is far too large
-    for that (7.8e-4 on ml-latest-small against 2.5e-6 for 1000 canaries at 95 %). So when
+    (``attacks.audit_delta``), and the accountant's default δ = min(1/(10N), N^-1.1)
+    (``privacy.calibration.default_delta``) is far too large for that (1.5e-4 on ml-latest-small against 2.5e-6 for 1000 canaries at 95 %). So when
     ``privacy.delta`` is not set, a DP run is trained *and* audited at
-    min(1/N^1.1, audit_delta(m)); the accountant then calibrates its noise to that δ. An
+    min(default δ, audit_delta(m)); the accountant then calibrates its noise to that δ. An
     explicit ``privacy.delta`` is respected but flagged (``delta_too_large``, a warning) when
     it exceeds audit_delta(m). A run without DP is audited at audit_delta(m) too.
     """
@@ -77,12 +82,6 @@ def audit_config(config: RunConfig, spec: AuditSpec, num_users: int) -> tuple[Ru
     return config, config.privacy.delta
 
 
-def guess_counts(num_canaries: int) -> tuple[list[int], list[int]]:
-    """The (num_positive, num_negative) guess counts tried (Bonferroni-corrected by audit_one_run)."""
-    ks = sorted({max(1, num_canaries // d) for d in (20, 10, 4)})
-    return ks, [0, *ks]
-
-
 def partition_users(users: np.ndarray, *, user_attack: bool, seed: int) -> dict[str, np.ndarray]:
     """members / non-members / shadow users (the last two empty without the user-level attack)."""
     if not user_attack:
@@ -100,45 +99,157 @@ def _subset_users(split: Split, keep: np.ndarray) -> Split:
                  split.protocol, split.seed)
 
 
-def _canary_audit(plan: CanaryPlan, trainer: FederatedTrainer, initial: dict, spec: AuditSpec,
-                  epsilon: float, delta: float, evaluation: dict) -> tuple[dict[str, Any], dict]:
-    scores = score_canaries(plan, trainer.model, initial)
-    included = plan.canaries.included
-    positives, negatives = guess_counts(len(included))
-    # Several scores are tried; each audit runs at the Bonferroni level so the largest ε̂ keeps `confidence`.
-    per_score_confidence = 1.0 - (1.0 - spec.confidence) / len(scores)
-    audits, curves, best = {}, {}, None
-    for name, s in scores.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PrivacyViolationWarning)  # reported once, below, for the best
-            result = audit_one_run(s, included, num_positive=positives, num_negative=negatives,
-                                   epsilon_claimed=epsilon, delta=delta, confidence=per_score_confidence)
-        entry = {"epsilon_hat": result.epsilon_lower_bound, "confidence": result.confidence,
-                 "summary": result.summary(), **result.details}
-        if included.any() and not included.all():
-            m = evaluate_membership(included, s, **evaluation)
-            entry["membership"] = m.as_dict()
-            curves[f"canary_{name}"] = m.roc
-        audits[name] = entry
-        if best is None or result.epsilon_lower_bound > best[1].epsilon_lower_bound:
-            best = (name, result)
-    name, result = best
-    violation = math.isfinite(epsilon) and result.epsilon_lower_bound > epsilon
-    if violation:
-        warnings.warn(f"PRIVACY VIOLATION: one-run audit eps_hat={result.epsilon_lower_bound:.3f} > "
-                      f"accountant eps={epsilon:.3f} ({name} score)", PrivacyViolationWarning, stacklevel=2)
-    summary = {
-        "kind": plan.kind, "num_canaries": len(included), "num_included": int(included.sum()),
+class AuditError(ConfigError):
+    """The audit cannot run on this configuration (reported like a configuration error)."""
+
+
+def resolve_kind(kind: str, unit: str) -> str:
+    """The canary kind an audit uses, refusing kinds the privacy unit cannot be held to."""
+    if kind == "auto":
+        return "ratings" if unit == "record" else "clients"
+    if unit == "record" and kind != "ratings":
+        raise AuditError(f"audit.canary_kind = {kind!r} adds whole clients or users, which a record-level "
+                         "guarantee does not bound; use 'ratings' (or 'auto') for a record-level run")
+    return kind
+
+
+def _item_rows(layout, items: np.ndarray) -> np.ndarray:
+    """Flat indices of the item-indexed shared parameters of ``items`` (no other parameter)."""
+    items = np.asarray(items, dtype=np.int64).reshape(-1)
+    parts = []
+    for name, shape, start in zip(layout.names, layout.shapes, layout.offsets.values()):
+        if name in layout.item_rows:
+            width = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            parts.append((start + items[:, None] * width + np.arange(width)[None, :]).reshape(-1))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _make_hook(kind: str, spec: AuditSpec, trainer: FederatedTrainer, plan: CanaryPlan | None, seed: int,
+               *, included: np.ndarray | None = None, norm: float | None = None):
+    if kind == "clients":
+        m = spec.canaries
+        inc = included if included is not None else draw_canary_inclusion(m, random_state=np.random.default_rng([seed, 0xC1]))
+        q = trainer.privacy.population.sample_rate  # every client's chance to be sampled in a round
+        return CanaryClientHook(CanaryDirections(m, trainer.layout.size, seed), inc, q,
+                                first_id=trainer.split.train.n_users, seed=seed,
+                                norm=norm if norm is not None else spec.canary_norm)
+    c = plan.canaries
+    items = [np.atleast_1d(i) for i in (c.items if kind == "users" else c.items[:, None])]
+    return ReleaseRecorder(rows=[_item_rows(trainer.layout, i) for i in items], owners=np.asarray(plan.users),
+                           item_coordinates=_item_rows(trainer.layout, np.arange(trainer.model.n_items)),
+                           plaintext=trainer.config.aggregation.protocol == "plaintext")
+
+
+def _scores(kind: str, hook, plan: CanaryPlan | None, trainer: FederatedTrainer, initial: dict) -> dict[str, np.ndarray]:
+    if kind == "clients":
+        if not hook.projections:
+            raise AuditError("no round released an aggregate: nothing to score the canaries on")
+        return canary_client_scores(np.vstack(hook.projections), shift=np.asarray(hook.shifts),
+                                    sample_rate=hook.sample_rate)
+    final = score_canaries(plan, trainer.model, initial)
+    out = {"displacement": final["displacement"]}
+    if kind == "ratings":
+        out["private_loss"], out["alignment"] = final["loss"], final["alignment"]
+    else:
+        out["loss"] = final["loss"]  # a fresh row fitted against the frozen shared model
+    if hook.aggregate_energy:
+        widths = np.array([max(1, len(r)) for r in hook.rows], dtype=float)
+        scale2 = np.maximum(np.square(hook.aggregate_scale), 1e-24)[:, None]
+        out["aggregate_rows"] = (np.vstack(hook.aggregate_energy) / scale2).sum(axis=0) / widths
+    if hook.client_energy is not None:
+        out["client_rows"] = hook.client_energy.copy()
+    return out
+
+
+def _ceiling_mu(trainer: FederatedTrainer) -> float | None:
+    """The accounted Gaussian mechanism's μ = clip / noise std of one round (None without user-level DP)."""
+    privacy = trainer.privacy
+    if isinstance(privacy, UserDistributed):  # the accounted noise: the planned minimum of shares
+        clip = 1.0 if privacy.adaptive is not None else trainer.config.privacy.clip_norm
+        return clip / privacy.ddg_plan.model_unit_noise_std
+    if isinstance(privacy, UserCentral):
+        z = privacy.adaptive.update_noise_multiplier if privacy.adaptive is not None else privacy.noise_multiplier
+        return 1.0 / z if z else None
+    return None
+
+
+def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTrainer, initial: dict,
+                  spec: AuditSpec, epsilon: float, delta: float, evaluation: dict, seed: int,
+                  say: Callable[[str], None]) -> tuple[dict[str, Any], dict]:
+    included = hook.included if kind == "clients" else plan.canaries.included
+    scores = _scores(kind, hook, plan, trainer, initial)
+    unit = trainer.privacy.unit
+    rounds = len(trainer.history)
+    visible = (spec.canaries / 2 * (1 - (1 - hook.sample_rate) ** rounds)) if kind == "clients" else None
+    guesses = canary_guess_counts(spec.canaries, expected_visible=visible)
+    family = None
+    if unit != "none" and not (unit == "user" and kind == "ratings"):
+        owners = np.unique(plan.users[plan.canaries.included]) if kind == "ratings" else ()
+        family = mechanism_family(trainer.privacy, delta, record_clients=owners)
+    summary, curves = audit_scores(scores, included, unit=unit, kind=kind, epsilon=epsilon, delta=delta,
+                                   confidence=spec.confidence, family=family, guesses=guesses,
+                                   evaluation=evaluation, seed=seed)
+    mu = _ceiling_mu(trainer) if kind == "clients" else None
+    if mu is not None and spec.ceiling_repeats:
+        say(f"ceiling: the same tests on {spec.ceiling_repeats} simulated ideal runs")
+        summary["ceiling"] = ceiling(num_canaries=spec.canaries, rounds=rounds, sample_rate=hook.sample_rate,
+                                     mu=mu, family=family, epsilon=epsilon, delta=delta,
+                                     confidence=spec.confidence, guesses=guesses,
+                                     repeats=spec.ceiling_repeats, seed=seed)
+    summary.update({
+        "kind": kind, "num_canaries": len(included), "num_included": int(included.sum()),
         "epsilon": epsilon, "delta": delta, "confidence": spec.confidence,
-        "epsilon_hat": result.epsilon_lower_bound, "best_score": name,
-        "tightness": (result.epsilon_lower_bound / epsilon if math.isfinite(epsilon) and epsilon > 0 else None),
-        "violation": violation, "scores": audits,
         # The δ term of the one-run p-value is 2·m·δ·(…): above audit_delta(m) it can eat the test
         # level whatever the attack does (see audit_config).
         "delta_too_large": delta > audit_delta(len(included), spec.confidence) * (1 + 1e-9),
-        "guesses": {"num_positive": positives, "num_negative": negatives},
-    }
+    })
+    if kind == "clients":
+        summary.update(rounds_observed=len(hook.projections), sample_rate=hook.sample_rate,
+                       canary_norm=float(np.mean(hook.shifts)) if hook.shifts else None)
     return summary, curves
+
+
+def _clip_without_noise(twin: FederatedTrainer, clip_norm: float) -> None:
+    """Give a no-DP twin the user-level mechanism without its noise: updates still clipped to
+    ``clip_norm``, the mean still over E[clients], the plaintext float sum; so the control
+    isolates what the noise hides (not what clipping does)."""
+    pipeline = AggregationPipeline(layers=(Mean(denominator="expected"), Clip(clip_norm=clip_norm)),
+                                   encoding=FloatEncoding())
+    server = twin.server
+    server.privacy.pipeline = pipeline
+    server.privacy.layer_states = pipeline.initial_states()
+    server.client_plan = dataclasses.replace(server.client_plan, pipeline=pipeline)
+
+
+def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan | None, hook, spec: AuditSpec,
+             delta: float, evaluation: dict, seed: int) -> dict[str, Any]:
+    """The same canaries and the same audit on the run without noise (plaintext sum: same release)."""
+    twin_config = dataclasses.replace(
+        config, privacy=dataclasses.replace(config.privacy, unit="none", noise="central"),
+        aggregation=dataclasses.replace(config.aggregation, protocol="plaintext"),
+        evaluation=dataclasses.replace(config.evaluation, every=max(1, config.training.rounds)))
+    twin = FederatedTrainer(twin_config, train_split)
+    if config.privacy.unit == "user":
+        _clip_without_noise(twin, config.privacy.clip_norm)
+    initial = twin.model.shared_state()
+    twin.auditor = twin_hook = _make_hook(kind, spec, twin, plan, seed,
+                                          included=hook.included if kind == "clients" else None,
+                                          norm=(hook.shifts[0] if kind == "clients" and hook.shifts else None))
+    started = time.perf_counter()
+    twin.run()
+    scores = _scores(kind, twin_hook, plan, twin, initial)
+    included = twin_hook.included if kind == "clients" else plan.canaries.included
+    visible = (spec.canaries / 2 * (1 - (1 - twin_hook.sample_rate) ** len(twin.history))) if kind == "clients" else None
+    summary, _ = audit_scores(scores, included, unit="none", kind=kind, epsilon=math.inf, delta=delta,
+                              confidence=spec.confidence, family=None,
+                              guesses=canary_guess_counts(spec.canaries, expected_visible=visible),
+                              evaluation={**evaluation, "n_bootstrap": 1}, seed=seed)
+    return {"epsilon_hat": summary["epsilon_hat"], "best_score": summary["best_score"],
+            "scores": {n: {"epsilon_hat": e["epsilon_hat"], "observer": e["observer"],
+                           "auc": e.get("membership", {}).get("auc")} for n, e in summary["scores"].items()},
+            "seconds": time.perf_counter() - started,
+            "what": "the same canaries, the same scores and tests, on the run without noise (user level: "
+                    "still clipped, mean over E[clients]; plaintext sum)"}
 
 
 def run_audit(
@@ -162,8 +273,9 @@ def run_audit(
     target_split = _subset_users(split, groups["members"])
     plan = None
     train_split = target_split
-    if spec.canaries:
-        plan = insert_canaries(target_split, kind=spec.canary_kind, count=spec.canaries,
+    kind = resolve_kind(spec.canary_kind, config.privacy.unit)
+    if spec.canaries and kind != "clients":
+        plan = insert_canaries(target_split, kind=kind, count=spec.canaries,
                                member_users=groups["members"], rating=spec.canary_rating,
                                items_per_user=spec.canary_items_per_user, seed=seed)
         train_split = plan.split
@@ -171,13 +283,21 @@ def run_audit(
     config, audit_delta_value = audit_config(config, spec, train_split.train.n_users)
     if out is not None:  # the configuration actually trained (δ included), to reproduce the run
         (out / "config.toml").write_text(dump_toml(config_to_dict(config)), encoding="utf-8")
-    say(f"training the federated model on {len(groups['members'])} users"
-        + (f" with {spec.canaries} canary {spec.canary_kind} ({int(plan.canaries.included.sum())} included)" if plan else ""))
     trainer = FederatedTrainer(config, train_split)
+    trainer.auditor = hook = _make_hook(kind, spec, trainer, plan, seed) if spec.canaries else None
+    if hook is not None:
+        n_inc = int((hook.included if kind == "clients" else plan.canaries.included).sum())
+    say(f"training the federated model on {len(groups['members'])} users"
+        + (f" with {spec.canaries} canary {kind} ({n_inc} included)" if hook is not None else ""))
     initial = trainer.model.shared_state()
     train_started = time.perf_counter()
     history = trainer.run(on_round=on_round)
     train_seconds = time.perf_counter() - train_started
+    if not history:
+        raise AuditError(
+            "the run trained no round: " + (trainer.privacy.stopped_reason or "nothing to audit")
+            + ". The noise multiplier cannot afford one round within privacy.target_epsilon; raise "
+              "privacy.noise_multiplier (or unset it to calibrate) or raise the target.")
     privacy = trainer.privacy.summary()
     epsilon = float(privacy.get("epsilon", math.inf))
     if not trainer.privacy.enabled:
@@ -190,13 +310,18 @@ def run_audit(
     curves: dict = {}
     timings: dict[str, float] = {"training": train_seconds}
     canary_summary = None
-    if plan is not None:
-        say("one-run audit on the canaries")
+    if hook is not None:
+        say("one-run audits on the canaries")
         t0 = time.perf_counter()
-        canary_summary, canary_curves = _canary_audit(plan, trainer, initial, spec, epsilon, delta,
-                                                      {k: v for k, v in evaluation.items()})
+        canary_summary, canary_curves = _canary_audit(kind, plan, hook, trainer, initial, spec, epsilon, delta,
+                                                      dict(evaluation), seed, say)
         curves.update(canary_curves)
         timings["canary_audit"] = time.perf_counter() - t0
+        if spec.control and trainer.privacy.enabled:
+            say("control: the same audit on the run without DP")
+            canary_summary["control"] = _control(kind, config, train_split, plan, hook, spec, delta,
+                                                 dict(evaluation), seed)
+            timings["control"] = canary_summary["control"]["seconds"]
 
     def record(outcome: MembershipOutcome) -> None:
         attacks_out[outcome.name] = outcome.as_dict()
@@ -262,7 +387,13 @@ def run_audit(
         result["plots"] = [p.name for p in write_roc_plots(curves, out)]
         if canary_summary is not None:
             label = "no DP" if not math.isfinite(epsilon) else f"ε={epsilon:.3g}"
-            plot_epsilon_audit([(epsilon, canary_summary["epsilon_hat"], label)], out / "epsilon.png")
+            points = [(canary_summary["claimed_epsilon"], canary_summary["epsilon_hat"], f"this run ({label})")]
+            if canary_summary.get("ceiling"):
+                points.append((canary_summary["claimed_epsilon"], canary_summary["ceiling"]["epsilon_hat_median"],
+                               "ceiling: ideal mechanism, same canaries"))
+            if canary_summary.get("control"):
+                points.append((math.inf, canary_summary["control"]["epsilon_hat"], "control: same run without DP"))
+            plot_epsilon_audit(points, out / "epsilon.png")
             result["plots"].append("epsilon.png")
         write_json_atomic(out / "audit.json", result)
     return result

@@ -17,7 +17,7 @@ __all__ = ["ATTACKS", "AuditSpec", "AuditSpecError", "spec_from_dict", "split_au
 
 #: attacks an audit can run, in the order they run
 ATTACKS = ("loss", "lira", "user", "update")
-CANARY_KINDS = ("ratings", "users")
+CANARY_KINDS = ("auto", "clients", "ratings", "users")
 USER_SHADOWS = ("federated", "central")
 
 
@@ -30,7 +30,12 @@ class AuditSpec:
     """How an audit is run. Every field has a default; see ``docs/attacks.md``."""
 
     canaries: int = 500  # one-run audit canaries (0: no canary audit)
-    canary_kind: str = "ratings"  # "ratings" audits a record-level, "users" a user-level guarantee
+    # "clients" (random directions, user level), "ratings" (record level), "users"; "auto": ratings for a
+    # record-level run, clients otherwise
+    canary_kind: str = "auto"
+    canary_norm: float | None = None  # canary clients' update norm; None: the run's clip norm
+    control: bool = True  # also audit the same run without DP (the no-DP twin)
+    ceiling_repeats: int = 5  # simulations of an ideal mechanism for the ceiling (0: none)
     canary_rating: float | None = None  # None: the lowest rating of the scale (1.0 for implicit)
     canary_items_per_user: int = 10  # canary users only
     attacks: tuple[str, ...] = ATTACKS
@@ -47,26 +52,35 @@ class AuditSpec:
     max_users: int = 0  # audit on a random subset of this many users (0: all)
 
     def __post_init__(self) -> None:
-        _check(self.canaries >= 0, "audit.canaries", "must be >= 0")
+        # Every number has a finite range: an audit file is input like any other.
+        _check(0 <= self.canaries <= 100_000, "audit.canaries", "must be in [0, 100000]")
         _check(self.canary_kind in CANARY_KINDS, "audit.canary_kind",
                f"must be one of {', '.join(map(repr, CANARY_KINDS))}; got {self.canary_kind!r}")
-        _check(self.canary_items_per_user >= 1, "audit.canary_items_per_user", "must be >= 1")
+        _check(1 <= self.canary_items_per_user <= 1000, "audit.canary_items_per_user", "must be in [1, 1000]")
+        _check(self.canary_norm is None or 0 < self.canary_norm <= 1e6, "audit.canary_norm", "must be in (0, 1e6]")
+        _check(self.canary_rating is None or -1e6 <= self.canary_rating <= 1e6, "audit.canary_rating",
+               "must be a finite number in [-1e6, 1e6]")
+        _check(0 <= self.ceiling_repeats <= 100, "audit.ceiling_repeats", "must be in [0, 100]")
         unknown = [a for a in self.attacks if a not in ATTACKS]
         _check(not unknown, "audit.attacks",
                f"has unknown attack {unknown[0] if unknown else ''!r}; valid: {', '.join(ATTACKS)}")
         _check(len(set(self.attacks)) == len(self.attacks), "audit.attacks", "lists an attack twice")
-        _check(self.shadow_models >= 2, "audit.shadow_models", "must be >= 2 (LiRA needs IN and OUT shadows)")
-        _check(self.shadow_epochs >= 1, "audit.shadow_epochs", "must be >= 1")
-        _check(self.member_samples >= 10, "audit.member_samples", "must be >= 10")
+        _check(2 <= self.shadow_models <= 256, "audit.shadow_models",
+               "must be in [2, 256] (LiRA needs IN and OUT shadows)")
+        _check(1 <= self.shadow_epochs <= 10_000, "audit.shadow_epochs", "must be in [1, 10000]")
+        _check(10 <= self.member_samples <= 10_000_000, "audit.member_samples", "must be in [10, 10000000]")
+        _check(len(self.fpr_levels) <= 20, "audit.fpr_levels", "must list at most 20 levels")
         _check(all(0.0 <= f < 1.0 for f in self.fpr_levels), "audit.fpr_levels", "must be in [0, 1)")
-        _check(self.n_bootstrap >= 1, "audit.n_bootstrap", "must be >= 1")
+        _check(1 <= self.n_bootstrap <= 100_000, "audit.n_bootstrap", "must be in [1, 100000]")
         _check(0.0 < self.confidence < 1.0, "audit.confidence", "must be in (0, 1)")
-        _check(self.update_targets >= 1, "audit.update_targets", "must be >= 1")
-        _check(all(n >= 1 for n in self.cohort_sizes), "audit.cohort_sizes", "must be >= 1")
-        _check(self.recommend_k >= 1, "audit.recommend_k", "must be >= 1")
+        _check(1 <= self.update_targets <= 100_000, "audit.update_targets", "must be in [1, 100000]")
+        _check(len(self.cohort_sizes) <= 20, "audit.cohort_sizes", "must list at most 20 sizes")
+        _check(all(1 <= n <= 100_000 for n in self.cohort_sizes), "audit.cohort_sizes", "must be in [1, 100000]")
+        _check(1 <= self.recommend_k <= 10_000, "audit.recommend_k", "must be in [1, 10000]")
         _check(self.user_shadow in USER_SHADOWS, "audit.user_shadow",
                f"must be one of {', '.join(map(repr, USER_SHADOWS))}; got {self.user_shadow!r}")
-        _check(self.max_users == 0 or self.max_users >= 8, "audit.max_users", "must be 0 (all) or >= 8")
+        _check(self.max_users == 0 or 8 <= self.max_users <= 100_000_000, "audit.max_users",
+               "must be 0 (all) or in [8, 100000000]")
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
@@ -79,7 +93,7 @@ def _check(ok: bool, key: str, message: str) -> None:
 
 
 _INT_KEYS = {"canaries", "canary_items_per_user", "shadow_models", "shadow_epochs", "member_samples",
-             "n_bootstrap", "update_targets", "recommend_k", "max_users"}
+             "n_bootstrap", "update_targets", "recommend_k", "max_users", "ceiling_repeats"}
 _FLOAT_KEYS = {"confidence"}
 
 
@@ -100,7 +114,9 @@ def spec_from_dict(raw: dict[str, Any]) -> AuditSpec:
             _check(isinstance(value, (int, float)) and not isinstance(value, bool), name,
                    f"must be a number; got {value!r}")
             value = float(value)
-        elif key == "canary_rating":
+        elif key == "control":
+            _check(isinstance(value, bool), name, f"must be true or false; got {value!r}")
+        elif key in ("canary_rating", "canary_norm"):
             _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)), name,
                    f"must be a number; got {value!r}")
             value = None if value is None else float(value)

@@ -38,12 +38,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .dataset import DataError, RatingData
 from .preprocess import NoteBook, build_rating_data
+
+if TYPE_CHECKING:  # imported where a file is parsed: a process that only generates data skips it
+    import pandas as pd
 
 __all__ = ["FORMATS", "detect_format", "load_ratings", "resolve_ratings_path"]
 
@@ -422,6 +425,8 @@ class _NeedsLineScan(Exception):
 
 
 def _read_frame(file: Path, layout: _Layout) -> pd.DataFrame:
+    import pandas as pd
+
     # '::' is not a single character, which pandas' fast C parser needs; splitting on ':'
     # gives the four fields at even positions and empty fields at odd ones.
     multi_char = layout.sep == "::"
@@ -505,6 +510,8 @@ def _id_column(series: pd.Series, integer_ids: bool) -> np.ndarray:
 
 
 def _timestamp_column(series: pd.Series) -> np.ndarray:
+    import pandas as pd
+
     if series.dtype.kind in "iu":
         return series.to_numpy(dtype=np.int64)
     try:  # integers first: through float64, seconds beyond 2**53 would lose precision

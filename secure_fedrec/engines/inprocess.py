@@ -24,6 +24,7 @@ import torch
 from protocols import BelowThreshold
 
 from ..aggregation import ClientUpdate, SumOutcome
+from ..aggregation.key_sessions import InProcessKeySessions
 from ..aggregation.sums import InProcessSum, float_sum, ring_sum
 from ..config import RunConfig
 from ..data.dataset import Split
@@ -31,7 +32,19 @@ from ..evaluation import evaluate
 from ..inputs import build_model_for
 from ..models import FederatedModel
 from ..plans.base import PrivacyPlan, local_training
-from ..rounds.client import ClientReport, RoundReports, client_rng, client_step
+from ..rounds.auditor import (
+    RoundAuditor,
+    add_canaries,
+    encode_canaries,
+    observe_release,
+)
+from ..rounds.client import (
+    ClientReport,
+    RoundBroadcast,
+    RoundReports,
+    client_rng,
+    client_step,
+)
 from ..rounds.metrics import RoundMetrics
 from ..rounds.optimizers import ServerOptimizer
 from ..rounds.server import RoundPlan, RoundServer
@@ -60,8 +73,10 @@ class FederatedTrainer:
     """Runs federated rounds on a split: sample, train locally, aggregate, step the server."""
 
     def __init__(self, config: RunConfig, split: Split, *,
-                 server_optimizer: ServerOptimizer | None = None) -> None:
+                 server_optimizer: ServerOptimizer | None = None, auditor: RoundAuditor | None = None) -> None:
         self.config = config
+        #: an audit's canary clients and observer (``rounds.auditor``); None for an ordinary run
+        self.auditor = auditor
         self.split = split
         self.model = build_model_for(config, split)
         self.layout = self.model.layout()
@@ -69,6 +84,8 @@ class FederatedTrainer:
         agg = config.aggregation
         self.secure_sum = InProcessSum(agg.protocol, paillier_key_bits=agg.paillier_key_bits,
                                        paillier_min_clients=self.server.session_policy.paillier_min_clients)
+        #: aggregation.key_rounds > 1: one masking key setup serves several rounds
+        self.key_sessions = InProcessKeySessions(self.server.key_session)
         train = split.train
         order = np.argsort(train.users, kind="stable")
         bounds = np.searchsorted(train.users[order], np.arange(train.n_users + 1))
@@ -149,9 +166,9 @@ class FederatedTrainer:
         return self.server.plan_round(round_index)
 
     # -- one round -----------------------------------------------------------------------------------
-    def client_reports(self, plan: RoundPlan) -> list[ClientReport]:
+    def client_reports(self, plan: RoundPlan, broadcast: RoundBroadcast | None = None) -> list[ClientReport]:
         """Every trainer's :func:`client_step`, in client order."""
-        broadcast = self.server.broadcast(plan)
+        broadcast = broadcast or self.server.broadcast(plan)
         return [client_step(self.model, self.layout, self.client_data(cid), self.server.client_plan, broadcast,
                             self.client_rng(plan.round_index, cid), slow=slow,
                             state=self.client_states.setdefault(cid, {}), canaries=self.canary_gradients)
@@ -160,16 +177,21 @@ class FederatedTrainer:
     def run_round(self) -> RoundMetrics:
         started = time.perf_counter()
         plan = self.plan_round(self.round_index)
-        reports = self.client_reports(plan)
+        canaries = add_canaries(self.auditor, self.server, plan)
+        broadcast = self.server.broadcast(plan)
+        reports = self.client_reports(plan, broadcast) + encode_canaries(canaries, self.server, broadcast)
         payloads = {r.client: r.payload for r in reports if r.payload is not None}
-        dropouts = {c: s for c, s in plan.dropouts.items() if c in payloads}
         outcome: SumOutcome | BelowThreshold | None = None
         if payloads:
             try:
-                outcome = self._sum(payloads, dropouts, plan.round_index)
+                outcome = self._sum(payloads, plan.dropouts, plan.round_index)
             except BelowThreshold as exc:
                 outcome = exc  # the protocol aborted and released nothing
+        else:
+            self.key_sessions.close()  # a round without a sum: a key session cannot skip it
         metrics = self.server.finish_round(plan, RoundReports.collect(reports), outcome)
+        observe_release(self.auditor, self.server, plan,
+                        payloads if self.config.aggregation.protocol == "plaintext" else {})
         if metrics.contributors:
             self.model.load_shared_state(self.layout.unflatten(self.params))
         cfg = self.config.evaluation
@@ -180,7 +202,16 @@ class FederatedTrainer:
         return metrics
 
     def _sum(self, payloads: dict[int, Any], dropouts: dict[int, str], round_index: int) -> SumOutcome:
-        session = self.server.session(len(payloads))
+        """The round's sum; ``dropouts`` may name any client (a key session's members that do
+        not train can vanish too), a single session only sees its uploaders'."""
+        try:
+            session = self.server.session(len(payloads))
+        except BelowThreshold:
+            self.key_sessions.close()
+            raise
+        if self.server.key_rounds > 1:
+            return self.key_sessions.run(payloads, session, round_index=round_index, dropouts=dropouts)
+        dropouts = {c: s for c, s in dropouts.items() if c in payloads}
         if session.protocol == "plaintext" and session.bits is not None:  # a labelled simulation
             return ring_sum(payloads, dropouts, bits=session.bits, min_survivors=session.min_survivors)
         if session.protocol == "plaintext":

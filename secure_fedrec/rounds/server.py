@@ -31,6 +31,7 @@ from ..aggregation import (
     protocol_stages,
     session_parameters,
 )
+from ..aggregation.key_sessions import KeySession
 from ..config import RunConfig
 from ..plans import Population, PrivacyPlan, build_privacy_plan
 from .client import ClientPlan, RoundBroadcast, RoundReports
@@ -53,6 +54,13 @@ class RoundPlan:
     stragglers: np.ndarray  # simulation: bool per sampled client (one local epoch only)
     #: the sampled clients that train, with their straggler flag (record level: within budget)
     trainers: tuple[tuple[int, bool], ...] = ()
+    #: an audit's canary clients: they upload a crafted update instead of training (rounds.auditor)
+    canaries: tuple[int, ...] = ()
+
+    @property
+    def n_asked(self) -> int:
+        """Clients asked for an update (trainers and canaries): the fixed-point encoder's range."""
+        return len(self.trainers) + len(self.canaries)
 
 
 class RoundServer:
@@ -96,17 +104,46 @@ class RoundServer:
         # a resumed run make the same choices.
         return np.random.default_rng([self.config.seed, round_index, _ROUND_STREAM])
 
+    @property
+    def key_rounds(self) -> int:
+        """Rounds that share one masking key setup (1: a fresh session every round)."""
+        agg = self.config.aggregation
+        return agg.key_rounds if agg.protocol in ("secagg", "secagg+") else 1
+
     def protocol_stages(self) -> tuple[str, ...]:
-        return protocol_stages(self.config.aggregation.protocol)
+        return protocol_stages(self.config.aggregation.protocol, key_rounds=self.key_rounds)
+
+    def _sample(self, rng: np.random.Generator) -> np.ndarray:
+        if self.privacy.every_client:  # record-level distributed noise: every client, every round
+            return np.sort(self.population)
+        t = self.config.training
+        return sample_clients(self.population, t.clients_per_round, t.sampling, rng)
+
+    def sampled_clients(self, round_index: int) -> np.ndarray:
+        """The clients round ``round_index`` samples: the first draw of its own generator, so
+        known before the round starts (what a key session's members are planned from)."""
+        return self._sample(self.round_rng(round_index))
+
+    def key_session(self, round_index: int) -> KeySession:
+        """The multi-round masking session that starts at ``round_index``.
+
+        It serves up to ``aggregation.key_rounds`` rounds (never past the last one);
+        its members are every client sampled in any of them (see
+        :mod:`secure_fedrec.aggregation.key_sessions`), and its parameters are sized
+        for the members. Raises :class:`BelowThreshold` when they are too few.
+        """
+        last = min(round_index + self.key_rounds, self.config.training.rounds)
+        rounds = max(1, last - round_index)
+        samples = [self.sampled_clients(q) for q in range(round_index, round_index + rounds)]
+        members = tuple(int(c) for c in np.unique(np.concatenate(samples)))
+        return KeySession(first_round=round_index, rounds=rounds, members=members,
+                          parameters=self.session(len(members)))
 
     def plan_round(self, round_index: int) -> RoundPlan:
         """Who is sampled, who drops out (at which protocol stage), who straggles, who trains."""
         t = self.config.training
         rng = self.round_rng(round_index)
-        if self.privacy.every_client:
-            sampled = np.sort(self.population)
-        else:
-            sampled = sample_clients(self.population, t.clients_per_round, t.sampling, rng)
+        sampled = self._sample(rng)
         dropouts: dict[int, str] = {}
         if t.dropout_rate > 0:
             stages = self.protocol_stages()
@@ -123,7 +160,7 @@ class RoundServer:
                      if self.privacy.client_may_train(int(c), int(self.examples[c])))
 
     def broadcast(self, plan: RoundPlan) -> RoundBroadcast:
-        return RoundBroadcast(round_index=plan.round_index, n_clients=len(plan.trainers),
+        return RoundBroadcast(round_index=plan.round_index, n_clients=plan.n_asked,
                               expected_clients=self.expected_clients, layer_states=self.privacy.layer_states)
 
     def session(self, uploaders: int) -> SessionParameters:
@@ -152,7 +189,7 @@ class RoundServer:
         if isinstance(outcome, BelowThreshold):
             measurements = {"aborted": 1.0, "abort_survivors": float(outcome.survivors)}
         elif outcome is not None:
-            ctx = ServerContext(round_index=plan.round_index, n_clients=len(plan.trainers),
+            ctx = ServerContext(round_index=plan.round_index, n_clients=plan.n_asked,
                                 expected_clients=self.expected_clients, reporting_clients=reports.reporting,
                                 client_totals=reports.totals, client_diagnostics=reports.diagnostics)
             aggregate, states, measurements = self.pipeline.server(outcome, self.privacy.layer_states, ctx)

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from ..models import FederatedModel
+from .optimizers import SGD
+from .optimizers import make_optimizer as optimizer_named
 
 __all__ = [
     "ClientData",
@@ -93,10 +95,9 @@ def _with_negatives(positives: np.ndarray, n_items: int, negatives: int) -> np.n
     return positives + np.minimum(negatives * positives, n_items - positives)
 
 
-def make_optimizer(params, cfg: LocalTraining) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr)
-    return torch.optim.SGD(params, lr=cfg.lr)
+def make_optimizer(params, cfg: LocalTraining) -> SGD:
+    # Not torch.optim: constructing one imports torch._dynamo (training/optimizers.py says why).
+    return optimizer_named(params, cfg.optimizer, cfg.lr)
 
 
 def loss_fn(model: FederatedModel) -> nn.Module:

@@ -22,7 +22,7 @@ def test_secagg_threshold_is_a_majority_the_fraction_and_the_floor(n, fraction, 
     assert session.threshold == min(n, max(n // 2 + 1, math.ceil(fraction * n), floor))
     assert session.degree == n - 1 and session.min_survivors == floor
     params = session.masking_params()
-    assert params == params_for(n, bits=32, vector_length=9, threshold=session.threshold)
+    assert params == params_for(n, bits=32, vector_length=9, threshold=session.threshold, min_survivors=floor)
 
 
 @pytest.mark.parametrize("n", [2, 5, 20, 100, 300])

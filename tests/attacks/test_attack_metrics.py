@@ -151,3 +151,20 @@ def test_roc_properties(data):
     levels = [0.0, 0.001, 0.01, 0.1, 1.0]
     tprs = [tpr_at_fpr(labels, scores, f) for f in levels]
     assert tprs == sorted(tprs) and tprs[-1] == 1.0
+
+
+def test_bootstrap_over_users_is_wider_when_ratings_cluster_by_user():
+    from attacks import evaluate_membership
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(40), 50)
+    # each user's ratings share one offset: 2000 ratings carry about 40 users' worth of evidence
+    offset = rng.normal(0, 1.0, 40)[users]
+    labels = rng.random(users.size) < rng.beta(1.0, 1.0, 40)[users]  # some users mostly members
+    scores = offset + 0.3 * labels + rng.normal(0, 0.3, users.size)
+    iid = evaluate_membership(labels, scores, n_bootstrap=200, random_state=0).auc
+    clustered = evaluate_membership(labels, scores, n_bootstrap=200, random_state=0, groups=users).auc
+    assert clustered.estimate == iid.estimate
+    assert (clustered.high - clustered.low) > 1.2 * (iid.high - iid.low)
+    with pytest.raises(ValueError, match="one id per sample"):
+        evaluate_membership(labels, scores, n_bootstrap=2, groups=users[:10])

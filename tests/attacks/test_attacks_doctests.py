@@ -10,6 +10,8 @@ MODULES = [
     "attacks._validation",
     "attacks.metrics",
     "attacks.audit",
+    "attacks.fdp",
+    "attacks.canary_clients",
     "attacks.membership.base",
     "attacks.membership.recsys",
     "attacks.inference.updates",

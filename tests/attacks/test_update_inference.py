@@ -33,7 +33,7 @@ def test_plaintext_update_reveals_rated_items_exactly():
     observation = server_observation("plaintext", target_update=update)
     attack = UpdateInferenceAttack()
     assert np.array_equal(attack.predict(observation), rated)
-    result = evaluate_item_inference(attack.score(observation), rated)
+    result = evaluate_item_inference(attack.score(observation), rated, num_predicted=int(rated.sum()))
     assert (result.precision, result.recall, result.auc) == (1.0, 1.0, 1.0)
 
 
@@ -42,7 +42,7 @@ def test_full_table_upload_is_differenced_against_the_broadcast():
     update, rated = _mf_update(rng)
     broadcast = rng.normal(size=(N_ITEMS, DIM))
     observation = ClientUpdateObservation.from_upload(broadcast - 0.05 * update, broadcast)
-    assert evaluate_item_inference(UpdateInferenceAttack().score(observation), rated).auc == 1.0
+    assert evaluate_item_inference(UpdateInferenceAttack().score(observation), rated, num_predicted=1).auc == 1.0
 
 
 def test_dp_noise_degrades_the_plaintext_attack():
@@ -54,7 +54,7 @@ def test_dp_noise_degrades_the_plaintext_attack():
         noisy = update + sigma * rng.normal(size=update.shape)
         aucs.append(
             evaluate_item_inference(
-                UpdateInferenceAttack().score(ClientUpdateObservation(noisy)), rated
+                UpdateInferenceAttack().score(ClientUpdateObservation(noisy)), rated, num_predicted=1
             ).auc
         )
     assert aucs[0] > 0.99
@@ -83,14 +83,14 @@ def test_aggregate_reveals_the_target_only_when_it_is_alone():
     attack = UpdateInferenceAttack()
 
     alone = server_observation("masking", aggregate=target_update, num_contributors=1)
-    assert evaluate_item_inference(attack.score(alone), rated).auc == 1.0
+    assert evaluate_item_inference(attack.score(alone), rated, num_predicted=1).auc == 1.0
 
     others = [_mf_update(rng, item_table=table)[0] for _ in range(199)]
     crowd = server_observation(
         "paillier", aggregate=target_update + sum(others), num_contributors=200
     )
     assert isinstance(crowd, AggregateObservation)
-    result = evaluate_item_inference(attack.score(crowd), rated)
+    result = evaluate_item_inference(attack.score(crowd), rated, num_predicted=int(rated.sum()))
     assert result.auc < 0.65
     assert result.precision < 0.3
 
@@ -149,9 +149,10 @@ def test_direction_attack_separates_positives_from_sampled_negatives(local_steps
     rng = np.random.default_rng(5)
     delta, rated = _implicit_update(rng, local_steps=local_steps)
     observation = ClientUpdateObservation(delta)
-    norm = evaluate_item_inference(UpdateInferenceAttack("norm").score(observation), rated)
+    norm = evaluate_item_inference(UpdateInferenceAttack("norm").score(observation), rated,
+                                   num_predicted=int(rated.sum()))
     direction = evaluate_item_inference(
-        UpdateInferenceAttack("direction").score(observation), rated
+        UpdateInferenceAttack("direction").score(observation), rated, num_predicted=int(rated.sum())
     )
     assert norm.precision < 0.6  # sampled negatives are non-zero rows too
     assert direction.auc > 0.99 and direction.precision > 0.95
@@ -167,3 +168,12 @@ def test_direction_attack_on_aggregate_falls_back_to_norm():
     assert UpdateInferenceAttack("direction").score(agg).tolist() == [1.0, 0.2]
     with pytest.raises(ValueError):
         UpdateInferenceAttack("magic").score(agg)
+
+
+def test_item_inference_needs_the_attackers_own_guess_count():
+    # Defaulting to the top-|rated| items would hand the attacker the target's own count.
+    scores, rated = np.array([3.0, 0.0, 1.0, 0.0]), np.array([True, False, True, False])
+    with pytest.raises(ValueError, match="exactly one"):
+        evaluate_item_inference(scores, rated)
+    assert evaluate_item_inference(scores, rated, num_predicted=1).precision == 1.0
+    assert evaluate_item_inference(scores, rated, num_predicted=4).precision == 0.5

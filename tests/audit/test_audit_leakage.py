@@ -8,7 +8,7 @@ import pytest
 
 from secure_fedrec.audit import AuditSpec, run_audit
 from secure_fedrec.audit.canaries import insert_canaries
-from secure_fedrec.audit.run import guess_counts, partition_users
+from secure_fedrec.audit.run import partition_users
 from secure_fedrec.audit.spec import AuditSpecError, spec_from_dict
 from secure_fedrec.config import config_from_dict
 from secure_fedrec.runner import load_data, make_split
@@ -30,13 +30,17 @@ def _config(**training):
 def test_planted_overfit_is_detected():
     # No regularisation and many local epochs: the model memorises its training ratings.
     config = _config(local_epochs=15, reg=0.0, lr=0.05, server_optimizer="fedadam", server_lr=0.3, rounds=3)
-    spec = AuditSpec(canaries=200, attacks=("loss",), n_bootstrap=50)
+    spec = AuditSpec(canaries=200, canary_kind="ratings", attacks=("loss",), n_bootstrap=50)
     result = run_audit(config, spec)
     loss = result["attacks"]["loss"]
     assert loss["auc_low"] > 0.6, loss
     canary = result["canary_audit"]
-    assert canary["scores"]["loss"]["membership"]["auc"] > 0.75
-    assert set(canary["scores"]) == {"loss", "displacement", "alignment"}
+    scores = canary["scores"]
+    assert scores["private_loss"]["membership"]["auc"] > 0.75
+    assert set(scores) == {"private_loss", "displacement", "alignment", "aggregate_rows", "client_rows"}
+    # scores through the user's private row are the user's own device: reported, never audited
+    assert not scores["private_loss"]["audited"] and scores["private_loss"]["observer"] == "user device"
+    assert canary["best_score"] in canary["audited_scores"]
     assert canary["epsilon_hat"] > 0.5 and not canary["violation"]
 
 
@@ -92,7 +96,9 @@ def test_user_partition_is_disjoint_and_covers_everyone():
 
 
 def test_guess_counts_and_spec_parsing():
-    assert guess_counts(1000) == ([50, 100, 250], [0, 50, 100, 250])
+    from secure_fedrec.audit.canary_audit import canary_guess_counts
+    assert canary_guess_counts(1000) == ([50, 100, 250], [0, 50])
+    assert canary_guess_counts(1000, expected_visible=400) == ([50, 100, 200, 250, 320, 380], [0, 50])
     spec = spec_from_dict({"attacks": "loss, user", "fpr_levels": [0.01], "confidence": 0.9})
     assert spec.attacks == ("loss", "user") and spec.fpr_levels == (0.01,)
     with pytest.raises(AuditSpecError, match="audit.canaries must be an integer"):
@@ -131,7 +137,9 @@ def test_canary_users_audit_runs_on_a_user_level_dp_run():
     result = run_audit(config, spec)
     canary = result["canary_audit"]
     assert canary["kind"] == "users" and canary["num_canaries"] == 20
-    assert set(canary["scores"]) == {"loss", "displacement"}
+    assert set(canary["scores"]) == {"loss", "displacement", "aggregate_rows", "client_rows"}
+    # a user-level guarantee covers what is released, not a plaintext upload before the central noise
+    assert {n for n, e in canary["scores"].items() if e["audited"]} == {"loss", "displacement", "aggregate_rows"}
     assert canary["epsilon_hat"] <= result["epsilon"] <= 2.0 + 1e-6
 
 
@@ -168,3 +176,26 @@ def test_unset_delta_is_trained_and_audited_at_the_audit_delta():
     canary = result["canary_audit"]
     assert result["privacy"]["delta"] == canary["delta"] == pytest.approx(audit_delta(100, 0.95))
     assert not canary["delta_too_large"] and canary["epsilon_hat"] <= result["epsilon"]
+
+
+def test_update_inference_goes_through_the_real_mechanism():
+    from secure_fedrec.audit.updates import update_inference
+    from secure_fedrec.engines.inprocess import FederatedTrainer
+
+    base = _config(local_epochs=1, rounds=1, sampling="poisson", clients_per_round=0.5)
+    views = {}
+    for noise, protocol in (("central", "plaintext"), ("distributed", "secagg")):
+        config = dataclasses.replace(base, privacy=dataclasses.replace(
+            base.privacy, unit="user", noise=noise, target_epsilon=1.0, delta=1e-5),
+            aggregation=dataclasses.replace(base.aggregation, protocol=protocol))
+        trainer = FederatedTrainer(config, make_split(config, load_data(config)))
+        out = update_inference(trainer, targets=4, cohort_sizes=(2,), seed=0)
+        views[noise] = out
+        assert out["placement"] == noise
+    central, distributed = views["central"]["protocol_views"], views["distributed"]["protocol_views"]
+    assert set(central) == {"upload", "clean_sum_n=2", "released_sum_n=2"}
+    assert set(distributed) == {"upload", "noised_share", "released_sum_n=2"}
+    # a server adding central noise still sees the clipped upload and the clean sum in the clear
+    assert central["upload"]["auc"] == 1.0 and central["clean_sum_n=2"]["auc"] > 0.9
+    # the noise the accountant charged drowns the released sum, and each client's own share
+    assert central["released_sum_n=2"]["auc"] < 0.8 and distributed["noised_share"]["auc"] < 0.8

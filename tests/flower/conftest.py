@@ -75,8 +75,11 @@ class ScheduledDropouts(FederatedTrainer):
     def plan_round(self, round_index):
         plan = super().plan_round(round_index)
         dropouts = plan.dropouts
-        first = self.protocol_stages()[0]  # advertise_keys (masking), announce (Paillier)
-        for user in plan.sampled.tolist():
+        # advertise_keys (masking), masked_input (a key session's round), announce (Paillier)
+        first = self.protocol_stages()[0]
+        # Under a key session every member on a dead node vanishes too, sampled or not.
+        users = self.population.tolist() if self.server.key_rounds > 1 else plan.sampled.tolist()
+        for user in users:
             died = self.dead_at.get(user % self.num_partitions)
             if died is None:
                 continue

@@ -65,19 +65,33 @@ def test_masking_matches_inprocess(protocol):
         assert mine.measurements["bytes_sent_per_client"] == theirs.measurements["bytes_sent_per_client"]
 
 
-@pytest.mark.parametrize("label, recorded", [
-    ("train", "advertise_keys"), ("share_keys", "share_keys"), ("masked_input", "masked_input"),
-    ("unmasking", "unmasking"), ("evaluate", "evaluate"),
+@pytest.mark.parametrize("kill_round, label, recorded", [
+    (0, "train", "advertise_keys"), (0, "share_keys", "share_keys"), (0, "masked_input", "masked_input"),
+    (0, "unmasking", "unmasking"),
+    # round 0's evaluation rides with round 1's train request
+    (1, "train", "advertise_keys"),
 ])
-def test_dead_node_is_a_dropout(label, recorded):
+def test_dead_node_is_a_dropout(kill_round, label, recorded):
     config = small_config(**{"aggregation.protocol": "secagg"})
-    kill_round = 1 if label == "evaluate" else 0  # evaluation after round 1 is tagged round 1
     got = run_split(config, 3, kill_at={(kill_round, label): {2}})
     assert got.dead_at[2] == (kill_round, recorded)
     expected, trainer = reference_params(config, num_partitions=3, dead_at=got.dead_at)
     np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-6)
     assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
     assert got.history[-1].contributors < got.history[-1].sampled
+    assert got.history[-1].evaluation["evaluated_fraction"] < 1
+
+
+def test_a_node_dead_at_the_last_evaluation_leaves_the_training_whole():
+    """The last evaluation is the only exchange of its own (tagged with the round count)."""
+    config = small_config(**{"aggregation.protocol": "secagg"})
+    got = run_split(config, 3, kill_at={(2, "evaluate"): {2}})
+    assert got.dead_at[2] == (2, "evaluate")
+    expected, trainer = reference_params(config)
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-6)
+    assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history] == [10, 10]
+    assert 0 < got.history[-1].evaluation["evaluated_fraction"] < 1
+    assert "evaluated_fraction" not in got.history[0].evaluation
 
 
 def test_every_protocol_and_privacy_unit_is_supported():
@@ -271,7 +285,9 @@ def test_engine_flower_honours_the_flower_config_section(monkeypatch):
             return None
 
         def submit(self, config, out, **kwargs):
-            seen.update(kwargs)
+            f = config.flower
+            seen.update(engine=config.engine, nodes_in_config=f.nodes, train_timeout=f.train_timeout,
+                        stage_timeout=f.stage_timeout, node_wait_timeout=f.node_wait_timeout)
 
         def wait(self, run, out, timeout):
             return {"engine": "flower-sim"}
@@ -280,8 +296,8 @@ def test_engine_flower_honours_the_flower_config_section(monkeypatch):
     config = load_config(None, {"engine": "flower-sim", "flower.nodes": 3, "flower.stage_timeout": 7.5,
                                 "flower.train_timeout": 30.0, "flower.node_wait_timeout": 60.0})
     assert run_job(config)["engine"] == "flower-sim"
-    assert seen == {"mode": "sim", "nodes": 3, "train_timeout": 30.0, "stage_timeout": 7.5,
-                    "node_wait_timeout": 60.0}
+    assert seen == {"mode": "sim", "nodes": 3, "nodes_in_config": 3, "train_timeout": 30.0,
+                    "stage_timeout": 7.5, "node_wait_timeout": 60.0, "engine": "flower-sim"}
     for bad in ({"flower.nodes": 0}, {"flower.stage_timeout": -1.0}, {"flower.train_timeout": float("nan")},
                 {"flower.bogus": 1}):
         with pytest.raises(ConfigError):
@@ -313,9 +329,59 @@ def test_a_node_trains_and_encodes_without_the_accountants_libraries():
     data = load_data(config)
     co = FlowerCoordinator(config, data, make_split(config, data), MemoryTransport(2), 2)
     plan = co.server.plan_round(0)
-    partition, request = next(iter(co._train_requests(plan, None).items()))
+    partition, request = next(iter(co._train_requests(plan, co._common_train(plan)).items()))
     request = {**request, "params": base64.b64encode(request["params"]).decode(), "partition": partition}
     out = subprocess.run([sys.executable, "-c", NODE_SCRIPT], input=json.dumps(request), capture_output=True,
                          text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_round_below_the_dp_floor_aborts_inside_the_protocol_before_unmasking(monkeypatch):
+    """Issue 19, item 4 on the Flower engine: the coordinator's MaskingServer carries the plan's
+    ``min_survivors`` and refuses to start the unmasking below it (before: it unmasked, then the
+    engine refused the sum). The round releases nothing and is charged as in-process."""
+    from protocols import BelowThreshold
+    from secure_fedrec.engines.flower import masking_rounds
+
+    config = small_config(**DISTRIBUTED_DP, **{"aggregation.threshold_fraction": 0.9,
+                                               "training.clients_per_round": 20.0, "training.rounds": 1})
+    data = load_data(config)
+    transport = MemoryTransport(3)
+    coordinator = FlowerCoordinator(config, data, make_split(config, data), transport, 3)
+    server = coordinator.server
+    floor = server.privacy.min_survivors
+    plan_round = server.plan_round
+
+    def thinned(round_index):  # one fewer than the floor survives the masked upload
+        plan = plan_round(round_index)
+        trainers = [c for c, _ in plan.trainers]
+        assert len(trainers) >= floor > server.session(len(trainers)).threshold
+        plan.dropouts = {c: "masked_input" for c in trainers[: len(trainers) - floor + 1]}
+        return plan
+
+    monkeypatch.setattr(server, "plan_round", thinned)
+    sent: list[tuple[str, str]] = []
+    exchange = transport.exchange
+
+    def spied(message_type, requests, **kwargs):
+        sent.extend((message_type, r.get("stage", "")) for r in requests.values())
+        return exchange(message_type, requests, **kwargs)
+
+    monkeypatch.setattr(transport, "exchange", spied)
+    reasons = []
+    aborted = masking_rounds._aborted
+    monkeypatch.setattr(masking_rounds, "_aborted", lambda reason, *a: (reasons.append(reason), aborted(reason, *a))[1])
+    before = server.params.copy()
+    coordinator.run()
+
+    assert len(reasons) == 1 and isinstance(reasons[0], BelowThreshold)
+    assert (reasons[0].survivors, reasons[0].threshold, reasons[0].stage) == (floor - 1, floor, "masked_input")
+    assert ("train.stage", "masked_input") in sent and ("train.stage", "unmasking") not in sent
+    metrics = coordinator.history[0]
+    assert metrics.contributors == 0 and metrics.measurements["aborted"] == 1.0
+    np.testing.assert_array_equal(server.params, before)
+    # The same ε as the in-process engine's full round: an aborted round is charged all the same.
+    _, trainer = reference_params(config)
+    assert trainer.history[0].contributors > 0
+    assert metrics.measurements["epsilon"] == trainer.history[0].measurements["epsilon"] > 0

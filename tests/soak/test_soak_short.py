@@ -8,9 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protocols.testing import faults
-from protocols.testing.faults import MASKING_VARIANTS, FaultConfig, PaillierSoak, run_soak
 from protocols.masking.server import MaskingServer
+from protocols.testing import faults
+from protocols.testing.faults import (
+    MASKING_VARIANTS,
+    FaultConfig,
+    PaillierSoak,
+    run_soak,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,8 @@ def test_short_soak_has_no_unexplained_outcome(paillier_soaks):
     injected = summary["faults_injected"]
     for fault in ("dropouts", "tamper_truncate", "tamper_bitflip", "tamper_replay",
                   "tamper_replay_restamped",
-                  "tamper_wrong_session", "tamper_wrong_round", "duplicate_up", "late_up"):
+                  "tamper_wrong_session", "tamper_wrong_round", "tamper_low_order_key",
+                  "duplicate_up", "late_up"):
         assert injected.get(fault, 0) > 0, fault
     assert injected["oracle_checked"] > 0
 

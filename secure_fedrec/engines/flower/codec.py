@@ -28,7 +28,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from protocols.masking.params import SessionConfig
+
 __all__ = [
+    "EVALUATION_PREFIX",
     "PAYLOAD_KEY",
     "Payload",
     "dump_node_state",
@@ -42,6 +45,9 @@ __all__ = [
 
 #: The name of the ConfigRecord that holds our payload in every message.
 PAYLOAD_KEY = "sfr"
+#: A node's evaluation inside its ``train`` reply: the keys of ``node.handle_evaluate``'s reply,
+#: prefixed.
+EVALUATION_PREFIX = "eval."
 
 Payload = dict[str, Any]
 
@@ -101,14 +107,22 @@ def _reduce_ed25519_public(key: Ed25519PublicKey):
     return Ed25519PublicKey.from_public_bytes, (key.public_bytes(_RAW, serialization.PublicFormat.Raw),)
 
 
+def _reduce_session_config(config: SessionConfig):
+    # SessionConfig is immutable (its __setattr__ refuses), so pickle's default slot
+    # restore would fail: rebuild it through its validating constructor instead.
+    return SessionConfig, (config.params, config.ids, config.graph_seed)
+
+
 class _StatePickler(pickle.Pickler):
     """Pickles the protocol parties' key objects (Rust types with no pickle support)
-    by their raw private bytes; scoped to this pickler, nothing global is registered."""
+    by their raw private bytes, and immutable session announcements through their
+    constructor; scoped to this pickler, nothing global is registered."""
 
     dispatch_table = copyreg.dispatch_table.copy()
     dispatch_table[type(X25519PrivateKey.generate())] = _reduce_x25519
     dispatch_table[type(Ed25519PrivateKey.generate())] = _reduce_ed25519
     dispatch_table[type(Ed25519PrivateKey.generate().public_key())] = _reduce_ed25519_public
+    dispatch_table[SessionConfig] = _reduce_session_config
 
 
 def dump_node_state(state: dict[str, Any]) -> bytes:

@@ -8,17 +8,22 @@ only transport: the ``train`` request carries the shared parameters, the run's
 client plan (:mod:`secure_fedrec.rounds.wire`) and the round's broadcast to the
 nodes, which run :func:`~secure_fedrec.rounds.client.client_step` for their users
 (:mod:`.node`); then it moves protocol frames between its sans-IO protocol server
-and the nodes' parties, stage by stage.
+and the nodes' parties, stage by stage:
 
 * plaintext: the nodes' float payloads are added with the in-process float sum;
-* SecAgg / SecAgg+: one :class:`protocols.masking.MaskingServer` per round; the
-  first stage's frames ride with the ``train`` request, every *user* is a party;
-* packed threshold Paillier: the aggregator here, clients and key holders on the
-  nodes (:mod:`.paillier`).
+* SecAgg / SecAgg+: :mod:`.masking_rounds` — a session per round (the first
+  stage's frames ride with ``train``), or one key setup for ``aggregation.key_rounds``
+  rounds (then a steady round is two exchanges);
+* packed threshold Paillier: :mod:`.paillier_round` (clients and key holders on the nodes).
 
-A node that fails (error reply, or no reply before the stage's timeout) is a
-dropout of all its users from then on; the round completes when the protocol's
-threshold survives, as in-process.
+The evaluation a round is due rides with the next round's ``train`` request (each
+node scores the model it receives before it trains, i.e. the previous round's
+model, with its users' rows as that round left them); only the last one is an
+exchange of its own.
+
+A node that fails (error reply, or no reply before the deadline of
+:mod:`.deadlines`) is a dropout of all its users from then on; the round completes
+when the protocol's threshold survives, as in-process.
 """
 
 from __future__ import annotations
@@ -33,10 +38,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from protocols import BelowThreshold
-from protocols.errors import ProtocolError
 
-from ...aggregation import ClientUpdate, SessionParameters, SumOutcome
-from ...aggregation.sums import float_sum, transfer_measurements
+from ...aggregation import ClientUpdate, SessionParameters
+from ...aggregation.sums import float_sum
 from ...config import RunConfig, config_to_dict
 from ...data.dataset import RatingData, Split
 from ...inputs import build_model_for
@@ -45,7 +49,10 @@ from ...rounds.metrics import RoundMetrics
 from ...rounds.server import RoundPlan, RoundServer
 from ...rounds.wire import broadcast_to_json, plan_to_json
 from ..inprocess import server_for
-from .codec import Payload, f64_array, f64_bytes, i64_array
+from .codec import EVALUATION_PREFIX, Payload, f64_array, f64_bytes, i64_array
+from .deadlines import DeadlinePolicy, StageDeadline
+from .masking_rounds import KeySessionRounds, masking_round
+from .relay import RoundIO
 
 __all__ = [
     "Exchange",
@@ -68,11 +75,12 @@ class Exchange:
     bytes_down: int = 0  # server -> nodes, serialized
     bytes_up: int = 0  # nodes -> server, serialized
     seconds: float = 0.0
+    reply_seconds: list[float] = field(default_factory=list)  # when each reply came, after the start
 
 
 class Transport(Protocol):
     def exchange(self, message_type: str, requests: Mapping[int, Payload], *,
-                 timeout: float | None, round_index: int) -> Exchange: ...
+                 deadline: StageDeadline, round_index: int) -> Exchange: ...
 
 
 def check_supported(config: RunConfig) -> None:
@@ -88,19 +96,24 @@ def reports_from_reply(reply: Payload) -> RoundReports:
     from ...training.dpsgd import DpSgdStep
 
     spent = [(int(u), DpSgdStep(float(z), float(q), int(s)))
-             for u, z, q, s in zip(reply["spent_users"], reply["dp_noise_multipliers"],
-                                   reply["dp_sample_rates"], reply["dp_steps"])]
-    return RoundReports(reporting=int(reply["reporting"]), diverged=int(reply["diverged"]),
-                        totals={str(k): float(v) for k, v in zip(reply["total_names"], reply["total_values"])},
-                        losses=[float(x) for x in reply["losses"]], spent=spent)
+             for u, z, q, s in zip(reply.get("spent_users", []), reply.get("dp_noise_multipliers", []),
+                                   reply.get("dp_sample_rates", []), reply.get("dp_steps", []))]
+    return RoundReports(reporting=int(reply.get("reporting", 0)), diverged=int(reply.get("diverged", 0)),
+                        totals={str(k): float(v) for k, v in zip(reply.get("total_names", []),
+                                                                 reply.get("total_values", []))},
+                        losses=[float(x) for x in reply.get("losses", [])], spent=spent)
 
 
 class FlowerCoordinator:
-    """Runs a whole job over a :class:`Transport` to ``num_partitions`` nodes."""
+    """Runs a whole job over a :class:`Transport` to ``num_partitions`` nodes.
+
+    ``deadlines`` decides how long each exchange waits (default: from the config's
+    ``[flower]`` section; ``train_timeout``/``stage_timeout`` override its fixed values).
+    """
 
     def __init__(self, config: RunConfig, data: RatingData, split: Split, transport: Transport,
                  num_partitions: int, *, train_timeout: float | None = None,
-                 stage_timeout: float | None = None,
+                 stage_timeout: float | None = None, deadlines: DeadlinePolicy | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None,
                  paillier_keys: str | None = None) -> None:
         check_supported(config)
@@ -110,8 +123,12 @@ class FlowerCoordinator:
         self.split = split
         self.transport = transport
         self.num_partitions = num_partitions
-        self.train_timeout = train_timeout
-        self.stage_timeout = stage_timeout
+        section = config.flower
+        self.deadlines = deadlines or DeadlinePolicy(
+            train_timeout=section.train_timeout if train_timeout is None else train_timeout,
+            stage_timeout=section.stage_timeout if stage_timeout is None else stage_timeout,
+            factor=section.timeout_factor, floor=section.timeout_floor,
+            first=section.node_wait_timeout)
         self.server: RoundServer = server_for(config, split, build_model_for(config, split))
         self.config_json = json.dumps(config_to_dict(config))
         self.plan_json = plan_to_json(self.server.client_plan)
@@ -121,6 +138,9 @@ class FlowerCoordinator:
         self.history: list[RoundMetrics] = []
         self.flower_bytes_down = 0
         self.flower_bytes_up = 0
+        self.key_sessions = KeySessionRounds(self.server)
+        #: the round (0-based) whose evaluation is due and rides with the next request
+        self.evaluation_due: int | None = None
         self.paillier_keys = paillier_keys
         self.paillier_params = None
         #: user -> raw Ed25519 public key, pinned the first time the user's node sends it
@@ -141,15 +161,18 @@ class FlowerCoordinator:
     def partition_of(self, user: int) -> int:
         return user % self.num_partitions
 
-    def _exchange(self, message_type: str, requests: dict[int, Payload], timeout: float | None,
-                  round_index: int, stats: dict[str, float], stage: str) -> dict[int, Payload]:
+    def _exchange(self, message_type: str, requests: dict[int, Payload], round_index: int,
+                  stats: dict[str, float], stage: str) -> dict[int, Payload]:
         live = {p: r for p, r in requests.items() if p not in self.dead}
         if not live:
             return {}
         if self.on_event is not None:
             self.on_event({"event": "exchange", "round": round_index, "stage": stage,
                            "partitions": sorted(live)})
-        ex = self.transport.exchange(message_type, live, timeout=timeout, round_index=round_index)
+        label = f"{message_type}:{stage}"
+        ex = self.transport.exchange(message_type, live, deadline=self.deadlines.for_stage(message_type, label),
+                                     round_index=round_index)
+        self.deadlines.observe(label, ex.reply_seconds)
         for p, reason in ex.failed.items():
             log.warning("node of partition %d is gone (%s): its users are dropouts", p, reason)
             self.dead[p] = reason
@@ -165,26 +188,56 @@ class FlowerCoordinator:
         self.flower_bytes_up += ex.bytes_up
         return ex.replies
 
-    def _train_requests(self, plan: RoundPlan, session: SessionParameters | None) -> dict[int, Payload]:
-        """One ``train`` request per node hosting a trainer: parameters, plan, broadcast, its users."""
+    def _common_train(self, plan: RoundPlan) -> Payload:
+        """What every ``train`` request of the round carries (and whether to evaluate first)."""
         server = self.server
-        common = {"config": self.config_json, "client_plan": self.plan_json, "round": plan.round_index,
-                  "broadcast": broadcast_to_json(server.broadcast(plan)), "params": f64_bytes(server.params),
-                  **({"min_clients": session.min_survivors} if session is not None else {}),
-                  **({"paillier_keys": str(self.paillier_keys)} if self.paillier_keys else {})}
+        return {"config": self.config_json, "client_plan": self.plan_json, "round": plan.round_index,
+                "broadcast": broadcast_to_json(server.broadcast(plan)), "params": f64_bytes(server.params),
+                "evaluate": self.evaluation_due is not None, "users": [], "slow": []}
+
+    def _train_requests(self, plan: RoundPlan, common: Payload) -> dict[int, Payload]:
+        """One ``train`` request per node hosting a trainer: parameters, plan, broadcast, its users;
+        when an evaluation is due, one for every live node."""
         requests: dict[int, Payload] = {}
+        if common["evaluate"]:
+            requests = {p: {**common, "users": [], "slow": []} for p in range(self.num_partitions)
+                        if p not in self.dead}
         for user, slow in plan.trainers:
-            req = requests.setdefault(self.partition_of(user), {**common, "users": [], "slow": [],
-                                                                 "frame_users": [], "frames": []})
+            req = requests.setdefault(self.partition_of(user), {**common, "users": [], "slow": []})
             req["users"].append(user)
             req["slow"].append(slow)
         return requests
 
     def _collect(self, replies: Mapping[int, Payload]) -> RoundReports:
+        """The nodes' training reports; an evaluation riding with them completes the round it was due."""
         reports = RoundReports()
+        evaluations = []
         for reply in replies.values():
             reports.merge(reports_from_reply(reply))
+            evaluation = {k[len(EVALUATION_PREFIX):]: v for k, v in reply.items()
+                          if k.startswith(EVALUATION_PREFIX)}
+            if evaluation:
+                evaluations.append(evaluation)
+        if self.evaluation_due is not None and evaluations:
+            self._complete_evaluation(evaluations)
         return reports
+
+    def _complete_evaluation(self, replies: list[Payload]) -> None:
+        due = self.evaluation_due
+        self.evaluation_due = None
+        metrics = next(m for m in reversed(self.history) if m.round == due + 1)
+        metrics.evaluation = combine_evaluations(replies, len(self.split.test), bool(self.dead))
+
+    def _round_io(self, plan: RoundPlan, stats: dict[str, float]) -> RoundIO:
+        common = self._common_train(plan)
+        return RoundIO(
+            round_index=plan.round_index, dropouts=plan.dropouts, partition_of=self.partition_of,
+            is_dead=lambda p: p in self.dead,
+            send=lambda message_type, requests, stage: self._exchange(message_type, requests,
+                                                                     plan.round_index, stats, stage),
+            train_requests=lambda: self._train_requests(plan, common),
+            train_request=lambda partition: {**common, "users": [], "slow": []},
+            collect=self._collect)
 
     # -- one round ------------------------------------------------------------------------
     def run_round(self) -> RoundMetrics:
@@ -201,268 +254,62 @@ class FlowerCoordinator:
                 session = server.session(len(plan.trainers))
             except BelowThreshold as exc:  # too few to release anything: they still train (as in-process)
                 session = exc
+        io = self._round_io(plan, stats)
+        trainers = [user for user, _ in plan.trainers]
         protocol = self.config.aggregation.protocol
-        if not plan.trainers:
+        if session is None:
+            self.key_sessions.close()  # a round without a sum: a key session cannot skip it
             reports, outcome, extra = RoundReports(), None, {}
+            if self.evaluation_due is not None:
+                self.evaluate(stats)
         elif protocol == "plaintext":
-            reports, outcome, extra = self._plaintext_round(plan, session, stats)
+            reports, outcome, extra = self._plaintext_round(io, plan, session)
         elif protocol == "paillier":
-            reports, outcome, extra = self._paillier_round(plan, session, stats)
+            from .paillier_round import paillier_round
+
+            reports, outcome, extra = paillier_round(
+                io, session, trainers, public_params=self.paillier_params, keys_dir=str(self.paillier_keys),
+                identities=self.identities, num_partitions=self.num_partitions)
+        elif server.key_rounds > 1:
+            reports, outcome, extra = self.key_sessions.round(io, session)
         else:
-            reports, outcome, extra = self._masking_round(plan, session, stats)
+            reports, outcome, extra = masking_round(io, session, trainers)
+        extra["nodes_dropped"] = float(len(self.dead))
         metrics = server.finish_round(plan, reports, outcome, extra={**extra, **stats})
         cfg = self.config.evaluation
         if server.round_index % cfg.every == 0 or server.round_index == self.config.training.rounds:
-            metrics.evaluation = self.evaluate(stats)
-            metrics.measurements.update(stats)  # with the evaluation exchange's bytes and time
+            self.evaluation_due = plan.round_index
         metrics.seconds = time.perf_counter() - started
         self.history.append(metrics)
         return metrics
 
-    def _aborted(self, reason: ProtocolError) -> tuple[ProtocolError, dict[str, float]]:
-        """The protocol released nothing: the round changes no shared parameter (as in-process)."""
-        return reason, {"protocol_failed": 1.0, "nodes_dropped": float(len(self.dead))}
-
-    def _plaintext_round(self, plan: RoundPlan, session, stats):
-        requests = self._train_requests(plan, None)
-        replies = self._exchange("train", requests, self.train_timeout, plan.round_index, stats, "upload")
-        reports = self._collect(replies)
+    def _plaintext_round(self, io: RoundIO, plan: RoundPlan, session):
+        replies = io.send("train", io.train_requests(), "upload")
+        reports = io.collect(replies)
         updates: dict[int, ClientUpdate] = {}
         size = len(self.server.params)
         for reply in replies.values():
-            for j, user in enumerate(reply["float_users"]):
+            for j, user in enumerate(reply.get("float_users", [])):
                 updates[int(user)] = ClientUpdate(indices=i64_array(reply["indices"][j]),
                                                   values=f64_array(reply["values"][j]), size=size,
                                                   weight=float(reply["weights"][j]))
-        nodes_dropped = float(len(set(map(self.partition_of, plan.sampled.tolist())) & set(self.dead)))
         if isinstance(session, BelowThreshold):
-            return reports, session, {"nodes_dropped": nodes_dropped}
+            return reports, session, {}
         outcome = float_sum(updates, plan.dropouts) if updates else None
-        return reports, outcome, {"nodes_dropped": nodes_dropped}
-
-    def _masking_round(self, plan: RoundPlan, session, stats):
-        from protocols.masking import MaskingServer, stages_for
-
-        if isinstance(session, BelowThreshold):  # train only: nothing can be released
-            replies = self._exchange("train", self._train_requests(plan, None), self.train_timeout,
-                                     plan.round_index, stats, "advertise_keys")
-            return (self._collect(replies), *self._aborted(session))
-        ids = [user for user, _ in plan.trainers]
-        params = session.masking_params()
-        server_seconds = 0.0
-        clock = time.process_time()
-        protocol_server = MaskingServer(params, ids, round_index=plan.round_index)
-        outgoing = protocol_server.start()
-        server_seconds += time.process_time() - clock
-        requests = self._train_requests(plan, session)
-        gone: set[int] = set()
-        sent = dict.fromkeys(ids, 0)
-        received = dict.fromkeys(ids, 0)
-        reports = RoundReports()
-        rejected = 0
-        node_errors: list[str] = []
-        stages = stages_for(params.active)
-        try:
-            for index, stage in enumerate(stages):
-                per_node: dict[int, Payload] = {}
-                for user, frame in outgoing:
-                    if user in gone or plan.dropouts.get(user) == stage or self.partition_of(user) in self.dead:
-                        gone.add(user)
-                        continue
-                    received[user] += len(frame)
-                    req = requests[self.partition_of(user)] if index == 0 else per_node.setdefault(
-                        self.partition_of(user), {"round": plan.round_index, "stage": stage, "frame_users": [],
-                                                  "frames": [], "last": index == len(stages) - 1})
-                    req["frame_users"].append(user)
-                    req["frames"].append(frame)
-                if index == 0:
-                    # Every trainer trains, even one scheduled to vanish (as in-process).
-                    replies = self._exchange("train", requests, self.train_timeout, plan.round_index, stats,
-                                             stage)
-                    reports = self._collect(replies)
-                else:
-                    replies = self._exchange("train.stage", per_node, self.stage_timeout, plan.round_index,
-                                             stats, stage)
-                clock = time.process_time()
-                for partition, reply in replies.items():
-                    node_errors.extend(str(e) for e in reply["errors"])
-                    for user, frame in zip(reply["frame_users"], reply["frames"]):
-                        user = int(user)
-                        if user not in sent or self.partition_of(user) != partition:
-                            rejected += 1  # a node answering for a user it does not host
-                            continue
-                        sent[user] += len(frame)
-                        try:
-                            protocol_server.receive(frame)
-                        except ProtocolError as exc:
-                            rejected += 1
-                            log.warning("rejected a frame of user %d: %s", user, exc)
-                outgoing = protocol_server.advance()
-                server_seconds += time.process_time() - clock
-        except ProtocolError as exc:
-            log.error("round %d failed: %s", plan.round_index + 1, exc)
-            outcome, extra = self._aborted(exc)
-            return reports, outcome, {**extra, "protocol_dropped": float(len(gone))}
-        result = protocol_server.result
-        assert result is not None
-        # Until the protocol enforces min_survivors itself, the sum is refused here.
-        if len(result.contributors) < session.min_survivors:
-            log.error("round %d failed: %d survivors, fewer than %d", plan.round_index + 1,
-                      len(result.contributors), session.min_survivors)
-            return (reports, *self._aborted(
-                BelowThreshold(len(result.contributors), session.min_survivors, "unmasking")))
-        measurements = transfer_measurements(sent, received, result.contributors,
-                                             plain_bytes=session.vector_length * params.bits / 8)
-        measurements.update({
-            "protocol_server_seconds": server_seconds,
-            "protocol_dropped": float(len(result.dropped)),
-            "protocol_rejected_frames": float(rejected),
-            "protocol_node_errors": float(len(node_errors)),
-        })
-        outcome = SumOutcome(total=result.total, contributors=tuple(result.contributors),
-                             measurements=measurements)
-        return reports, outcome, {"nodes_dropped": float(len(self.dead))}
-
-    def _paillier_round(self, plan: RoundPlan, session, stats):
-        """Packed threshold Paillier: train (+ identity keys), announce → encrypted updates,
-        decrypt → partial decryptions from the key holders' nodes (see :mod:`.paillier`)."""
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-        from protocols.paillier import PaillierAggregator, key_holder_id
-        from protocols.paillier.messages import KEY_HOLDER_ID_BASE
-        from protocols.wire import decode_frame
-
-        from .paillier import KEY_HOLDERS, key_holder_host
-
-        assert self.paillier_params is not None
-        if isinstance(session, BelowThreshold):
-            replies = self._exchange("train", self._train_requests(plan, None), self.train_timeout,
-                                     plan.round_index, stats, "train")
-            return (self._collect(replies), *self._aborted(session))
-        ids = [user for user, _ in plan.trainers]
-        replies = self._exchange("train", self._train_requests(plan, session), self.train_timeout,
-                                 plan.round_index, stats, "train")
-        reports = self._collect(replies)
-        registry: dict[int, Ed25519PublicKey] = {}
-        rejected = 0
-        for partition, reply in replies.items():
-            for user, raw in zip(reply["identity_users"], reply["identity_keys"]):
-                user, raw = int(user), bytes(raw)
-                if user not in ids or self.partition_of(user) != partition:
-                    rejected += 1
-                    continue
-                if self.identities.setdefault(user, raw) != raw:
-                    rejected += 1  # a user's identity key never changes: treat it as gone
-                    log.warning("user %d came back with another identity key", user)
-                    continue
-                registry[user] = Ed25519PublicKey.from_public_bytes(raw)
-        if len(registry) < session.min_survivors:
-            return (reports, *self._aborted(BelowThreshold(len(registry), session.min_survivors, "train")))
-        clock = time.process_time()
-        aggregator = PaillierAggregator(
-            self.paillier_params.public_key, registry, bits=session.bits, length=session.vector_length,
-            min_clients=session.min_survivors, threshold_params=self.paillier_params,
-            round_index=plan.round_index)
-        server_seconds = time.process_time() - clock
-        sent = dict.fromkeys(ids, 0)
-        received = dict.fromkeys(ids, 0)
-        announce: dict[int, Payload] = {}
-        for user in sorted(registry):
-            if plan.dropouts.get(user) == "announce":
-                continue
-            frame = aggregator.announcement_for(user)
-            received[user] += len(frame)
-            req = announce.setdefault(self.partition_of(user), {
-                "round": plan.round_index, "stage": "announce", "frame_users": [], "frames": [], "last": True})
-            req["frame_users"].append(user)
-            req["frames"].append(frame)
-        node_errors: list[str] = []
-        for partition, reply in self._exchange("train.stage", announce, self.stage_timeout,
-                                               plan.round_index, stats, "announce").items():
-            node_errors.extend(str(e) for e in reply["errors"])
-            clock = time.process_time()
-            for user, frame in zip(reply["frame_users"], reply["frames"]):
-                user = int(user)
-                if user not in registry or self.partition_of(user) != partition:
-                    rejected += 1
-                    continue
-                if plan.dropouts.get(user) == "upload":
-                    continue  # scheduled to vanish after the announcement: never sent
-                sent[user] += len(frame)
-                try:
-                    aggregator.receive(frame)
-                except ProtocolError as exc:
-                    rejected += 1
-                    log.warning("rejected the update of user %d: %s", user, exc)
-            server_seconds += time.process_time() - clock
-        try:
-            clock = time.process_time()
-            decryption = aggregator.close_collection()
-            server_seconds += time.process_time() - clock
-        except BelowThreshold as exc:
-            return (reports, *self._aborted(exc))
-        # The contributors' identity keys travel with the request: key holders check the
-        # signatures themselves (and pin each user's first key).
-        contributors = aggregator.contributors
-        decrypt: dict[int, Payload] = {}
-        key_holder_bytes = 0
-        for frame in decryption:
-            index = decode_frame(frame)[0].receiver - KEY_HOLDER_ID_BASE
-            host = key_holder_host(index, self.num_partitions)
-            req = decrypt.setdefault(host, {
-                "round": plan.round_index, "stage": "decrypt", "min_clients": session.min_survivors,
-                "paillier_keys": str(self.paillier_keys), "frame_users": [], "frames": [],
-                "registry_users": list(contributors),
-                "registry_keys": [self.identities[c] for c in contributors], "last": False})
-            req["frame_users"].append(key_holder_id(index))
-            req["frames"].append(frame)
-            key_holder_bytes += len(frame)
-        holders = {key_holder_id(i) for i in range(1, KEY_HOLDERS + 1)}
-        for reply in self._exchange("train.stage", decrypt, self.stage_timeout, plan.round_index,
-                                    stats, "decrypt").values():
-            node_errors.extend(str(e) for e in reply["errors"])
-            clock = time.process_time()
-            for party, frame in zip(reply["frame_users"], reply["frames"]):
-                key_holder_bytes += len(frame)
-                if int(party) not in holders or aggregator.result is not None:
-                    continue
-                try:
-                    aggregator.receive(frame)
-                except ProtocolError as exc:
-                    rejected += 1
-                    log.warning("rejected a partial decryption of %#x: %s", int(party), exc)
-            server_seconds += time.process_time() - clock
-        result = aggregator.result
-        if result is None:
-            log.error("round %d failed: too few key holders answered (%s)", plan.round_index + 1,
-                      "; ".join(node_errors) or "no errors reported")
-            return (reports, *self._aborted(BelowThreshold(len(contributors), session.min_survivors,
-                                                           "decryption")))
-        layout = aggregator.layout
-        measurements = transfer_measurements(sent, received, result.contributors,
-                                             plain_bytes=session.vector_length * session.bits / 8)
-        measurements.update({
-            "protocol_server_seconds": server_seconds,
-            "protocol_dropped": float(len(ids) - len(result.contributors)),
-            "protocol_rejected_frames": float(rejected),
-            "protocol_node_errors": float(len(node_errors)),
-            "protocol_slots_per_ciphertext": float(layout.slots),
-            "protocol_ciphertexts_per_client": float(layout.num_plaintexts),
-            "protocol_key_bits": float(self.paillier_params.public_key.bits),
-            "protocol_key_holder_bytes": float(key_holder_bytes),
-        })
-        outcome = SumOutcome(total=result.total, contributors=tuple(result.contributors),
-                             measurements=measurements)
-        return reports, outcome, {"nodes_dropped": float(len(self.dead))}
+        return reports, outcome, {}
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self, stats: dict[str, float] | None = None) -> dict[str, float | str]:
-        """Federated evaluation: each live node scores its own users; means recombined exactly."""
+        """Federated evaluation as an exchange of its own: each live node scores its own users;
+        means recombined exactly. Completes the evaluation that is due, if any."""
         request = {"config": self.config_json, "params": f64_bytes(self.server.params)}
         requests = {p: dict(request) for p in range(self.num_partitions)}
-        replies = self._exchange("evaluate", requests, self.train_timeout, self.server.round_index,
+        replies = self._exchange("evaluate", requests, self.server.round_index,
                                  stats if stats is not None else {}, "evaluate")
-        return combine_evaluations(list(replies.values()), len(self.split.test), bool(self.dead))
+        evaluation = combine_evaluations(list(replies.values()), len(self.split.test), bool(self.dead))
+        if self.evaluation_due is not None:
+            self._complete_evaluation(list(replies.values()))
+        return evaluation
 
     def run(self) -> list[RoundMetrics]:
         while self.server.round_index < self.config.training.rounds:
@@ -471,6 +318,15 @@ class FlowerCoordinator:
             metrics = self.run_round()
             log.info("round %d: %d/%d contributors, %.2fs", metrics.round, metrics.contributors,
                      metrics.sampled, metrics.seconds)
+        if self.evaluation_due is not None and self.history:
+            # Nothing left to ride with: the last evaluation is an exchange of its own.
+            last = self.history[-1]
+            started = time.perf_counter()
+            stats: dict[str, float] = {}
+            self.evaluate(stats)
+            for key, value in stats.items():
+                last.measurements[key] = last.measurements.get(key, 0.0) + value
+            last.seconds += time.perf_counter() - started
         return self.history
 
     def result(self, started: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:

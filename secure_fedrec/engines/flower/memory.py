@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from .codec import Payload, payload_size
 from .coordinator import Exchange
+from .deadlines import StageDeadline
 from .dispatch import dispatch
 
 __all__ = ["MemoryTransport"]
@@ -22,17 +23,18 @@ class MemoryTransport:
         self.num_partitions = num_partitions
         self.states: dict[int, bytes] = {p: b"" for p in range(num_partitions)}
         #: (round_index, stage) -> partitions that die on receiving it; the stage is the
-        #: request's ``stage`` for protocol stages, else the message type ("train", "evaluate")
+        #: request's ``stage`` for ``train.stage`` messages, else the message type ("train",
+        #: "evaluate")
         self.kill_at: dict[tuple[int, str], set[int]] = {}
         self.killed: set[int] = set()
 
     def exchange(self, message_type: str, requests: Mapping[int, Payload], *,
-                 timeout: float | None, round_index: int) -> Exchange:
+                 deadline: StageDeadline, round_index: int) -> Exchange:
         started = time.perf_counter()
         ex = Exchange(replies={})
         for partition, request in requests.items():
             ex.bytes_down += payload_size(request)
-            label = request.get("stage", message_type)
+            label = request.get("stage", message_type) if message_type == "train.stage" else message_type
             if partition in self.kill_at.get((round_index, label), set()):
                 self.killed.add(partition)
             if partition in self.killed:
@@ -43,5 +45,6 @@ class MemoryTransport:
                                                      node_config)
             ex.bytes_up += payload_size(reply)
             ex.replies[partition] = reply
+            ex.reply_seconds.append(time.perf_counter() - started)
         ex.seconds = time.perf_counter() - started
         return ex

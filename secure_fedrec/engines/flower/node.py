@@ -35,9 +35,9 @@ from ...models.base import ParamLayout
 from ...rounds.client import ClientPlan, RoundReports, client_rng, client_step
 from ...rounds.wire import broadcast_from_json, plan_from_json
 from ...training.local import ClientData
-from .codec import Payload, f64_array, f64_bytes, i64_bytes
+from .codec import EVALUATION_PREFIX, Payload, f64_array, f64_bytes, i64_bytes
 from .paillier import public_identity
-from .stages import deliver
+from .stages import deliver_stage
 
 __all__ = ["NodeWorkspace", "handle_evaluate", "handle_train", "users_of", "workspace"]
 
@@ -111,56 +111,72 @@ def _client_plan(text: str) -> ClientPlan:
 
 def handle_train(state: dict[str, Any], request: Payload, partition: int,
                  num_partitions: int) -> Payload:
-    """Run the round's client step for the sampled users; answer the protocol's first request.
+    """Score the model if an evaluation is due, run the round's client step for the sampled
+    users, and answer the protocol's first request.
 
     Request: ``config``, ``round``, ``params`` (float64 bytes), ``users``, ``slow``
-    (straggler flags), ``client_plan`` and ``broadcast`` (JSON, :mod:`secure_fedrec.rounds.wire`),
-    and for a secure protocol ``frame_users``/``frames`` (each user's SessionStart; none
-    for Paillier, whose announcement comes in the next stage) and ``min_clients`` (the
-    session's floor); for Paillier ``paillier_keys`` (the dealer's public parameters).
+    (straggler flags), ``client_plan`` and ``broadcast`` (JSON,
+    :mod:`secure_fedrec.rounds.wire`), ``evaluate`` (score ``params`` on this node's users
+    first: the previous round's model), and for a secure protocol the ``stage`` and the
+    users' first frames (``frame_users``/``frames``): each trainer's SessionStart and
+    ``min_clients`` (the session's floor) for a single session; under a key session
+    (``keyed``) each member's announcement or ``RoundStart`` (members that do not train
+    upload zeros); for Paillier ``paillier_keys`` (the dealer's public parameters).
 
-    Reply: the users' losses (none under DP), the totals of their client measurements,
-    the DP-SGD steps each ran (record level), and their payloads: float rows for
-    plaintext, protocol frames otherwise. A user whose update was not finite sends no
-    payload: the server sees a dropout.
+    Reply: the evaluation (keys prefixed ``eval.``), the users' losses (none under DP),
+    the totals of their client measurements, the DP-SGD steps each ran (record level),
+    and their payloads: float rows for plaintext, protocol frames otherwise. A user whose
+    update was not finite sends no payload: the server sees a dropout.
     """
-    ws = workspace(request["config"])
-    plan = _client_plan(request["client_plan"])
-    broadcast = broadcast_from_json(request["broadcast"])
-    users = [int(u) for u in request["users"]]
+    reply: Payload = {}
+    if request.get("evaluate"):
+        evaluation = handle_evaluate(state, request, partition, num_partitions)
+        reply.update({EVALUATION_PREFIX + k: v for k, v in evaluation.items()})
+    users = [int(u) for u in request.get("users", [])]
     _check_hosted(users, partition, num_partitions)
-    ws.load_shared(f64_array(request["params"]))
     private = state.setdefault("private", {})
     client_states = state.setdefault("client_states", {})  # e.g. the private rows' optimizer moments
-    state["sessions"] = {}  # a new round: the last round's parties are gone
+    state["sessions"] = {}  # a new round: the last round's single-session parties are gone
     reports = []
-    for user, slow in zip(users, request["slow"]):
-        ws.reset_user(user, private.get(user))
-        rng = client_rng(ws.config.seed, broadcast.round_index, user)
-        reports.append(client_step(ws.model, ws.layout, ws.client_data(user), plan, broadcast, rng,
-                                   slow=bool(slow), state=client_states.setdefault(user, {})))
-        private[user] = ws.private_rows(user)
+    ws = workspace(request["config"]) if users else None
+    if ws is not None:
+        plan = _client_plan(request["client_plan"])
+        broadcast = broadcast_from_json(request["broadcast"])
+        ws.load_shared(f64_array(request["params"]))
+        for user, slow in zip(users, request["slow"]):
+            ws.reset_user(user, private.get(user))
+            rng = client_rng(ws.config.seed, broadcast.round_index, user)
+            reports.append(client_step(ws.model, ws.layout, ws.client_data(user), plan, broadcast, rng,
+                                       slow=bool(slow), state=client_states.setdefault(user, {})))
+            private[user] = ws.private_rows(user)
     # Only totals leave the node: a deployment's server never sees one user's diagnostics.
     summary = RoundReports.collect(reports, diagnostics=False)
-    reply: Payload = {
+    reply.update({
         "users": users, "losses": summary.losses, "reporting": summary.reporting, "diverged": summary.diverged,
         "total_names": list(summary.totals), "total_values": list(summary.totals.values()),
         "spent_users": [u for u, _ in summary.spent],
         "dp_noise_multipliers": [float(s.noise_multiplier) for _, s in summary.spent],
         "dp_sample_rates": [float(s.sample_rate) for _, s in summary.spent],
         "dp_steps": [int(s.steps) for _, s in summary.spent],
-    }
+    })
     payloads = {r.client: r.payload for r in reports if r.payload is not None}
-    protocol = ws.config.aggregation.protocol
+    protocol = json.loads(request["config"])["aggregation"]["protocol"]
     if protocol == "plaintext":
         reply.update(float_users=list(payloads), indices=[i64_bytes(u.indices) for u in payloads.values()],
                      values=[f64_bytes(u.values) for u in payloads.values()],
                      weights=[float(u.weight) for u in payloads.values()])
         return reply
+    if request.get("keyed"):
+        from .stages import start_key_session
+
+        reply["input_users"] = list(payloads)
+        state["inputs"] = payloads  # each member's input of the round, given at its RoundStart
+        if request.get("stage") == "advertise_keys":
+            start_key_session(state, request)
+        reply.update(deliver_stage(state, request))
+        return reply
     sessions = state["sessions"]
     if "min_clients" not in request:  # the round is too small for a session: train only
-        reply.update({"frame_users": [], "frames": [], "errors": [], "identity_users": [],
-                      "identity_keys": []})
         return reply
     if protocol == "paillier":
         from .paillier import paillier_uploaders
@@ -168,10 +184,9 @@ def handle_train(state: dict[str, Any], request: Payload, partition: int,
         identities = state.setdefault("identities", {})
         sessions.update(paillier_uploaders(list(payloads), payloads, identities, request["paillier_keys"],
                                            min_clients=int(request["min_clients"]),
-                                           round_index=broadcast.round_index))
+                                           round_index=int(request["round"])))
         reply["identity_users"] = list(payloads)
         reply["identity_keys"] = [public_identity(identities[u]) for u in payloads]
-        reply.update({"frame_users": [], "frames": [], "errors": []})
         return reply
 
     from protocols.masking import MaskingClient
@@ -180,7 +195,7 @@ def handle_train(state: dict[str, Any], request: Payload, partition: int,
         client = MaskingClient(user)
         client.set_input(payload)
         sessions[user] = client
-    reply.update(deliver(sessions, request))
+    reply.update(deliver_stage(state, request))
     return reply
 
 

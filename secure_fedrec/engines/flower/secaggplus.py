@@ -151,17 +151,19 @@ server_app = ServerApp()
 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
-    from ...config import load_config
     from ...inputs import load_data, make_split
     from ...outputs import write_json_atomic
+    from .run_config import engine_name, run_config_from_flower, with_engine
+    from .server_app import default_out_dir
 
     started = time.perf_counter()
     rc = context.run_config
-    out = Path(str(rc["out-dir"]))
+    out = Path(str(rc.get("out-dir", "") or default_out_dir(context.run_id))).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        config = load_config(str(rc["config-path"]))
-        num_nodes = int(rc["num-nodes"])
+        config = with_engine(run_config_from_flower(rc), engine_name(grid))
+        # A legacy ClientApp answers no "query": the node count is the config's (the launcher's).
+        num_nodes = config.flower.nodes
         data = load_data(config)
         split = make_split(config, data)
         # Our nodes return per-user float updates (the plaintext pipeline), which each node adds up
@@ -177,12 +179,10 @@ def main(grid: Grid, context: Context) -> None:
                                strategy=strategy)
         workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
             num_shares=num_nodes, reconstruction_threshold=num_nodes // 2 + 1,
-            clipping_range=clip, timeout=float(rc.get("stage-timeout", 0.0)) or None))
+            clipping_range=clip, timeout=config.flower.stage_timeout or None))
         workflow(grid, legacy)
-        result = coordinator.result(started, {"mode": str(rc.get("mode", "")),
-                                              "protocol": "flower-secagg+",
-                                              "clipping_range": clip})
-        result["engine"] = "flower-sim" if str(rc.get("mode", "")) == "sim" else "flower"
+        result = coordinator.result(started, {"protocol": "flower-secagg+", "clipping_range": clip})
+        result["engine"] = config.engine
         result["protocol"] = "flower-secagg+"
         result["config"] = config_to_dict(config)
         np.save(out / "final_params.npy", coordinator.server.params)

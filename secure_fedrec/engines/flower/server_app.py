@@ -1,15 +1,14 @@
 """The Flower ServerApp: discovers the nodes, then runs :class:`.coordinator.FlowerCoordinator`.
 
-Run-config keys (``[tool.flwr.app.config]``, set by the launcher): ``config-path``
-(our TOML run config, read by the server; nodes receive it in their
-messages), ``out-dir`` (where metrics.json goes), ``num-nodes``,
-``train-timeout`` / ``stage-timeout`` (seconds a node may take to answer
-before it counts as dropped; 0 = wait forever), ``node-wait-timeout`` and,
-for Paillier, ``paillier-keys`` (the dealer's folder; the server reads only
-its public parameters).
+Its run config is our ``RunConfig`` key for key, plus ``config-path``,
+``out-dir`` and ``paillier-keys`` (:mod:`.run_config`); the nodes receive the
+resolved config in their messages. The number of nodes is what the nodes' own
+node-config says (``num-partitions``), and the engine recorded is ``flower-sim``
+under Flower's simulation engine, ``flower`` otherwise.
 
 ``flwr run`` exits 0 even when the ServerApp fails, so the outcome is a file:
-``metrics.json`` on success, ``error.json`` (with the traceback) on failure.
+``metrics.json`` on success, ``error.json`` (with the traceback) on failure; the
+ServerApp's log (``flwr run --stream``) names the folder.
 """
 
 from __future__ import annotations
@@ -27,10 +26,12 @@ from flwr.serverapp import Grid, ServerApp
 
 from .codec import PAYLOAD_KEY, Payload, payload_size
 from .coordinator import Exchange, FlowerCoordinator
+from .deadlines import StageDeadline
 
 __all__ = ["GridTransport", "app", "discover_nodes"]
 
-log = logging.getLogger(__name__)
+# A child of Flower's logger, so that `flwr run --stream` shows where the results are.
+log = logging.getLogger("flwr.secure_fedrec")
 POLL_SECONDS = 0.05  # Grid.send_and_receive polls every 3 s, which would dominate a round
 
 app = ServerApp()
@@ -50,7 +51,7 @@ class GridTransport:
         self.node_of_partition = dict(node_of_partition)
 
     def exchange(self, message_type: str, requests: Mapping[int, Payload], *,
-                 timeout: float | None, round_index: int) -> Exchange:
+                 deadline: StageDeadline | None, round_index: int) -> Exchange:
         started = time.perf_counter()
         ex = Exchange(replies={})
         messages = []
@@ -66,8 +67,12 @@ class GridTransport:
         for p, mid in zip(partitions, ids):
             if not mid:
                 ex.failed[p] = "could not be sent"
-        deadline = None if not timeout else time.monotonic() + timeout
-        while waiting and (deadline is None or time.monotonic() < deadline):
+        limit = None
+        while waiting:
+            elapsed = time.perf_counter() - started
+            limit = deadline.limit(ex.reply_seconds) if deadline is not None else None
+            if limit is not None and elapsed > limit:
+                break
             for reply in self.grid.pull_messages(list(waiting)):
                 partition = waiting.pop(reply.metadata.reply_to_message_id, None)
                 if partition is None:
@@ -78,75 +83,94 @@ class GridTransport:
                 payload = dict(reply.content.config_records[PAYLOAD_KEY])
                 ex.bytes_up += payload_size(payload)
                 ex.replies[partition] = payload
+                ex.reply_seconds.append(time.perf_counter() - started)
             if waiting:
                 time.sleep(POLL_SECONDS)
         for partition in waiting.values():
-            ex.failed[partition] = f"no reply within {timeout} s"
+            ex.failed[partition] = f"no reply within {limit:.1f} s" if limit is not None else "no reply"
         ex.seconds = time.perf_counter() - started
         return ex
 
 
-def discover_nodes(grid: Grid, num_nodes: int, wait_seconds: float) -> dict[int, int]:
-    """Wait for ``num_nodes`` nodes, ask each its partition; returns partition -> node id."""
-    deadline = time.monotonic() + wait_seconds
-    nodes: list[int] = []
-    while time.monotonic() < deadline:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= num_nodes:
-            break
-        time.sleep(0.5)
-    if len(nodes) < num_nodes:
-        raise RuntimeError(f"only {len(nodes)} of {num_nodes} nodes connected within {wait_seconds} s")
-    hello = GridTransport(grid, {i: n for i, n in enumerate(nodes)})
-    ex = hello.exchange("query", {i: {} for i in range(len(nodes))}, timeout=wait_seconds,
-                        round_index=0)
+def _query(grid: Grid, nodes: list[int], seconds: float) -> dict[int, Payload]:
+    """Ask ``nodes`` which partition they host; node id -> reply."""
+    transport = GridTransport(grid, dict(enumerate(nodes)))
+    ex = transport.exchange("query", {i: {} for i in range(len(nodes))}, round_index=0,
+                            deadline=StageDeadline("query", fixed=max(1.0, seconds), factor=1.0, floor=1.0,
+                                                   first=1.0, slowest_before=None))
     if ex.failed:
         raise RuntimeError(f"nodes did not answer the hello: {ex.failed}")
+    return {nodes[i]: reply for i, reply in ex.replies.items()}
+
+
+def discover_nodes(grid: Grid, wait_seconds: float, expected: int | None = None) -> dict[int, int]:
+    """Wait for the nodes and ask each its partition; returns partition -> node id.
+
+    How many nodes the job has is what the nodes say (their node-config's
+    ``num-partitions``: Flower's simulation sets it, a deployment passes it to each
+    SuperNode), unless ``expected`` is given; every node must report the same number
+    and a distinct partition.
+    """
+    deadline = time.monotonic() + wait_seconds
     mapping: dict[int, int] = {}
-    for index, reply in ex.replies.items():
-        partition, total = int(reply["partition_id"]), int(reply["num_partitions"])
-        if total != num_nodes or partition in mapping or not 0 <= partition < total:
-            raise RuntimeError(f"node {nodes[index]} reports partition {partition} of {total}; "
-                               f"expected a distinct partition of {num_nodes}")
-        mapping[partition] = nodes[index]
-    return mapping
+    asked: set[int] = set()
+    total = expected
+    while True:
+        new = sorted(set(grid.get_node_ids()) - asked)
+        if new:
+            for node, reply in _query(grid, new, deadline - time.monotonic()).items():
+                partition, count = int(reply["partition_id"]), int(reply["num_partitions"])
+                total = count if total is None else total
+                if count != total or partition in mapping or not 0 <= partition < total:
+                    raise RuntimeError(f"node {node} reports partition {partition} of {count}; expected a "
+                                       f"distinct partition of {total}")
+                mapping[partition] = node
+            asked.update(new)
+        if total is not None and len(mapping) >= total:
+            return mapping
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(mapping)} of {total if total is not None else 'the'} nodes "
+                               f"connected within {wait_seconds} s")
+        time.sleep(0.2)
+
+
+def default_out_dir(run_id: int) -> Path:
+    return Path.home() / "secure-fedrec-runs" / f"flower-{run_id}"
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    from ...config import load_config
     from ...inputs import load_data, make_split
     from ...outputs import write_json_atomic
+    from .run_config import engine_name, run_config_from_flower, with_engine
 
     started = time.perf_counter()
     rc = context.run_config
-    out = Path(str(rc["out-dir"]))
+    out = Path(str(rc.get("out-dir", "") or default_out_dir(context.run_id))).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    log.info("secure_fedrec run %s: results in %s", context.run_id, out)
     try:
-        config = load_config(str(rc["config-path"]))
-        num_nodes = int(rc["num-nodes"])
-        mapping = discover_nodes(grid, num_nodes, float(rc.get("node-wait-timeout", 120.0)))
+        config = with_engine(run_config_from_flower(rc), engine_name(grid))
+        mapping = discover_nodes(grid, config.flower.node_wait_timeout)
         data = load_data(config)
         split = make_split(config, data)
-        train_timeout = float(rc.get("train-timeout", 0.0)) or None
-        stage_timeout = float(rc.get("stage-timeout", 0.0)) or None
         progress = out / "progress.jsonl"
 
         def on_event(event: dict) -> None:
             with progress.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"time": time.time(), **event}) + "\n")
 
-        coordinator = FlowerCoordinator(config, data, split, GridTransport(grid, mapping), num_nodes,
-                                        train_timeout=train_timeout, stage_timeout=stage_timeout,
+        coordinator = FlowerCoordinator(config, data, split, GridTransport(grid, mapping), len(mapping),
                                         on_event=on_event,
                                         paillier_keys=str(rc.get("paillier-keys", "")) or None)
         coordinator.run()
-        result = coordinator.result(started, {"mode": str(rc.get("mode", "")),
-                                              "node_ids": {str(p): n for p, n in mapping.items()}})
-        result["engine"] = "flower-sim" if str(rc.get("mode", "")) == "sim" else "flower"
+        result = coordinator.result(started, {"node_ids": {str(p): n for p, n in mapping.items()}})
         np.save(out / "final_params.npy", coordinator.server.params)
         write_json_atomic(out / "metrics.json", result)
+        log.info("secure_fedrec run %s done: %s", context.run_id, json.dumps(result["final"]))
     except BaseException as exc:
         write_json_atomic(out / "error.json", {"error": f"{type(exc).__name__}: {exc}",
                                                "traceback": traceback.format_exc()})
+        log.error("secure_fedrec run %s failed: %s: %s (details in %s)", context.run_id,
+                  type(exc).__name__, exc, out / "error.json")
         raise

@@ -1,0 +1,1 @@
+"""Flower's quickstart-numpy shape, with one timestamp per round (see pyproject.toml)."""

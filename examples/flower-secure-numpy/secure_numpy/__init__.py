@@ -1,0 +1,1 @@
+"""A NumPy Flower app with switchable secure aggregation (see pyproject.toml)."""

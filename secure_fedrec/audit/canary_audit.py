@@ -1,0 +1,175 @@
+"""ε̂ from canaries: which observer sees what, which claim it is held to, and the controls.
+
+Every score names its *observer* — the party whose view it is computed from:
+
+=====================  ==================================================================
+observer               what it may use
+=====================  ==================================================================
+``released rounds``    every round's released aggregate (the noised sum after
+                       unmasking, what the server optimizer receives); a curious server
+``client uploads``     each client's own upload (only under the plaintext protocol)
+``final model``        the final shared parameters (and the public initial ones)
+``user device``        the canary user's private row: the user's own device, which no
+                       guarantee protects the user from; reported, never audited
+=====================  ==================================================================
+
+A score is held to the guarantee that covers its observer (``AUDITED``): a
+user-level guarantee covers released rounds and the final model, not client
+uploads (central noise is added after them) and never private rows; a
+record-level guarantee covers a client's uploads (DP-SGD runs on the device)
+and everything computed from them. Canary *ratings* under a user-level
+guarantee are one rating of a user who takes part either way: add/remove-one
+user DP covers that only by group privacy over two steps, (2ε, (1+e^ε)δ), so
+that is the claim they are held to.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from attacks import (
+    PrivacyViolationWarning,
+    audit_clopper_pearson_heldout,
+    audit_one_run,
+    audit_one_run_fdp,
+    canary_client_scores,
+    evaluate_membership,
+    simulate_canary_projections,
+)
+
+__all__ = ["AUDITED", "OBSERVERS", "audit_scores", "canary_guess_counts", "ceiling", "claim_for"]
+
+OBSERVERS = {
+    "llr": "released rounds", "sum": "released rounds", "aggregate_rows": "released rounds",
+    "client_rows": "client uploads", "displacement": "final model", "loss": "final model",
+    "alignment": "user device", "private_loss": "user device",
+}
+
+#: (privacy unit, observer) pairs whose scores the unit's guarantee bounds
+AUDITED = {("user", "released rounds"), ("user", "final model"), ("record", "client uploads"),
+           ("record", "released rounds"), ("record", "final model"),
+           ("none", "released rounds"), ("none", "final model"), ("none", "client uploads")}
+
+
+def claim_for(unit: str, kind: str, epsilon: float, delta: float) -> tuple[float, float, str]:
+    """(ε, δ) the canaries are held to, and why."""
+    if unit == "user" and kind == "ratings" and math.isfinite(epsilon):
+        return 2 * epsilon, min(1.0, (1 + math.exp(epsilon)) * delta), (
+            "one rating of a user who takes part either way: group privacy over two add/remove steps")
+    return epsilon, delta, "the accountant's (ε, δ)"
+
+
+def canary_guess_counts(num_canaries: int, *, expected_visible: float | None = None) -> tuple[list[int], list[int]]:
+    """"In" and "out" guess counts, chosen from public quantities only.
+
+    ``expected_visible``: how many included canaries are expected to take part at
+    least once (m/2 · (1 − (1 − q)^T) for canary clients); guessing "in" for
+    fractions of it lets a perfect attack use all the canaries it can see.
+    """
+    m = num_canaries
+    positives = {max(1, m // d) for d in (20, 10, 4)}
+    if expected_visible is not None:
+        positives |= {max(1, int(f * expected_visible)) for f in (0.5, 0.8, 0.95)}
+    positives = sorted(p for p in positives if p <= m)
+    return positives, [0, max(1, m // 20)]
+
+
+def audit_scores(
+    scores: dict[str, np.ndarray], included: np.ndarray, *, unit: str, kind: str, epsilon: float, delta: float,
+    confidence: float, family: Any, guesses: tuple[list[int], list[int]], evaluation: dict, seed: int,
+) -> tuple[dict[str, Any], dict]:
+    """Audit every score; the headline ε̂ is the largest over the *audited* ones, each test
+    run at the Bonferroni level so that the maximum keeps ``confidence``."""
+    eps_claim, delta_claim, why = claim_for(unit, kind, epsilon, delta)
+    audited = [n for n in scores if (unit, OBSERVERS[n]) in AUDITED]
+    methods = 2 if family is not None else 1
+    per_test = 1.0 - (1.0 - confidence) / max(1, len(audited) * methods)
+    positives, negatives = guesses
+    entries, curves = {}, {}
+    best: tuple[float, str, str] = (0.0, "", "")
+    claimed = eps_claim if math.isfinite(eps_claim) else None
+    for name, s in scores.items():
+        entry: dict[str, Any] = {"observer": OBSERVERS[name], "audited": name in audited}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PrivacyViolationWarning)  # one warning, for the headline
+            level = per_test if name in audited else confidence
+            one_run = audit_one_run(s, included, num_positive=positives, num_negative=negatives,
+                                    epsilon_claimed=claimed, delta=delta_claim, confidence=level)
+            entry["one_run"] = {"epsilon_hat": one_run.epsilon_lower_bound, "confidence": level, **one_run.details}
+            tests = [("one_run", one_run.epsilon_lower_bound)]
+            if family is not None:
+                fdp = audit_one_run_fdp(s, included, num_positive=positives, num_negative=negatives,
+                                        family=family, epsilon_claimed=claimed, delta=delta_claim,
+                                        confidence=level)
+                entry["one_run_fdp"] = {"epsilon_hat": fdp.epsilon_lower_bound, "confidence": level,
+                                        **fdp.details}
+                tests.append(("one_run_fdp", fdp.epsilon_lower_bound))
+            if included.sum() >= 4 and (~included).sum() >= 4:
+                cp = audit_clopper_pearson_heldout(s, included, epsilon_claimed=claimed, delta=delta_claim,
+                                                   confidence=confidence, random_state=seed)
+                entry["clopper_pearson_heldout"] = {"epsilon_hat": cp.epsilon_lower_bound, **cp.details,
+                                                    "note": "canaries as independent trials (not true in one run)"}
+        entry["epsilon_hat"] = max(e for _, e in tests)
+        if included.any() and not included.all():
+            m = evaluate_membership(included, s, **evaluation)
+            entry["membership"] = m.as_dict()
+            curves[f"canary_{name}"] = m.roc
+        entries[name] = entry
+        if name in audited:
+            for method, e in tests:
+                if e > best[0]:
+                    best = (e, name, method)
+    eps_hat, best_score, best_method = best
+    violation = claimed is not None and eps_hat > claimed
+    if violation:
+        warnings.warn(f"PRIVACY VIOLATION: one-run audit eps_hat={eps_hat:.3f} > claimed eps={claimed:.3f} "
+                      f"({best_score} score, {best_method})", PrivacyViolationWarning, stacklevel=2)
+    return {
+        "epsilon_hat": eps_hat, "best_score": best_score or None, "best_method": best_method or None,
+        "claimed_epsilon": eps_claim, "claimed_delta": delta_claim, "claim": why,
+        "tightness": eps_hat / eps_claim if claimed else None, "violation": violation,
+        "audited_scores": audited, "tests_per_score": methods, "scores": entries,
+        "guesses": {"num_positive": positives, "num_negative": negatives},
+    }, curves
+
+
+def ceiling(
+    *, num_canaries: int, rounds: int, sample_rate: float, mu: float, family: Any, epsilon: float, delta: float,
+    confidence: float, guesses: tuple[list[int], list[int]], repeats: int = 5, seed: int = 0,
+) -> dict[str, Any]:
+    """What the same tests certify on an ideal implementation of the accounted mechanism.
+
+    Canaries of a Gaussian mechanism with the run's sampling rate, rounds and
+    μ = clip / noise std, no crosstalk, scored by the LLR (the optimal test), and
+    audited with the same guess counts and the same two bounds at the same
+    Bonferroni level as the run's two released-round scores. The median over
+    ``repeats`` simulations is the most this many canaries can show.
+    """
+    per_test = 1.0 - (1.0 - confidence) / (2 * (2 if family is not None else 1))
+    positives, negatives = guesses
+    values = {"one_run": [], "one_run_fdp": []}
+    rng = np.random.default_rng([seed, 0xCE1])
+    for _ in range(repeats):
+        included, x = simulate_canary_projections(num_canaries, rounds, sample_rate=sample_rate, mu=mu,
+                                                  random_state=rng)
+        s = canary_client_scores(x, shift=mu, sample_rate=sample_rate)["llr"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PrivacyViolationWarning)
+            values["one_run"].append(audit_one_run(s, included, num_positive=positives, num_negative=negatives,
+                                                   delta=delta, confidence=per_test).epsilon_lower_bound)
+            if family is not None:
+                values["one_run_fdp"].append(audit_one_run_fdp(
+                    s, included, num_positive=positives, num_negative=negatives, family=family, delta=delta,
+                    confidence=per_test).epsilon_lower_bound)
+    out: dict[str, Any] = {"mu": mu, "repeats": repeats, "rounds": rounds, "sample_rate": sample_rate}
+    for method, v in values.items():
+        if v:
+            out[method] = {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+    best = max((out[m]["median"] for m in values if m in out), default=0.0)
+    out["epsilon_hat_median"] = best
+    out["tightness"] = best / epsilon if math.isfinite(epsilon) and epsilon > 0 else None
+    return out
