@@ -372,6 +372,25 @@ def test_the_plans_floor_is_the_accountants_shares_and_the_protocols_min_survivo
     np.testing.assert_array_equal(released.total, ring_sum(inputs, enough, bits=params.bits, min_survivors=t).total)
 
 
+def test_the_audit_reads_the_gradient_sum_and_the_population_accountant():
+    """`secure-fedrec audit` on this mechanism: the release is the noisy gradient sum over the public
+    q·N (ExpectedBatchMean, not a client mean), and the claim tested is the run's one DDG accountant."""
+    from secure_fedrec.aggregation import Aggregate
+    from secure_fedrec.audit.families import mechanism_family
+    from secure_fedrec.audit.hook import released_sum
+
+    trainer = trainer_for(**{"training.rounds": 2})
+    plan: RecordDistributed = trainer.privacy
+    mean = np.array([0.5, -1.0, 2.0])
+    got = released_sum(trainer.server, Aggregate(total=mean, weight_total=0.0, contributors=(0, 1)))
+    np.testing.assert_allclose(got, mean * plan.expected_batch)
+    trainer.run()
+    family = mechanism_family(plan, plan.delta)
+    assert family is not None
+    assert family.epsilon(1.0) == pytest.approx(plan.accountant.get_epsilon(plan.delta))
+    assert family.epsilon(2.0) < family.epsilon(1.0)  # more noise, smaller claim: the symmetric bound kept
+
+
 # -- plan, configuration, wire ----------------------------------------------------------------------
 def test_noise_placement_is_honoured_and_checked():
     assert isinstance(trainer_for().privacy, RecordDistributed)
