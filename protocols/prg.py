@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["SEED_SIZE", "add_mask", "expand", "keystream_into", "keystream_words", "word_dtype"]
+__all__ = ["SEED_SIZE", "add_mask", "expand", "keystream_into", "keystream_words", "wire_dtype", "word_dtype"]
 
 SEED_SIZE = 32
 _ZERO_COUNTER = bytes(16)
@@ -56,6 +56,19 @@ def word_dtype(bits: int) -> np.dtype:
     if not (isinstance(bits, int) and 1 <= bits <= _MAX_BITS):
         raise ValueError(f"bits must be in [1, {_MAX_BITS}], got {bits!r}")
     return np.dtype("<u4") if bits <= 32 else np.dtype("<u8")
+
+
+def wire_dtype(bits: int) -> np.dtype:
+    """The narrowest little-endian word that holds ``bits``: how a masked vector travels.
+
+    Masks are computed in :func:`word_dtype`; a ring of 8 or 16 bits is sent in 1- or
+    2-byte words so that fewer bits per coordinate mean fewer bytes on the wire.
+    """
+    word_dtype(bits)  # the same range check
+    for size in (1, 2, 4):
+        if bits <= 8 * size:
+            return np.dtype(f"<u{size}")
+    return np.dtype("<u8")
 
 
 def keystream_words(seed: bytes, length: int, dtype: np.dtype) -> np.ndarray:

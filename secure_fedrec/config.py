@@ -130,6 +130,11 @@ class AggregationConfig:
     weight_cap: float = 100.0  # an update's weight is min(examples, cap) / cap
     threshold_fraction: float = 0.5  # survivors needed, as a fraction of the sampled clients
     paillier_key_bits: int = 2048
+    # "dense": every coordinate in the `bits` ring; "compact": a public subset of `compact_keep` of the
+    # coordinates, randomly rotated, in a `compact_bits` ring (docs/results.md, communication)
+    encoding: Literal["dense", "compact"] = "dense"
+    compact_bits: int = 16  # 8 and 16 travel in 1- and 2-byte words
+    compact_keep: float = 0.46  # fraction of the coordinates uploaded each round
     # SecAgg / SecAgg+: rounds that share one key setup (protocols.masking.multiround), so that a
     # steady round is two exchanges instead of four; 1 = a fresh session every round. Every client
     # sampled in any of the session's rounds is a member and uploads in each of them (a zero vector
@@ -143,6 +148,9 @@ class AggregationConfig:
         _check(self.weight_cap > 0, "aggregation.weight_cap", "must be > 0")
         _check(0.0 < self.threshold_fraction <= 1.0, "aggregation.threshold_fraction", "must be in (0, 1]")
         _check(self.paillier_key_bits in (2048, 3072), "aggregation.paillier_key_bits", "must be 2048 or 3072")
+        _check(self.encoding in ("dense", "compact"), "aggregation.encoding", "must be 'dense' or 'compact'")
+        _check(8 <= self.compact_bits <= 32, "aggregation.compact_bits", "must be in [8, 32]")
+        _check(0.01 <= self.compact_keep <= 1.0, "aggregation.compact_keep", "must be in [0.01, 1]")
         _check(1 <= self.key_rounds <= MAX_KEY_ROUNDS, "aggregation.key_rounds", f"must be in [1, {MAX_KEY_ROUNDS}]")
 
 
@@ -296,6 +304,11 @@ class RunConfig:
             _check(not getattr(self.model, "solve_private", False), "model.solve_private",
                    "must be false with privacy.unit = 'record': the closed-form private row is not "
                    "covered by DP-SGD's noise")
+        if self.aggregation.encoding == "compact":
+            _check(p.unit == "user", "aggregation.encoding",
+                   "'compact' needs privacy.unit = 'user' (its mean carries no weight coordinate)")
+            _check(self.aggregation.protocol != "plaintext", "aggregation.encoding",
+                   "'compact' needs a secure protocol (the plaintext sum adds float updates)")
 
     @property
     def model_name(self) -> str:

@@ -8,13 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .config import RunConfig, config_to_dict, dump_toml
 from .engines.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .engines.inprocess import FederatedTrainer, RoundMetrics
 from .inputs import load_data, make_split
 from .outputs import environment, write_json_atomic
+from .rounds.metrics import transfer_summary
 
 __all__ = ["environment", "load_data", "make_split", "run_job", "write_json_atomic"]
 
@@ -64,7 +63,6 @@ def run_job(
 
     history = trainer.run(on_round=after_round)
     final = dict(history[-1].evaluation) if history else {}
-    bytes_per_round = [m.measurements.get("bytes_sent_per_client", 0.0) for m in history]
     result: dict[str, Any] = {
         "config": config_to_dict(config),
         "seed": config.seed,
@@ -76,8 +74,7 @@ def run_job(
         "dataset_notes": list(data.notes),
         "rounds": [m.as_dict() for m in history],
         "final": final,
-        "bytes_sent_per_client_per_round": bytes_per_round,
-        "bytes_sent_per_client_mean": float(np.mean(bytes_per_round)) if bytes_per_round else 0.0,
+        **transfer_summary(history),
         "privacy": trainer.privacy.summary(),
         "stopped_early": trainer.privacy.stopped_reason,
         "wall_time_seconds": time.perf_counter() - started,

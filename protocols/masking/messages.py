@@ -15,7 +15,7 @@ receiver; the frame ``kind`` byte is the message's ``KIND``. Body layouts
     4 EncryptedShares      C→S  ids receivers | blob ciphertexts (90 per receiver)
                                 | blob seed_commitment (32)
     5 ShareBundle          S→C  ids senders | blob ciphertexts (90 per sender)
-    6 MaskedInput          C→S  u8 word_bytes (4 or 8) | 3 zero bytes | blob words
+    6 MaskedInput          C→S  u8 word_bytes (1, 2, 4 or 8) | 3 zero bytes | blob words
                                 (little-endian; they start at byte 48 of the frame)
     7 ConsistencyRequest   S→C  ids survivors                       (active mode)
     8 ConsistencySignature C→S  blob signature (64)                  (active mode)
@@ -353,16 +353,20 @@ class ShareBundle:
         return cls(ids, _chunks(cts, SHARE_CIPHERTEXT_SIZE))
 
 
+_WORD_DTYPES = tuple(np.dtype(f"<u{size}") for size in (1, 2, 4, 8))
+
+
 @dataclass(frozen=True, eq=False)
 class MaskedInput:
     KIND: ClassVar[int] = 6
     TO_SERVER: ClassVar[bool] = True
-    words: np.ndarray  # uint32 (bits <= 32) or uint64, already reduced mod 2^bits
+    #: the narrowest unsigned word holding the session's bits (``prg.wire_dtype``), reduced mod 2^bits
+    words: np.ndarray
 
     def __post_init__(self) -> None:
         if not (isinstance(self.words, np.ndarray) and self.words.ndim == 1
-                and self.words.dtype in (np.dtype("<u4"), np.dtype("<u8"))):
-            raise ValueError("words must be a 1-D little-endian uint32 or uint64 array")
+                and self.words.dtype in _WORD_DTYPES):
+            raise ValueError("words must be a 1-D little-endian uint8/16/32/64 array")
 
     def write(self, w: Writer) -> None:
         # Three zero bytes put the words at offset 48 of the frame: 8-byte aligned, so
@@ -377,8 +381,8 @@ class MaskedInput:
     @classmethod
     def read(cls, r: Reader, limits: Limits) -> MaskedInput:
         size = r.u8()
-        if size not in (4, 8):
-            raise MalformedMessage("word size must be 4 or 8 bytes")
+        if size not in (1, 2, 4, 8):
+            raise MalformedMessage("word size must be 1, 2, 4 or 8 bytes")
         if (r.u8(), r.u8(), r.u8()) != (0, 0, 0):
             raise MalformedMessage("reserved bytes must be zero")
         words = r.array(f"<u{size}", max_items=limits.max_vector_length)

@@ -68,13 +68,13 @@ def add_upload(total: np.ndarray | None, words: np.ndarray, params: MaskingParam
     The sum is the only vector the server keeps: O(m) memory however many
     clients upload. ``words`` may view the frame's bytes; nothing keeps it.
     """
-    if words.dtype != dtype or words.size != params.vector_length:
+    if words.dtype != prg.wire_dtype(params.bits) or words.size != params.vector_length:
         raise MalformedMessage("masked input has the wrong word size or length")
-    if params.bits < 8 * dtype.itemsize and words.size and int(words.max()) >> params.bits:
+    if params.bits < 8 * words.itemsize and words.size and int(words.max()) >> params.bits:
         raise MalformedMessage("masked input out of range")
     if total is None:
         return words.astype(dtype, copy=True)
-    np.add(total, words, out=total)
+    np.add(total, words, out=total)  # narrower wire words widen exactly
     return total
 
 
@@ -150,8 +150,9 @@ def mask_input(vector: np.ndarray, params: MaskingParams, self_seed: bytes,
                pairwise: Iterable[tuple[int, bytes]], client_id: int) -> np.ndarray:
     """``x + PRG(b) + Σ ±PRG(s_ij)`` modulo 2^bits: the lower id adds, the higher subtracts.
 
-    The result is the one fresh array; masks are expanded into a reused
-    scratch array and added in place, modulo the word size (2^bits divides it).
+    The result is the one fresh array, in the session's wire words (``prg.wire_dtype``);
+    masks are expanded into a reused scratch array and added in place, modulo the word
+    size (2^bits divides it).
     """
     dtype = prg.word_dtype(params.bits)
     masked = np.empty(params.vector_length, dtype=dtype)
@@ -162,4 +163,5 @@ def mask_input(vector: np.ndarray, params: MaskingParams, self_seed: bytes,
         prg.add_mask(masked, seed, work, subtract=client_id > peer)
     if params.bits < 8 * dtype.itemsize:
         np.bitwise_and(masked, dtype.type((1 << params.bits) - 1), out=masked)
-    return masked
+    wire = prg.wire_dtype(params.bits)  # 8- and 16-bit rings travel in 1- and 2-byte words
+    return masked if wire == dtype else masked.astype(wire)

@@ -12,6 +12,7 @@
 See docs/architecture.md for one round through these modules.
 """
 
+from .compact import CompactRotatedEncoding, compact_length
 from .ddg import DiscreteGaussianShareEncoding, DistributedDiscreteGaussianEncoding
 from .encodings import Encoding, FloatEncoding, QuantizedEncoding
 from .layers import (
@@ -50,6 +51,7 @@ __all__ = [
     "ClientContext",
     "ClientUpdate",
     "Clip",
+    "CompactRotatedEncoding",
     "DiscreteGaussianShareEncoding",
     "DistributedDiscreteGaussianEncoding",
     "Encoding",
@@ -64,6 +66,7 @@ __all__ = [
     "SessionParameters",
     "SessionPolicy",
     "SumOutcome",
+    "compact_length",
     "protocol_stages",
     "session_parameters",
 ]

@@ -32,12 +32,12 @@ from .values import (
 __all__ = ["DiscreteGaussianShareEncoding", "DistributedDiscreteGaussianEncoding", "decode_signed"]
 
 
-def decode_signed(outcome: SumOutcome, bits: int, gamma: float) -> np.ndarray:
-    """The ring sum read as signed integers in ``[-2^(bits-1), 2^(bits-1))``, times ``gamma``."""
-    total = np.asarray(outcome.total).astype(np.uint64) & np.uint64((1 << bits) - 1)
-    signed = total.astype(np.int64)
-    signed[total >= np.uint64(1 << (bits - 1))] -= np.int64(1 << bits)
-    return signed.astype(np.float64) * gamma
+def decode_signed(total: np.ndarray, bits: int) -> np.ndarray:
+    """A ring sum in ``Z_{2^bits}`` as signed integers in ``[-2^(bits-1), 2^(bits-1))`` (int64)."""
+    ring = np.asarray(total).astype(np.uint64) & np.uint64((1 << bits) - 1)
+    signed = ring.astype(np.int64)
+    signed[ring >= np.uint64(1 << (bits - 1))] -= np.int64(1 << bits)
+    return signed
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ class DistributedDiscreteGaussianEncoding(Encoding):
         return levels.astype(np.uint64) & modulus_mask, {}
 
     def server(self, outcome: SumOutcome, ctx: ServerContext) -> tuple[Aggregate, Measurements]:
-        aggregate = Aggregate(total=decode_signed(outcome, self.bits, self.gamma),
+        signed = decode_signed(outcome.total, self.bits)
+        aggregate = Aggregate(total=signed.astype(np.float64) * self.gamma,
                               weight_total=float(len(outcome.contributors)),
                               contributors=outcome.contributors, noise_stddev=self.noise_stddev)
         return aggregate, {"ddg_gamma": self.gamma, "ddg_share_sigma": self.share_sigma,
@@ -120,7 +121,8 @@ class DiscreteGaussianShareEncoding(Encoding):
         return levels.astype(np.uint64) & np.uint64((1 << self.bits) - 1), {}
 
     def server(self, outcome: SumOutcome, ctx: ServerContext) -> tuple[Aggregate, Measurements]:
-        aggregate = Aggregate(total=decode_signed(outcome, self.bits, self.gamma),
+        signed = decode_signed(outcome.total, self.bits)
+        aggregate = Aggregate(total=signed.astype(np.float64) * self.gamma,
                               weight_total=float(len(outcome.contributors)),
                               contributors=outcome.contributors, noise_stddev=self.noise_stddev)
         return aggregate, {"ddg_gamma": self.gamma, "ddg_share_sigma": self.share_sigma,

@@ -26,11 +26,13 @@ from ..aggregation import (
     AdaptiveClipState,
     CentralGaussianNoise,
     Clip,
+    CompactRotatedEncoding,
     DistributedDiscreteGaussianEncoding,
     Encoding,
     Layer,
     Mean,
     Measurements,
+    compact_length,
 )
 from ..config import ConfigError
 from ..privacy.accounting import Accountant, create_accountant
@@ -42,7 +44,10 @@ from ..privacy.adaptive_clipping import (
 )
 from ..privacy.calibration import calibrate_noise_multiplier
 from ..privacy.clipping import effective_update_noise_multiplier
-from ..privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
+from ..privacy.ddg_accounting import (
+    DistributedDiscreteGaussianAccountant,
+    conditional_rounding_l2_bound,
+)
 from ..privacy.distributed_dp import DdgPlan, plan_distributed_discrete_gaussian
 from .base import PROTOCOL_NAMES, TOLERANCE, PrivacyPlan, ring_encoding
 
@@ -89,6 +94,35 @@ class UserLevelPlan(PrivacyPlan):
         return self.population.dim + (1 if self.adaptive is not None else 0)
 
     @property
+    def compact(self) -> bool:
+        """Whether the upload is the compact encoding (``aggregation.encoding = "compact"``)."""
+        return self.config.aggregation.encoding == "compact"
+
+    @property
+    def noised_dim(self) -> int:
+        """Coordinates the sum carries and the noise covers: ``mechanism_dim``, or the compact subset."""
+        if not self.compact:
+            return self.mechanism_dim
+        return compact_length(self.mechanism_dim, self.config.aggregation.compact_keep, self._dense_tail)
+
+    @property
+    def _dense_tail(self) -> int:
+        return 1 if self.config.privacy.clipping == "adaptive" else 0
+
+    @property
+    def _max_clients(self) -> int:
+        """A high-probability ceiling on the clients of a round (Poisson: mean + 6 std), for ring sizing."""
+        expected = self.expected_clients
+        return math.ceil(expected + 6 * math.sqrt(expected))
+
+    def _compact_encoding(self, *, gamma: float, l2_sensitivity: float, **noise: float) -> Encoding:
+        agg = self.config.aggregation
+        return CompactRotatedEncoding(
+            keep_fraction=agg.compact_keep, salt=int(self.config.seed) % 2**63, dense_length=self.mechanism_dim,
+            gamma=gamma, l2_sensitivity=l2_sensitivity, bits=agg.compact_bits, dense_tail=self._dense_tail,
+            **noise)
+
+    @property
     def clip_norm(self) -> float:
         """The clip norm of the next round (the adaptive one moves every round)."""
         states = [s for s in self.layer_states if isinstance(s, AdaptiveClipState)]
@@ -124,6 +158,12 @@ class UserLevelPlan(PrivacyPlan):
                                "target_epsilon": p.target_epsilon, "clip_norm": p.clip_norm}
         eps = self.accountant.get_epsilon(self.delta) if self.accountant.history else 0.0
         out.update(epsilon=eps, sample_rate=self.sample_rate, clipping=p.clipping)
+        if self.compact:
+            agg = self.config.aggregation
+            out.update(encoding="compact", compact_bits=agg.compact_bits, compact_keep=agg.compact_keep,
+                       noised_dim=self.noised_dim,
+                       compact_note="a public random subset of the coordinates each round, randomly rotated; "
+                                    "the accountant's dimension and sensitivity are the subset's")
         if self.adaptive is not None:
             out.update(
                 clip_norm_initial=p.clip_norm, clip_norm_final=self.clip_norm,
@@ -194,11 +234,49 @@ class UserCentral(UserLevelPlan):
                     "whole privacy budget") from None
             self.adaptive = AdaptiveClipping(bit_noise_std=bit_noise, bit_scale=update_z / bit_noise,
                                              update_noise_multiplier=update_z)
+        if self.compact:
+            if self.adaptive is not None:
+                raise ConfigError("aggregation.encoding = 'compact' with central noise needs "
+                                  "privacy.clipping = 'fixed'")
+            self._plan_compact_ring()
+
+    def _plan_compact_ring(self) -> None:
+        """The finest step ``gamma`` at which no sum of up to ``max_clients`` updates can wrap.
+
+        With central noise a wrap is not post-processing (the noise comes after the modular
+        sum, so a wrapped coordinate would move by ``2^bits`` and void the sensitivity): the
+        ring is sized for the worst case, every client's rotated integer coordinate at its L2
+        bound ``Δ`` (conditional rounding enforces it exactly), ``max_clients * Δ < 2^(bits-1)``;
+        the encoding refuses to decode a round with more contributors. The server's noise is
+        ``z * gamma * Δ``, so the accountant's ``z`` stays exact.
+        """
+        agg, c = self.config.aggregation, self.config.privacy.clip_norm
+        dim, beta = self.noised_dim, math.exp(-0.5)
+        self.compact_max_summands = self._max_clients
+        limit = ((1 << (agg.compact_bits - 1)) - 1) / self.compact_max_summands  # largest Δ allowed
+
+        def sensitivity(gamma: float) -> float:
+            return conditional_rounding_l2_bound(c, gamma, dim, beta)
+
+        low, high = math.log(c) - 40.0, math.log(c) + 5.0  # log(gamma): too fine, coarse enough
+        if sensitivity(math.exp(high)) > limit:
+            raise ConfigError(f"aggregation.compact_bits = {agg.compact_bits} cannot hold the sum of "
+                              f"{self.compact_max_summands} clients' rounded {dim}-coordinate vectors; raise it")
+        for _ in range(60):
+            middle = (low + high) / 2
+            if sensitivity(math.exp(middle)) > limit:
+                low = middle
+            else:
+                high = middle
+        self.compact_gamma = math.exp(high)
+        self.compact_sensitivity = sensitivity(self.compact_gamma)
 
     def _round_noise_multiplier(self) -> float:
         return self.noise_multiplier
 
     def _layers(self) -> tuple[Layer, ...]:
+        if self.compact:  # the encoding's server half adds the noise, on the kept coordinates only
+            return (Mean(denominator="expected"), self._clip_layer())
         if self.adaptive is None:  # noise zC on the clipped sum
             noise = CentralGaussianNoise(stddev=self.noise_multiplier * self.config.privacy.clip_norm)
         else:  # the inner layers see unit-scale vectors plus the bit: noise z_Δ
@@ -206,6 +284,11 @@ class UserCentral(UserLevelPlan):
         return (Mean(denominator="expected"), self._clip_layer(), noise)
 
     def _encoding(self) -> Encoding:
+        if self.compact:
+            sensitivity = self.compact_gamma * self.compact_sensitivity  # model units
+            return self._compact_encoding(gamma=self.compact_gamma, l2_sensitivity=self.compact_sensitivity,
+                                          share_sigma=0.0, central_stddev=self.noise_multiplier * sensitivity,
+                                          max_summands=self.compact_max_summands)
         if self.adaptive is None:
             return ring_encoding(self.config, self.config.privacy.clip_norm)
         # unit-scale rows have |x_j| <= 1 and the bit coordinate is ±bit_scale/2
@@ -232,14 +315,19 @@ class UserDistributed(UserLevelPlan):
         else:
             self.ddg_plan = self._plan_ddg(l2_clip=self.config.privacy.clip_norm, dim=self.population.dim)
         self.accountant = DistributedDiscreteGaussianAccountant(
-            l2_sensitivity=self.ddg_plan.l2_sensitivity, num_shares=self._min_survivors, dim=self.mechanism_dim)
+            l2_sensitivity=self.ddg_plan.l2_sensitivity, num_shares=self._min_survivors, dim=self.noised_dim)
 
     def _plan_ddg(self, *, l2_clip: float, dim: int) -> DdgPlan:
-        p = self.config.privacy
+        """The DDG plan for vectors of ``dim`` coordinates before the encoding (the compact encoding
+        noises its kept, rotated subset: fewer coordinates, a smaller ring, the rotated wrap bound)."""
+        p, agg = self.config.privacy, self.config.aggregation
+        if self.compact:
+            dim = compact_length(dim, agg.compact_keep, self._dense_tail)
         return plan_distributed_discrete_gaussian(
             target_epsilon=p.target_epsilon, delta=self.delta, l2_clip=l2_clip, dim=dim,
-            bits=self.config.aggregation.bits, min_survivors=self._min_survivors,
-            max_clients=self.max_clients, sample_rate=self.sample_rate, rounds=self.config.training.rounds)
+            bits=agg.compact_bits if self.compact else agg.bits, min_survivors=self._min_survivors,
+            max_clients=self.max_clients, sample_rate=self.sample_rate, rounds=self.config.training.rounds,
+            rotated=self.compact)
 
     def _plan_adaptive(self) -> None:
         """The augmented vector (update / C, plus the bit) under the distributed discrete Gaussian.
@@ -277,6 +365,10 @@ class UserDistributed(UserLevelPlan):
 
     def _encoding(self) -> Encoding:
         plan = self.ddg_plan
+        if self.compact:
+            return self._compact_encoding(gamma=plan.gamma, l2_sensitivity=plan.l2_sensitivity,
+                                          share_sigma=plan.share_sigma, noise_stddev=plan.model_unit_noise_std,
+                                          wrap_probability=plan.wrap_probability)
         return DistributedDiscreteGaussianEncoding(
             gamma=plan.gamma, l2_sensitivity=plan.l2_sensitivity, share_sigma=plan.share_sigma,
             bits=plan.bits, noise_stddev=plan.model_unit_noise_std, wrap_probability=plan.wrap_probability)

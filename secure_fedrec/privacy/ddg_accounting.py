@@ -77,8 +77,10 @@ Neighbouring relation and assumptions (see docs/privacy.md):
   upper bound too: adding the extra independent share is post-processing);
 * ``num_shares`` must be the number of shares actually in the unmasked sum
   (honest survivors), not the number of clients invited;
-* the bound holds only if no coordinate of the noisy sum wraps modulo
-  ``2^bits``; see :func:`secure_fedrec.privacy.discrete_gaussian.wrap_probability`.
+* the bound is on the integer sum; the modular sum the server sees is a function of
+  it, so a coordinate that wraps modulo ``2^bits`` costs accuracy, not privacy
+  (post-processing; KLS 2021 §4's modular clipping). See
+  :func:`secure_fedrec.privacy.discrete_gaussian.wrap_probability`.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ __all__ = [
     "discrete_gaussian_pmf",
     "discrete_gaussian_variance",
     "distributed_noise_share_sigma",
+    "rotated_wrap_probability",
     "sample_discrete_gaussian",
     "sample_discrete_gaussian_exact",
     "wrap_probability",
@@ -379,4 +380,36 @@ def wrap_probability(
     if share_sigma == 0:
         return 0.0
     log_bound = math.log(2 * dim) - headroom**2 / (2 * max_shares * share_sigma**2)
+    return min(1.0, math.exp(log_bound)) if log_bound < 0 else 1.0
+
+
+def rotated_wrap_probability(
+    *, bits: int, dim: int, sum_l2_bound: float, share_sigma: float, max_shares: int, beta: float = 0.0
+) -> float:
+    """Bound on the probability that a coordinate of a *rotated* noisy sum wraps modulo ``2^bits``.
+
+    After random signs and an orthonormal DCT (entries at most ``sqrt(2/dim)`` in
+    magnitude), coordinate ``k`` of the rotated signal ``sum_j c_kj s_j X_j`` is
+    sub-Gaussian with variance proxy ``(2/dim) ||X||^2 <= 2 sum_l2_bound^2 / dim``
+    (Hoeffding over the signs); the ``n <= max_shares`` rounding errors, each in
+    ``(-1, 1)`` with mean zero, add ``n/4`` (one per client, Hoeffding), and the
+    noise shares ``n share_sigma^2``. Conditional rounding conditions each client's
+    rounding on an event of probability ``>= 1 - beta``, which multiplies a tail by
+    at most ``1/(1-beta)``. With ``t = 2^(bits-1) - 1`` and a union bound::
+
+        P(wrap) <= dim * 2 * exp(-t^2 / (2 v)) / (1 - beta),
+        v = 2 sum_l2_bound^2 / dim + max_shares / 4 + max_shares share_sigma^2
+
+    A wrap is modular clipping: it costs accuracy, never privacy (the modular sum is
+    a function of the integer sum the accountant covers).
+    """
+    if not (isinstance(bits, int) and 2 <= bits <= 64):
+        raise ValueError("bits must be an integer in [2, 64]")
+    if dim < 1 or max_shares < 1:
+        raise ValueError("dim and max_shares must be positive")
+    if sum_l2_bound < 0 or share_sigma < 0 or not 0 <= beta < 1:
+        raise ValueError("sum_l2_bound and share_sigma must be non-negative, beta in [0, 1)")
+    headroom = float((1 << (bits - 1)) - 1)
+    proxy = 2 * sum_l2_bound**2 / dim + max_shares / 4 + max_shares * share_sigma**2
+    log_bound = math.log(2 * dim / (1 - beta)) - headroom**2 / (2 * proxy)
     return min(1.0, math.exp(log_bound)) if log_bound < 0 else 1.0

@@ -27,7 +27,11 @@ from .ddg_accounting import (
     DistributedDiscreteGaussianAccountant,
     conditional_rounding_l2_bound,
 )
-from .discrete_gaussian import distributed_noise_share_sigma, wrap_probability
+from .discrete_gaussian import (
+    distributed_noise_share_sigma,
+    rotated_wrap_probability,
+    wrap_probability,
+)
 from .rounding import (
     RoundingFailedError,
     conditional_randomized_round,
@@ -84,6 +88,7 @@ def plan_distributed_discrete_gaussian(
     beta: float = math.exp(-0.5),
     max_wrap_probability: float = 1e-9,
     max_share_sigma: float = 2e4,
+    rotated: bool = False,
 ) -> DdgPlan:
     """Finest quantization ``gamma`` whose noisy sum stays inside ``2^bits`` with the target noise.
 
@@ -99,6 +104,12 @@ def plan_distributed_discrete_gaussian(
     ~0.7 s, ~4 MiB table; by then the rounding inflation of the sensitivity
     is already negligible, e.g. 1.00003x for d = 5e4). Raises ``ValueError``
     if even the coarsest sensible ``gamma`` fails.
+
+    ``rotated``: the clients rotate their vectors (random signs, orthonormal DCT;
+    :class:`secure_fedrec.aggregation.compact.CompactRotatedEncoding`), so the wrap
+    bound is :func:`rotated_wrap_probability` (signal ``max_clients * l2_clip / gamma``
+    spread over the ``dim`` coordinates) instead of the worst case per coordinate;
+    that is what lets a 16-bit ring hold the sum.
     """
     if not (min_survivors >= 1 and max_clients >= min_survivors):
         raise ValueError("need 1 <= min_survivors <= max_clients")
@@ -115,13 +126,17 @@ def plan_distributed_discrete_gaussian(
             steps=rounds,
         )
         share = distributed_noise_share_sigma(total, min_survivors)
-        wrap = wrap_probability(
-            bits=bits,
-            dim=dim,
-            signal_bound=max_clients * sensitivity,
-            share_sigma=share,
-            max_shares=max_clients,
-        )
+        if rotated:
+            wrap = rotated_wrap_probability(bits=bits, dim=dim, sum_l2_bound=max_clients * l2_clip / gamma,
+                                            share_sigma=share, max_shares=max_clients, beta=beta)
+        else:
+            wrap = wrap_probability(
+                bits=bits,
+                dim=dim,
+                signal_bound=max_clients * sensitivity,
+                share_sigma=share,
+                max_shares=max_clients,
+            )
         accountant = DistributedDiscreteGaussianAccountant(l2_sensitivity=sensitivity,
                                                            num_shares=min_survivors, dim=dim)
         accountant.step(noise_multiplier=share * math.sqrt(min_survivors) / sensitivity,

@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RoundMetrics"]
+import numpy as np
+
+__all__ = ["RoundMetrics", "transfer_summary"]
 
 
 @dataclass
@@ -26,3 +28,19 @@ class RoundMetrics:
             "train_loss": self.train_loss if math.isfinite(self.train_loss) else None, "seconds": self.seconds,
             **self.measurements, **self.evaluation,
         }
+
+
+def transfer_summary(history: list[RoundMetrics]) -> dict[str, Any]:
+    """metrics.json's bytes per client per round, both ways, and their means (every engine).
+
+    Up: every protocol frame a client sent. Down: the model sent to it (float64) plus the
+    protocol's frames to it (``RoundServer.transfer_totals``).
+    """
+    up = [m.measurements.get("bytes_sent_per_client", 0.0) for m in history]
+    down = [m.measurements.get("bytes_down_per_client", 0.0) for m in history]
+    return {
+        "bytes_sent_per_client_per_round": up,
+        "bytes_sent_per_client_mean": float(np.mean(up)) if up else 0.0,
+        "bytes_down_per_client_per_round": down,
+        "bytes_down_per_client_mean": float(np.mean(down)) if down else 0.0,
+    }

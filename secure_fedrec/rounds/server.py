@@ -42,6 +42,8 @@ from .sampling import expected_clients, sample_clients
 __all__ = ["RoundPlan", "RoundServer"]
 
 _ROUND_STREAM = 0
+#: the model travels as float64 (engines/flower/codec.py)
+MODEL_BYTES_PER_PARAMETER = 8
 
 
 @dataclass
@@ -172,6 +174,16 @@ class RoundServer:
         return self.privacy.can_run_round()
 
     # -- after the sum ----------------------------------------------------------------------------
+    def transfer_totals(self, measurements: dict[str, Any]) -> dict[str, float]:
+        """Bytes per client of the round, both ways: ``bytes_up_per_client`` is the protocol's
+        upload (every frame the client sent); ``bytes_down_per_client`` is the model sent to
+        it (``model_bytes_per_client``: the shared parameters as float64, as the Flower engine
+        sends them) plus the protocol's frames from the server."""
+        model_bytes = float(MODEL_BYTES_PER_PARAMETER * len(self.params))
+        return {"bytes_up_per_client": float(measurements.get("bytes_sent_per_client", 0.0)),
+                "model_bytes_per_client": model_bytes,
+                "bytes_down_per_client": model_bytes + float(measurements.get("bytes_received_per_client", 0.0))}
+
     def finish_round(self, plan: RoundPlan, reports: RoundReports, outcome: SumOutcome | BelowThreshold | None,
                      *, extra: dict[str, float] | None = None) -> RoundMetrics:
         """The server halves, the optimizer step and the accounting of one round.
@@ -199,6 +211,7 @@ class RoundServer:
                 self.params = self.server_optimizer.step(self.params, aggregate.total)
                 self.last_aggregate = aggregate
         measurements.update(extra or {})
+        measurements.update(self.transfer_totals(measurements))
         measurements.update(self.privacy.after_round())
         if reports.diverged:
             measurements["nonfinite_updates_dropped"] = float(reports.diverged)

@@ -18,6 +18,7 @@ from ..aggregation import (
     AggregationPipeline,
     CentralGaussianNoise,
     Clip,
+    CompactRotatedEncoding,
     DiscreteGaussianShareEncoding,
     DistributedDiscreteGaussianEncoding,
     ExpectedBatchMean,
@@ -33,7 +34,8 @@ __all__ = ["broadcast_from_json", "broadcast_to_json", "plan_from_json", "plan_t
 
 _KINDS: dict[str, type] = {cls.kind: cls for cls in (  # type: ignore[attr-defined]
     Mean, ExpectedBatchMean, Clip, AdaptiveClip, CentralGaussianNoise, FloatEncoding, QuantizedEncoding,
-    DistributedDiscreteGaussianEncoding, DiscreteGaussianShareEncoding, LocalEpochs, DpSgd, DistributedDpSgd)}
+    DistributedDiscreteGaussianEncoding, DiscreteGaussianShareEncoding, CompactRotatedEncoding, LocalEpochs, DpSgd,
+    DistributedDpSgd)}
 _STATES: dict[str, type] = {"adaptive_clip": AdaptiveClipState}
 
 

@@ -55,7 +55,12 @@ def test_rounding_error_has_mean_zero_and_variance_f_times_one_minus_f(fraction)
     assert stats.binomtest(up, n, fraction).pvalue > 1e-4 if 0 < fraction else up == 0
     var = fraction * (1 - fraction)
     assert abs(error.mean()) < 5 * np.sqrt(var / n) + 1e-12
-    assert abs(error.var() - var) < 5 * np.sqrt(2 / n) * max(var, 1e-3) + 1e-12
+    # The sample variance's standard error uses the Bernoulli's own fourth central moment
+    # f(1-f)(1-3f+3f^2); the Gaussian sqrt(2/n)*var is ~3x too small at f = 0.03 (flaky).
+    fourth = var * (1 - 3 * fraction + 3 * fraction**2)
+    # ... plus the squared deviation of the sample mean (all there is at f = 1/2).
+    tolerance = 5 * np.sqrt(max(fourth - var**2, 0.0) / n) + 25 * var / n
+    assert abs(error.var() - var) < tolerance + 1e-12
 
 
 def test_stochastic_encoding_is_unbiased_at_every_scale():

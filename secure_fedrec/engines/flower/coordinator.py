@@ -45,7 +45,7 @@ from ...config import RunConfig, config_to_dict
 from ...data.dataset import RatingData, Split
 from ...inputs import build_model_for
 from ...rounds.client import RoundReports
-from ...rounds.metrics import RoundMetrics
+from ...rounds.metrics import RoundMetrics, transfer_summary
 from ...rounds.server import RoundPlan, RoundServer
 from ...rounds.wire import broadcast_to_json, plan_to_json
 from ..inprocess import server_for
@@ -335,7 +335,6 @@ class FlowerCoordinator:
 
         history = self.history
         final = dict(history[-1].evaluation) if history else {}
-        bytes_per_round = [m.measurements.get("bytes_sent_per_client", 0.0) for m in history]
         privacy = self.server.privacy
         return {
             "config": config_to_dict(self.config),
@@ -348,8 +347,7 @@ class FlowerCoordinator:
             "dataset_notes": list(self.data.notes),
             "rounds": [m.as_dict() for m in history],
             "final": final,
-            "bytes_sent_per_client_per_round": bytes_per_round,
-            "bytes_sent_per_client_mean": float(np.mean(bytes_per_round)) if bytes_per_round else 0.0,
+            **transfer_summary(history),
             "privacy": privacy.summary(),
             "stopped_early": privacy.stopped_reason,
             "wall_time_seconds": time.perf_counter() - started,

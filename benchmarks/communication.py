@@ -1,0 +1,135 @@
+"""Upload bytes, expansion and accuracy of the compact encoding against the dense 32-bit one.
+
+Run from the repository root::
+
+    OMP_NUM_THREADS=1 python benchmarks/communication.py [--seeds 0 1 2] [--rounds N]
+
+For each data set (the synthetic default; ``../shared/data/ml-latest-small``, when
+present, at model dim 16 — issue 22's cell — and at the default dim 8) and each seed, two runs of the default private job (user-level
+ε = 8, distributed discrete Gaussian under SecAgg+, in-process engine), one after
+the other in this process, identical but for ``aggregation.encoding``:
+
+* ``dense``: every coordinate in a 32-bit ring (4 bytes on the wire);
+* ``compact``: a public random ``compact_keep`` of the coordinates per round,
+  randomly rotated, in a 16-bit ring (2 bytes on the wire).
+
+Per run: the upload per client per round (every protocol frame the client sends,
+mean over rounds), the masked vector's share of it (``payload`` = the encoded
+vector's bytes), the expansion (upload over the encoded vector), the download,
+the final RMSE, CPU and wall time. Writes ``benchmarks/results/communication.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from secure_fedrec.config import RunConfig
+from secure_fedrec.runner import run_job
+
+RESULTS = Path(__file__).parent / "results" / "communication.json"
+ML_SMALL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ml-latest-small"
+
+
+#: data set name -> (source, model.dim or None for the default): ml-latest-small at dim 16 is
+#: issue 22's cell (biased MF, (9,066 x 17 + 2) coordinates); dim 8 is the default model
+DATASETS = {"synthetic": ("synthetic", None), "ml-latest-small": (str(ML_SMALL.resolve()), 16),
+            "ml-latest-small-dim8": (str(ML_SMALL.resolve()), None)}
+
+
+def configure(dataset: str, encoding: str, seed: int, rounds: int | None,
+              clients_per_round: float | None = None) -> RunConfig:
+    source, dim = DATASETS[dataset]
+    config = RunConfig()
+    config.seed = seed
+    config.data = replace(config.data, source=source)
+    config.aggregation = replace(config.aggregation, encoding=encoding)
+    config.training = replace(config.training, checkpoint_every=0,
+                              rounds=rounds if rounds is not None else config.training.rounds)
+    if clients_per_round is not None:
+        config.training = replace(config.training, clients_per_round=clients_per_round)
+    if dim is not None:
+        config.model = replace(config.model, dim=dim)
+    config.validate()
+    return config
+
+
+def one_run(config: RunConfig) -> dict:
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = run_job(config)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    rounds = [r for r in result["rounds"] if r.get("bytes_sent_per_client")]
+    vector_bytes = [r["bytes_sent_per_client"] / r["communication_expansion"] for r in rounds]
+    return {
+        "rmse": result["final"].get("rmse"),
+        "epsilon": result["privacy"]["epsilon"],
+        "rounds_released": len(rounds),
+        "upload_bytes": float(np.mean([r["bytes_sent_per_client"] for r in rounds])),
+        "encoded_vector_bytes": float(np.mean(vector_bytes)),
+        "expansion": float(np.mean([r["communication_expansion"] for r in rounds])),
+        "download_bytes": float(np.mean([r["bytes_down_per_client"] for r in result["rounds"]])),
+        "model_bytes": float(result["rounds"][0]["model_bytes_per_client"]),
+        "noise_std_model_units": result["privacy"].get("noise_std_model_units"),
+        "cpu_seconds": cpu,
+        "wall_seconds": wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=None, help="default: the config's")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--clients-per-round", type=float, default=None, help="default: the config's")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if not ML_SMALL.exists():
+        print(f"skipping ml-latest-small: {ML_SMALL} is absent")
+        args.datasets = [d for d in args.datasets if not d.startswith("ml-latest-small")]
+    cells = [(d, s, e) for d in args.datasets for s in args.seeds for e in ("dense", "compact")]
+    runs: list[dict] = []
+    for dataset, seed, encoding in tqdm(cells, desc="runs"):
+        row = {"dataset": dataset, "seed": seed, "encoding": encoding,
+               **one_run(configure(dataset, encoding, seed, args.rounds, args.clients_per_round))}
+        runs.append(row)
+        tqdm.write(json.dumps(row))
+    summary = {}
+    for dataset in args.datasets:
+        dense = [r for r in runs if r["dataset"] == dataset and r["encoding"] == "dense"]
+        compact = [r for r in runs if r["dataset"] == dataset and r["encoding"] == "compact"]
+        mean = lambda rows, key: float(np.mean([r[key] for r in rows]))
+        summary[dataset] = {
+            "seeds": args.seeds,
+            "upload_ratio": mean(compact, "upload_bytes") / mean(dense, "upload_bytes"),
+            "encoded_vector_ratio": mean(compact, "encoded_vector_bytes") / mean(dense, "encoded_vector_bytes"),
+            "expansion_dense": mean(dense, "expansion"),
+            "expansion_compact": mean(compact, "expansion"),
+            "rmse_dense": mean(dense, "rmse"),
+            "rmse_compact": mean(compact, "rmse"),
+            "rmse_ratio": mean(compact, "rmse") / mean(dense, "rmse"),
+            "rmse_ratio_per_seed": [c["rmse"] / d["rmse"] for d, c in zip(dense, compact, strict=True)],
+            "download_ratio": mean(compact, "download_bytes") / mean(dense, "download_bytes"),
+            "cpu_ratio": mean(compact, "cpu_seconds") / mean(dense, "cpu_seconds"),
+        }
+        print(dataset, json.dumps(summary[dataset], indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "command": "OMP_NUM_THREADS=1 python benchmarks/communication.py "
+                   + " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                              for k, v in (("seeds", args.seeds), ("rounds", args.rounds),
+                                           ("datasets", args.datasets),
+                                           ("clients-per-round", args.clients_per_round)) if v is not None)
+                   + (f" --out {args.out}" if args.out != RESULTS else ""),
+        "machine": platform.platform(), "summary": summary, "runs": runs}, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
