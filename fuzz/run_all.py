@@ -50,6 +50,11 @@ FIXED = [
      "escaped": "RecursionError from tomllib",
      "fix": "secure_fedrec/config.py load_config -> ConfigError",
      "test": "tests/fuzz/test_fuzz_decoders.py::test_deeply_nested_config_is_a_config_error"},
+    {"target": "state_file", "found_by": "hypothesis twin (tests/fuzz), before the atheris run",
+     "input": "a stored zip member whose flags say encrypted (0x1) or compressed patched data (0x20)",
+     "escaped": "RuntimeError / NotImplementedError from zipfile",
+     "fix": "secure_fedrec/state_file.py: members with any flag but 0x08/0x800 -> StateFileError",
+     "test": "tests/engines/test_checkpoint_hardening.py::test_zip_members_with_flags_this_format_never_writes_are_refused"}
 ]
 
 

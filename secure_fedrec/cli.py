@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .engines.checkpoint import CheckpointError
+    from .engines.inprocess import TrainingDiverged
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return handlers[args.command](args)
-    except (ConfigError, DataError, CheckpointError) as exc:
+    except (ConfigError, DataError, CheckpointError, TrainingDiverged) as exc:
         print(f"secure-fedrec: error: {exc}", file=sys.stderr)
         return 2
 

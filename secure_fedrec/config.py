@@ -8,6 +8,8 @@ allowed, never a stack trace.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import tomllib
 import types
 import typing
@@ -16,13 +18,17 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 __all__ = [
+    "RANGES",
     "RECORD_DISTRIBUTED_DEFAULTS",
     "ConfigError",
+    "Range",
     "RunConfig",
+    "check_model_memory",
     "config_from_dict",
     "config_to_dict",
     "dump_toml",
     "load_config",
+    "model_memory_estimate",
     "parse_override",
 ]
 
@@ -35,6 +41,94 @@ class ConfigError(ValueError):
 DEFAULT_TARGET_EPSILON = 8.0
 #: the most rounds one masking key setup may serve (aggregation.key_rounds)
 MAX_KEY_ROUNDS = 1024
+
+
+@dataclass(frozen=True)
+class Range:
+    """A finite interval a numeric key must lie in (``low_open``/``high_open``: bound excluded)."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        low, high = (str(b) if isinstance(b, int) else f"{b:g}" for b in (self.low, self.high))
+        return f"{'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+
+_MAX_USERS, _MAX_ITEMS = 10**8, 10**8
+
+#: Every numeric key's finite range, checked as the value is read, before anything is built from
+#: it (1e999, nan, -1 and 1e30 never reach numpy or torch). tests/cli/test_config_ranges.py fails if
+#: a numeric field of any config dataclass has no entry here: a new key needs its range. The
+#: bounds are generous sanity limits (far beyond any useful run), not recommendations; the
+#: memory a run's sizes need is checked on its own (:func:`check_model_memory`).
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**63 - 1),
+    "data.binarize_threshold": Range(-1e9, 1e9),
+    "data.min_user_ratings": Range(1, 10**6),
+    "data.min_item_ratings": Range(1, 10**6),
+    "data.test_fraction": Range(0.0, 1.0, low_open=True, high_open=True),
+    "data.synthetic.n_users": Range(2, _MAX_USERS),
+    "data.synthetic.n_items": Range(2, _MAX_ITEMS),
+    "data.synthetic.rank": Range(1, 4096),
+    "data.synthetic.mean_ratings_per_user": Range(0.0, 10**6, low_open=True),
+    "data.synthetic.noise_std": Range(0.0, 100.0),
+    "model.dim": Range(1, 4096),
+    "model.hidden": Range(1, 4096),
+    # an initial scale or learning rate past these overflows float32 training at once (NaN)
+    "model.init_std": Range(0.0, 10.0, low_open=True),
+    "training.rounds": Range(1, 10**6),
+    "training.clients_per_round": Range(0.0, _MAX_USERS, low_open=True),
+    "training.local_epochs": Range(1, 10**4),
+    "training.batch_size": Range(0, 10**8),
+    "training.lr": Range(0.0, 10.0, low_open=True),
+    "training.reg": Range(0.0, 100.0),
+    "training.negatives": Range(1, 10**4),
+    "training.server_lr": Range(0.0, 10.0, low_open=True),
+    "training.dropout_rate": Range(0.0, 1.0, high_open=True),
+    "training.straggler_rate": Range(0.0, 1.0),
+    "training.checkpoint_every": Range(0, 10**6),
+    "aggregation.bits": Range(8, 62),
+    "aggregation.coordinate_clip": Range(0.0, 1e6, low_open=True),
+    "aggregation.weight_cap": Range(0.0, 1e9, low_open=True),
+    "aggregation.threshold_fraction": Range(0.0, 1.0, low_open=True),
+    "aggregation.paillier_key_bits": Range(2048, 3072),
+    "aggregation.key_rounds": Range(1, MAX_KEY_ROUNDS),
+    "aggregation.compact_bits": Range(8, 32),
+    "aggregation.compact_keep": Range(0.01, 1.0),
+    "privacy.target_epsilon": Range(0.0, 1e3, low_open=True),
+    "privacy.delta": Range(0.0, 1.0, low_open=True, high_open=True),
+    "privacy.noise_multiplier": Range(0.0, 1e6, low_open=True),
+    "privacy.clip_norm": Range(0.0, 1e6, low_open=True),
+    "privacy.record_batch_size": Range(1, 10**6),
+    "privacy.record_lr": Range(0.0, 100.0, low_open=True),
+    "privacy.record_sample_rate": Range(0.0, 1.0, low_open=True),
+    "privacy.target_quantile": Range(0.0, 1.0, low_open=True, high_open=True),
+    "privacy.clip_learning_rate": Range(0.0, 10.0, low_open=True),
+    "privacy.clip_count_stddev": Range(0.0, 1e9, low_open=True),
+    "evaluation.k": Range(1, 10**4),
+    "evaluation.sampled_negatives": Range(1, 10**6),
+    "evaluation.every": Range(1, 10**6),
+    "flower.nodes": Range(1, 1024),
+    "flower.train_timeout": Range(0.0, 86_400.0),
+    "flower.stage_timeout": Range(0.0, 86_400.0),
+    "flower.timeout_factor": Range(1.0, 100.0),
+    "flower.timeout_floor": Range(0.1, 86_400.0),
+    "flower.node_wait_timeout": Range(0.0, 86_400.0, low_open=True),
+}
+
+#: bytes a run may plan to hold for its model; default: 3/4 of the machine's memory
+#: (``SECURE_FEDREC_MEMORY_LIMIT`` overrides, in bytes)
+MEMORY_LIMIT_ENV = "SECURE_FEDREC_MEMORY_LIMIT"
 
 
 @dataclass
@@ -68,6 +162,10 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def validate(self) -> None:
+        from .data.loaders import FORMATS
+
+        _check(self.format in FORMATS, "data.format",
+               f"must be one of {', '.join(map(repr, FORMATS))} (also for synthetic data); got {self.format!r}")
         _check(0.0 < self.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)")
         _check(self.min_user_ratings >= 1, "data.min_user_ratings", "must be >= 1")
         _check(self.min_item_ratings >= 1, "data.min_item_ratings", "must be >= 1")
@@ -282,6 +380,8 @@ class RunConfig:
         for section in (self.data, self.model, self.training, self.aggregation, self.privacy,
                         self.evaluation, self.flower):
             section.validate()
+        if self.data.source == "synthetic":
+            check_model_memory(self, self.data.synthetic.n_users, self.data.synthetic.n_items)
         p = self.privacy
         if p.unit == "user":
             _check(self.training.sampling == "poisson", "training.sampling",
@@ -326,6 +426,52 @@ class RunConfig:
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key} {message}")
+
+
+def _check_range(key: str, value: Any) -> None:
+    """A numeric value must be finite, and inside its key's range (:data:`RANGES`)."""
+    if value is None or isinstance(value, (bool, str)):
+        return
+    bounds = RANGES.get(key)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number{f' in {bounds}' if bounds else ''}; got {value!r}")
+    if bounds is not None and value not in bounds:
+        raise ConfigError(f"{key} must be in {bounds}; got {value!r}")
+
+
+def model_memory_estimate(config: RunConfig, n_users: int, n_items: int) -> int:
+    """Bytes a run of ``config`` on ``n_users`` × ``n_items`` holds for its model, an upper bound.
+
+    Parameters: two embedding tables of ``dim`` plus a bias per user and item (NeuMF's GMF and
+    MLP tables; MF has one) and NeuMF's MLP; each held about six times as float64 (the model,
+    the shared vector, FedAdam's two moments, the round's sum, a client's update).
+    """
+    m = config.model
+    parameters = (n_users + n_items) * (2 * m.dim + 2) + 4 * m.dim * m.hidden + 2 * m.hidden
+    return 6 * 8 * parameters
+
+
+def memory_limit() -> int:
+    """Bytes a run may plan for: ``SECURE_FEDREC_MEMORY_LIMIT``, else 3/4 of physical memory."""
+    configured = os.environ.get(MEMORY_LIMIT_ENV)
+    if configured:
+        if not configured.strip().isdigit() or int(configured) < 1:
+            raise ConfigError(f"{MEMORY_LIMIT_ENV} must be a positive whole number of bytes; got {configured!r}")
+        return int(configured)
+    try:
+        return int(0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # no sysconf: assume a small machine
+        return 4 << 30
+
+
+def check_model_memory(config: RunConfig, n_users: int, n_items: int) -> None:
+    """A :class:`ConfigError` before anything is allocated if the model cannot fit in memory."""
+    need, limit = model_memory_estimate(config, n_users, n_items), memory_limit()
+    if need > limit:
+        raise ConfigError(
+            f"model.dim = {config.model.dim} for {n_users} users and {n_items} items needs about "
+            f"{need / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB this machine allows "
+            f"({MEMORY_LIMIT_ENV} sets the limit): use a smaller model.dim or fewer users/items")
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -386,6 +532,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
             kwargs[f.name] = _build(annotation, raw[f.name], key + ".")
         else:
             kwargs[f.name] = _coerce(raw[f.name], annotation, key)
+            _check_range(key, kwargs[f.name])
     return cls(**kwargs)
 
 
@@ -490,11 +637,17 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     """Load a TOML file (or the defaults when ``path`` is None) and apply dotted overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
+        if not str(path).strip():
+            raise ConfigError("the config file path is empty")
         path = Path(path)
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"the config file {path} is a folder") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
         except UnicodeDecodeError as exc:  # TOML is UTF-8 (fuzz contract, fuzz/targets.py)

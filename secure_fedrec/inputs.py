@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import RunConfig
+from .config import RunConfig, check_model_memory
 from .data import holdout_split, leave_last_out, load_ratings, synthetic_ratings
 from .data.dataset import RatingData, Split
 from .models import FederatedModel, build_model
@@ -39,6 +39,7 @@ def make_split(config: RunConfig, data: RatingData) -> Split:
 
 def build_model_for(config: RunConfig, split: Split) -> FederatedModel:
     train = split.train
+    check_model_memory(config, train.n_users, train.n_items)  # before a table is allocated
     kwargs: dict[str, Any] = {"init_std": config.model.init_std, "seed": config.seed}
     if config.model_name == "mf":
         kwargs["global_mean"] = float(train.ratings.mean()) if len(train) else 0.0

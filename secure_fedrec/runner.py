@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,22 +9,23 @@ from typing import Any
 
 from .config import RunConfig, config_to_dict, dump_toml
 from .engines.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .engines.inprocess import FederatedTrainer, RoundMetrics
+from .engines.inprocess import FederatedTrainer, RoundMetrics, TrainingDiverged
 from .inputs import load_data, make_split
-from .outputs import environment, write_json_atomic
+from .outputs import environment, write_bytes_atomic, write_json_atomic
 from .rounds.metrics import transfer_summary
+from .state_file import dump_state
 
-__all__ = ["environment", "load_data", "make_split", "run_job", "write_json_atomic"]
+#: the trained shared parameters in a run folder (read with :func:`secure_fedrec.state_file.load_state`)
+MODEL_NAME = "model.npz"
+
+__all__ = ["MODEL_NAME", "environment", "load_data", "make_split", "run_job", "write_json_atomic"]
 
 
 def save_model_atomic(path: Path, trainer: FederatedTrainer) -> None:
-    """The trained shared parameters (what a deployment's server holds), written atomically."""
-    import torch
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"shared": trainer.model.shared_state(), "layout": trainer.layout.names,
-                "round": trainer.round_index}, tmp)
-    os.replace(tmp, path)
+    """The trained shared parameters (what a deployment's server holds), written atomically in
+    a format whose reader runs no code (:mod:`secure_fedrec.state_file`)."""
+    write_bytes_atomic(path, dump_state({"shared": trainer.model.shared_state(), "layout": trainer.layout.names,
+                                         "round": trainer.round_index}))
 
 
 def run_job(
@@ -45,7 +45,7 @@ def run_job(
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         if not resume:  # written first, so that a crashed run can be resumed from its folder
-            (Path(out_dir) / "config.toml").write_text(dump_toml(config_to_dict(config)), encoding="utf-8")
+            write_bytes_atomic(Path(out_dir) / "config.toml", dump_toml(config_to_dict(config)).encode(), mode=0o644)
     data = load_data(config)
     split = make_split(config, data)
     trainer = FederatedTrainer(config, split)
@@ -61,7 +61,12 @@ def run_job(
         if on_round is not None:
             on_round(metrics)
 
-    history = trainer.run(on_round=after_round)
+    try:
+        history = trainer.run(on_round=after_round)
+    except TrainingDiverged:
+        if out_dir is not None:  # the state up to the diverged round, for a look at what went wrong
+            save_checkpoint(trainer, out_dir)
+        raise
     final = dict(history[-1].evaluation) if history else {}
     result: dict[str, Any] = {
         "config": config_to_dict(config),
@@ -84,7 +89,7 @@ def run_job(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", result)
-        save_model_atomic(out / "model.pt", trainer)
+        save_model_atomic(out / MODEL_NAME, trainer)
         if every:
             save_checkpoint(trainer, out)
     return result

@@ -61,11 +61,17 @@ class _PartyPickler(pickle.Pickler):
 
 class _PartyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] == "protocols" or (module, name) in _ALLOWED:
-            found = super().find_class(module, name)
+        if (module, name) in _ALLOWED:
             if module == "builtins" and name == "getattr":
                 return _safe_getattr
-            return found
+            return super().find_class(module, name)
+        # Only a class defined in that very module of this package: a dotted name walks
+        # attributes (``protocols.flower.state`` + ``pickle.loads`` is the real pickle.loads,
+        # reached through this module's own import), and a function could do anything.
+        if module.split(".")[0] == "protocols" and "." not in name:
+            found = super().find_class(module, name)
+            if isinstance(found, type) and found.__module__ == module:
+                return found
         raise pickle.UnpicklingError(f"{module}.{name} is not part of a protocol party's state")
 
 

@@ -52,7 +52,11 @@ from ..training.canaries import CanaryGradients
 from ..training.dpsgd_shares import example_dim
 from ..training.local import ClientData, LocalTraining, examples_per_user
 
-__all__ = ["FederatedTrainer", "RoundMetrics", "build_model_for", "server_for"]
+__all__ = ["FederatedTrainer", "RoundMetrics", "TrainingDiverged", "build_model_for", "server_for"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced NaN/inf: every update of a round, or the server's next parameters."""
 
 
 def server_for(config: RunConfig, split: Split, model: FederatedModel, *,
@@ -233,4 +237,19 @@ class FederatedTrainer:
             metrics = self.run_round()
             if on_round is not None:
                 on_round(metrics)
+            what = _diverged(metrics)
+            if what:
+                raise TrainingDiverged(
+                    f"training diverged in round {metrics.round}: {what} not finite (NaN/inf); the run "
+                    "stops; lower training.lr, model.init_std or training.server_lr")
         return self.history
+
+
+def _diverged(metrics: RoundMetrics) -> str | None:
+    """What in a round's metrics says training has diverged, if anything."""
+    if metrics.measurements.get("diverged"):
+        return "every update of the round, or the server's next parameters, are"
+    bad = sorted(k for k, v in metrics.evaluation.items() if isinstance(v, float) and not np.isfinite(v))
+    if bad:
+        return f"the evaluation ({', '.join(bad)}) is"
+    return None

@@ -143,6 +143,13 @@ class RoundServer:
 
     def plan_round(self, round_index: int) -> RoundPlan:
         """Who is sampled, who drops out (at which protocol stage), who straggles, who trains."""
+        plan = self.draw(round_index)
+        plan.trainers = self.trainers(plan)
+        return plan
+
+    def draw(self, round_index: int) -> RoundPlan:
+        """Who is sampled, who drops out, who straggles (no trainers yet): a function of the
+        seed and the round alone, so a resume's cross-check can redraw any past round."""
         t = self.config.training
         rng = self.round_rng(round_index)
         sampled = self._sample(rng)
@@ -152,9 +159,7 @@ class RoundServer:
             drops = sampled[rng.random(len(sampled)) < t.dropout_rate]
             dropouts = {int(c): str(stages[rng.integers(len(stages))]) for c in drops}
         stragglers = rng.random(len(sampled)) < t.straggler_rate
-        plan = RoundPlan(round_index, sampled, dropouts, stragglers)
-        plan.trainers = self.trainers(plan)
-        return plan
+        return RoundPlan(round_index, sampled, dropouts, stragglers)
 
     def trainers(self, plan: RoundPlan) -> tuple[tuple[int, bool], ...]:
         """The sampled clients that train (record level: a client over its own budget abstains)."""
@@ -208,8 +213,14 @@ class RoundServer:
             self.privacy.layer_states = states
             contributors = aggregate.contributors
             if contributors:
-                self.params = self.server_optimizer.step(self.params, aggregate.total)
-                self.last_aggregate = aggregate
+                stepped = self.server_optimizer.step(self.params, aggregate.total)
+                if np.all(np.isfinite(stepped)):
+                    self.params = stepped
+                    self.last_aggregate = aggregate
+                else:  # keep the last finite parameters; the engine stops the run
+                    measurements["diverged"] = 1.0
+        if reports.diverged and not reports.reporting:
+            measurements["diverged"] = 1.0  # every trainer's update was NaN/inf: training has diverged
         measurements.update(extra or {})
         measurements.update(self.transfer_totals(measurements))
         measurements.update(self.privacy.after_round())

@@ -76,8 +76,11 @@ class StudySpec:
                 raise StudyError(f"study.seeds must be integers; got {seed!r}")
         if len(set(self.seeds)) != len(self.seeds):
             raise StudyError(f"study.seeds has duplicates: {list(self.seeds)}")
-        if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or self.parallel < 1:
-            raise StudyError(f"study.parallel must be an integer >= 1; got {self.parallel!r}")
+        for seed in self.seeds:
+            if not 0 <= seed < 2**63:
+                raise StudyError(f"study.seeds must be in [0, 2^63); got {seed!r}")
+        if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or not 1 <= self.parallel <= 256:
+            raise StudyError(f"study.parallel must be an integer in [1, 256]; got {self.parallel!r}")
         if not self.grids:
             raise StudyError("a study needs at least one grid (an empty [grid] runs the base config)")
         for key, values in (axis for grid in self.grids for axis in grid):

@@ -10,6 +10,10 @@ import time
 import pytest
 
 from secure_fedrec.cli import main
+from secure_fedrec.engines.checkpoint import (
+    read_checkpoint_state,
+    write_checkpoint_state,
+)
 
 TINY = ["--set", "aggregation.protocol=plaintext", "--set", "data.synthetic.n_users=40", "--set", "data.synthetic.n_items=60",
         "--set", "training.clients_per_round=10", "--set", "model.dim=4",
@@ -30,12 +34,12 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
            "--set", "training.rounds=6", *TINY, "--set", "training.local_epochs=1"]
     child = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 120
-    while not (broken / "checkpoint.pt").exists() and time.time() < deadline:
+    while not (broken / "checkpoint.npz").exists() and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    assert (broken / "checkpoint.pt").exists()
+    assert (broken / "checkpoint.npz").exists()
     assert main(["run", "--quiet", "--resume", str(broken)]) == 0
     assert _final(broken) == _final(whole)
 
@@ -48,15 +52,13 @@ def test_resume_refuses_another_configuration(tmp_path, capsys):
 
 
 def test_resume_refuses_to_reset_the_privacy_accountant(tmp_path, capsys):
-    import torch
-
     out = tmp_path / "dp"
     dp = ["--set", "privacy.unit=user", "--set", "training.sampling=poisson",
           "--set", "privacy.noise_multiplier=1.0"]
     assert main(["run", "--quiet", "--out", str(out), "--set", "training.rounds=2", *TINY, *dp]) == 0
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = read_checkpoint_state(out / "checkpoint.npz")
     state["privacy"] = {}
-    torch.save(state, out / "checkpoint.pt")
+    write_checkpoint_state(out / "checkpoint.npz", state)
     assert main(["run", "--quiet", "--resume", str(out), "--set", "training.rounds=3"]) == 2
     assert "privacy" in capsys.readouterr().err
 

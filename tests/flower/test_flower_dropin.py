@@ -93,6 +93,44 @@ def test_the_state_loader_runs_no_foreign_code():
         load_party(pickle.dumps([1, 2]))
 
 
+def _global_then_call(module: str, name: str, argument: bytes) -> bytes:
+    """A pickle naming ``module`` + ``name`` (STACK_GLOBAL) and calling it on ``argument``."""
+    def text(value: str) -> bytes:
+        return b"\x8c" + bytes([len(value)]) + value.encode()
+
+    return (b"\x80\x04" + text(module) + text(name) + b"\x93" + b"B" + len(argument).to_bytes(4, "little")
+            + argument + b"\x85R.")
+
+
+@pytest.mark.parametrize("module_and_name", [
+    ("protocols.flower.state", "pickle.loads"),  # the real pickle.loads, through this module's import
+    ("protocols.masking.messages", "functools.partial"),
+    ("protocols.api", "np.save"),
+    ("protocols.flower.state", "dump_party"),  # a function of the package, not a class
+])
+def test_a_dotted_name_or_a_function_of_the_package_is_refused(tmp_path, module_and_name):
+    """Issue 19 item 1 (found in review): the allow-list took any global of a ``protocols``
+    module, and a dotted name walks attributes, so ``pickle.loads`` was reachable and an inner
+    pickle ran ``os.system``. Both node-state loaders must refuse it."""
+    from secure_fedrec.engines.flower.codec import load_node_state
+
+    sentinel = tmp_path / "ran"
+    inner = pickle.dumps(_Touch(sentinel))
+    blob = _global_then_call(*module_and_name, inner)
+    for loader in (load_party, load_node_state):
+        with pytest.raises(pickle.UnpicklingError):
+            loader(blob)
+    assert not sentinel.exists()
+
+
+class _Touch:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
 def test_the_mod_checks_every_field_of_a_request():
     pytest.importorskip("flwr")
     from flwr.app import ConfigRecord

@@ -25,7 +25,7 @@ sys.modules[_spec.name] = targets  # dataclasses resolve annotations through sys
 _spec.loader.exec_module(targets)
 
 #: Examples per target: the party targets build fresh parties (key generation) per input.
-_BUDGET = {"masking_parties": 60, "paillier_parties": 60, "config_toml": 80}
+_BUDGET = {"masking_parties": 60, "paillier_parties": 60, "config_toml": 80, "state_file": 400}
 _FAST = 250
 _SETTINGS = {"deadline": None,
              "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}

@@ -9,8 +9,14 @@ the receiver rebuilds them with :func:`numpy.frombuffer`, never with pickle.
 The one pickle here is :func:`dump_node_state`/:func:`load_node_state`: a
 node's *own* state (its users' private model rows and their live protocol
 parties), kept in Flower's ``Context.state`` between messages. It never
-crosses the network — the SuperNode keeps the Context — and only bytes the
-node itself produced are ever unpickled.
+crosses the network — the SuperNode keeps the Context and hands it only to the
+ClientApp process it started — so only bytes the node itself produced are
+unpickled, and whoever could change them already runs code on the node. Still,
+reading it cannot run code either (defence in depth, and so that a mistake that
+ever let a peer's bytes reach it would not be an execution): :class:`_StateUnpickler`
+resolves no global but the classes of :mod:`protocols`, the key rebuilders below,
+numpy's array rebuilder and the node's own party wrapper; anything else (``os.system``,
+``builtins.getattr``, ``eval``) is a :class:`pickle.UnpicklingError`.
 """
 
 from __future__ import annotations
@@ -95,16 +101,28 @@ _RAW_PRIVATE = serialization.PrivateFormat.Raw
 _NO_ENCRYPTION = serialization.NoEncryption()
 
 
+def _x25519_private(raw: bytes) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def _ed25519_private(raw: bytes) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def _ed25519_public(raw: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def _reduce_x25519(key: X25519PrivateKey):
-    return X25519PrivateKey.from_private_bytes, (key.private_bytes(_RAW, _RAW_PRIVATE, _NO_ENCRYPTION),)
+    return _x25519_private, (key.private_bytes(_RAW, _RAW_PRIVATE, _NO_ENCRYPTION),)
 
 
 def _reduce_ed25519(key: Ed25519PrivateKey):
-    return Ed25519PrivateKey.from_private_bytes, (key.private_bytes(_RAW, _RAW_PRIVATE, _NO_ENCRYPTION),)
+    return _ed25519_private, (key.private_bytes(_RAW, _RAW_PRIVATE, _NO_ENCRYPTION),)
 
 
 def _reduce_ed25519_public(key: Ed25519PublicKey):
-    return Ed25519PublicKey.from_public_bytes, (key.public_bytes(_RAW, serialization.PublicFormat.Raw),)
+    return _ed25519_public, (key.public_bytes(_RAW, serialization.PublicFormat.Raw),)
 
 
 def _reduce_session_config(config: SessionConfig):
@@ -115,14 +133,42 @@ def _reduce_session_config(config: SessionConfig):
 
 class _StatePickler(pickle.Pickler):
     """Pickles the protocol parties' key objects (Rust types with no pickle support)
-    by their raw private bytes, and immutable session announcements through their
-    constructor; scoped to this pickler, nothing global is registered."""
+    by their raw bytes, through this module's rebuilders (a classmethod would be pickled
+    as ``getattr``, which the reader refuses), and immutable session announcements through
+    their constructor; scoped to this pickler, nothing global is registered."""
 
     dispatch_table = copyreg.dispatch_table.copy()
     dispatch_table[type(X25519PrivateKey.generate())] = _reduce_x25519
     dispatch_table[type(Ed25519PrivateKey.generate())] = _reduce_ed25519
     dispatch_table[type(Ed25519PrivateKey.generate().public_key())] = _reduce_ed25519_public
     dispatch_table[SessionConfig] = _reduce_session_config
+
+
+#: the only globals a node state may name besides the classes of ``protocols``
+_ALLOWED_GLOBALS = frozenset({
+    (__name__, "_x25519_private"), (__name__, "_ed25519_private"), (__name__, "_ed25519_public"),
+    ("numpy", "dtype"), ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
+    ("secure_fedrec.engines.flower.paillier", "PaillierUploader"),
+})
+
+
+class _StateUnpickler(pickle.Unpickler):
+    """Resolves only the allowed globals (the "restricting globals" recipe of the pickle docs).
+
+    A class of :mod:`protocols` is allowed (the live parties, their messages, params and
+    states): a pickle can then only build protocol objects, whose constructors compute and
+    never touch files, processes or the network. Functions, modules and every other
+    package are refused.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        if (module == "protocols" or module.startswith("protocols.")) and "." not in name:
+            found = super().find_class(module, name)
+            if isinstance(found, type) and found.__module__ == module:
+                return found
+        raise pickle.UnpicklingError(f"the node state names {module}.{name}, which it may not: refused")
 
 
 def dump_node_state(state: dict[str, Any]) -> bytes:
@@ -134,4 +180,7 @@ def dump_node_state(state: dict[str, Any]) -> bytes:
 def load_node_state(blob: bytes) -> dict[str, Any]:
     if not blob:
         return {}
-    return pickle.loads(blob)
+    state = _StateUnpickler(io.BytesIO(blob)).load()
+    if not isinstance(state, dict):
+        raise pickle.UnpicklingError("a node state is a dict")
+    return state

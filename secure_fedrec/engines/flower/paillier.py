@@ -31,7 +31,6 @@ decryptions back).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from ...config import RunConfig
+from ...outputs import PRIVATE_MODE, write_text_atomic
 
 __all__ = [
     "KEY_HOLDERS",
@@ -74,13 +74,11 @@ def deal_paillier_keys(config: RunConfig, directory: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     keys = deal_threshold_keys(config.aggregation.paillier_key_bits, threshold=KEY_THRESHOLD,
                                parties=KEY_HOLDERS)
-    (folder / PUBLIC_FILE).write_text(keys.params.to_json(), encoding="utf-8")
+    write_text_atomic(folder / PUBLIC_FILE, keys.params.to_json(), mode=0o644)
     for share in keys.shares:
-        path = folder / _share_file(share.index)
-        # Created 0600 from the start: a share is never world-readable, not even briefly.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(share.to_json())
+        # A fresh file created 0600 (never an old file truncated with its old mode), exclusively
+        # and never through a symlink, fsynced, then renamed into place: write_bytes_atomic.
+        write_text_atomic(folder / _share_file(share.index), share.to_json(), mode=PRIVATE_MODE)
     return folder
 
 
