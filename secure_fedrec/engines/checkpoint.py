@@ -88,7 +88,7 @@ def save_checkpoint(trainer: FederatedTrainer, folder: str | Path) -> Path:
         "server_optimizer": trainer.server_optimizer.state_dict(),
         # each client's own state (record-level DP-SGD with distributed noise: the private rows'
         # optimizer moments), the stand-in for the clients' disks like the private rows
-        "client_states": trainer.client_states,
+        "client_states": {str(client): dict(own) for client, own in trainer.client_states.items()},
         "privacy": trainer.privacy.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "history": [m.__dict__ for m in trainer.history],
@@ -142,10 +142,11 @@ def load_checkpoint(trainer: FederatedTrainer, folder: str | Path) -> None:
 
 # -- what a checkpoint must add up to ------------------------------------------------------------
 def _client_states(state: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    raw = state.get("client_states", {})
-    if not isinstance(raw, dict) or not all(isinstance(c, int) and isinstance(s, dict) for c, s in raw.items()):
+    raw = state.get("client_states", {})  # keyed by the client's id as a string (the file's keys are)
+    if not isinstance(raw, dict) or not all(isinstance(c, str) and c.isdigit() and isinstance(s, dict)
+                                            for c, s in raw.items()):
         raise CheckpointError("the checkpoint's client states are not a mapping of client to state")
-    return dict(raw)
+    return {int(client): dict(own) for client, own in raw.items()}
 
 
 def _round_index(state: dict[str, Any], trainer: FederatedTrainer) -> int:
@@ -176,6 +177,10 @@ def _optimizer_state(state: Any, size: int) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError("the checkpoint's server optimizer state is not a mapping")
     for key, value in state.items():
+        if key == "step_count":  # Adam's bias-correction counter (record-level DP-SGD's server step)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CheckpointError(f"the checkpoint's server optimizer step count {value!r} is not a count")
+            continue
         if value is not None and not (isinstance(value, np.ndarray) and value.shape == (size,)):
             raise CheckpointError(f"the checkpoint's server optimizer entry {key!r} is not {size} values")
     return state
