@@ -130,7 +130,7 @@ def epsilon_sweep(data: Path, out: Path, seed: int) -> list[dict]:
         run = copy.deepcopy(EPSILON_RUN)
         if math.isfinite(eps):
             # privacy.delta is left unset: the audit trains and audits at attacks.audit_delta(m).
-            run["privacy"] = {"unit": "record", "noise": "central", "target_epsilon": eps, "clip_norm": 0.5, "record_batch_size": 32,
+            run["privacy"] = {"unit": "record", "noise": "local", "target_epsilon": eps, "clip_norm": 0.5, "record_batch_size": 32,
                               "accountant": "pld", "grad_sample_mode": "hooks",
                               "record_optimizer": "sgd", "record_lr": 1.0}
         name = "none" if not math.isfinite(eps) else f"{eps:g}"

@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 
 __all__ = [
     "RANGES",
+    "RECORD_DISTRIBUTED_DEFAULTS",
     "ConfigError",
     "Range",
     "RunConfig",
@@ -115,6 +116,7 @@ RANGES: dict[str, Range] = {
     "privacy.clip_norm": Range(0.0, 1e6, low_open=True),
     "privacy.record_batch_size": Range(1, 10**6),
     "privacy.record_lr": Range(0.0, 100.0, low_open=True),
+    "privacy.record_sample_rate": Range(0.0, 1.0, low_open=True),
     "privacy.target_quantile": Range(0.0, 1.0, low_open=True, high_open=True),
     "privacy.clip_learning_rate": Range(0.0, 10.0, low_open=True),
     "privacy.clip_count_stddev": Range(0.0, 1e9, low_open=True),
@@ -295,7 +297,12 @@ class AggregationConfig:
 class PrivacyConfig:
     # Private by default: user-level DP, noise shares added by the clients under masking.
     unit: Literal["none", "record", "user"] = "user"
-    noise: Literal["central", "distributed"] = "distributed"
+    # Where the noise is added. User level: "central" (the server, after the sum) or "distributed"
+    # (each client's discrete Gaussian share before the secure sum). Record level: "distributed"
+    # (a round is one DP-SGD step of the whole population, whose noise the clients add in shares
+    # under the secure sum) or "local" (each client runs DP-SGD with its own full noise and trusts
+    # nobody with its update). docs/privacy.md §1 says what each protects against.
+    noise: Literal["central", "distributed", "local"] = "distributed"
     # calibrates the noise for the planned rounds, and the budget guard stops before exceeding it
     target_epsilon: float | None = DEFAULT_TARGET_EPSILON
     delta: float | None = None  # default 1 / N^1.1 for N privacy units (users; training ratings at record level)
@@ -304,7 +311,10 @@ class PrivacyConfig:
     noise_multiplier: float | None = None
     clip_norm: float = 1.0  # user: L2 bound of a client update; record: of one example's gradient
     accountant: Literal["pld", "rdp"] = "pld"
-    record_batch_size: int = 32  # record level: expected Poisson batch size of DP-SGD
+    record_batch_size: int = 32  # record level, local noise: expected Poisson batch size of each client's DP-SGD
+    # record level, distributed noise: each rating's Poisson sampling rate q in a round (one DP-SGD
+    # step); the step's noisy gradient sum is divided by the public expected batch q·N
+    record_sample_rate: float = 0.2
     # record level: DP-SGD's local optimizer. Plain SGD lets the untouched item rows take their
     # noise in closed form (a sparse client, 2x cheaper per step: docs/privacy.md §2.1.1); on
     # MovieLens it beats Adam at ε = 8 and loses at ε <= 4, where a smaller record_lr helps
@@ -330,6 +340,7 @@ class PrivacyConfig:
                "must be > 0")
         _check(self.clip_norm > 0, "privacy.clip_norm", "must be > 0")
         _check(self.record_batch_size >= 1, "privacy.record_batch_size", "must be >= 1")
+        _check(0.0 < self.record_sample_rate <= 1.0, "privacy.record_sample_rate", "must be in (0, 1]")
         _check(self.record_lr > 0, "privacy.record_lr", "must be > 0")
         _check(0.0 < self.target_quantile < 1.0, "privacy.target_quantile", "must be in (0, 1)")
         _check(self.clip_learning_rate > 0, "privacy.clip_learning_rate", "must be > 0")
@@ -339,7 +350,12 @@ class PrivacyConfig:
                "= 'adaptive' needs privacy.unit = 'user' (it adapts the clip norm of client updates)")
         if self.unit == "none":
             return
-        # privacy.noise places the user-level noise; record-level noise is always each client's DP-SGD
+        _check(not (self.unit == "user" and self.noise == "local"), "privacy.noise",
+               "= 'local' is a record-level placement (each client's own DP-SGD); user level takes "
+               "'central' or 'distributed'")
+        _check(not (self.unit == "record" and self.noise == "central"), "privacy.noise",
+               "= 'central' is not available at record level: 'distributed' gives the same DP-SGD step "
+               "without trusting the server with the noise, 'local' adds it on every client")
         _check(self.target_epsilon is not None or self.noise_multiplier is not None, "privacy.target_epsilon",
                "or privacy.noise_multiplier must be set when privacy.unit is not 'none'")
         _check(not (self.unit == "user" and self.noise == "distributed" and self.noise_multiplier is not None),
@@ -406,7 +422,7 @@ class RunConfig:
     # from the data's size and feedback type and the privacy unit, and it sets only the keys that
     # neither the file nor --set gives; "none" keeps the plain defaults; or a preset's name
     preset: str = "auto"
-    #: dotted keys the file and the overrides set (what a preset leaves alone); not a config key
+    #: dotted keys the file and the overrides set (what a preset and a mechanism's defaults leave alone); not a config key
     given: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def validate(self) -> None:
@@ -435,6 +451,17 @@ class RunConfig:
                "example's gradient; use 'bce')")
         _check(not (loss == "ials" and self.model_name != "mf"), "training.loss",
                "= 'ials' needs model.name = 'mf' (its user rows are solved in closed form)")
+        if p.unit == "record" and p.noise == "distributed":
+            _check(self.aggregation.protocol != "plaintext" or self.engine == "inprocess", "aggregation.protocol",
+                   "= 'plaintext' with record-level distributed noise is a simulation of the secure sum for "
+                   "studies, run by the in-process engine only (engine = 'inprocess')")
+        if p.unit == "record":
+            # A private row solved in closed form from the user's ratings is an un-noised function
+            # of them, and every gradient the client releases afterwards depends on it: record-level
+            # DP needs the private rows trained by the same clipped, noised step (docs/privacy.md §4.4).
+            _check(not getattr(self.model, "solve_private", False), "model.solve_private",
+                   "must be false with privacy.unit = 'record': the closed-form private row is not "
+                   "covered by DP-SGD's noise")
         if self.aggregation.encoding == "compact":
             _check(p.unit == "user", "aggregation.encoding",
                    "'compact' needs privacy.unit = 'user' (its mean carries no weight coordinate)")
@@ -579,6 +606,23 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
 #: RunConfig fields that are bookkeeping, not configuration keys
 _NOT_KEYS = frozenset({"given"})
 
+#: record-level DP-SGD with distributed noise: one round is one DP-SGD step of the whole
+#: population, so its good settings differ from the user-level defaults (many rounds, Adam on
+#: the noisy mean gradient, no weight decay, evaluation every few steps). They apply to the keys
+#: the file and ``--set`` leave unset; docs/privacy.md §4.4 and docs/results.md say how they
+#: were chosen.
+RECORD_DISTRIBUTED_DEFAULTS: dict[str, Any] = {
+    "training.rounds": 50,
+    "training.reg": 0.0,
+    "privacy.record_optimizer": "adam",
+    "privacy.record_lr": 0.02,
+    # the noise shares are sized for this fraction of the clients: with everyone surviving the
+    # sum carries 1/sqrt(0.9) = 1.054 times the accounted noise (0.5 would make it 1.41 times);
+    # a round that loses more than 10 % of its clients releases nothing
+    "aggregation.threshold_fraction": 0.9,
+    "evaluation.every": 10,
+}
+
 
 def _dotted_keys(raw: dict[str, Any], prefix: str = "") -> set[str]:
     keys: set[str] = set()
@@ -590,9 +634,33 @@ def _dotted_keys(raw: dict[str, Any], prefix: str = "") -> set[str]:
     return keys
 
 
+def _mechanism_defaults(raw: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """``raw`` with the chosen mechanism's own defaults for the keys it does not set."""
+    privacy = raw.get("privacy", {})
+    if not isinstance(privacy, dict):
+        return raw
+    unit = privacy.get("unit", PrivacyConfig.unit)
+    noise = privacy.get("noise", PrivacyConfig.noise)
+    defaults: dict[str, Any] = {}
+    if unit == "record" and noise == "distributed":
+        defaults.update(RECORD_DISTRIBUTED_DEFAULTS)
+    if unit == "record" and "solve_private" in {f.name for f in dataclasses.fields(ModelConfig)}:
+        defaults["model.solve_private"] = False  # the closed-form private row (see RunConfig.validate)
+    resolved = {section: dict(value) if isinstance(value, dict) else value for section, value in raw.items()}
+    for dotted, value in defaults.items():
+        if dotted in given:
+            continue
+        section, key = dotted.split(".")
+        table = resolved.setdefault(section, {})
+        if isinstance(table, dict):
+            table[key] = value
+    return resolved
+
+
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
-    config = _build(RunConfig, raw, "")
-    config.given = frozenset(_dotted_keys(raw))
+    given = _dotted_keys(raw)
+    config = _build(RunConfig, _mechanism_defaults(raw, given), "")
+    config.given = frozenset(given)
     config.validate()
     return config
 

@@ -47,6 +47,8 @@ PRESETS = {
     "implicit": "implicit feedback, no DP: iALS-MF (closed-form user rows), rounds of dense updates "
                 "sized to a memory budget",
     "implicit-dp": "implicit feedback, with DP: BPR-MF sized for the noise",
+    "record": "record-level DP-SGD: the mechanism's own defaults (config.RECORD_DISTRIBUTED_DEFAULTS "
+              "with distributed noise), which a user-level preset would override",
 }
 
 
@@ -54,6 +56,10 @@ def choose_preset(config: RunConfig, implicit: bool) -> str:
     """The preset ``preset = "auto"`` stands for on this run."""
     if config.data.source == "synthetic":
         return "synthetic"
+    if config.privacy.unit == "record":
+        # one round is one DP-SGD step of the population: many rounds, no client sampling, Adam on
+        # the noisy mean; the user-level presets' few rounds and sampled clients would undo that
+        return "record"
     kind = "implicit" if implicit else "explicit"
     return kind if config.privacy.unit == "none" else f"{kind}-dp"
 
@@ -62,7 +68,7 @@ def preset_values(name: str, n_users: int, n_items: int) -> dict[str, Any]:
     """The dotted keys a preset sets, for a data set of this shape."""
     if name not in PRESETS:
         raise ConfigError(f"preset must be 'auto', 'none' or one of {', '.join(PRESETS)}; got {name!r}")
-    if name == "synthetic":
+    if name in ("synthetic", "record"):
         return {}
     everyone = min(n_users, _MAX_CLIENTS_PER_ROUND)
     if name == "explicit":

@@ -1,8 +1,10 @@
 """Aggregation as a pipeline of layers, each split into a client half and a server half.
 
 * :mod:`.values` — what flows: :class:`ClientUpdate` on a client, :class:`Aggregate` on the server;
-* :mod:`.layers` — :class:`Mean`, :class:`Clip`, :class:`AdaptiveClip`, :class:`CentralGaussianNoise`;
-* :mod:`.encodings`, :mod:`.ddg` — the innermost layer: float, fixed point, or discrete Gaussian shares;
+* :mod:`.layers` — :class:`Mean`, :class:`ExpectedBatchMean`, :class:`Clip`, :class:`AdaptiveClip`,
+  :class:`CentralGaussianNoise`;
+* :mod:`.encodings`, :mod:`.ddg` — the innermost layer: float, fixed point, or discrete Gaussian
+  shares (on a rounded update, or on an update already on the lattice);
 * :mod:`.pipeline` — :class:`AggregationPipeline`, the layers in order around one encoding;
 * :mod:`.session` — the pure function that sizes each secure-sum session;
 * :mod:`.sums` — the sum between the halves, in one process (the Flower engine runs it over the network).
@@ -11,13 +13,14 @@ See docs/architecture.md for one round through these modules.
 """
 
 from .compact import CompactRotatedEncoding, compact_length
-from .ddg import DistributedDiscreteGaussianEncoding
+from .ddg import DiscreteGaussianShareEncoding, DistributedDiscreteGaussianEncoding
 from .encodings import Encoding, FloatEncoding, QuantizedEncoding
 from .layers import (
     AdaptiveClip,
     AdaptiveClipState,
     CentralGaussianNoise,
     Clip,
+    ExpectedBatchMean,
     Layer,
     Mean,
 )
@@ -49,8 +52,10 @@ __all__ = [
     "ClientUpdate",
     "Clip",
     "CompactRotatedEncoding",
+    "DiscreteGaussianShareEncoding",
     "DistributedDiscreteGaussianEncoding",
     "Encoding",
+    "ExpectedBatchMean",
     "FloatEncoding",
     "Layer",
     "Mean",

@@ -12,7 +12,7 @@ the session parameters enforce), so a round with fewer survivors releases nothin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from .values import (
     check_number,
 )
 
-__all__ = ["DistributedDiscreteGaussianEncoding", "decode_signed"]
+__all__ = ["DiscreteGaussianShareEncoding", "DistributedDiscreteGaussianEncoding", "decode_signed"]
 
 
 def decode_signed(total: np.ndarray, bits: int) -> np.ndarray:
@@ -57,11 +57,7 @@ class DistributedDiscreteGaussianEncoding(Encoding):
     wrap_probability: float  # per round (reported)
 
     def __post_init__(self) -> None:
-        for name in ("gamma", "l2_sensitivity", "share_sigma"):
-            check_number(name, getattr(self, name))
-        check_number("bits", self.bits, low=2, high=62, low_open=False, integer=True)
-        check_number("noise_stddev", self.noise_stddev, low_open=False)
-        check_number("wrap_probability", self.wrap_probability, high=1.0, low_open=False)
+        _check_fields(self, ("gamma", "l2_sensitivity", "share_sigma"))
 
     def payload_length(self, length: int) -> int:
         return length  # no weight coordinate: user-level DP weighs every client 1
@@ -73,9 +69,61 @@ class DistributedDiscreteGaussianEncoding(Encoding):
         return levels.astype(np.uint64) & modulus_mask, {}
 
     def server(self, outcome: SumOutcome, ctx: ServerContext) -> tuple[Aggregate, Measurements]:
-        signed = decode_signed(outcome.total, self.bits)
-        aggregate = Aggregate(total=signed.astype(np.float64) * self.gamma,
-                              weight_total=float(len(outcome.contributors)),
-                              contributors=outcome.contributors, noise_stddev=self.noise_stddev)
-        return aggregate, {"ddg_gamma": self.gamma, "ddg_share_sigma": self.share_sigma,
-                           "ddg_wrap_probability": self.wrap_probability}
+        return _decode(self, outcome)
+
+
+@dataclass(frozen=True)
+class DiscreteGaussianShareEncoding(Encoding):
+    """The client's discrete Gaussian noise share on an update already on the lattice γ·Z.
+
+    Record-level DP-SGD rounds each example's gradient on its own before summing
+    (:mod:`secure_fedrec.training.dpsgd_shares`: a bound on the rounded *sum* would not
+    bound one example), so the update reaching this encoding holds integers in units of
+    ``gamma``; this half only adds the share and reduces modulo ``2^bits``. Anything that is
+    not an integer of at most ``max_level`` in magnitude is refused (``ValueError``): the
+    client's own training made it, so it is a bug, never data to encode. The server half
+    is the same signed decoding as :class:`DistributedDiscreteGaussianEncoding`'s.
+    """
+
+    kind: ClassVar[str] = "ddg_shares"
+    gamma: float
+    share_sigma: float
+    bits: int
+    max_level: float  # the largest |coordinate| of one client's rounded sum (its examples × bound)
+    noise_stddev: float  # of the summed noise at the planned minimum of shares, in model units
+    wrap_probability: float  # per round (reported)
+
+    def __post_init__(self) -> None:
+        _check_fields(self, ("gamma", "share_sigma", "max_level"))
+
+    def payload_length(self, length: int) -> int:
+        return length
+
+    def client(self, update: ClientUpdate, ctx: ClientContext) -> tuple[np.ndarray, Measurements]:
+        values = update.values
+        if values.size and not (np.all(np.abs(values) <= self.max_level) and np.all(np.floor(values) == values)):
+            raise ValueError("a record-level update must hold integers within the planned bound")
+        levels = sample_discrete_gaussian(self.share_sigma, update.size)
+        levels[update.indices] += values.astype(np.int64)
+        return levels.astype(np.uint64) & np.uint64((1 << self.bits) - 1), {}
+
+    def server(self, outcome: SumOutcome, ctx: ServerContext) -> tuple[Aggregate, Measurements]:
+        return _decode(self, outcome)
+
+
+def _check_fields(encoding: Any, positive: tuple[str, ...]) -> None:
+    for name in positive:
+        check_number(name, getattr(encoding, name))
+    check_number("bits", encoding.bits, low=2, high=62, low_open=False, integer=True)
+    check_number("noise_stddev", encoding.noise_stddev, low_open=False)
+    check_number("wrap_probability", encoding.wrap_probability, high=1.0, low_open=False)
+
+
+def _decode(encoding: Any, outcome: SumOutcome) -> tuple[Aggregate, Measurements]:
+    """Both DDG encodings' server half: the signed ring sum times γ, with the noise it carries."""
+    signed = decode_signed(outcome.total, encoding.bits)
+    aggregate = Aggregate(total=signed.astype(np.float64) * encoding.gamma,
+                          weight_total=float(len(outcome.contributors)),
+                          contributors=outcome.contributors, noise_stddev=encoding.noise_stddev)
+    return aggregate, {"ddg_gamma": encoding.gamma, "ddg_share_sigma": encoding.share_sigma,
+                       "ddg_wrap_probability": encoding.wrap_probability}

@@ -44,6 +44,7 @@ __all__ = [
     "AdaptiveClipState",
     "CentralGaussianNoise",
     "Clip",
+    "ExpectedBatchMean",
     "Layer",
     "Mean",
 ]
@@ -104,6 +105,22 @@ class Mean(Layer):
         measurements = {"contributors": float(len(aggregate.contributors)),
                         "weight_total": float(aggregate.weight_total)}
         return replace(aggregate, total=mean), None, measurements
+
+
+@dataclass(frozen=True)
+class ExpectedBatchMean(Layer):
+    """Record-level DP-SGD's mean: the noisy sum of per-example gradients divided by the public
+    expected batch ``q·N`` (never by the realised batch, whose size depends on the data)."""
+
+    kind: ClassVar[str] = "expected_batch_mean"
+    expected_batch: float
+
+    def __post_init__(self) -> None:
+        check_number("expected_batch", self.expected_batch)
+
+    def server(self, aggregate: Aggregate, state: None, ctx: ServerContext) -> tuple[Aggregate, None, Measurements]:
+        return (replace(aggregate, total=aggregate.total / self.expected_batch), None,
+                {"contributors": float(len(aggregate.contributors)), "expected_batch": self.expected_batch})
 
 
 def _clip_measurements(clip_norm: float, ctx: ServerContext) -> Measurements:

@@ -16,7 +16,7 @@ from protocols import BelowThreshold, SecureSum, SecureSumResult
 from .session import SessionParameters
 from .values import ClientUpdate, Measurements, SumOutcome
 
-__all__ = ["InProcessSum", "float_sum", "transfer_measurements"]
+__all__ = ["InProcessSum", "float_sum", "ring_sum", "transfer_measurements"]
 
 
 def transfer_measurements(bytes_sent: Mapping[int, int], bytes_received: Mapping[int, int],
@@ -54,6 +54,33 @@ def float_sum(updates: Mapping[int, ClientUpdate], dropouts: Mapping[int, str]) 
             "bytes_sent_per_client_max": float(np.max(nnz * 8 + 4)) if kept else 0.0,
         },
     )
+
+
+def ring_sum(payloads: Mapping[int, np.ndarray], dropouts: Mapping[int, str], *, bits: int,
+             min_survivors: int = 1) -> SumOutcome:
+    """A *simulation* of the secure sum: the same ring vectors, added in the clear modulo ``2^bits``.
+
+    What masking releases is exactly this sum over the clients that did not drop out (the
+    masks cancel), so a study may run it in place of the protocol to save the protocol's
+    cost — with the same clients' noise shares, hence the same privacy of the *released sum*,
+    but a server that sees every client's noised vector, which a deployment must never
+    allow (the run's statement says "simulation"). ``tests/aggregation/test_ring_sum.py``
+    checks the result is bit for bit the protocols'. Fewer than ``min_survivors`` survivors
+    release nothing, as in the protocol.
+    """
+    kept = [c for c in sorted(payloads) if c not in dropouts]
+    if len(kept) < min_survivors:
+        raise BelowThreshold(len(kept), min_survivors, "upload")
+    mask = np.uint64((1 << bits) - 1)
+    total = np.zeros(len(next(iter(payloads.values()))) if payloads else 0, dtype=np.uint64)
+    for client in kept:
+        total += np.asarray(payloads[client], dtype=np.uint64) & mask  # wraps modulo 2^64, a multiple of 2^bits
+    total &= mask
+    plain_bytes = float(total.size * bits / 8)
+    return SumOutcome(total=total, contributors=tuple(kept),
+                      measurements={"bytes_sent_per_client": plain_bytes if kept else 0.0,
+                                    "bytes_sent_per_client_max": plain_bytes if kept else 0.0,
+                                    "simulated_secure_sum": 1.0})
 
 
 class InProcessSum:

@@ -10,8 +10,10 @@ charged:
   (dp-accounting, pessimistic discretisation: δ(ε) is an upper bound);
 * user level, distributed noise: the RDP of the distributed discrete Gaussian
   rounds, converted to δ(ε) by dp-accounting;
-* record level: every canary client's own RDP history (DP-SGD steps); δ(ε) is
-  the largest over those clients, a claim every one of them meets.
+* record level, local noise: every canary client's own RDP history (DP-SGD steps);
+  δ(ε) is the largest over those clients, a claim every one of them meets;
+* record level, distributed noise: the population's one DDG accountant (symmetric
+  subsampling bound, docs/privacy.md §4.4), as for user level.
 
 δ(ε) is evaluated on a fixed ε grid; :class:`attacks.ProfileTradeoff` takes the
 sup over those points only, a weaker claim than the accountant's (sound).
@@ -27,7 +29,7 @@ from dp_accounting.rdp import rdp_privacy_accountant
 
 from attacks import MechanismFamily, ProfileTradeoff
 
-from ..plans import PrivacyPlan, RecordLocal, UserLevelPlan
+from ..plans import PrivacyPlan, RecordDistributed, RecordLocal, UserLevelPlan
 from ..privacy.accounting import Accountant, create_accountant
 from ..privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
 
@@ -74,7 +76,7 @@ def _distributed(accountant: DistributedDiscreteGaussianAccountant, delta: float
     def scaled(s: float) -> DistributedDiscreteGaussianAccountant:
         trial = DistributedDiscreteGaussianAccountant(
             l2_sensitivity=accountant.l2_sensitivity, num_shares=accountant.num_shares, dim=accountant.dim,
-            orders=accountant.orders)
+            orders=accountant.orders, subsampling=accountant.subsampling)
         trial.extend([(z * s, q, steps) for z, q, steps in history])
         return trial
 
@@ -118,6 +120,9 @@ def mechanism_family(privacy: PrivacyPlan, delta: float, *,
         if isinstance(privacy.accountant, DistributedDiscreteGaussianAccountant):
             return _distributed(privacy.accountant, delta)
         return _central(list(privacy.accountant.history), delta)
+    if isinstance(privacy, RecordDistributed) and privacy.accountant.history:
+        # record level, distributed noise: one population accountant, the same mechanism per round
+        return _distributed(privacy.accountant, delta)
     if isinstance(privacy, RecordLocal):
         accountants = privacy.client_accountants
         histories = [accountants[c].history for c in record_clients if c in accountants]

@@ -26,7 +26,7 @@ import numpy as np
 
 from attacks import CanaryDirections
 
-from ..aggregation import Aggregate, ClientUpdate, Mean
+from ..aggregation import Aggregate, ClientUpdate, ExpectedBatchMean, Mean
 from ..plans import UserLevelPlan
 from ..rounds.auditor import RoundAuditor
 from ..rounds.server import RoundPlan, RoundServer
@@ -49,6 +49,9 @@ def full_weight_examples(server: RoundServer) -> int:
 
 def released_sum(server: RoundServer, released: Aggregate) -> np.ndarray:
     """The noised sum behind the released mean (the mean times its public denominator)."""
+    batch = [layer for layer in server.pipeline.layers if isinstance(layer, ExpectedBatchMean)]
+    if batch:  # record-level DP-SGD under secure aggregation: the gradient sum over the public q·N
+        return np.asarray(released.total, dtype=np.float64) * batch[0].expected_batch
     mean = _mean_layer(server)
     denominator = server.expected_clients if mean.denominator == "expected" else released.weight_total
     return np.asarray(released.total, dtype=np.float64) * float(denominator)

@@ -137,7 +137,10 @@ def _make_hook(kind: str, spec: AuditSpec, trainer: FederatedTrainer, plan: Cana
     items = [np.atleast_1d(i) for i in (c.items if kind == "users" else c.items[:, None])]
     return ReleaseRecorder(rows=[_item_rows(trainer.layout, i) for i in items], owners=np.asarray(plan.users),
                            item_coordinates=_item_rows(trainer.layout, np.arange(trainer.model.n_items)),
-                           plaintext=trainer.config.aggregation.protocol == "plaintext")
+                           # the labelled simulation of the secure sum (record level, distributed noise)
+                           # sends ring vectors with one noise share each: no plaintext server's view
+                           plaintext=(trainer.config.aggregation.protocol == "plaintext"
+                                      and trainer.server.pipeline.bits is None))
 
 
 def _scores(kind: str, hook, plan: CanaryPlan | None, trainer: FederatedTrainer, initial: dict) -> dict[str, np.ndarray]:

@@ -1,8 +1,8 @@
 """Crash-safe checkpoints of a federated run.
 
 A checkpoint holds everything the next round depends on: the shared
-parameters, the server optimizer's state, every client's private rows (the
-in-process stand-in for the clients' own disks), the privacy accountants,
+parameters, the server optimizer's state, every client's private rows and own state
+(the in-process stand-in for the clients' own disks), the privacy accountants,
 torch's RNG state (Opacus draws its noise from it) and the metrics so far.
 Client sampling and local randomness are derived from (seed, round, client),
 so no numpy generator state needs saving.
@@ -33,7 +33,7 @@ import torch
 
 from ..config import config_to_dict
 from ..outputs import PRIVATE_MODE, write_bytes_atomic
-from ..plans import RecordLocal, UserLevelPlan
+from ..plans import RecordDistributed, RecordLocal, UserLevelPlan
 from ..state_file import StateFileError, dump_state, load_state
 from ..training.record_sampling import planned_steps
 from .inprocess import FederatedTrainer, RoundMetrics
@@ -86,6 +86,9 @@ def save_checkpoint(trainer: FederatedTrainer, folder: str | Path) -> Path:
         "params": trainer.params,
         "model": trainer.model.state_dict(),
         "server_optimizer": trainer.server_optimizer.state_dict(),
+        # each client's own state (record-level DP-SGD with distributed noise: the private rows'
+        # optimizer moments), the stand-in for the clients' disks like the private rows
+        "client_states": {str(client): dict(own) for client, own in trainer.client_states.items()},
         "privacy": trainer.privacy.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "history": [m.__dict__ for m in trainer.history],
@@ -134,9 +137,18 @@ def load_checkpoint(trainer: FederatedTrainer, folder: str | Path) -> None:
     trainer.params = params
     torch.set_rng_state(rng)
     trainer.history = history
+    trainer.client_states = _client_states(state)
 
 
 # -- what a checkpoint must add up to ------------------------------------------------------------
+def _client_states(state: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    raw = state.get("client_states", {})  # keyed by the client's id as a string (the file's keys are)
+    if not isinstance(raw, dict) or not all(isinstance(c, str) and c.isdigit() and isinstance(s, dict)
+                                            for c, s in raw.items()):
+        raise CheckpointError("the checkpoint's client states are not a mapping of client to state")
+    return {int(client): dict(own) for client, own in raw.items()}
+
+
 def _round_index(state: dict[str, Any], trainer: FederatedTrainer) -> int:
     value = state.get("round_index")
     rounds = trainer.config.training.rounds
@@ -165,6 +177,10 @@ def _optimizer_state(state: Any, size: int) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError("the checkpoint's server optimizer state is not a mapping")
     for key, value in state.items():
+        if key == "step_count":  # Adam's bias-correction counter (record-level DP-SGD's server step)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CheckpointError(f"the checkpoint's server optimizer step count {value!r} is not a count")
+            continue
         if value is not None and not (isinstance(value, np.ndarray) and value.shape == (size,)):
             raise CheckpointError(f"the checkpoint's server optimizer entry {key!r} is not {size} values")
     return state
@@ -195,6 +211,13 @@ def check_resume(trainer: FederatedTrainer, round_index: int, history: list[Roun
         steps = plan.accountant.total_steps
         if steps != round_index:
             raise CheckpointError(f"the checkpoint's accountant holds {steps} rounds, its round index says "
+                                  f"{round_index}: resuming would spend a second privacy budget")
+        epsilon = plan.accountant.get_epsilon(plan.delta) if steps else 0.0
+    elif isinstance(plan, RecordDistributed):
+        # one population accountant, charged every round whether it released a sum or aborted
+        steps = len(plan.accountant)
+        if steps != round_index:
+            raise CheckpointError(f"the checkpoint's accountant holds {steps} DP-SGD steps, its round index says "
                                   f"{round_index}: resuming would spend a second privacy budget")
         epsilon = plan.accountant.get_epsilon(plan.delta) if steps else 0.0
     elif isinstance(plan, RecordLocal):

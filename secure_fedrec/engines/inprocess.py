@@ -25,7 +25,7 @@ from protocols import BelowThreshold
 
 from ..aggregation import ClientUpdate, SumOutcome
 from ..aggregation.key_sessions import InProcessKeySessions
-from ..aggregation.sums import InProcessSum, float_sum
+from ..aggregation.sums import InProcessSum, float_sum, ring_sum
 from ..config import RunConfig
 from ..data.dataset import Split
 from ..evaluation import evaluate
@@ -48,6 +48,8 @@ from ..rounds.client import (
 from ..rounds.metrics import RoundMetrics
 from ..rounds.optimizers import ServerOptimizer
 from ..rounds.server import RoundPlan, RoundServer
+from ..training.canaries import CanaryGradients
+from ..training.dpsgd_shares import example_dim
 from ..training.local import ClientData, LocalTraining, examples_per_user
 
 __all__ = ["FederatedTrainer", "RoundMetrics", "TrainingDiverged", "build_model_for", "server_for"]
@@ -67,7 +69,8 @@ def server_for(config: RunConfig, split: Split, model: FederatedModel, *,
                                  config.training.negatives)
     return RoundServer(config, population=np.flatnonzero(train.ratings_per_user() > 0), examples=examples,
                        dim=layout.size, initial_params=layout.flatten(model.shared_state()),
-                       n_records=len(train.users), server_optimizer=server_optimizer)
+                       n_records=len(train.users), example_dim=example_dim(layout),
+                       server_optimizer=server_optimizer)
 
 
 class FederatedTrainer:
@@ -91,6 +94,10 @@ class FederatedTrainer:
         order = np.argsort(train.users, kind="stable")
         bounds = np.searchsorted(train.users[order], np.arange(train.n_users + 1))
         self._client_rows = [order[bounds[u]:bounds[u + 1]] for u in range(train.n_users)]
+        #: each client's own state between rounds (the stand-in for its device, like its private rows)
+        self.client_states: dict[int, dict[str, Any]] = {}
+        #: an audit's gradient canaries (record-level DP-SGD with distributed noise), or None
+        self.canary_gradients: CanaryGradients | None = None
         self.history: list[RoundMetrics] = []
 
     # -- the server's state, as the rest of the package reads it --------------------------------
@@ -167,7 +174,8 @@ class FederatedTrainer:
         """Every trainer's :func:`client_step`, in client order."""
         broadcast = broadcast or self.server.broadcast(plan)
         return [client_step(self.model, self.layout, self.client_data(cid), self.server.client_plan, broadcast,
-                            self.client_rng(plan.round_index, cid), slow=slow)
+                            self.client_rng(plan.round_index, cid), slow=slow,
+                            state=self.client_states.setdefault(cid, {}), canaries=self.canary_gradients)
                 for cid, slow in plan.trainers]
 
     def run_round(self) -> RoundMetrics:
@@ -208,6 +216,8 @@ class FederatedTrainer:
         if self.server.key_rounds > 1:
             return self.key_sessions.run(payloads, session, round_index=round_index, dropouts=dropouts)
         dropouts = {c: s for c, s in dropouts.items() if c in payloads}
+        if session.protocol == "plaintext" and session.bits is not None:  # a labelled simulation
+            return ring_sum(payloads, dropouts, bits=session.bits, min_survivors=session.min_survivors)
         if session.protocol == "plaintext":
             updates: dict[int, ClientUpdate] = payloads
             return float_sum(updates, dropouts)

@@ -11,10 +11,11 @@ from ..config import RunConfig
 from .base import Population, PrivacyPlan
 from .none import NoPrivacy
 from .record import RecordLocal
+from .record_distributed import RecordDistributed
 from .user import AdaptiveClipping, UserCentral, UserDistributed, UserLevelPlan
 
-__all__ = ["AdaptiveClipping", "NoPrivacy", "Population", "PrivacyPlan", "RecordLocal", "UserCentral",
-           "UserDistributed", "UserLevelPlan", "build_privacy_plan"]
+__all__ = ["AdaptiveClipping", "NoPrivacy", "Population", "PrivacyPlan", "RecordDistributed", "RecordLocal",
+           "UserCentral", "UserDistributed", "UserLevelPlan", "build_privacy_plan"]
 
 
 def build_privacy_plan(config: RunConfig, population: Population) -> PrivacyPlan:
@@ -23,7 +24,7 @@ def build_privacy_plan(config: RunConfig, population: Population) -> PrivacyPlan
     if p.unit == "none":
         return NoPrivacy(config, population)
     if p.unit == "record":
-        return RecordLocal(config, population)
+        return RecordLocal(config, population) if p.noise == "local" else RecordDistributed(config, population)
     if p.noise == "central":
         return UserCentral(config, population)
     return UserDistributed(config, population)

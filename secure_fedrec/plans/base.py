@@ -16,8 +16,10 @@ plan                       client (training, halves)    server halves           
 :class:`RecordLocal`       DP-SGD; weight; quantize     decode; weighted mean            one RDP per client
 =========================  ===========================  ===============================  ==========================
 
-(record level with distributed noise, issue 20, would be a fifth type: DP-SGD steps
-without local noise, a discrete Gaussian share per step, one population accountant.)
+and the fifth, :class:`RecordDistributed`: every round one DP-SGD step of all clients
+(joint clipping, each example rounded on its own; the private rows noised on the
+client), a discrete Gaussian share per client, the mean over the public expected
+batch; one population accountant (the DDG's RDP, symmetric subsampling bound).
 
 The plan owns the privacy state of a run: its accountant(s), the budget guard, and
 the current states of its aggregation layers (the adaptive clip norm), which is why
@@ -67,6 +69,8 @@ class Population:
     client_examples: Sequence[int] = (1,)
     #: record level: ratings in the training data, the N of the default δ = 1/N^1.1
     n_records: int | None = None
+    #: record level, distributed noise: shared coordinates one example's gradient can touch
+    example_dim: int | None = None
 
     @property
     def sample_rate(self) -> float:
@@ -136,6 +140,16 @@ class PrivacyPlan(ABC):
     def min_survivors(self) -> int:
         """The fewest contributors whose sum may be released (1: no floor beyond the protocol's)."""
         return 1
+
+    @property
+    def every_client(self) -> bool:
+        """Whether every client takes part in every round (no client sampling)."""
+        return False
+
+    def server_optimizer_spec(self) -> tuple[str, float, float] | None:
+        """The server optimizer the mechanism prescribes, ``(name, lr, weight_decay)``; ``None``:
+        the run's ``training.server_optimizer``."""
+        return None
 
     @property
     def reports_loss(self) -> bool:

@@ -13,8 +13,8 @@ from typing import Any
 from ..aggregation import Encoding, Layer, Mean, Measurements
 from ..privacy.accounting import ClientAccountants
 from ..privacy.calibration import calibrate_record_noise_multiplier
+from ..privacy.record_sampling import client_sample_rate, planned_steps
 from ..training.methods import DpSgd, DpSgdStep, TrainingMethod
-from ..training.record_sampling import client_sample_rate, planned_steps
 from .base import TOLERANCE, PrivacyPlan, local_training, ring_encoding
 
 __all__ = ["RecordLocal"]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-from ..training.record_sampling import client_sample_rate
 from .accounting import INTEGER_RDP_ORDERS, create_accountant, validate_delta
 from .ddg_accounting import DistributedDiscreteGaussianAccountant
+from .record_sampling import client_sample_rate
 
 __all__ = [
     "CalibrationError",
@@ -137,7 +137,7 @@ def calibrate_record_noise_multiplier(
     in every planned round, by the accountant each client is charged with (RDP, integer orders).
 
     A client's loader samples at ``q = 1/⌈n/B⌉`` and runs ``int(1/q)`` steps per epoch
-    (:mod:`secure_fedrec.training.record_sampling`), so clients fall into groups of equal ``⌈n/B⌉``, each with one
+    (:mod:`secure_fedrec.privacy.record_sampling`), so clients fall into groups of equal ``⌈n/B⌉``, each with one
     ``(q, steps)``. ε grows with ``q`` and with the steps, so the client with the fewest examples
     is not always the worst: at small noise a bigger client's extra steps can outweigh its lower
     sampling rate. The answer is the largest noise any group needs (ε falls as noise grows).
@@ -176,6 +176,7 @@ def calibrate_ddg_total_sigma(
     sample_rate: float,
     steps: int,
     rtol: float = 1e-3,
+    symmetric: bool = False,
 ) -> float:
     """Total integer-domain noise scale ``sigma_total`` for the distributed discrete Gaussian.
 
@@ -183,13 +184,14 @@ def calibrate_ddg_total_sigma(
     ``sigma_total / sqrt(min_survivors)`` (see
     :func:`~secure_fedrec.privacy.discrete_gaussian.distributed_noise_share_sigma`);
     the search accounts every round at exactly ``min_survivors`` shares, the
-    worst case the protocol allows.
+    worst case the protocol allows. ``symmetric`` selects the accountant's symmetric
+    subsampling bound (record level, docs/privacy.md §4.4) instead of the general one.
     """
     delta = validate_delta(delta)
 
     def epsilon_of(total_sigma: float) -> float:
-        trial = DistributedDiscreteGaussianAccountant(l2_sensitivity=l2_sensitivity,
-                                                      num_shares=min_survivors, dim=dim)
+        trial = DistributedDiscreteGaussianAccountant(l2_sensitivity=l2_sensitivity, num_shares=min_survivors,
+                                                      dim=dim, subsampling="symmetric" if symmetric else "general")
         trial.step(noise_multiplier=total_sigma / l2_sensitivity, sample_rate=sample_rate, steps=steps)
         return trial.get_epsilon(delta)
 

@@ -14,14 +14,14 @@ every integer ``x``. Two samplers:
   noise (10^5-10^6 samples per client per round). See its docstring for the
   statistical-distance bound (below 2^-90 per sample for the supported sigmas).
 
-DP noise is a secret: all randomness here comes from :mod:`secrets` or
-``os.urandom``, never from ``numpy.random`` or :mod:`random`.
+DP noise is a secret: all randomness here comes from :mod:`secrets`, directly or as the
+key of an AES-256-CTR keystream used once (:func:`protocols.prg.keystream_words`), never
+from ``numpy.random`` or :mod:`random`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import secrets
 from collections.abc import Iterator
 from decimal import Decimal, localcontext
@@ -29,6 +29,8 @@ from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
+
+from protocols.prg import SEED_SIZE, keystream_words
 
 __all__ = [
     "DiscreteGaussianTable",
@@ -119,7 +121,7 @@ _MAX_TABLE = 1 << 22  # ~4M entries (sigma up to ~3e5): ~64 MiB of thresholds
 
 
 class DiscreteGaussianTable:
-    """Inverse-CDF sampler of ``N_Z(0, sigma^2)`` driven by 128-bit uniforms from ``os.urandom``.
+    """Inverse-CDF sampler of ``N_Z(0, sigma^2)`` driven by 128-bit uniforms from a CSPRNG.
 
     Construction. The magnitude ``|X|`` takes values ``0..K`` with
     ``K = ceil(sigma * sqrt(2 ln(2^100 * (sigma sqrt(2 pi) + 1))))``. The weights
@@ -160,36 +162,52 @@ class DiscreteGaussianTable:
                 "lower the integer-domain noise (coarser quantization) or use the exact sampler"
             )
         self._hi, self._lo = _thresholds(self.sigma, self.support)
+        self._guide_bits, self._guide_count, self._guide_unsure = _guide(self._hi)
         tail = self.sigma * math.sqrt(2 * math.pi) * math.exp(-(self.support**2) / (2 * self.sigma**2))
         self.statistical_distance_bound: float = (
             tail + (self.support + 1) * 2.0**-128 + 2 * (self.support + 1) ** 2 * 2.0**-256
         )
 
     def sample(self, size: int) -> np.ndarray:
-        """``size`` samples as int64."""
+        """``size`` samples as int64.
+
+        Each sample compares a uniform 128-bit integer ``U`` with the thresholds, but only
+        the top word is drawn for every sample: ``U``'s low word matters only when the top
+        word equals a threshold's (probability about ``(K+1)·2^-64``), and is then drawn
+        for that sample alone, which gives the same distribution as drawing both words
+        up front. The count of thresholds ``<= U`` is read from a guide table indexed by
+        the top word's leading bits wherever no threshold starts inside the bucket (all
+        but a few per cent of the draws), and by a binary search otherwise. The words
+        come from AES-256-CTR keyed with 32 fresh bytes of :func:`secrets.token_bytes`
+        (:func:`protocols.prg.keystream_words`), a CSPRNG several times faster than
+        ``os.urandom`` for bulk draws (``benchmarks/record_level.py`` measures both).
+        """
         if size < 0:
             raise ValueError("size must be non-negative")
-        raw = (
-            np.frombuffer(os.urandom(16 * size), dtype=np.uint64).reshape(size, 2)
-            if size
-            else np.zeros((0, 2), np.uint64)
-        )
-        high, low = raw[:, 0], raw[:, 1]
+        if size == 0:
+            return np.zeros(0, np.int64)
+        words = keystream_words(secrets.token_bytes(SEED_SIZE), size + (size + 63) // 64, np.dtype("<u8"))
+        high, sign_words = words[:size], words[size:]
+        prefix = high >> np.uint64(64 - self._guide_bits)
+        magnitude = self._guide_count[prefix].astype(np.int64)
+        unsure = np.flatnonzero(self._guide_unsure[prefix])
+        if unsure.size:
+            magnitude[unsure] = self._count(high[unsure])
+        signs = np.unpackbits(sign_words.view(np.uint8), count=size, bitorder="little").astype(np.int64)
+        return (magnitude ^ -signs) + signs  # two's complement: -m where the sign bit is 1, m where 0
+
+    def _count(self, high: np.ndarray) -> np.ndarray:
+        """The number of 128-bit thresholds ``<= U`` for uniform ``U`` with top words ``high``."""
         right = np.searchsorted(self._hi, high, side="right")
-        magnitude = right.astype(np.int64)
-        # Thresholds whose top 64 bits equal the draw's need the low word too.
-        # This happens with probability about (K+1) * 2^-64 per sample; exact ints then.
-        # A tie exists iff the last threshold counted has the draw's top word (one
-        # searchsorted instead of a second, side="left", pass: the sampler's main cost).
+        count = right.astype(np.int64)
+        # A threshold whose top word equals the draw's needs the draw's low word (drawn now).
         tied = right > 0
         tied[tied] = self._hi[right[tied] - 1] == high[tied]
         for index in np.flatnonzero(tied):
-            count = int(np.searchsorted(self._hi, high[index], side="left"))
-            while count < right[index] and self._lo[count] <= low[index]:
-                count += 1
-            magnitude[index] = count
-        signs = np.frombuffer(os.urandom(size), dtype=np.uint8) & 1 if size else np.zeros(0, np.uint8)
-        return np.where(signs == 1, -magnitude, magnitude)
+            low = int.from_bytes(secrets.token_bytes(8), "little")
+            first = int(np.searchsorted(self._hi, high[index], side="left"))
+            count[index] = first + sum(1 for x in range(first, int(right[index])) if int(self._lo[x]) <= low)
+        return count
 
     def pmf(self, values: np.ndarray) -> np.ndarray:
         """The exact probabilities this sampler implements (for tests)."""
@@ -202,6 +220,19 @@ class DiscreteGaussianTable:
                 mass = Fraction(edges[value + 1] - edges[value], 1 << _CDF_BITS)
                 out[index] = float(mass if value == 0 else mass / 2)
         return out
+
+
+def _guide(hi: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """A guide table over the top ``g`` bits of a 64-bit word: per bucket, the number of
+    thresholds whose top word lies below it, and whether one starts inside it (then the
+    bucket's count depends on the rest of the word). ``g`` grows with the table so that
+    about one bucket in 64 or fewer is unsure; at most 2^18 buckets (1.3 MiB: a bigger table
+    gathers from outside the cache)."""
+    bits = min(18, max(12, len(hi).bit_length() + 6))
+    starts = np.arange(1 << bits, dtype=np.uint64) << np.uint64(64 - bits)
+    below = np.searchsorted(hi, starts, side="left")
+    ends = np.append(below[1:], len(hi))
+    return bits, below.astype(np.int32), ends > below
 
 
 def _tail_cut(sigma: float) -> int:

@@ -14,7 +14,7 @@ finite hands no payload: it is a dropout, and the others' sum stays exact.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from ..aggregation import (
 )
 from ..models import FederatedModel
 from ..models.base import ParamLayout
+from ..training.canaries import CanaryGradients, StepCanaries
 from ..training.dpsgd import DpSgdStep
 from ..training.local import ClientData
 from ..training.methods import TrainingMethod
@@ -83,10 +84,17 @@ class ClientReport:
 
 
 def client_step(model: FederatedModel, layout: ParamLayout, data: ClientData, plan: ClientPlan,
-                broadcast: RoundBroadcast, rng: np.random.Generator, *, slow: bool = False) -> ClientReport:
+                broadcast: RoundBroadcast, rng: np.random.Generator, *, slow: bool = False,
+                state: MutableMapping[str, Any] | None = None,
+                canaries: CanaryGradients | None = None) -> ClientReport:
     """Train ``data.user`` on ``model`` (which holds the broadcast's shared parameters) and encode
-    its update; a straggler (``slow``) finishes one local epoch only."""
-    outcome = plan.training.train(model, data, rng, epochs=1 if slow else None)
+    its update; a straggler (``slow``) finishes one local epoch only. ``state`` is the client's
+    own state between rounds (kept by the engine with its private rows, never sent);
+    ``canaries`` an audit's gradient canaries (:mod:`secure_fedrec.training.canaries`)."""
+    step_canaries = (StepCanaries(canaries, data.user, broadcast.round_index)
+                     if canaries is not None else None)
+    outcome = plan.training.train(model, data, rng, epochs=1 if slow else None, state=state,
+                                  canaries=step_canaries)
     result = outcome.result
     if not np.all(np.isfinite(result.delta)):
         # A diverged client (NaN/inf update) does not upload: it is a dropout, so the

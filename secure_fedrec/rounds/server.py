@@ -73,21 +73,25 @@ class RoundServer:
     """
 
     def __init__(self, config: RunConfig, *, population: np.ndarray, examples: np.ndarray, dim: int,
-                 initial_params: np.ndarray, n_records: int | None = None,
+                 initial_params: np.ndarray, n_records: int | None = None, example_dim: int | None = None,
                  server_optimizer: ServerOptimizer | None = None) -> None:
         t = config.training
         self.config = config
         self.population = population
         self.examples = examples
-        self.expected_clients = expected_clients(len(population), t.clients_per_round)
         self.privacy: PrivacyPlan = build_privacy_plan(config, Population(
-            n_users=len(population), expected_clients=self.expected_clients, dim=dim,
-            client_examples=examples[population], n_records=n_records))
+            n_users=len(population), expected_clients=expected_clients(len(population), t.clients_per_round),
+            dim=dim, client_examples=examples[population], n_records=n_records, example_dim=example_dim))
+        # the plan's own count: every client, when the mechanism takes all of them each round
+        self.expected_clients = self.privacy.expected_clients
         self.session_policy = self.privacy.session_policy()
         self.client_plan = ClientPlan(training=self.privacy.training, pipeline=self.privacy.pipeline,
                                       report_loss=self.privacy.reports_loss)
         self.params = initial_params
-        self.server_optimizer = server_optimizer or build_server_optimizer(t.server_optimizer, t.server_lr)
+        spec = self.privacy.server_optimizer_spec()
+        self.server_optimizer = server_optimizer or (
+            build_server_optimizer(spec[0], spec[1], weight_decay=spec[2]) if spec is not None
+            else build_server_optimizer(t.server_optimizer, t.server_lr))
         self.round_index = 0
         #: the last released aggregate (the mean update the server applied): a curious server's view
         self.last_aggregate: Aggregate | None = None
@@ -112,6 +116,8 @@ class RoundServer:
         return protocol_stages(self.config.aggregation.protocol, key_rounds=self.key_rounds)
 
     def _sample(self, rng: np.random.Generator) -> np.ndarray:
+        if self.privacy.every_client:  # record-level distributed noise: every client, every round
+            return np.sort(self.population)
         t = self.config.training
         return sample_clients(self.population, t.clients_per_round, t.sampling, rng)
 

@@ -19,20 +19,23 @@ from ..aggregation import (
     CentralGaussianNoise,
     Clip,
     CompactRotatedEncoding,
+    DiscreteGaussianShareEncoding,
     DistributedDiscreteGaussianEncoding,
+    ExpectedBatchMean,
     FloatEncoding,
     Mean,
     QuantizedEncoding,
 )
 from ..training.local import LocalTraining
-from ..training.methods import DpSgd, LocalEpochs
+from ..training.methods import DistributedDpSgd, DpSgd, LocalEpochs
 from .client import ClientPlan, RoundBroadcast
 
 __all__ = ["broadcast_from_json", "broadcast_to_json", "plan_from_json", "plan_to_json"]
 
 _KINDS: dict[str, type] = {cls.kind: cls for cls in (  # type: ignore[attr-defined]
-    Mean, Clip, AdaptiveClip, CentralGaussianNoise, FloatEncoding, QuantizedEncoding,
-    DistributedDiscreteGaussianEncoding, CompactRotatedEncoding, LocalEpochs, DpSgd)}
+    Mean, ExpectedBatchMean, Clip, AdaptiveClip, CentralGaussianNoise, FloatEncoding, QuantizedEncoding,
+    DistributedDiscreteGaussianEncoding, DiscreteGaussianShareEncoding, CompactRotatedEncoding, LocalEpochs, DpSgd,
+    DistributedDpSgd)}
 _STATES: dict[str, type] = {"adaptive_clip": AdaptiveClipState}
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import ConfigError, RunConfig, config_from_dict, config_to_dict
-from .spec import StudyError, StudySpec, nest
+from .spec import GRID_JOB_KEY, StudyError, StudySpec, nest
 
 __all__ = ["Cell", "config_hash", "expand_cells"]
 
@@ -33,7 +33,7 @@ class Cell:
     seed: int
     params: tuple[tuple[str, Any], ...]  # the grid values of this point, in grid order
     config: dict[str, Any]  # the resolved run config (nested), seed included
-    job: dict[str, Any] = field(default_factory=dict)  # {} for run_job; {"audit": {...}} for audits
+    job: dict[str, Any] = field(default_factory=dict)  # {} for run_job; {"audit": {...}}; {"twin": "dpsgd-twin"}
 
     def _identity(self, config: dict[str, Any]) -> dict[str, Any]:
         # a plain run hashes its config alone, so ids do not depend on this field's existence
@@ -71,7 +71,9 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
         for values in itertools.product(*(v for _, v in grid)):
             params = tuple(zip(keys, values))
             point = [_resolve(spec, params, seed) for seed in spec.seeds]
-            fresh = [Cell(index=index, seed=seed, params=params, config=config, job=job)
+            chosen = dict(params).get(GRID_JOB_KEY, "run")
+            cell_job = job if chosen == "run" else {"twin": chosen}
+            fresh = [Cell(index=index, seed=seed, params=params, config=config, job=cell_job)
                      for seed, config in zip(spec.seeds, point)]
             if fresh[0].cell_id in seen:
                 continue  # the same run as a point of an earlier grid
@@ -84,7 +86,7 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
 
 
 def _resolve(spec: StudySpec, params: tuple[tuple[str, Any], ...], seed: int) -> dict[str, Any]:
-    flat = {**spec.base, **dict(params), "seed": seed}
+    flat = {**spec.base, **{k: v for k, v in params if k != GRID_JOB_KEY}, "seed": seed}
     try:
         return config_to_dict(config_from_dict(nest(flat)))
     except StudyError:

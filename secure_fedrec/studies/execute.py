@@ -54,6 +54,8 @@ def run_cell(study_name: str, cell: Cell, root: str) -> tuple[str, str, str]:
     try:
         if "audit" in cell.job:
             result = _run_audit(cell)
+        elif "twin" in cell.job:
+            result = _run_twin(cell)
         else:
             result = run_job(cell.run_config())
     except Exception as exc:  # noqa: BLE001 -- any failure of one cell is recorded and retried, not fatal
@@ -81,6 +83,18 @@ def warm_up() -> None:
         "training.rounds": 1, "training.clients_per_round": 2, "training.local_epochs": 1, "model.dim": 2,
     }))
     _warmed_up = True
+
+
+def _run_twin(cell: Cell) -> dict[str, Any]:
+    """The centralized DP-SGD twin of the cell's record-level run, shaped like a run_job result."""
+    from ..centralized_dpsgd import train_dpsgd_twin, twin_as_run_result
+    from ..inputs import load_data, make_split
+
+    config = cell.run_config()
+    data = load_data(config)
+    noise = {"dpsgd-twin": "same", "dpsgd-twin-own": "own", "dpsgd-twin-nonprivate": "none"}[cell.job["twin"]]
+    return twin_as_run_result(config, train_dpsgd_twin(config, make_split(config, data), noise=noise),
+                              data.stats())
 
 
 def _run_audit(cell: Cell) -> dict[str, Any]:

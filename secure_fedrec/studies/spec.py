@@ -35,10 +35,17 @@ from typing import Any
 
 from ..config import ConfigError
 
-__all__ = ["StudyError", "StudySpec", "flatten", "load_study", "nest", "parse_study"]
+__all__ = ["GRID_JOBS", "GRID_JOB_KEY", "StudyError", "StudySpec", "flatten", "load_study", "nest",
+           "parse_study"]
 
 _STUDY_KEYS = {"name", "seeds", "parallel", "description", "job"}
 JOBS = ("run", "audit")
+#: a grid key that is not a run-config key: which job its cells run. "dpsgd-twin" trains the
+#: centralized DP-SGD twin of a record-level run with distributed noise (same σ, q, steps,
+#: accountant; secure_fedrec/centralized_dpsgd.py), "dpsgd-twin-own" the twin with its own PLD
+#: calibration, "dpsgd-twin-nonprivate" the same schedule without clipping or noise
+GRID_JOB_KEY = "study.job"
+GRID_JOBS = ("run", "dpsgd-twin", "dpsgd-twin-own", "dpsgd-twin-nonprivate")
 
 
 class StudyError(ConfigError):
@@ -170,6 +177,8 @@ def parse_study(text: str, *, origin: str = "study file") -> StudySpec:
         for key, values in flatten(table).items():
             if not isinstance(values, list):
                 raise StudyError(f"grid.{key} must be a list of values; got {values!r}")
+            if key == GRID_JOB_KEY and not set(values) <= set(GRID_JOBS):
+                raise StudyError(f"grid.{key} must list jobs among {', '.join(GRID_JOBS)}; got {values!r}")
             grid.append((key, tuple(values)))
         grids.append(tuple(grid))
     seeds = study.get("seeds", [0])

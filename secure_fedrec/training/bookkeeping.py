@@ -41,7 +41,8 @@ from typing import Self
 import torch
 from torch import nn
 
-__all__ = ["BookkeepingClipping", "UnsupportedLayerError", "supports_bookkeeping"]
+__all__ = ["BookkeepingClipping", "LayerGradient", "PerExampleGradients", "UnsupportedLayerError",
+           "supports_bookkeeping"]
 
 # Opacus' clip factor is C / (‖g_i‖ + 1e-6), capped at 1; the same here so both modes agree.
 _NORM_EPSILON = 1e-6
@@ -57,6 +58,30 @@ class _Record:
     output: torch.Tensor
     input_version: int
     output_version: int
+
+
+@dataclass(frozen=True)
+class LayerGradient:
+    """One layer's part of a batch's per-example gradients: example ``i``'s gradient is
+    ``delta[i]`` on row ``inputs[i]`` (``nn.Embedding``) or ``delta[i] inputs[i]ᵀ`` and
+    ``delta[i]`` (``nn.Linear``'s weight and bias)."""
+
+    layer: nn.Module
+    inputs: torch.Tensor
+    delta: torch.Tensor
+
+
+@dataclass(frozen=True)
+class PerExampleGradients:
+    """A batch's per-example gradients, layer by layer, and their joint norms (before clipping)."""
+
+    batch: int
+    layers: tuple[LayerGradient, ...]
+    norms: torch.Tensor
+
+    def clip_factors(self, max_grad_norm: float) -> torch.Tensor:
+        """``min(1, C / (‖g_i‖ + 1e-6))`` per example (Opacus' formula)."""
+        return (max_grad_norm / (self.norms + _NORM_EPSILON)).clamp(max=1.0)
 
 
 class UnsupportedLayerError(TypeError):
@@ -143,19 +168,42 @@ class BookkeepingClipping:
         ``per_example_loss`` has one entry per example (the criterion with ``reduction="none"``)
         of the forward pass just made. An empty batch gives zero gradients.
         """
+        parts = self.per_example(per_example_loss)
+        if parts.batch == 0:
+            self._zero_grads(self._layers)
+            return parts.norms
+        factor = parts.clip_factors(self.max_grad_norm)
+        for part in parts.layers:
+            layer, inputs = part.layer, part.inputs
+            scaled = part.delta * factor[:, None]
+            if isinstance(layer, nn.Embedding):
+                layer.weight.grad = torch.zeros_like(layer.weight).index_add_(0, inputs, scaled)
+            else:
+                if layer.weight.requires_grad:
+                    layer.weight.grad = scaled.T @ inputs
+                if layer.bias is not None and layer.bias.requires_grad:
+                    layer.bias.grad = scaled.sum(0)
+        called = {part.layer for part in parts.layers}
+        self._zero_grads([layer for layer in self._layers if layer not in called])  # not called: zero
+        return parts.norms
+
+    def per_example(self, per_example_loss: torch.Tensor) -> PerExampleGradients:
+        """Each called layer's input and output gradient for the forward pass just made, and every
+        example's gradient norm over all trainable parameters: what :meth:`backward` sums, for a
+        caller that needs each example's gradient itself (record-level DP-SGD under secure
+        aggregation rounds every example's gradient on its own, :mod:`.dpsgd_shares`)."""
         records, self._records = self._records, {}
         batch = per_example_loss.shape[0] if per_example_loss.dim() else 0
         if per_example_loss.dim() != 1:
             raise ValueError(f"expected one loss per example (shape [batch]), got {tuple(per_example_loss.shape)}")
         if batch == 0:
-            self._zero_grads(self._layers)
-            return per_example_loss.new_zeros(0)
+            return PerExampleGradients(batch=0, layers=(), norms=per_example_loss.new_zeros(0))
         used = [layer for layer in self._layers if layer in records]
         self._check_graph(per_example_loss, records)
         grads_out = torch.autograd.grad(per_example_loss.sum(), [records[layer].output for layer in used],
                                         allow_unused=True)
         squared = per_example_loss.new_zeros(batch)
-        terms = []
+        parts = []
         for layer, delta in zip(used, grads_out):
             record = records[layer]
             if delta is None:  # the output did not reach the loss: no gradient from this layer
@@ -169,20 +217,8 @@ class BookkeepingClipping:
                     squared += delta_sq * record.inputs.pow(2).sum(1)
                 if layer.bias is not None and layer.bias.requires_grad:
                     squared += delta_sq
-            terms.append((layer, record.inputs, delta))
-        norms = squared.sqrt()
-        factor = (self.max_grad_norm / (norms + _NORM_EPSILON)).clamp(max=1.0)
-        for layer, inputs, delta in terms:
-            scaled = delta * factor[:, None]
-            if isinstance(layer, nn.Embedding):
-                layer.weight.grad = torch.zeros_like(layer.weight).index_add_(0, inputs, scaled)
-            else:
-                if layer.weight.requires_grad:
-                    layer.weight.grad = scaled.T @ inputs
-                if layer.bias is not None and layer.bias.requires_grad:
-                    layer.bias.grad = scaled.sum(0)
-        self._zero_grads([layer for layer in self._layers if layer not in records])  # not called: zero
-        return norms
+            parts.append(LayerGradient(layer, record.inputs, delta))
+        return PerExampleGradients(batch=batch, layers=tuple(parts), norms=squared.sqrt())
 
     @staticmethod
     def _zero_grads(layers: list[nn.Module]) -> None:

@@ -72,9 +72,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..models import FederatedModel
+from ..privacy.record_sampling import client_sample_rate
 from .bookkeeping import BookkeepingClipping, supports_bookkeeping
 from .local import ClientData, ClientResult, LocalTraining, local_examples, loss_fn
-from .record_sampling import client_sample_rate
 
 __all__ = [
     "DpSgdStep",

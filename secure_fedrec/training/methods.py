@@ -1,25 +1,32 @@
-"""How a client trains in a run: plain local epochs, or record-level DP-SGD.
+"""How a client trains in a run: plain local epochs, record-level DP-SGD, or its step under secure aggregation.
 
 The privacy plan chooses the method (:mod:`secure_fedrec.plans`); the client step
 (:mod:`secure_fedrec.rounds.client`) calls :meth:`train` on whichever it was given,
 in-process or on a Flower node. Both are frozen dataclasses of plain numbers and
 strings, so the server can send the method to the nodes (:mod:`secure_fedrec.rounds.wire`)
 and no node has to re-derive a calibrated noise multiplier.
+
+``state`` is the client's own persistent state between rounds (the engine keeps one
+dict per client, beside its private rows, and never sends it anywhere): the DP-SGD step
+under secure aggregation keeps its private rows' optimizer moments there.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..models import FederatedModel
+from .canaries import StepCanaries
 from .dpsgd import DpSgdStep, train_client_dpsgd
+from .dpsgd_shares import SharesStep, shares_step
 from .local import ClientData, ClientResult, LocalTraining, train_client
 
-__all__ = ["DpSgd", "LocalEpochs", "LocalOutcome", "TrainingMethod"]
+__all__ = ["DistributedDpSgd", "DpSgd", "LocalEpochs", "LocalOutcome", "TrainingMethod"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,8 @@ class LocalEpochs:
     local: LocalTraining = field(default_factory=LocalTraining)
 
     def train(self, model: FederatedModel, data: ClientData, rng: np.random.Generator, *,
-              epochs: int | None = None) -> LocalOutcome:
+              epochs: int | None = None, state: MutableMapping[str, Any] | None = None,
+              canaries: StepCanaries | None = None) -> LocalOutcome:
         return LocalOutcome(train_client(model, data, self.local, rng, epochs=epochs))
 
 
@@ -70,7 +78,8 @@ class DpSgd:
             raise ValueError(f"unknown grad_sample_mode {self.grad_sample_mode!r}")
 
     def train(self, model: FederatedModel, data: ClientData, rng: np.random.Generator, *,
-              epochs: int | None = None) -> LocalOutcome:
+              epochs: int | None = None, state: MutableMapping[str, Any] | None = None,
+              canaries: StepCanaries | None = None) -> LocalOutcome:
         result, step = train_client_dpsgd(
             model, data, self.local, rng, noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.clip_norm, batch_size=self.batch_size,
@@ -78,5 +87,19 @@ class DpSgd:
         return LocalOutcome(result, step)
 
 
+@dataclass(frozen=True)
+class DistributedDpSgd(SharesStep):
+    """Record-level DP-SGD under secure aggregation: one step a round (:func:`~.dpsgd_shares.shares_step`),
+    with the public numbers of :class:`~.dpsgd_shares.SharesStep`."""
+
+    kind: ClassVar[str] = "distributed_dpsgd"
+
+    def train(self, model: FederatedModel, data: ClientData, rng: np.random.Generator, *,
+              epochs: int | None = None, state: MutableMapping[str, Any] | None = None,
+              canaries: StepCanaries | None = None) -> LocalOutcome:
+        # One step whatever ``epochs`` says: a straggler of a DP-SGD round still takes its one step.
+        return LocalOutcome(shares_step(model, data, self, rng, {} if state is None else state, canaries))
+
+
 #: every training method a plan may choose (the wire form names them by ``kind``)
-TrainingMethod = LocalEpochs | DpSgd
+TrainingMethod = LocalEpochs | DpSgd | DistributedDpSgd

@@ -113,7 +113,7 @@ def test_record_level_dp_moves_rows_independently_of_the_data():
         "data": {"synthetic": {"n_users": 12, "n_items": 200, "mean_ratings_per_user": 6}},
         "model": {"dim": 4},
         "training": {"rounds": 1, "clients_per_round": 0.999, "local_epochs": 1, "checkpoint_every": 0},
-        "privacy": {"unit": "record", "noise": "central", "target_epsilon": 1.0, "delta": 1e-5,
+        "privacy": {"unit": "record", "noise": "local", "target_epsilon": 1.0, "delta": 1e-5,
                     "grad_sample_mode": "bookkeeping"},
         "aggregation": {"protocol": "plaintext"},
         "evaluation": {"every": 100},
@@ -148,15 +148,15 @@ def test_audit_chooses_a_delta_small_against_the_number_of_canaries():
     from secure_fedrec.audit.run import AuditDeltaWarning, audit_config
 
     spec = AuditSpec(canaries=1000)
-    dp = config_from_dict({"privacy": {"unit": "record", "noise": "central", "target_epsilon": 1.0}})
+    dp = config_from_dict({"privacy": {"unit": "record", "noise": "local", "target_epsilon": 1.0}})
     trained, delta = audit_config(dp, spec, num_users=610)
     # Unset δ: train and audit at min(default_delta(N), audit_delta(m)), which the accountant uses.
     assert delta == trained.privacy.delta == audit_delta(1000, 0.95) < 610 ** -1.1
     assert dp.privacy.delta is None  # the caller's config is not mutated
-    tiny = config_from_dict({"privacy": {"unit": "record", "noise": "central", "target_epsilon": 1.0}})
+    tiny = config_from_dict({"privacy": {"unit": "record", "noise": "local", "target_epsilon": 1.0}})
     assert audit_config(tiny, AuditSpec(canaries=10), num_users=10**7)[1] == pytest.approx(1e-8)
     # An explicit δ is respected, with a warning when it is too large to audit.
-    explicit = config_from_dict({"privacy": {"unit": "record", "noise": "central", "target_epsilon": 1.0,
+    explicit = config_from_dict({"privacy": {"unit": "record", "noise": "local", "target_epsilon": 1.0,
                                              "delta": 1e-3}})
     with pytest.warns(AuditDeltaWarning):
         kept, delta = audit_config(explicit, spec, num_users=610)

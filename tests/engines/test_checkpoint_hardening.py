@@ -31,7 +31,7 @@ SMALL = ["--set", "data.synthetic.n_users=40", "--set", "data.synthetic.n_items=
 #: so a target of ε = 8 stops the run after round 6
 EPS8 = [*SMALL, "--set", "privacy.unit=user", "--set", "privacy.noise=central", "--set", "training.sampling=poisson",
         "--set", "privacy.noise_multiplier=0.56", "--set", "privacy.target_epsilon=8"]
-RECORD = [*SMALL, "--set", "privacy.unit=record", "--set", "privacy.noise_multiplier=1.0",
+RECORD = [*SMALL, "--set", "privacy.unit=record", "--set", "privacy.noise=local", "--set", "privacy.noise_multiplier=1.0",
           "--set", "training.straggler_rate=0.3"]
 
 

@@ -58,7 +58,7 @@ def test_calibrated_noise_meets_target_after_planned_rounds():
 
 
 def test_record_level_dp_sgd_accounts_per_client():
-    trainer = _trainer(**{"privacy.unit": "record", "privacy.noise_multiplier": 1.0,
+    trainer = _trainer(**{"privacy.unit": "record", "privacy.noise": "local", "privacy.noise_multiplier": 1.0,
                           "privacy.record_batch_size": 8, "training.rounds": 2})
     history = trainer.run()
     summary = trainer.privacy.summary()
@@ -69,7 +69,7 @@ def test_record_level_dp_sgd_accounts_per_client():
 
 
 def test_record_level_clients_abstain_when_their_budget_is_spent():
-    trainer = _trainer(**{"privacy.unit": "record", "privacy.target_epsilon": 3.0,
+    trainer = _trainer(**{"privacy.unit": "record", "privacy.noise": "local", "privacy.target_epsilon": 3.0,
                           "privacy.record_batch_size": 8, "training.rounds": 2,
                           "training.clients_per_round": 40})
     trainer.config.training.rounds = 6  # calibrated for 2 rounds of every client
@@ -101,7 +101,7 @@ def test_default_delta_counts_the_privacy_units():
 
     user = _trainer(**USER, **{"privacy.noise_multiplier": 1.0})
     assert user.privacy.delta == pytest.approx(default_delta(len(user.population)))
-    record = _trainer(**{"privacy.unit": "record", "privacy.noise_multiplier": 1.0})
+    record = _trainer(**{"privacy.unit": "record", "privacy.noise": "local", "privacy.noise_multiplier": 1.0})
     assert record.privacy.delta == pytest.approx(default_delta(len(record.split.train.users)))
     assert record.privacy.delta < 1 / record.population_examples().max()
 
@@ -110,7 +110,7 @@ def test_default_delta_counts_the_privacy_units():
 def test_record_level_calibration_lets_every_client_train_every_round(implicit):
     # every client in every round: the calibration must leave none of them out of budget
     # (it once planned for the smallest client only, and most implicit-feedback clients abstained)
-    trainer = _trainer(**{"privacy.unit": "record", "privacy.target_epsilon": 4.0,
+    trainer = _trainer(**{"privacy.unit": "record", "privacy.noise": "local", "privacy.target_epsilon": 4.0,
                           "privacy.record_batch_size": 16, "training.rounds": 2,
                           "training.clients_per_round": 40, "data.implicit": implicit})
     history = trainer.run()

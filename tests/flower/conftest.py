@@ -40,9 +40,13 @@ CENTRAL_DP = {**USER_DP, "privacy.noise": "central", "privacy.target_epsilon": N
               "privacy.noise_multiplier": 1.0}
 DISTRIBUTED_DP = {**USER_DP, "privacy.noise": "distributed", "privacy.target_epsilon": 8.0,
                   "aggregation.protocol": "secagg+"}
-RECORD_DP = {"privacy.unit": "record", "privacy.noise_multiplier": 1.0,
+RECORD_DP = {"privacy.unit": "record", "privacy.noise": "local", "privacy.noise_multiplier": 1.0,
              "privacy.record_batch_size": 8, "privacy.delta": 1e-5, "privacy.target_epsilon": 20.0,
              "privacy.grad_sample_mode": "bookkeeping"}
+#: Record-level DP-SGD with distributed noise: every user in every round, one step a round.
+RECORD_DISTRIBUTED_DP = {"privacy.unit": "record", "privacy.noise": "distributed", "privacy.target_epsilon": 4.0,
+                         "privacy.delta": 1e-5, "aggregation.protocol": "secagg+", "training.rounds": 3,
+                         "evaluation.every": 3}
 #: Packed Paillier encrypts ~56 coordinates per 2048-bit ciphertext: a tiny model keeps it fast.
 PAILLIER_JOB = {"aggregation.protocol": "paillier", "aggregation.paillier_key_bits": 2048,
                 "model.dim": 4, "data.synthetic.n_items": 40,

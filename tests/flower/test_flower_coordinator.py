@@ -13,6 +13,7 @@ from .conftest import (
     CENTRAL_DP,
     DISTRIBUTED_DP,
     PAILLIER_JOB,
+    RECORD_DISTRIBUTED_DP,
     RECORD_DP,
     reference_params,
     small_config,
@@ -183,6 +184,38 @@ def test_record_level_dp_accounts_as_inprocess():
     ours, theirs = got.server.privacy.summary(), trainer.privacy.summary()
     assert ours["epsilon"] == theirs["epsilon"]
     assert ours["epsilon_distribution"] == theirs["epsilon_distribution"]
+
+
+def test_record_level_distributed_noise_matches_inprocess():
+    """Issue 20 on the Flower engine: the same client step on the nodes (each node keeps its users'
+    optimizer moments), the same ε sequence, results within the noise of the two runs."""
+    config = small_config(**RECORD_DISTRIBUTED_DP)
+    got = run_split(config, 3)
+    _, trainer = reference_params(config)
+    assert epsilons(got.history) == epsilons(trainer.history)
+    assert [m.contributors for m in got.history] == [len(trainer.population)] * 3
+    from secure_fedrec.engines.flower.codec import load_node_state
+
+    node_states = [load_node_state(blob).get("client_states", {}) for blob in got.transport.states.values()]
+    assert sum(len(states) for states in node_states) == len(trainer.population)
+    assert all(s["step"] == 3 for states in node_states for s in states.values())
+    ours, theirs = got.history[-1].evaluation["rmse"], trainer.history[-1].evaluation["rmse"]
+    assert abs(ours - theirs) < 0.1  # the DP noise of each run comes from the OS: equal in law, not in bits
+
+
+def test_record_level_distributed_round_below_the_survivor_floor_aborts_on_flower():
+    config = small_config(**{**RECORD_DISTRIBUTED_DP, "training.dropout_rate": 0.7, "training.rounds": 1})
+    got = run_split(config, 3)
+    assert got.history[-1].measurements.get("protocol_failed") == 1.0
+    assert got.history[-1].contributors == 0
+    np.testing.assert_array_equal(got.params, reference_initial(config))
+    assert len(got.server.privacy.accountant) == 1  # charged all the same
+
+
+def reference_initial(config):
+    from secure_fedrec.engines.inprocess import FederatedTrainer
+
+    return FederatedTrainer(config, make_split(config, load_data(config))).params
 
 
 def test_paillier_matches_inprocess(paillier_keys):

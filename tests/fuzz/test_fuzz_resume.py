@@ -41,7 +41,7 @@ SMALL = ["--set", "data.synthetic.n_users=40", "--set", "data.synthetic.n_items=
          "--set", f"training.rounds={ROUNDS}"]
 USER = [*SMALL, "--set", "privacy.unit=user", "--set", "privacy.noise=central", "--set", "training.sampling=poisson",
         "--set", "privacy.noise_multiplier=1.0"]
-RECORD = [*SMALL, "--set", "privacy.unit=record", "--set", "privacy.noise_multiplier=1.0",
+RECORD = [*SMALL, "--set", "privacy.unit=record", "--set", "privacy.noise=local", "--set", "privacy.noise_multiplier=1.0",
           "--set", "training.straggler_rate=0.3"]
 _SETTINGS = {"deadline": None, "derandomize": True, "suppress_health_check": [HealthCheck.too_slow]}
 

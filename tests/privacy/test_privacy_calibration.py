@@ -13,7 +13,7 @@ from secure_fedrec.privacy.calibration import (
     default_delta,
 )
 from secure_fedrec.privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
-from secure_fedrec.training.record_sampling import client_sample_rate, planned_steps
+from secure_fedrec.privacy.record_sampling import client_sample_rate, planned_steps
 
 DELTA = 1e-5
 

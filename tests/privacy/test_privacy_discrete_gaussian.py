@@ -132,8 +132,9 @@ def test_rejects_bad_parameters():
 
 
 def test_table_sampler_breaks_top_word_ties_with_the_low_word(monkeypatch):
-    """Draws whose top 64 bits equal a threshold's are resolved by the full 128-bit compare."""
-    import os
+    """Draws whose top 64 bits equal a threshold's are resolved by the full 128-bit compare
+    (the low word is drawn only for them, in the order of the draws)."""
+    from secure_fedrec.privacy import discrete_gaussian
 
     table = DiscreteGaussianTable(3.0)
     thresholds = [(int(hi) << 64) | int(lo) for hi, lo in zip(table._hi, table._lo)]
@@ -143,10 +144,21 @@ def test_table_sampler_breaks_top_word_ties_with_the_low_word(monkeypatch):
             draws.append(threshold + delta)
     draws.append(0)
     draws.append((1 << 128) - 1)
-    raw = b"".join(((d >> 64).to_bytes(8, "little") + (d & ((1 << 64) - 1)).to_bytes(8, "little"))
-                   for d in draws)
-    stream = iter([raw, bytes(len(draws))])  # then the sign bits: all positive
-    monkeypatch.setattr(os, "urandom", lambda n: next(stream))
+    tops = {int(hi) for hi in table._hi}
+    lows = iter([(d & ((1 << 64) - 1)).to_bytes(8, "little") for d in draws if d >> 64 in tops])
+    high_words = np.array([d >> 64 for d in draws], dtype=np.uint64)
+
+    def keystream(seed, length, dtype):  # the top words, then all-zero sign bits (all positive)
+        return np.concatenate([high_words, np.zeros(length - len(draws), np.uint64)])
+
+    class FakeSecrets:
+        @staticmethod
+        def token_bytes(n):
+            return bytes(n) if n != 8 else next(lows)
+
+    monkeypatch.setattr(discrete_gaussian, "keystream_words", keystream)
+    monkeypatch.setattr(discrete_gaussian, "secrets", FakeSecrets)
     got = table.sample(len(draws))
     want = [sum(1 for t in thresholds if t <= d) for d in draws]
     assert got.tolist() == want
+    assert next(lows, None) is None  # every tied draw, and only those, drew its low word

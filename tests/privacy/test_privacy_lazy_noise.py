@@ -213,7 +213,7 @@ def test_charged_rate_and_steps_are_what_the_sampler_really_ran(monkeypatch, n, 
     from opacus.utils import uniform_sampler
     from torch.utils.data import DataLoader, TensorDataset
 
-    from secure_fedrec.training.record_sampling import client_sample_rate, planned_steps
+    from secure_fedrec.privacy.record_sampling import client_sample_rate, planned_steps
 
     opacus_rate = DPDataLoader.from_data_loader(DataLoader(TensorDataset(torch.zeros(n)), batch_size=min(8, n))).sample_rate
     built, batches = [], []

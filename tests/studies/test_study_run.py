@@ -220,6 +220,7 @@ member_samples = 50
 "privacy.unit" = ["none"]
 [[grid]]
 "privacy.unit" = ["record"]
+"privacy.noise" = ["local"]
 "privacy.noise_multiplier" = [1.0]
 """
 

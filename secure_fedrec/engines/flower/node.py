@@ -135,6 +135,7 @@ def handle_train(state: dict[str, Any], request: Payload, partition: int,
     users = [int(u) for u in request.get("users", [])]
     _check_hosted(users, partition, num_partitions)
     private = state.setdefault("private", {})
+    client_states = state.setdefault("client_states", {})  # e.g. the private rows' optimizer moments
     state["sessions"] = {}  # a new round: the last round's single-session parties are gone
     reports = []
     ws = workspace(request["config"]) if users else None
@@ -146,7 +147,7 @@ def handle_train(state: dict[str, Any], request: Payload, partition: int,
             ws.reset_user(user, private.get(user))
             rng = client_rng(ws.config.seed, broadcast.round_index, user)
             reports.append(client_step(ws.model, ws.layout, ws.client_data(user), plan, broadcast, rng,
-                                       slow=bool(slow)))
+                                       slow=bool(slow), state=client_states.setdefault(user, {})))
             private[user] = ws.private_rows(user)
     # Only totals leave the node: a deployment's server never sees one user's diagnostics.
     summary = RoundReports.collect(reports, diagnostics=False)
