@@ -38,7 +38,9 @@ def test_key_sessions_match_inprocess_with_two_exchanges_per_steady_round(protoc
     config = small_config(**KEYED, **{"aggregation.protocol": protocol})
     got = run_split(config, 3)
     expected, trainer = reference_params(config)
-    np.testing.assert_allclose(got.params, expected, rtol=0, atol=1e-6)
+    # Stochastic rounding draws fresh CSPRNG coins on each engine: parameters agree to a few
+    # quantization steps (FedAdam over 5 rounds), not to the last bit.
+    np.testing.assert_allclose(got.params, expected, rtol=0, atol=2e-5)
     assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history] == [10] * 5
     # Sessions of rounds 0-2 and 3-4: setup in rounds 0 and 3, two exchanges otherwise; the
     # evaluations ride with the next train request, the last one is an exchange of its own.
@@ -59,7 +61,7 @@ def test_key_sessions_release_what_single_sessions_release():
     single-session run's (up to stochastic rounding)."""
     single, _ = reference_params(small_config(**{"training.rounds": 5}))
     keyed, trainer = reference_params(small_config(**KEYED))
-    np.testing.assert_allclose(keyed, single, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(keyed, single, rtol=0, atol=2e-5)  # up to stochastic rounding (above)
     assert not trainer.key_sessions.session  # the last session ended with the last round
 
 
