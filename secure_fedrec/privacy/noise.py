@@ -2,7 +2,8 @@
 
 DP noise is a secret (anyone who can predict it can subtract it), so it is
 never drawn from ``numpy.random``. Normal variates come from the Box-Muller
-transform of 53-bit uniforms read from ``os.urandom``.
+transform of 53-bit uniforms from :func:`protocols.encoding.csprng_uniform`
+(an AES-256-CTR keystream under a fresh key from ``secrets``).
 
 Floating-point Gaussian noise is known to leak through the low-order bits of
 its output (Mironov 2012 for Laplace; Jin et al. 2022 for Gaussian). The

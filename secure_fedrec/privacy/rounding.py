@@ -6,9 +6,9 @@ only rounds and adds its noise share, imports numpy and nothing of the accountan
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from protocols.encoding import csprng_uniform
 
 __all__ = ["RoundingFailedError", "conditional_randomized_round", "randomized_round"]
 
@@ -17,23 +17,18 @@ class RoundingFailedError(RuntimeError):
     """Conditional rounding exceeded its attempt budget (the input norm is above the clip norm?)."""
 
 
-def _csprng_uniform(shape: tuple[int, ...]) -> np.ndarray:
-    size = int(np.prod(shape))
-    raw = np.frombuffer(os.urandom(8 * size), dtype=np.uint64) if size else np.zeros(0, np.uint64)
-    return ((raw >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))).reshape(shape)
-
-
 def randomized_round(scaled: np.ndarray) -> np.ndarray:
     """Round each coordinate to ``floor`` or ``ceil`` with probability given by its fraction (unbiased).
 
-    The coin flips come from ``os.urandom``: the rounding is part of the
+    The coin flips come from :func:`protocols.encoding.csprng_uniform` (an AES-256-CTR
+    keystream under a fresh key from ``secrets``): the rounding is part of the
     mechanism, so its randomness is treated like the noise.
     """
     values = np.asarray(scaled, dtype=np.float64)
     if not np.all(np.isfinite(values)):
         raise ValueError("cannot round non-finite values")
     floor = np.floor(values)
-    return (floor + (_csprng_uniform(values.shape) < (values - floor))).astype(np.int64)
+    return (floor + (csprng_uniform(values.size).reshape(values.shape) < (values - floor))).astype(np.int64)
 
 
 def conditional_randomized_round(
