@@ -34,10 +34,10 @@ from ..rounds.server import RoundPlan, RoundServer
 from ..training.canaries import CanaryGradient, CanaryGradients
 
 __all__ = ["CanaryClientHook", "GradientCanaryHook", "ReleaseRecorder", "RoundAuditor", "full_weight_examples",
-           "item_rows", "released_sum"]
+           "item_coordinates", "released_sum"]
 
 
-def item_rows(layout: ParamLayout, items: np.ndarray) -> np.ndarray:
+def item_coordinates(layout: ParamLayout, items: np.ndarray) -> np.ndarray:
     """Flat indices of the item-indexed shared parameters of ``items`` (no other parameter)."""
     items = np.asarray(items, dtype=np.int64).reshape(-1)
     parts = []
@@ -185,8 +185,8 @@ class GradientCanaryHook(CanaryGradients):
         rng = np.random.default_rng([seed, 0x6CA])
         order = np.lexsort((rng.random(len(item_examples)), np.asarray(item_examples)))
         items = order[np.arange(m) % len(order)]
-        width = item_rows(layout, items[:1]).size
-        coords = np.vstack([item_rows(layout, np.array([i])) for i in items]) if m else np.zeros((0, width), np.int64)
+        width = item_coordinates(layout, items[:1]).size
+        coords = np.vstack([item_coordinates(layout, np.array([i])) for i in items]) if m else np.zeros((0, width), np.int64)
         units = rng.standard_normal(coords.shape)
         units /= np.linalg.norm(units, axis=1, keepdims=True)
         biggest = max(client_examples.values())

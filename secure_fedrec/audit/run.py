@@ -46,7 +46,12 @@ from ..runner import environment, load_data, make_split, write_json_atomic
 from .canaries import CanaryPlan, insert_canaries, score_canaries
 from .canary_audit import audit_scores, canary_guess_counts, ceiling
 from .families import mechanism_family
-from .hook import CanaryClientHook, GradientCanaryHook, ReleaseRecorder, item_rows
+from .hook import (
+    CanaryClientHook,
+    GradientCanaryHook,
+    ReleaseRecorder,
+    item_coordinates,
+)
 from .membership import (
     MembershipOutcome,
     lira_attack,
@@ -169,8 +174,8 @@ def _make_hook(kind: str, spec: AuditSpec, trainer: FederatedTrainer, plan: Cana
         return hook
     c = plan.canaries
     items = [np.atleast_1d(i) for i in (c.items if kind == "users" else c.items[:, None])]
-    return ReleaseRecorder(rows=[item_rows(trainer.layout, i) for i in items], owners=np.asarray(plan.users),
-                           item_coordinates=item_rows(trainer.layout, np.arange(trainer.model.n_items)),
+    return ReleaseRecorder(rows=[item_coordinates(trainer.layout, i) for i in items], owners=np.asarray(plan.users),
+                           item_coordinates=item_coordinates(trainer.layout, np.arange(trainer.model.n_items)),
                            # the labelled simulation of the secure sum (record level, distributed noise)
                            # sends ring vectors with one noise share each: no plaintext server's view
                            plaintext=(trainer.config.aggregation.protocol == "plaintext"
