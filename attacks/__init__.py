@@ -32,6 +32,7 @@ from .canary_clients import (
     CanaryDirections,
     canary_client_scores,
     robust_scale,
+    round_scales,
     simulate_canary_projections,
 )
 from .fdp import (
@@ -142,6 +143,7 @@ __all__ = [
     "plot_roc",
     "popular_item_lists",
     "robust_scale",
+    "round_scales",
     "roc_auc",
     "roc_curve",
     "server_observation",

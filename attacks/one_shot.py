@@ -42,6 +42,7 @@ from .fdp import gaussian_epsilon
 __all__ = ["OneShotEstimate", "epsilon_two_gaussians", "one_shot_estimate", "participation_mu"]
 
 _norm_logsf = stats.norm.logsf
+_MAX_MU = 1000.0
 
 
 def _log_delta_one_way(m1: float, s1: float, m0: float, s0: float, epsilon: float) -> float:
@@ -157,7 +158,8 @@ def one_shot_estimate(statistics: np.ndarray, membership: np.ndarray, *, delta: 
     floor = 1e-12 * max(1.0, abs(m0), abs(m1))
     s0, s1 = max(s0, floor), max(s1, floor)  # a constant statistic (a run without noise) separates perfectly
     mu = (m1 - m0) / s0
-    return OneShotEstimate(epsilon=gaussian_epsilon(mu, delta) if math.isfinite(mu) else math.inf,
+    # beyond ~1000 noise stds (a run without noise) ε is astronomically large: report ∞
+    return OneShotEstimate(epsilon=gaussian_epsilon(mu, delta) if mu <= _MAX_MU else math.inf,
                            epsilon_two_gaussians=epsilon_two_gaussians(m0, s0, m1, s1, delta), delta=delta, mu=mu, member_mean=m1, member_std=s1,
                            nonmember_mean=m0, nonmember_std=s0, num_members=int(member.sum()),
                            num_nonmembers=int((~member).sum()))

@@ -25,7 +25,7 @@ from attacks import (
     draw_canary_inclusion,
     one_shot_estimate,
     participation_mu,
-    robust_scale,
+    round_scales,
 )
 
 from ..aggregation import (
@@ -267,8 +267,7 @@ def one_shot_estimates(hook, included: np.ndarray, *, delta: float, epsilon: flo
       actually carried.
     """
     x = np.vstack(hook.projections)
-    sigma = np.array([robust_scale(row) for row in x])
-    z = x / np.where(sigma > 0, sigma, np.finfo(float).tiny)[:, None]
+    z = x / round_scales(x)[:, None]
     out: dict[str, Any] = {"kind": "ESTIMATE, not a lower bound: assumes Gaussian canary statistics; "
                                    "never used for the violation verdict"}
     if included.sum() >= 2 and (~included).sum() >= 2:
