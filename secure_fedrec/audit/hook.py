@@ -1,6 +1,9 @@
-"""The audit's two auditors: canary clients in, the server's view out.
+"""The audit's auditors: canaries in, the server's view out.
 
-Both implement :class:`secure_fedrec.rounds.auditor.RoundAuditor`, the engine's
+:class:`GradientCanaryHook` (record-level DP-SGD under secure aggregation) also
+implements the engine's :class:`~secure_fedrec.training.canaries.CanaryGradients`
+hook: its canaries are examples inside real clients' DP-SGD steps, not clients.
+All implement :class:`secure_fedrec.rounds.auditor.RoundAuditor`, the engine's
 narrow interface (the in-process engine calls it; see that module for Flower):
 
 * ``canary_updates(server, plan)`` before the round's broadcast: extra

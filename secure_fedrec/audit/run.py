@@ -516,7 +516,9 @@ def run_audit(
                                "ceiling: ideal mechanism, same canaries"))
             if canary_summary.get("control"):
                 points.append((math.inf, canary_summary["control"]["epsilon_hat"], "control: same run without DP"))
-            plot_epsilon_audit(points, out / "epsilon.png")
+            estimates = [(canary_summary["claimed_epsilon"], e["epsilon"], f"one-shot {name} ESTIMATE (not a bound)")
+                         for name, e in (canary_summary.get("estimate") or {}).items() if isinstance(e, dict)]
+            plot_epsilon_audit(points, out / "epsilon.png", estimates=estimates)
             result["plots"].append("epsilon.png")
         write_json_atomic(out / "audit.json", result)
     return result
