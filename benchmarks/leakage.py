@@ -351,19 +351,22 @@ GRADIENT_RUN = {"privacy": {"unit": "record", "noise": "distributed"}, "aggregat
 GRADIENT_AUDIT = {"canaries": 1000, "canary_kind": "gradients", "attacks": [], "n_bootstrap": 100}
 
 
-def gradient_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...]) -> list[dict]:
+def gradient_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...], *,
+                   with_control: bool = True) -> list[dict]:
     """Record-level DP-SGD under secure aggregation: ε̂ and the one-shot estimate from 1000
-    gradient canaries; the no-noise twin once (the first ε)."""
+    gradient canaries; the no-noise twin once (the first ε), unless ``with_control`` is off."""
     print("== gradient canaries: record-level ε sweep ==", flush=True)
     listed = " ".join(f"{e:g}" for e in epsilons)
-    command = f"OMP_NUM_THREADS=1 nice -n 10 python benchmarks/leakage.py --part gradients --epsilons {listed}"
+    command = (f"OMP_NUM_THREADS=1 nice -n 10 python benchmarks/leakage.py --part gradients --epsilons {listed}"
+               + ("" if with_control else " --no-control"))
     name = f"leakage_gradients_eps{'-'.join(f'{e:g}' for e in epsilons)}.json"
     payload, control = [], None
     for eps in epsilons:
         run = copy.deepcopy(GRADIENT_RUN)
         run["privacy"]["target_epsilon"] = eps
         cpu, started = time.process_time(), time.perf_counter()
-        r = _run(run, {**GRADIENT_AUDIT, "control": control is None}, data, out / f"gradients-eps{eps:g}", seed)
+        r = _run(run, {**GRADIENT_AUDIT, "control": with_control and control is None}, data,
+                 out / f"gradients-eps{eps:g}", seed)
         c = r["canary_audit"]
         control = c.get("control", control)
         payload.append({
@@ -427,6 +430,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epsilons", type=float, nargs="+", default=list(CANARY_EPSILONS),
                         help="--part canaries: the target ε values (default 1 2 4 8)")
+    parser.add_argument("--no-control", action="store_true",
+                        help="--part gradients: skip the no-noise twin (it does not depend on ε)")
     args = parser.parse_args()
     if not args.data.exists():
         sys.exit(f"data not found: {args.data}")
@@ -440,7 +445,7 @@ def main() -> None:
     if args.part == "canaries":
         canary_sweep(args.data, args.out, args.seed, tuple(args.epsilons))
     if args.part == "gradients":
-        gradient_sweep(args.data, args.out, args.seed, tuple(args.epsilons))
+        gradient_sweep(args.data, args.out, args.seed, tuple(args.epsilons), with_control=not args.no_control)
     if args.part == "ceiling":
         ceiling_table(args.seed)
     print(json.dumps({"results": str(RESULTS)}))
