@@ -65,6 +65,38 @@ def test_no_noise_twin_is_large_and_the_private_run_is_not_flagged():
     assert "ESTIMATE" in estimate["kind"] and {"fitted", "composed"} <= set(estimate)
     assert canary["control"]["estimate"]["fitted"]["epsilon"] > 8
     assert "ESTIMATE, not a bound" in summary_text(result)
+    assert result["violation"] == (canary["epsilon_hat"] > canary["claimed_epsilon"])
+
+
+def test_an_estimate_above_epsilon_is_never_a_violation():
+    """Only the bounds decide: an estimate over ε (sampling error can put it there) leaves the
+    verdict and the exit status alone."""
+    result = run_audit(_config(0.1), AuditSpec(canaries=200, attacks=(), n_bootstrap=10, ceiling_repeats=0,
+                                               control=False))
+    for estimate in result["canary_audit"]["estimate"].values():
+        if isinstance(estimate, dict):
+            estimate["epsilon"], estimate["ratio"] = 50.0, 500.0
+    assert not result["violation"]
+    text = summary_text(result)
+    assert "ε_est/ε = 500.00" in text and "PRIVACY VIOLATION" not in text
+
+
+def test_user_level_canary_clients_carry_the_estimates_too():
+    config = config_from_dict({
+        "data": {"synthetic": {"n_users": 200, "n_items": 300, "mean_ratings_per_user": 15}},
+        "model": {"dim": 8},
+        "privacy": {"unit": "user", "noise": "central", "target_epsilon": 4.0},
+        "aggregation": {"protocol": "plaintext"},
+        "training": {"rounds": 4, "clients_per_round": 0.5, "local_epochs": 1, "checkpoint_every": 0},
+        "evaluation": {"every": 100},
+    })
+    result = run_audit(config, AuditSpec(canaries=200, attacks=(), n_bootstrap=10, ceiling_repeats=0,
+                                         control=False))
+    estimate = result["canary_audit"]["estimate"]
+    assert result["canary_audit"]["kind"] == "clients"
+    # every included canary that took part is known to the auditor, about q·m/2 a round
+    assert estimate["composed"]["rounds"] == 4 and estimate["composed"]["participations"] > 100
+    assert estimate["fitted"]["num_members"] + estimate["fitted"]["num_nonmembers"] == 200
 
 
 def test_heavy_noise_finds_nothing_and_never_a_violation():
