@@ -148,7 +148,7 @@ class GradientCanaryHook(CanaryGradients):
 
     Canary j is one crafted example held by the real client ``owners[j]``: its clipped
     gradient is ``clip_norm · u_j``, a seeded random unit direction over the item rows of
-    ``items[j]`` (at most the coordinates one real example touches). An included canary
+    one item, ``coords[j]`` (at most the coordinates one real example touches). An included canary
     enters its owner's DP-SGD step every round through the engine's
     :class:`~secure_fedrec.training.canaries.CanaryGradients` hook: Poisson-sampled at the
     step's rate by the client's own CSPRNG coins, clipped, rounded to the lattice on its
@@ -208,7 +208,7 @@ class GradientCanaryHook(CanaryGradients):
             return []
         return [CanaryGradient(indices=self.coords[j], values=self.clip_norm * self.units[j]) for j in held]
 
-    def included(self, client: int, round_index: int, step: int, sampled: np.ndarray) -> None:  # type: ignore[override]
+    def included(self, client: int, round_index: int, step: int, sampled: np.ndarray) -> None:
         held = self._held.get(int(client))
         if held is None:
             return

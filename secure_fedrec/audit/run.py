@@ -23,28 +23,15 @@ from attacks import (
     audit_delta,
     canary_client_scores,
     draw_canary_inclusion,
-    one_shot_estimate,
-    participation_mu,
-    round_scales,
 )
 
-from ..aggregation import (
-    AggregationPipeline,
-    ClientContext,
-    ClientUpdate,
-    Clip,
-    FloatEncoding,
-    Mean,
-)
-from ..aggregation.ddg import DiscreteGaussianShareEncoding
 from ..config import ConfigError, RunConfig, config_to_dict, dump_toml
 from ..data.dataset import Split
 from ..engines.inprocess import FederatedTrainer, RoundMetrics
 from ..plans import RecordDistributed, UserCentral, UserDistributed
-from ..privacy.accounting import create_accountant
 from ..runner import environment, load_data, make_split, write_json_atomic
 from .canaries import CanaryPlan, insert_canaries, score_canaries
-from .canary_audit import audit_scores, canary_guess_counts, ceiling
+from .canary_audit import audit_scores, canary_guess_counts, ceiling, one_shot_estimates
 from .families import mechanism_family
 from .hook import (
     CanaryClientHook,
@@ -61,6 +48,7 @@ from .membership import (
 )
 from .plots import plot_epsilon_audit, write_roc_plots
 from .spec import AuditSpec
+from .twin import clip_without_noise, shares_without_noise
 from .updates import update_inference
 
 __all__ = ["AuditDeltaWarning", "AuditError", "audit_config", "partition_users", "resolve_kind", "run_audit"]
@@ -255,85 +243,6 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
     return summary, curves
 
 
-def one_shot_estimates(hook, included: np.ndarray, *, delta: float, epsilon: float) -> dict[str, Any]:
-    """Andrew et al.'s one-shot ε ESTIMATES (``attacks.one_shot``), beside the bounds, never a verdict.
-
-    * ``fitted``: Gaussians fitted to the members' and non-members' ``sum`` statistic (each
-      canary's normalised projections summed over the released rounds: the composition of its
-      rounds), the Gaussian mechanism's ε for that separation at δ;
-    * ``composed``: μ of one participation (rounds a canary was sampled in, against the rest;
-      the auditor drew them) composed over the observed rounds at the run's sampling rate by
-      the PLD accountant — the accountant's own computation with the noise the release
-      actually carried.
-    """
-    x = np.vstack(hook.projections)
-    z = x / round_scales(x)[:, None]
-    out: dict[str, Any] = {"kind": "ESTIMATE, not a lower bound: assumes Gaussian canary statistics; "
-                                   "never used for the violation verdict"}
-    if included.sum() >= 2 and (~included).sum() >= 2:
-        fitted = one_shot_estimate(z.sum(axis=0), included, delta=delta)
-        out["fitted"] = fitted.as_dict()
-    took = np.vstack(hook.took_part) if hook.took_part else np.zeros_like(z, dtype=bool)
-    if took.sum() >= 2 and (~took).sum() >= 2:
-        mu = participation_mu(z, took)
-        rounds, q = z.shape[0], float(hook.sample_rate)
-        if not math.isfinite(mu):
-            eps = math.inf
-        elif mu <= 0:
-            eps = 0.0
-        else:
-            accountant = create_accountant("pld")
-            accountant.extend([(1.0 / mu, q, rounds)])
-            eps = float(accountant.get_epsilon(delta))
-        out["composed"] = {"epsilon": eps, "mu_per_participation": mu, "rounds": rounds, "sample_rate": q,
-                           "participations": int(took.sum()), "delta": delta}
-    for name in ("fitted", "composed"):
-        if name in out:
-            out[name]["ratio"] = (out[name]["epsilon"] / epsilon
-                                  if math.isfinite(epsilon) and epsilon > 0 else None)
-    return out
-
-
-def _clip_without_noise(twin: FederatedTrainer, clip_norm: float) -> None:
-    """Give a no-DP twin the user-level mechanism without its noise: updates still clipped to
-    ``clip_norm``, the mean still over E[clients], the plaintext float sum; so the control
-    isolates what the noise hides (not what clipping does)."""
-    pipeline = AggregationPipeline(layers=(Mean(denominator="expected"), Clip(clip_norm=clip_norm)),
-                                   encoding=FloatEncoding())
-    server = twin.server
-    server.privacy.pipeline = pipeline
-    server.privacy.layer_states = pipeline.initial_states()
-    server.client_plan = dataclasses.replace(server.client_plan, pipeline=pipeline)
-
-
-@dataclasses.dataclass(frozen=True)
-class _SharesWithoutNoise(DiscreteGaussianShareEncoding):
-    """The no-noise twin's encoding: the same lattice check and ring as the run's, no noise share."""
-
-    def client(self, update: ClientUpdate, ctx: ClientContext) -> tuple[np.ndarray, dict]:
-        values = update.values
-        if values.size and not (np.all(np.abs(values) <= self.max_level) and np.all(np.floor(values) == values)):
-            raise ValueError("a record-level update must hold integers within the planned bound")
-        levels = np.zeros(update.size, dtype=np.int64)
-        levels[update.indices] += values.astype(np.int64)
-        return levels.astype(np.uint64) & np.uint64((1 << self.bits) - 1), {}
-
-
-def _shares_without_noise(twin: FederatedTrainer) -> None:
-    """Give a record-level twin the same DP-SGD step (per-example clipping, the lattice rounding,
-    the expected-batch mean, the ring) without its noise: no discrete Gaussian share and
-    (almost) none on the private rows. The control then isolates what the noise hides, as the
-    user-level twin does."""
-    server = twin.server
-    old = server.privacy.pipeline
-    fields = {f.name: getattr(old.encoding, f.name) for f in dataclasses.fields(old.encoding)}
-    pipeline = dataclasses.replace(old, encoding=_SharesWithoutNoise(**{**fields, "noise_stddev": 0.0}))
-    server.privacy.pipeline = pipeline
-    server.privacy.layer_states = pipeline.initial_states()
-    server.client_plan = dataclasses.replace(server.client_plan, pipeline=pipeline, training=dataclasses.replace(
-        server.client_plan.training, noise_stddev=1e-12))
-
-
 def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan | None, hook, spec: AuditSpec,
              delta: float, evaluation: dict, seed: int) -> dict[str, Any]:
     """The same canaries and the same audit on the run without noise (plaintext sum: same release)."""
@@ -346,9 +255,9 @@ def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan 
         evaluation=dataclasses.replace(config.evaluation, every=max(1, config.training.rounds)))
     twin = FederatedTrainer(twin_config, train_split)
     if kind == "gradients":
-        _shares_without_noise(twin)
+        shares_without_noise(twin)
     elif config.privacy.unit == "user":
-        _clip_without_noise(twin, config.privacy.clip_norm)
+        clip_without_noise(twin, config.privacy.clip_norm)
     initial = twin.model.shared_state()
     twin.auditor = twin_hook = _make_hook(kind, spec, twin, plan, seed,
                                           included=_included(kind, hook, plan) if kind in DIRECTION_KINDS else None,

@@ -10,8 +10,9 @@ import pytest
 from secure_fedrec.audit import AuditSpec, run_audit
 from secure_fedrec.audit.commands import summary_text
 from secure_fedrec.audit.hook import GradientCanaryHook
-from secure_fedrec.audit.run import AuditError, _shares_without_noise, resolve_kind
+from secure_fedrec.audit.run import AuditError, resolve_kind
 from secure_fedrec.audit.spec import AuditSpecError, spec_from_dict
+from secure_fedrec.audit.twin import shares_without_noise
 from secure_fedrec.config import config_from_dict
 from secure_fedrec.engines.inprocess import FederatedTrainer
 from secure_fedrec.runner import load_data, make_split
@@ -32,7 +33,7 @@ def _config(epsilon: float, rounds: int = 5):
 def test_a_gradient_canary_moves_the_release_by_the_clip_norm_along_its_direction():
     config = _config(8.0, rounds=1)
     trainer = FederatedTrainer(config, make_split(config, load_data(config)))
-    _shares_without_noise(trainer)
+    shares_without_noise(trainer)
     server = trainer.server
     members = np.zeros(40, dtype=bool)
     members[::2] = True
