@@ -11,10 +11,10 @@ Gaussian mechanism they describe at the run's δ):
 
 * :func:`one_shot_estimate` — fit N(μ₁, σ₁²) to the members' statistic and
   N(μ₀, σ₀²) to the non-members'; the estimate is the ε of the Gaussian mechanism
-  with μ = (μ₁ − μ₀)/σ₀ at the run's δ (and, as their library also does, the ε of
-  telling the two fitted Gaussians apart, :func:`epsilon_two_gaussians`). Fed the per-canary *sum over rounds* of
-  the normalised projections, this is the composition of the rounds a canary took
-  part in: for a canary in every round the sum of T unit-variance Gaussian
+  with μ = (μ₁ − μ₀)/σ₀ at the run's δ (and, as their library also does, the ε
+  of telling the two fitted Gaussians apart, :func:`epsilon_two_gaussians`). Fed
+  the per-canary *sum over rounds* of the normalised projections, this is the
+  composition of the rounds a canary took part in: for a canary in every round the sum of T unit-variance Gaussian
   statistics is exactly the T-fold composition, μ√T.
 * :func:`participation_mu` — the separation of one participation, from the
   rounds each canary was (auditor's knowledge) or was not sampled in: the μ of
@@ -46,7 +46,12 @@ _MAX_MU = 1000.0
 
 
 def _log_delta_one_way(m1: float, s1: float, m0: float, s0: float, epsilon: float) -> float:
-    """log of P[L > ε] − e^ε Q[L > ε] for P = N(m1, s1²), Q = N(m0, s0²), L = log dP/dQ."""
+    """log of P[L > ε] − e^ε Q[L > ε] for P = N(m1, s1²), Q = N(m0, s0²), L = log dP/dQ.
+
+    Hand-written: dp-accounting (and :func:`.fdp.gaussian_epsilon`) cover two Gaussians of
+    equal variance only; with unequal variances L is quadratic in the outcome, so the
+    region L > ε is an interval or its complement, whose masses are exact normal tails.
+    """
     # L(y) = a y² + b y + c
     a = 0.5 * (1.0 / s0**2 - 1.0 / s1**2)
     b = m1 / s1**2 - m0 / s0**2
