@@ -32,6 +32,7 @@ from .canary_clients import (
     CanaryDirections,
     canary_client_scores,
     robust_scale,
+    round_scales,
     simulate_canary_projections,
 )
 from .fdp import (
@@ -79,6 +80,12 @@ from .metrics import (
     roc_curve,
     tpr_at_fpr,
 )
+from .one_shot import (
+    OneShotEstimate,
+    epsilon_two_gaussians,
+    one_shot_estimate,
+    participation_mu,
+)
 
 __all__ = [
     "RMIA",
@@ -96,6 +103,7 @@ __all__ = [
     "LossThresholdAttack",
     "MechanismFamily",
     "MembershipMetrics",
+    "OneShotEstimate",
     "PrivacyViolationWarning",
     "ProfileTradeoff",
     "RecommenderMembershipAttack",
@@ -116,6 +124,7 @@ __all__ = [
     "count_correct_guesses",
     "draw_canary_inclusion",
     "epsilon_lower_bound_clopper_pearson",
+    "epsilon_two_gaussians",
     "evaluate_item_inference",
     "evaluate_membership",
     "fdp_epsilon_lower_bound",
@@ -129,11 +138,14 @@ __all__ = [
     "make_canary_users",
     "one_run_epsilon_lower_bound",
     "one_run_p_value",
+    "one_shot_estimate",
+    "participation_mu",
     "plot_roc",
     "popular_item_lists",
     "robust_scale",
     "roc_auc",
     "roc_curve",
+    "round_scales",
     "server_observation",
     "simulate_canary_projections",
     "top_k_excluding",

@@ -34,7 +34,7 @@ import numpy as np
 
 from ._validation import RandomState, check_random_state
 
-__all__ = ["CanaryDirections", "canary_client_scores", "robust_scale", "simulate_canary_projections"]
+__all__ = ["CanaryDirections", "canary_client_scores", "robust_scale", "round_scales", "simulate_canary_projections"]
 
 _CHUNK_FLOATS = 1 << 22  # ~32 MB of float64 per generated chunk
 
@@ -91,6 +91,21 @@ def robust_scale(values: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(v - np.median(v))))
 
 
+def round_scales(projections: np.ndarray) -> np.ndarray:
+    """Each round's noise scale over the canaries: :func:`robust_scale`, else the standard
+    deviation (a round without noise where most projections are exactly 0), else 1 (an
+    all-equal round, which then carries no evidence).
+
+    >>> round_scales(np.array([[0.0, 0.0, 0.0, 2.0], [1.0, 1.0, 1.0, 1.0]])).round(3).tolist()
+    [0.866, 1.0]
+    """
+    x = np.asarray(projections, dtype=np.float64)
+    scales = np.array([robust_scale(row) for row in x])
+    fallback = x.std(axis=1)
+    scales = np.where(scales > 0, scales, fallback)
+    return np.where(scales > 0, scales, 1.0)
+
+
 def canary_client_scores(
     projections: np.ndarray, *, shift: float | np.ndarray, sample_rate: float
 ) -> dict[str, np.ndarray]:
@@ -107,8 +122,7 @@ def canary_client_scores(
     if not 0.0 < sample_rate <= 1.0:
         raise ValueError("sample_rate must be in (0, 1]")
     shifts = np.broadcast_to(np.asarray(shift, dtype=np.float64), (x.shape[0],))
-    sigma = np.array([robust_scale(row) for row in x])
-    sigma = np.where(sigma > 0, sigma, np.finfo(float).tiny)  # an all-equal round carries no evidence
+    sigma = round_scales(x)
     z = x / sigma[:, None]
     mu = (shifts / sigma)[:, None]
     log_ratio = mu * z - mu * mu / 2

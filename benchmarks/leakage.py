@@ -330,6 +330,7 @@ def canary_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...] =
                                                                       "clopper_pearson_heldout") if k in e}
                                 | {"auc": e.get("membership", {}).get("auc")} for n, e in c["scores"].items()},
                      "rmse": r["training"]["final"].get("rmse"),
+                     "estimate": c.get("estimate"),
                      "wall_seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
                      "load_average_1min": os.getloadavg()[0]}
             payload.append(entry)
@@ -340,6 +341,46 @@ def canary_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...] =
             write_json_atomic(RESULTS / name, {"command": command, "run": CANARY_RUN, "audit": CANARY_AUDIT,
                                                "environment": environment(), "results": payload})
     _table(("noise", "target ε", "ε", "ε̂", "ε̂/ε", "ceiling ε̂", "no-DP ε̂", "ε̂ ≤ ε"), rows)
+    return payload
+
+
+#: record-level gradient canaries (issue 21 item 1): the issue-20 mechanism at its defaults,
+#: the labelled plaintext simulation of the secure sum (bit for bit the protocols' sum)
+GRADIENT_RUN = {"privacy": {"unit": "record", "noise": "distributed"}, "aggregation": {"protocol": "plaintext"},
+                "training": {"checkpoint_every": 0}}
+GRADIENT_AUDIT = {"canaries": 1000, "canary_kind": "gradients", "attacks": [], "n_bootstrap": 100}
+
+
+def gradient_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...], *,
+                   with_control: bool = True) -> list[dict]:
+    """Record-level DP-SGD under secure aggregation: ε̂ and the one-shot estimate from 1000
+    gradient canaries; the no-noise twin once (the first ε), unless ``with_control`` is off."""
+    print("== gradient canaries: record-level ε sweep ==", flush=True)
+    listed = " ".join(f"{e:g}" for e in epsilons)
+    command = (f"OMP_NUM_THREADS=1 nice -n 10 python benchmarks/leakage.py --part gradients --epsilons {listed}"
+               + ("" if with_control else " --no-control"))
+    name = f"leakage_gradients_eps{'-'.join(f'{e:g}' for e in epsilons)}.json"
+    payload, control = [], None
+    for eps in epsilons:
+        run = copy.deepcopy(GRADIENT_RUN)
+        run["privacy"]["target_epsilon"] = eps
+        cpu, started = time.process_time(), time.perf_counter()
+        r = _run(run, {**GRADIENT_AUDIT, "control": with_control and control is None}, data,
+                 out / f"gradients-eps{eps:g}", seed)
+        c = r["canary_audit"]
+        control = c.get("control", control)
+        payload.append({
+            "target_epsilon": eps, "epsilon": r["epsilon"], "delta": r["delta"], "epsilon_hat": c["epsilon_hat"],
+            "best": f"{c['best_score']}/{c['best_method']}", "tightness": c["tightness"],
+            "violation": r["violation"], "ceiling": c.get("ceiling"), "estimate": c.get("estimate"),
+            "control": control,
+            "scores": {n: {k: e[k]["epsilon_hat"] for k in ("one_run", "one_run_fdp", "clopper_pearson_heldout")
+                           if k in e} | {"auc": e.get("membership", {}).get("auc")} for n, e in c["scores"].items()},
+            "rmse": r["training"]["final"].get("rmse"), "timings_seconds": r["timings_seconds"],
+            "wall_seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
+            "load_average_1min": os.getloadavg()[0]})
+        write_json_atomic(RESULTS / name, {"command": command, "run": GRADIENT_RUN, "audit": GRADIENT_AUDIT,
+                                           "environment": environment(), "results": payload})
     return payload
 
 
@@ -381,13 +422,16 @@ def _table(header, rows) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("overfit", "epsilon", "user", "canaries", "ceiling", "all"), default="all",
+    parser.add_argument("--part", choices=("overfit", "epsilon", "user", "canaries", "gradients", "ceiling", "all"),
+                        default="all",
                         help="all = epsilon + overfit (user re-runs the user-level attacks alone)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "leakage")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epsilons", type=float, nargs="+", default=list(CANARY_EPSILONS),
                         help="--part canaries: the target ε values (default 1 2 4 8)")
+    parser.add_argument("--no-control", action="store_true",
+                        help="--part gradients: skip the no-noise twin (it does not depend on ε)")
     args = parser.parse_args()
     if not args.data.exists():
         sys.exit(f"data not found: {args.data}")
@@ -400,6 +444,8 @@ def main() -> None:
         user_level(args.data, args.out, args.seed)
     if args.part == "canaries":
         canary_sweep(args.data, args.out, args.seed, tuple(args.epsilons))
+    if args.part == "gradients":
+        gradient_sweep(args.data, args.out, args.seed, tuple(args.epsilons), with_control=not args.no_control)
     if args.part == "ceiling":
         ceiling_table(args.seed)
     print(json.dumps({"results": str(RESULTS)}))

@@ -38,10 +38,16 @@ from attacks import (
     audit_one_run_fdp,
     canary_client_scores,
     evaluate_membership,
+    one_shot_estimate,
+    participation_mu,
+    round_scales,
     simulate_canary_projections,
 )
 
-__all__ = ["AUDITED", "OBSERVERS", "audit_scores", "canary_guess_counts", "ceiling", "claim_for"]
+from ..privacy.accounting import create_accountant
+
+__all__ = ["AUDITED", "OBSERVERS", "audit_scores", "canary_guess_counts", "ceiling", "claim_for",
+           "one_shot_estimates"]
 
 OBSERVERS = {
     "llr": "released rounds", "sum": "released rounds", "aggregate_rows": "released rounds",
@@ -172,4 +178,43 @@ def ceiling(
     best = max((out[m]["median"] for m in values if m in out), default=0.0)
     out["epsilon_hat_median"] = best
     out["tightness"] = best / epsilon if math.isfinite(epsilon) and epsilon > 0 else None
+    return out
+
+
+def one_shot_estimates(hook, included: np.ndarray, *, delta: float, epsilon: float) -> dict[str, Any]:
+    """Andrew et al.'s one-shot ε ESTIMATES (``attacks.one_shot``), beside the bounds, never a verdict.
+
+    * ``fitted``: Gaussians fitted to the members' and non-members' ``sum`` statistic (each
+      canary's normalised projections summed over the released rounds: the composition of its
+      rounds), the Gaussian mechanism's ε for that separation at δ;
+    * ``composed``: μ of one participation (rounds a canary was sampled in, against the rest;
+      the auditor drew them) composed over the observed rounds at the run's sampling rate by
+      the PLD accountant — the accountant's own computation with the noise the release
+      actually carried.
+    """
+    x = np.vstack(hook.projections)
+    z = x / round_scales(x)[:, None]
+    out: dict[str, Any] = {"kind": "ESTIMATE, not a lower bound: assumes Gaussian canary statistics; "
+                                   "never used for the violation verdict"}
+    if included.sum() >= 2 and (~included).sum() >= 2:
+        fitted = one_shot_estimate(z.sum(axis=0), included, delta=delta)
+        out["fitted"] = fitted.as_dict()
+    took = np.vstack(hook.took_part) if hook.took_part else np.zeros_like(z, dtype=bool)
+    if took.sum() >= 2 and (~took).sum() >= 2:
+        mu = participation_mu(z, took)
+        rounds, q = z.shape[0], float(hook.sample_rate)
+        if not math.isfinite(mu):
+            eps = math.inf
+        elif mu <= 0:
+            eps = 0.0
+        else:
+            accountant = create_accountant("pld")
+            accountant.extend([(1.0 / mu, q, rounds)])
+            eps = float(accountant.get_epsilon(delta))
+        out["composed"] = {"epsilon": eps, "mu_per_participation": mu, "rounds": rounds, "sample_rate": q,
+                           "participations": int(took.sum()), "delta": delta}
+    for name in ("fitted", "composed"):
+        if name in out:
+            out[name]["ratio"] = (out[name]["epsilon"] / epsilon
+                                  if math.isfinite(epsilon) and epsilon > 0 else None)
     return out

@@ -22,7 +22,8 @@ The configuration is a run configuration (see `secure-fedrec run --help`) plus a
 
   [audit]
   canaries = 1000            # one-run audit canaries, each included with probability 1/2
-  canary_kind = "auto"       # "clients" (user level), "ratings" (record level), "users"; auto picks
+  canary_kind = "auto"       # "clients" (user level), "gradients" (record level, distributed noise),
+                             # "ratings", "users"; auto picks
   control = true             # also audit the same run without DP (the no-DP twin)
   attacks = ["loss", "lira", "user", "update"]
   shadow_models = 8          # LiRA shadows, trained centrally
@@ -116,6 +117,13 @@ def summary_text(result: dict[str, Any]) -> str:
         if canary.get("control"):
             lines.append(f"  control without DP: ε̂ = {canary['control']['epsilon_hat']:.3f} "
                          f"({canary['control']['best_score']} score)")
+        estimate = canary.get("estimate") or {}
+        parts = [f"{name} ε ≈ {_number(estimate[name]['epsilon'])}"
+                 + ("" if estimate[name].get("ratio") is None else f" (ε_est/ε = {estimate[name]['ratio']:.2f})")
+                 for name in ("fitted", "composed") if name in estimate]
+        if parts:
+            lines.append("  ESTIMATE, not a bound (Andrew et al. 2024, Gaussian fit; never a verdict): "
+                         + "; ".join(parts))
     for name, m in result["attacks"].items():
         if name == "update":
             for view, v in m["protocol_views"].items():
@@ -127,6 +135,10 @@ def summary_text(result: dict[str, Any]) -> str:
         lines.append("!!! PRIVACY VIOLATION: the audited ε̂ exceeds the accountant's ε. "
                      "The implementation leaks more than it claims. !!!")
     return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return "∞" if not math.isfinite(value) else f"{value:.3f}"
 
 
 if __name__ == "__main__":  # pragma: no cover

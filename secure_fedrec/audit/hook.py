@@ -1,6 +1,9 @@
-"""The audit's two auditors: canary clients in, the server's view out.
+"""The audit's auditors: canaries in, the server's view out.
 
-Both implement :class:`secure_fedrec.rounds.auditor.RoundAuditor`, the engine's
+:class:`GradientCanaryHook` (record-level DP-SGD under secure aggregation) also
+implements the engine's :class:`~secure_fedrec.training.canaries.CanaryGradients`
+hook: its canaries are examples inside real clients' DP-SGD steps, not clients.
+All implement :class:`secure_fedrec.rounds.auditor.RoundAuditor`, the engine's
 narrow interface (the in-process engine calls it; see that module for Flower):
 
 * ``canary_updates(server, plan)`` before the round's broadcast: extra
@@ -27,11 +30,25 @@ import numpy as np
 from attacks import CanaryDirections
 
 from ..aggregation import Aggregate, ClientUpdate, ExpectedBatchMean, Mean
+from ..models.base import ParamLayout
 from ..plans import UserLevelPlan
 from ..rounds.auditor import RoundAuditor
 from ..rounds.server import RoundPlan, RoundServer
+from ..training.canaries import CanaryGradient, CanaryGradients
 
-__all__ = ["CanaryClientHook", "ReleaseRecorder", "RoundAuditor", "full_weight_examples", "released_sum"]
+__all__ = ["CanaryClientHook", "GradientCanaryHook", "ReleaseRecorder", "RoundAuditor", "full_weight_examples",
+           "item_coordinates", "released_sum"]
+
+
+def item_coordinates(layout: ParamLayout, items: np.ndarray) -> np.ndarray:
+    """Flat indices of the item-indexed shared parameters of ``items`` (no other parameter)."""
+    items = np.asarray(items, dtype=np.int64).reshape(-1)
+    parts = []
+    for name, shape, start in zip(layout.names, layout.shapes, layout.offsets.values()):
+        if name in layout.item_rows:
+            width = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            parts.append((start + items[:, None] * width + np.arange(width)[None, :]).reshape(-1))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def _mean_layer(server: RoundServer) -> Mean:
@@ -74,7 +91,11 @@ class CanaryClientHook:
     projections: list[np.ndarray] = field(default_factory=list)
     shifts: list[float] = field(default_factory=list)
     rounds: list[int] = field(default_factory=list)
+    #: per observed round, which canaries took part (the auditor's own knowledge: it drew them);
+    #: used only by the one-shot *estimate*, never by a score or a bound
+    took_part: list[np.ndarray] = field(default_factory=list)
     _norm_this_round: float = 0.0
+    _this_round: np.ndarray | None = field(default=None, repr=False)
     _matrix: np.ndarray | None = field(default=None, repr=False)
 
     #: keep the directions in memory (float32) below this many values (400 MB); regenerate above
@@ -97,7 +118,8 @@ class CanaryClientHook:
         # The auditor's own randomness (never shown to the observer): who of the included
         # canaries takes part this round, like any Poisson-sampled client.
         rng = np.random.default_rng([self.seed, plan.round_index, 0xC11E])
-        take_part = np.flatnonzero(self.included & (rng.random(self.included.size) < self.sample_rate))
+        self._this_round = self.included & (rng.random(self.included.size) < self.sample_rate)
+        take_part = np.flatnonzero(self._this_round)
         self._norm_this_round = self.current_norm(server)
         # A canary weighs as much as any client can (weight 1 under a weighted mean too).
         examples = full_weight_examples(server)
@@ -115,6 +137,95 @@ class CanaryClientHook:
                                 else self.directions.project(total))
         self.shifts.append(self._norm_this_round)
         self.rounds.append(plan.round_index)
+        self.took_part.append(self._this_round if self._this_round is not None
+                              else np.zeros(self.included.size, dtype=bool))
+
+
+@dataclass
+class GradientCanaryHook(CanaryGradients):
+    """Gradient canaries for record-level DP-SGD under secure aggregation (Nasr et al. 2023's
+    Dirac canary, Andrew et al. 2024's random direction, in gradient space).
+
+    Canary j is one crafted example held by the real client ``owners[j]``: its clipped
+    gradient is ``clip_norm · u_j``, a seeded random unit direction over the item rows of
+    one item, ``coords[j]`` (at most the coordinates one real example touches). An included canary
+    enters its owner's DP-SGD step every round through the engine's
+    :class:`~secure_fedrec.training.canaries.CanaryGradients` hook: Poisson-sampled at the
+    step's rate by the client's own CSPRNG coins, clipped, rounded to the lattice on its
+    own, summed with the client's examples *before* its noise share, then the secure sum —
+    the path of a real record. Every released round is projected on every ``−u_j`` (the
+    release is a descent direction: minus the gradient sum), in units of the sum.
+    """
+
+    coords: np.ndarray  # (m, w) flat coordinates of each canary
+    units: np.ndarray  # (m, w) its unit direction over them
+    owners: np.ndarray  # (m,) the real client holding each canary
+    members: np.ndarray  # (m,) bool: included in the run (``included`` is the hook's method)
+    clip_norm: float
+    sample_rate: float
+    projections: list[np.ndarray] = field(default_factory=list)
+    shifts: list[float] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)
+    #: per observed round, which canaries the steps sampled (reported by the clients' steps; the
+    #: auditor's own knowledge, used only by the one-shot *estimate*, never by a score or bound)
+    took_part: list[np.ndarray] = field(default_factory=list)
+    _held: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _sampled: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.members = np.asarray(self.members, dtype=bool)
+        inside = np.flatnonzero(self.members)
+        self._held = {int(c): inside[self.owners[inside] == c] for c in np.unique(self.owners[inside])}
+
+    @classmethod
+    def design(cls, layout: ParamLayout, item_examples: np.ndarray, client_examples: dict[int, int], *,
+               included: np.ndarray, clip_norm: float, sample_rate: float, seed: int) -> GradientCanaryHook:
+        """Canaries on the items with the fewest training examples (least crosstalk from real
+        gradients, as Nasr et al. pick Dirac coordinates), one per item while items last; owners
+        spread over the clients, never past the largest client's example count (the encoding's
+        planned range). Nothing here depends on which canaries are included."""
+        m = len(included)
+        rng = np.random.default_rng([seed, 0x6CA])
+        order = np.lexsort((rng.random(len(item_examples)), np.asarray(item_examples)))
+        items = order[np.arange(m) % len(order)]
+        width = item_coordinates(layout, items[:1]).size
+        coords = np.vstack([item_coordinates(layout, np.array([i])) for i in items]) if m else np.zeros((0, width), np.int64)
+        units = rng.standard_normal(coords.shape)
+        units /= np.linalg.norm(units, axis=1, keepdims=True)
+        biggest = max(client_examples.values())
+        clients = np.array(sorted(client_examples), dtype=np.int64)
+        per_client = -(-m // max(1, len(clients)))
+        room = np.array([client_examples[int(c)] + per_client <= biggest for c in clients])
+        eligible = rng.permutation(clients[room] if room.any() else clients)
+        owners = eligible[np.arange(m) % len(eligible)]
+        return cls(coords=coords, units=units, owners=owners, members=np.asarray(included, bool),
+                   clip_norm=float(clip_norm), sample_rate=float(sample_rate))
+
+    # -- the engine's CanaryGradients hook (called inside each client's DP-SGD step) -------------
+    def for_step(self, client: int, round_index: int, step: int) -> list[CanaryGradient]:
+        held = self._held.get(int(client))
+        if held is None:
+            return []
+        return [CanaryGradient(indices=self.coords[j], values=self.clip_norm * self.units[j]) for j in held]
+
+    def included(self, client: int, round_index: int, step: int, sampled: np.ndarray) -> None:
+        held = self._held.get(int(client))
+        if held is None:
+            return
+        row = self._sampled.setdefault(round_index, np.zeros(len(self.owners), dtype=bool))
+        row[held[np.asarray(sampled, dtype=bool)]] = True
+
+    # -- the RoundAuditor side: no canary clients, the release observed ---------------------------
+    def canary_updates(self, server: RoundServer, plan: RoundPlan) -> list[tuple[int, ClientUpdate]]:
+        return []
+
+    def observe(self, server: RoundServer, plan: RoundPlan, released: Aggregate,
+                uploads: Mapping[int, ClientUpdate]) -> None:
+        total = released_sum(server, released)
+        self.projections.append(-(total[self.coords] * self.units).sum(axis=1))
+        self.shifts.append(self.clip_norm)
+        self.rounds.append(plan.round_index)
+        self.took_part.append(self._sampled.pop(plan.round_index, np.zeros(len(self.owners), dtype=bool)))
 
 
 @dataclass

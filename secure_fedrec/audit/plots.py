@@ -28,10 +28,13 @@ def write_roc_plots(curves: Mapping[str, RocCurve], out: Path) -> list[Path]:
     return written
 
 
-def plot_epsilon_audit(points: Sequence[EpsilonPoint], path: Path, *, title: str | None = None) -> Path:
+def plot_epsilon_audit(points: Sequence[EpsilonPoint], path: Path, *, title: str | None = None,
+                       estimates: Sequence[EpsilonPoint] = ()) -> Path:
     """ε̂ against ε with the line ε̂ = ε; a point above it is a privacy violation.
 
-    A run without DP (ε = ∞) is drawn at the right edge, labelled "∞".
+    A run without DP (ε = ∞) is drawn at the right edge, labelled "∞". ``estimates``
+    (one-shot ε estimates, not bounds) are drawn as open grey markers and never as a
+    violation, whichever side of the line they fall on; infinite ones are left out.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -39,8 +42,9 @@ def plot_epsilon_audit(points: Sequence[EpsilonPoint], path: Path, *, title: str
     fig = Figure(figsize=(4.8, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
+    estimates = [(e, h, label) for e, h, label in estimates if math.isfinite(e) and math.isfinite(h)]
     finite = [e for e, _, _ in points if math.isfinite(e)]
-    hats = [h for _, h, _ in points if math.isfinite(h)]
+    hats = [h for _, h, _ in [*points, *estimates] if math.isfinite(h)]
     top = max([1.0, *finite, *hats]) * 1.15
     infinity_x = top * 1.08 if any(not math.isfinite(e) for e, _, _ in points) else None
     right = infinity_x * 1.08 if infinity_x else top
@@ -51,6 +55,9 @@ def plot_epsilon_audit(points: Sequence[EpsilonPoint], path: Path, *, title: str
         violation = math.isfinite(eps) and eps_hat > eps
         ax.scatter([x], [eps_hat], marker="x" if violation else "o", s=40, zorder=3,
                    color="red" if violation else None, label=label)
+    for (eps, estimate, label), marker in zip(estimates, "^vsD"):
+        ax.scatter([eps], [estimate], marker=marker, s=40, zorder=3, facecolors="none", edgecolors="grey",
+                   label=label)
     if infinity_x:
         ticks = [t for t in ax.get_xticks() if 0 <= t < top]
         ax.set_xticks([*ticks, infinity_x], [*(f"{t:g}" for t in ticks), "∞"])

@@ -25,16 +25,20 @@ from attacks import (
     draw_canary_inclusion,
 )
 
-from ..aggregation import AggregationPipeline, Clip, FloatEncoding, Mean
 from ..config import ConfigError, RunConfig, config_to_dict, dump_toml
 from ..data.dataset import Split
 from ..engines.inprocess import FederatedTrainer, RoundMetrics
-from ..plans import UserCentral, UserDistributed
+from ..plans import RecordDistributed, UserCentral, UserDistributed
 from ..runner import environment, load_data, make_split, write_json_atomic
 from .canaries import CanaryPlan, insert_canaries, score_canaries
-from .canary_audit import audit_scores, canary_guess_counts, ceiling
+from .canary_audit import audit_scores, canary_guess_counts, ceiling, one_shot_estimates
 from .families import mechanism_family
-from .hook import CanaryClientHook, ReleaseRecorder
+from .hook import (
+    CanaryClientHook,
+    GradientCanaryHook,
+    ReleaseRecorder,
+    item_coordinates,
+)
 from .membership import (
     MembershipOutcome,
     lira_attack,
@@ -44,6 +48,7 @@ from .membership import (
 )
 from .plots import plot_epsilon_audit, write_roc_plots
 from .spec import AuditSpec
+from .twin import clip_without_noise, shares_without_noise
 from .updates import update_inference
 
 __all__ = ["AuditDeltaWarning", "AuditError", "audit_config", "partition_users", "resolve_kind", "run_audit"]
@@ -103,25 +108,36 @@ class AuditError(ConfigError):
     """The audit cannot run on this configuration (reported like a configuration error)."""
 
 
-def resolve_kind(kind: str, unit: str) -> str:
-    """The canary kind an audit uses, refusing kinds the privacy unit cannot be held to."""
+#: canary kinds scored from per-round projections of the release on a known direction
+DIRECTION_KINDS = ("clients", "gradients")
+
+
+def resolve_kind(kind: str, unit: str, noise: str = "central") -> str:
+    """The canary kind an audit uses, refusing kinds the privacy unit cannot be held to.
+
+    ``auto``: canary clients at user level and without DP, gradient canaries for record-level
+    DP-SGD under secure aggregation (distributed noise), canary ratings for record-level
+    DP-SGD on each client (its step has no canary hook).
+    """
     if kind == "auto":
-        return "ratings" if unit == "record" else "clients"
-    if unit == "record" and kind != "ratings":
+        if unit == "record":
+            return "gradients" if noise == "distributed" else "ratings"
+        return "clients"
+    if kind == "gradients" and not (unit == "record" and noise == "distributed"):
+        raise AuditError("audit.canary_kind = 'gradients' needs privacy.unit = 'record' with privacy.noise = "
+                         "'distributed' (gradient canaries enter the record-level DP-SGD step of that mechanism)")
+    if unit == "record" and kind not in ("ratings", "gradients"):
         raise AuditError(f"audit.canary_kind = {kind!r} adds whole clients or users, which a record-level "
-                         "guarantee does not bound; use 'ratings' (or 'auto') for a record-level run")
+                         "guarantee does not bound; use 'gradients', 'ratings' or 'auto' for a record-level run")
     return kind
 
 
-def _item_rows(layout, items: np.ndarray) -> np.ndarray:
-    """Flat indices of the item-indexed shared parameters of ``items`` (no other parameter)."""
-    items = np.asarray(items, dtype=np.int64).reshape(-1)
-    parts = []
-    for name, shape, start in zip(layout.names, layout.shapes, layout.offsets.values()):
-        if name in layout.item_rows:
-            width = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-            parts.append((start + items[:, None] * width + np.arange(width)[None, :]).reshape(-1))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+def _included(kind: str, hook, plan: CanaryPlan | None) -> np.ndarray:
+    if kind == "clients":
+        return hook.included
+    if kind == "gradients":
+        return hook.members
+    return plan.canaries.included
 
 
 def _make_hook(kind: str, spec: AuditSpec, trainer: FederatedTrainer, plan: CanaryPlan | None, seed: int,
@@ -133,10 +149,21 @@ def _make_hook(kind: str, spec: AuditSpec, trainer: FederatedTrainer, plan: Cana
         return CanaryClientHook(CanaryDirections(m, trainer.layout.size, seed), inc, q,
                                 first_id=trainer.split.train.n_users, seed=seed,
                                 norm=norm if norm is not None else spec.canary_norm)
+    if kind == "gradients":
+        m = spec.canaries
+        inc = included if included is not None else draw_canary_inclusion(m, random_state=np.random.default_rng([seed, 0xC1]))
+        server = trainer.server
+        population = trainer.population
+        items = np.bincount(trainer.split.train.items, minlength=trainer.model.n_items)
+        hook = GradientCanaryHook.design(
+            trainer.layout, items, {int(u): int(server.examples[u]) for u in population}, included=inc,
+            clip_norm=trainer.config.privacy.clip_norm, sample_rate=trainer.privacy.sample_rate, seed=seed)
+        trainer.canary_gradients = hook  # the engine's hook into every client's DP-SGD step
+        return hook
     c = plan.canaries
     items = [np.atleast_1d(i) for i in (c.items if kind == "users" else c.items[:, None])]
-    return ReleaseRecorder(rows=[_item_rows(trainer.layout, i) for i in items], owners=np.asarray(plan.users),
-                           item_coordinates=_item_rows(trainer.layout, np.arange(trainer.model.n_items)),
+    return ReleaseRecorder(rows=[item_coordinates(trainer.layout, i) for i in items], owners=np.asarray(plan.users),
+                           item_coordinates=item_coordinates(trainer.layout, np.arange(trainer.model.n_items)),
                            # the labelled simulation of the secure sum (record level, distributed noise)
                            # sends ring vectors with one noise share each: no plaintext server's view
                            plaintext=(trainer.config.aggregation.protocol == "plaintext"
@@ -144,7 +171,7 @@ def _make_hook(kind: str, spec: AuditSpec, trainer: FederatedTrainer, plan: Cana
 
 
 def _scores(kind: str, hook, plan: CanaryPlan | None, trainer: FederatedTrainer, initial: dict) -> dict[str, np.ndarray]:
-    if kind == "clients":
+    if kind in DIRECTION_KINDS:
         if not hook.projections:
             raise AuditError("no round released an aggregate: nothing to score the canaries on")
         return canary_client_scores(np.vstack(hook.projections), shift=np.asarray(hook.shifts),
@@ -170,6 +197,8 @@ def _ceiling_mu(trainer: FederatedTrainer) -> float | None:
     if isinstance(privacy, UserDistributed):  # the accounted noise: the planned minimum of shares
         clip = 1.0 if privacy.adaptive is not None else trainer.config.privacy.clip_norm
         return clip / privacy.ddg_plan.model_unit_noise_std
+    if isinstance(privacy, RecordDistributed):  # one DP-SGD step a round, the accounted noise
+        return trainer.config.privacy.clip_norm / privacy.ddg.model_unit_noise_std
     if isinstance(privacy, UserCentral):
         z = privacy.adaptive.update_noise_multiplier if privacy.adaptive is not None else privacy.noise_multiplier
         return 1.0 / z if z else None
@@ -179,11 +208,11 @@ def _ceiling_mu(trainer: FederatedTrainer) -> float | None:
 def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTrainer, initial: dict,
                   spec: AuditSpec, epsilon: float, delta: float, evaluation: dict, seed: int,
                   say: Callable[[str], None]) -> tuple[dict[str, Any], dict]:
-    included = hook.included if kind == "clients" else plan.canaries.included
+    included = _included(kind, hook, plan)
     scores = _scores(kind, hook, plan, trainer, initial)
     unit = trainer.privacy.unit
     rounds = len(trainer.history)
-    visible = (spec.canaries / 2 * (1 - (1 - hook.sample_rate) ** rounds)) if kind == "clients" else None
+    visible = (spec.canaries / 2 * (1 - (1 - hook.sample_rate) ** rounds)) if kind in DIRECTION_KINDS else None
     guesses = canary_guess_counts(spec.canaries, expected_visible=visible)
     family = None
     if unit != "none" and not (unit == "user" and kind == "ratings"):
@@ -192,7 +221,7 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
     summary, curves = audit_scores(scores, included, unit=unit, kind=kind, epsilon=epsilon, delta=delta,
                                    confidence=spec.confidence, family=family, guesses=guesses,
                                    evaluation=evaluation, seed=seed)
-    mu = _ceiling_mu(trainer) if kind == "clients" else None
+    mu = _ceiling_mu(trainer) if kind in DIRECTION_KINDS else None
     if mu is not None and spec.ceiling_repeats:
         say(f"ceiling: the same tests on {spec.ceiling_repeats} simulated ideal runs")
         summary["ceiling"] = ceiling(num_canaries=spec.canaries, rounds=rounds, sample_rate=hook.sample_rate,
@@ -206,53 +235,53 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
         # level whatever the attack does (see audit_config).
         "delta_too_large": delta > audit_delta(len(included), spec.confidence) * (1 + 1e-9),
     })
-    if kind == "clients":
+    if kind in DIRECTION_KINDS:
         summary.update(rounds_observed=len(hook.projections), sample_rate=hook.sample_rate,
                        canary_norm=float(np.mean(hook.shifts)) if hook.shifts else None)
+        summary["estimate"] = one_shot_estimates(hook, included, delta=summary["claimed_delta"],
+                                                 epsilon=summary["claimed_epsilon"])
     return summary, curves
-
-
-def _clip_without_noise(twin: FederatedTrainer, clip_norm: float) -> None:
-    """Give a no-DP twin the user-level mechanism without its noise: updates still clipped to
-    ``clip_norm``, the mean still over E[clients], the plaintext float sum; so the control
-    isolates what the noise hides (not what clipping does)."""
-    pipeline = AggregationPipeline(layers=(Mean(denominator="expected"), Clip(clip_norm=clip_norm)),
-                                   encoding=FloatEncoding())
-    server = twin.server
-    server.privacy.pipeline = pipeline
-    server.privacy.layer_states = pipeline.initial_states()
-    server.client_plan = dataclasses.replace(server.client_plan, pipeline=pipeline)
 
 
 def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan | None, hook, spec: AuditSpec,
              delta: float, evaluation: dict, seed: int) -> dict[str, Any]:
     """The same canaries and the same audit on the run without noise (plaintext sum: same release)."""
+    # Gradient canaries live inside the record-level DP-SGD step: that twin keeps the mechanism
+    # (the labelled plaintext simulation of its secure sum) and loses only the noise.
+    privacy = (config.privacy if kind == "gradients"
+               else dataclasses.replace(config.privacy, unit="none", noise="central"))
     twin_config = dataclasses.replace(
-        config, privacy=dataclasses.replace(config.privacy, unit="none", noise="central"),
-        aggregation=dataclasses.replace(config.aggregation, protocol="plaintext"),
+        config, privacy=privacy, aggregation=dataclasses.replace(config.aggregation, protocol="plaintext"),
         evaluation=dataclasses.replace(config.evaluation, every=max(1, config.training.rounds)))
     twin = FederatedTrainer(twin_config, train_split)
-    if config.privacy.unit == "user":
-        _clip_without_noise(twin, config.privacy.clip_norm)
+    if kind == "gradients":
+        shares_without_noise(twin)
+    elif config.privacy.unit == "user":
+        clip_without_noise(twin, config.privacy.clip_norm)
     initial = twin.model.shared_state()
     twin.auditor = twin_hook = _make_hook(kind, spec, twin, plan, seed,
-                                          included=hook.included if kind == "clients" else None,
+                                          included=_included(kind, hook, plan) if kind in DIRECTION_KINDS else None,
                                           norm=(hook.shifts[0] if kind == "clients" and hook.shifts else None))
     started = time.perf_counter()
     twin.run()
     scores = _scores(kind, twin_hook, plan, twin, initial)
-    included = twin_hook.included if kind == "clients" else plan.canaries.included
-    visible = (spec.canaries / 2 * (1 - (1 - twin_hook.sample_rate) ** len(twin.history))) if kind == "clients" else None
+    included = _included(kind, twin_hook, plan)
+    visible = ((spec.canaries / 2 * (1 - (1 - twin_hook.sample_rate) ** len(twin.history)))
+               if kind in DIRECTION_KINDS else None)
     summary, _ = audit_scores(scores, included, unit="none", kind=kind, epsilon=math.inf, delta=delta,
                               confidence=spec.confidence, family=None,
                               guesses=canary_guess_counts(spec.canaries, expected_visible=visible),
                               evaluation={**evaluation, "n_bootstrap": 1}, seed=seed)
-    return {"epsilon_hat": summary["epsilon_hat"], "best_score": summary["best_score"],
-            "scores": {n: {"epsilon_hat": e["epsilon_hat"], "observer": e["observer"],
-                           "auc": e.get("membership", {}).get("auc")} for n, e in summary["scores"].items()},
-            "seconds": time.perf_counter() - started,
-            "what": "the same canaries, the same scores and tests, on the run without noise (user level: "
-                    "still clipped, mean over E[clients]; plaintext sum)"}
+    out = {"epsilon_hat": summary["epsilon_hat"], "best_score": summary["best_score"],
+           "scores": {n: {"epsilon_hat": e["epsilon_hat"], "observer": e["observer"],
+                          "auc": e.get("membership", {}).get("auc")} for n, e in summary["scores"].items()},
+           "seconds": time.perf_counter() - started,
+           "what": "the same canaries, the same scores and tests, on the run without noise (user level: "
+                   "still clipped, mean over E[clients]; record level: the same DP-SGD step with zero "
+                   "noise shares; plaintext sum)"}
+    if kind in DIRECTION_KINDS:
+        out["estimate"] = one_shot_estimates(twin_hook, included, delta=delta, epsilon=math.inf)
+    return out
 
 
 def run_audit(
@@ -276,8 +305,8 @@ def run_audit(
     target_split = _subset_users(split, groups["members"])
     plan = None
     train_split = target_split
-    kind = resolve_kind(spec.canary_kind, config.privacy.unit)
-    if spec.canaries and kind != "clients":
+    kind = resolve_kind(spec.canary_kind, config.privacy.unit, config.privacy.noise)
+    if spec.canaries and kind not in DIRECTION_KINDS:
         plan = insert_canaries(target_split, kind=kind, count=spec.canaries,
                                member_users=groups["members"], rating=spec.canary_rating,
                                items_per_user=spec.canary_items_per_user, seed=seed)
@@ -289,7 +318,7 @@ def run_audit(
     trainer = FederatedTrainer(config, train_split)
     trainer.auditor = hook = _make_hook(kind, spec, trainer, plan, seed) if spec.canaries else None
     if hook is not None:
-        n_inc = int((hook.included if kind == "clients" else plan.canaries.included).sum())
+        n_inc = int(_included(kind, hook, plan).sum())
     say(f"training the federated model on {len(groups['members'])} users"
         + (f" with {spec.canaries} canary {kind} ({n_inc} included)" if hook is not None else ""))
     initial = trainer.model.shared_state()
@@ -396,7 +425,9 @@ def run_audit(
                                "ceiling: ideal mechanism, same canaries"))
             if canary_summary.get("control"):
                 points.append((math.inf, canary_summary["control"]["epsilon_hat"], "control: same run without DP"))
-            plot_epsilon_audit(points, out / "epsilon.png")
+            estimates = [(canary_summary["claimed_epsilon"], e["epsilon"], f"one-shot {name} ESTIMATE (not a bound)")
+                         for name, e in (canary_summary.get("estimate") or {}).items() if isinstance(e, dict)]
+            plot_epsilon_audit(points, out / "epsilon.png", estimates=estimates)
             result["plots"].append("epsilon.png")
         write_json_atomic(out / "audit.json", result)
     return result

@@ -17,7 +17,7 @@ __all__ = ["ATTACKS", "AuditSpec", "AuditSpecError", "spec_from_dict", "split_au
 
 #: attacks an audit can run, in the order they run
 ATTACKS = ("loss", "lira", "user", "update")
-CANARY_KINDS = ("auto", "clients", "ratings", "users")
+CANARY_KINDS = ("auto", "clients", "gradients", "ratings", "users")
 USER_SHADOWS = ("federated", "central")
 
 
@@ -30,8 +30,9 @@ class AuditSpec:
     """How an audit is run. Every field has a default; see ``docs/attacks.md``."""
 
     canaries: int = 500  # one-run audit canaries (0: no canary audit)
-    # "clients" (random directions, user level), "ratings" (record level), "users"; "auto": ratings for a
-    # record-level run, clients otherwise
+    # "clients" (random directions, user level), "gradients" (crafted examples inside record-level
+    # DP-SGD under secure aggregation), "ratings", "users"; "auto": gradients for record level with
+    # distributed noise, ratings for record level with local noise, clients otherwise
     canary_kind: str = "auto"
     canary_norm: float | None = None  # canary clients' update norm; None: the run's clip norm
     control: bool = True  # also audit the same run without DP (the no-DP twin)

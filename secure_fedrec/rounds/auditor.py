@@ -19,6 +19,11 @@ The in-process engine calls all three. A Flower coordinator can call
 :func:`add_canaries` and :func:`observe_release` as they are (it holds a
 :class:`~.server.RoundServer`); what it lacks is a party to run each canary's side of
 the secure-sum protocol, so audits run in process.
+
+Record-level DP-SGD under secure aggregation has no canary *clients*: its canaries are
+crafted examples inside real clients' steps, handed to every :func:`~.client.client_step`
+by the engine (``FederatedTrainer.canary_gradients``, :mod:`secure_fedrec.training.canaries`);
+the same auditor then only observes (``canary_updates`` returns nothing).
 """
 
 from __future__ import annotations
