@@ -48,6 +48,7 @@ __all__ = ["FixedPointEncoder", "csprng_uniform"]
 
 _MAX_BITS = 62  # sums are held in int64/uint64; leave room for the sign and one carry
 _TWO_TO_MINUS_53 = 1.0 / (1 << 53)
+_TWO_TO_53 = float(1 << 53)
 
 
 def csprng_uniform(size: int) -> np.ndarray:
@@ -64,11 +65,24 @@ def csprng_uniform(size: int) -> np.ndarray:
 
 def _uniform_into(words: np.ndarray) -> np.ndarray:
     """Fill the uint64 array ``words`` as :func:`csprng_uniform` does; returns a float64 view."""
+    uniform = _scaled_uniform_into(words)
+    np.multiply(uniform, _TWO_TO_MINUS_53, out=uniform)  # a power of two: exact
+    return uniform
+
+
+def _scaled_uniform_into(words: np.ndarray) -> np.ndarray:
+    """``2^53`` times :func:`_uniform_into`: the uniform 53-bit integers ``k``, as float64.
+
+    The rounding test ``k / 2^53 < fraction`` is the same comparison as
+    ``k < fraction * 2^53`` (both sides scaled by a power of two, exactly), and
+    converting ``k < 2^53`` as a signed integer is exact and faster than the
+    unsigned multiply-and-convert.
+    """
     prg.keystream_into(secrets.token_bytes(prg.SEED_SIZE), words)
     np.right_shift(words, np.uint64(11), out=words)
     uniform = words.view(np.float64)
     # In place, element by element: every value is below 2^53, so the conversion is exact.
-    np.multiply(words, _TWO_TO_MINUS_53, out=uniform, casting="unsafe")
+    np.copyto(uniform, words.view(np.int64), casting="unsafe")
     return uniform
 
 
@@ -175,7 +189,8 @@ class FixedPointEncoder:
 
     def _levels_into(self, x: np.ndarray, weight: float | None, stochastic: bool,
                      out: np.ndarray) -> None:
-        """The int64 levels of ``x`` (+ ``weight``) into ``out``: one pass per step, no allocation."""
+        """The levels of ``x`` (+ ``weight``) into ``out`` (int64, or int32 when they fit): one pass
+        per step, no allocation."""
         if not np.isfinite(x).all():
             raise EncodingError("cannot encode NaN or infinite values")
         if weight is not None and not math.isfinite(weight):
@@ -190,10 +205,12 @@ class FixedPointEncoder:
         if stochastic:
             np.floor(scaled, out=rounded)
             fraction = np.subtract(scaled, rounded, out=scaled)
-            np.copyto(out, rounded, casting="unsafe")  # integer-valued and below 2^62: exact
-            # Round up with probability `fraction`: one 53-bit uniform draw per coordinate.
-            up = np.less(_uniform_into(scratch("encoding.uniform", size, np.uint64)), fraction,
-                         out=scratch("encoding.up", size, np.bool_))
+            np.multiply(fraction, _TWO_TO_53, out=fraction)  # exact; compared with k below
+            np.copyto(out, rounded, casting="unsafe")  # integer-valued and in out's range: exact
+            # Round up with probability `fraction`: one 53-bit uniform draw k per coordinate,
+            # up iff k / 2^53 < fraction (tested as k < fraction * 2^53, the same comparison).
+            up = np.less(_scaled_uniform_into(scratch("encoding.uniform", size, np.uint64)),
+                         fraction, out=scratch("encoding.up", size, np.bool_))
             np.add(out, up, out=out)
         else:
             np.rint(scaled, out=rounded)
@@ -224,10 +241,11 @@ class FixedPointEncoder:
             self._levels_into(x, weight, stochastic, levels)
             ring = levels.view(np.uint64)  # two's complement
         else:
-            levels = scratch("encoding.levels", size, np.int64)
-            self._levels_into(x, weight, stochastic, levels)
+            # bits <= 32: every level is in [-(2^31 - 1), 2^31 - 1] (check_no_wrap bounds
+            # max_level by 2^(bits-1) - 1), so the levels are computed straight into the
+            # result as int32, whose two's complement bits are the uint32 ring element.
             ring = np.empty(size, dtype=word)
-            np.copyto(ring, levels, casting="unsafe")  # keeps the low 32 bits: two's complement
+            self._levels_into(x, weight, stochastic, ring.view(np.int32))
         if self.bits < 8 * word.itemsize:
             np.bitwise_and(ring, word.type(self.modulus - 1), out=ring)
         return ring if weight is not None else ring.reshape(x.shape)

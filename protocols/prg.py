@@ -33,6 +33,7 @@ __all__ = ["SEED_SIZE", "add_mask", "expand", "keystream_into", "keystream_words
 
 SEED_SIZE = 32
 _ZERO_COUNTER = bytes(16)
+_CTR_FROM_ZERO = modes.CTR(_ZERO_COUNTER)  # immutable; one object for every expansion
 _MAX_BITS = 62
 # Plaintext for the keystream: CTR encryption of zeros is the keystream itself. One
 # shared read-only buffer, grown on demand, read by every expansion.
@@ -93,7 +94,7 @@ def keystream_into(seed: bytes, out: np.ndarray) -> np.ndarray:
         raise ValueError("out must be a writable C-contiguous array")
     nbytes = out.nbytes
     if nbytes:
-        encryptor = Cipher(algorithms.AES(bytes(seed)), modes.CTR(_ZERO_COUNTER)).encryptor()
+        encryptor = Cipher(algorithms.AES(bytes(seed)), _CTR_FROM_ZERO).encryptor()
         encryptor.update_into(_zero_source(nbytes), memoryview(out).cast("B"))
     return out
 

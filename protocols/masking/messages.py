@@ -82,7 +82,10 @@ __all__ = [
     "decode_kinds",
     "encode",
     "encode_body",
+    "encode_writer",
     "max_frame_size",
+    "write_key_directory",
+    "write_share_bundle",
 ]
 
 PROTOCOL_CODE = 1
@@ -269,9 +272,9 @@ class KeyDirectory:
         _all_fixed(tuple(e.s_public for e in self.entries), KEY_SIZE, "s_public")
 
     def write(self, w: Writer) -> None:
-        w.u32_list(tuple(e.client_id for e in self.entries))
-        w.blob(b"".join(e.c_public + e.s_public for e in self.entries))
-        w.blob(b"".join(e.signature for e in self.entries))
+        write_key_directory(w, tuple(e.client_id for e in self.entries),
+                            b"".join(e.c_public + e.s_public for e in self.entries),
+                            b"".join(e.signature for e in self.entries))
 
     @staticmethod
     def max_body(limits: Limits) -> int:
@@ -339,7 +342,7 @@ class ShareBundle:
         _all_fixed(self.ciphertexts, SHARE_CIPHERTEXT_SIZE, "ciphertext")
 
     def write(self, w: Writer) -> None:
-        w.u32_list(self.senders).blob(b"".join(self.ciphertexts))
+        write_share_bundle(w, self.senders, b"".join(self.ciphertexts))
 
     @staticmethod
     def max_body(limits: Limits) -> int:
@@ -351,6 +354,31 @@ class ShareBundle:
         ids = tuple(r.u32_list(max_items=limits.neighbourhood))
         cts = r.blob(exact_len=SHARE_CIPHERTEXT_SIZE * len(ids))
         return cls(ids, _chunks(cts, SHARE_CIPHERTEXT_SIZE))
+
+
+def write_key_directory(w: Writer, ids: tuple[int, ...] | np.ndarray,
+                        keys: bytes | memoryview, signatures: bytes | memoryview) -> None:
+    """The body of a :class:`KeyDirectory` from its columns: ``keys`` holds ``c_pk || s_pk``
+    of each client in ``ids`` order, ``signatures`` 64 bytes per client or nothing.
+
+    The server of a large session writes directories straight from these columns instead
+    of building ``KeyEntry`` objects (n * (k + 1) of them); the layout is written here
+    only, for both paths.
+    """
+    w.u32_list(ids).blob(keys).blob(signatures)
+
+
+def write_share_bundle(w: Writer, senders: tuple[int, ...] | np.ndarray,
+                       ciphertexts: bytes | memoryview) -> None:
+    """The body of a :class:`ShareBundle`: ``ciphertexts`` joined, one per sender, in order."""
+    w.u32_list(senders).blob(ciphertexts)
+
+
+def encode_writer(kind: int, w: Writer, *, session_id: bytes, round_index: int, sender: int,
+                  receiver: int, protocol: int = PROTOCOL_CODE) -> bytes:
+    """A frame of ``kind`` around a body already written to ``w`` (see the writers above)."""
+    return encode_frame_parts(FrameHeader(protocol, kind, session_id, round_index, sender,
+                                          receiver), w)
 
 
 _WORD_DTYPES = tuple(np.dtype(f"<u{size}") for size in (1, 2, 4, 8))
