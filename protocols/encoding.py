@@ -96,7 +96,7 @@ def _round_up_into(fraction: np.ndarray, up: np.ndarray) -> np.ndarray:
     np.multiply(fraction, _TWO_TO_32, out=fraction)  # exact
     threshold = scratch("encoding.threshold", size, np.uint32)
     np.copyto(threshold, fraction, casting="unsafe")  # floor: every value is in [0, 2^32)
-    high = prg.keystream_into(secrets.token_bytes(prg.SEED_SIZE),
+    high = prg.mask_keystream_into(secrets.token_bytes(prg.SEED_SIZE),
                               scratch("encoding.high", size, np.uint32))
     np.less(high, threshold, out=up)
     tie = np.equal(high, threshold, out=scratch("encoding.tie", size, np.bool_))

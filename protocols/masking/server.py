@@ -48,7 +48,6 @@ from ..errors import (
 )
 from ..graph import harary_neighbourhoods
 from ..keys import TrustStore
-from ..scratch import scratch
 from ..wire import SERVER_ID, FrameHeader, Writer, check_round_index
 from . import derivations as d
 from . import messages as m
@@ -448,9 +447,8 @@ class MaskingServer:
                 raise InvalidShare("a mask key does not match its public key")
             mask_keys[j] = private  # loaded once for all of j's surviving neighbours
 
-        work = scratch("masking.keystream", length, dtype)
         for seed in seeds.values():
-            prg.add_mask(total, seed, work, subtract=True)
+            prg.add_mask(total, seed, subtract=True)
         survivor_set = set(survivors)
         for j, private in mask_keys.items():
             for i in sorted(self.neighbourhoods[j] & survivor_set):
@@ -459,7 +457,7 @@ class MaskingServer:
                 seed = d.pairwise_seed(private, self._keys[i].s_public, self.session_id,
                                        self.round_index, i, j)
                 # Survivor i added +mask if i < j, -mask otherwise: undo it.
-                prg.add_mask(total, seed, work, subtract=i < j)
+                prg.add_mask(total, seed, subtract=i < j)
         result = total.astype(np.uint64) & np.uint64((1 << bits) - 1)
         self.result = ServerResult(
             total=result,

@@ -77,7 +77,7 @@ def test_split_rounding_test_is_the_53_bit_comparison(monkeypatch):
             out[...] = hi
             return out
 
-        monkeypatch.setattr(enc.prg, "keystream_into", fake_keystream)
+        monkeypatch.setattr(enc.prg, "mask_keystream_into", fake_keystream)
         monkeypatch.setattr(enc.secrets, "randbits", lambda bits, ties=ties: next(ties))
         up = enc._round_up_into(fraction.copy(), np.empty(fraction.size, dtype=bool))
         k = hi.astype(np.uint64) * np.uint64(2**21) + lo.astype(np.uint64)
