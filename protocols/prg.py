@@ -124,6 +124,9 @@ def keystream_into(seed: bytes, out: np.ndarray) -> np.ndarray:
 MAX_STREAM_BYTES = (1 << 36) - 32
 _GCM_TAG = 16
 _ZERO_NONCE = bytes(12)
+#: GCM with a 96-bit nonce N encrypts with counter blocks N || 2, N || 3, ... (SP 800-38D)
+_CTR_FROM_BLOCK_TWO = modes.CTR((2).to_bytes(16, "big"))
+_GCM_INTO = hasattr(AESGCM, "encrypt_into")
 
 
 def _mask_stream(seed: bytes, nbytes: int) -> np.ndarray:
@@ -136,7 +139,11 @@ def _mask_stream(seed: bytes, nbytes: int) -> np.ndarray:
     if not 0 <= nbytes <= MAX_STREAM_BYTES:
         raise ValueError(f"a mask stream is at most {MAX_STREAM_BYTES} bytes")
     work = scratch("prg.mask_stream", nbytes + _GCM_TAG, np.uint8)
-    AESGCM(bytes(seed)).encrypt_into(_ZERO_NONCE, _zero_source(nbytes), None, work)
+    if _GCM_INTO:
+        AESGCM(bytes(seed)).encrypt_into(_ZERO_NONCE, _zero_source(nbytes), None, work)
+    else:  # cryptography < 45 has no encrypt_into: the same bytes through CTR
+        Cipher(algorithms.AES(bytes(seed)), _CTR_FROM_BLOCK_TWO).encryptor().update_into(
+            _zero_source(nbytes), memoryview(work))
     return work[:nbytes]
 
 
