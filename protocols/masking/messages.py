@@ -581,9 +581,26 @@ def max_frame_size(limits: Limits = DEFAULT_LIMITS, kinds: Mapping[int, type] | 
 
 
 @functools.lru_cache(maxsize=256)
-def _max_frame(limits: Limits, protocol: int, kinds: tuple[type, ...]) -> int:
-    # Every decode asks this; a party decodes thousands of frames under one Limits.
-    return HEADER_SIZE + max(cls.max_body(limits) for cls in kinds)
+def _bounds(limits: Limits, kinds: tuple[tuple[int, type], ...],
+            ) -> tuple[int, dict[int, tuple[type, int]]]:
+    """The largest frame under ``limits`` and, per kind, its class and largest body.
+
+    Every decode asks this; a party decodes thousands of frames under one Limits.
+    """
+    by_kind = {kind: (cls, cls.max_body(limits)) for kind, cls in kinds}
+    return HEADER_SIZE + max(size for _, size in by_kind.values()), by_kind
+
+
+#: id(kinds) -> (kinds, its items). The kinds mappings are module constants; holding a
+#: reference keeps each one alive, so its id is never reused for another mapping.
+_KIND_ITEMS: dict[int, tuple[Mapping[int, type], tuple[tuple[int, type], ...]]] = {}
+
+
+def _kind_items(kinds: Mapping[int, type]) -> tuple[tuple[int, type], ...]:
+    cached = _KIND_ITEMS.get(id(kinds))
+    if cached is None or cached[0] is not kinds:
+        cached = _KIND_ITEMS[id(kinds)] = (kinds, tuple(kinds.items()))
+    return cached[1]
 
 
 def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Envelope:
@@ -599,17 +616,17 @@ def decode_kinds(data: bytes, *, limits: Limits, protocol: int,
                  kinds: Mapping[int, type]) -> Envelope:
     """:func:`decode` for the message ``kinds`` of ``protocol`` (shared with the multi-round
     variant, whose frames carry their own protocol code)."""
-    header, body = split_frame(data, max_size=_max_frame(limits, protocol,
-                                                         tuple(kinds.values())))
+    max_frame, by_kind = _bounds(limits, _kind_items(kinds))
+    header, body = split_frame(data, max_size=max_frame)
     if header.protocol != protocol:
         raise MalformedMessage(f"not a frame of protocol {protocol} (protocol {header.protocol})")
-    cls = kinds.get(header.kind)
-    if cls is None:
+    known = by_kind.get(header.kind)
+    if known is None:
         raise MalformedMessage(f"unknown message kind {header.kind}")
+    cls, max_body = known
     to_server, from_server = header.receiver == SERVER_ID, header.sender == SERVER_ID
     if cls.TO_SERVER != to_server or cls.TO_SERVER == from_server:
         raise MalformedMessage("message travels in the wrong direction")
-    max_body = cls.max_body(limits)
     if body.nbytes > max_body:
         raise MalformedMessage(f"{cls.__name__} of {body.nbytes} bytes exceeds this session's "
                                f"limit of {max_body}")
