@@ -156,19 +156,27 @@ def mask_keystream_into(seed: bytes, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def add_mask(target: np.ndarray, seed: bytes, *, subtract: bool = False) -> None:
+def add_mask(target: np.ndarray, seed: bytes, *, subtract: bool = False,
+             source: np.ndarray | None = None) -> None:
     """``target ±= mask keystream(seed)`` in place, modulo the word size (``target``'s dtype).
 
     The keystream goes to a reused per-thread buffer and is added from there: no
-    allocation per mask.
+    allocation per mask. With ``source`` (same dtype and length as ``target``),
+    ``target = source ± mask`` instead: the first mask of a vector is added while
+    the vector is copied in, one pass instead of two.
     """
     if not (isinstance(target, np.ndarray) and target.ndim == 1 and target.flags.c_contiguous):
         raise ValueError("target must be a 1-D C-contiguous array")
+    if source is None:
+        source = target
+    elif not (isinstance(source, np.ndarray) and source.dtype == target.dtype
+              and source.shape == target.shape):
+        raise ValueError("source must be an array of target's dtype and shape")
     stream = _mask_stream(seed, target.nbytes).view(target.dtype)
     if subtract:
-        np.subtract(target, stream, out=target)
+        np.subtract(source, stream, out=target)
     else:
-        np.add(target, stream, out=target)
+        np.add(source, stream, out=target)
 
 
 def expand(seed: bytes, length: int, bits: int) -> np.ndarray:

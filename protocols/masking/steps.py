@@ -156,8 +156,11 @@ def mask_input(vector: np.ndarray, params: MaskingParams, self_seed: bytes,
     """
     dtype = prg.word_dtype(params.bits)
     masked = np.empty(params.vector_length, dtype=dtype)
-    np.copyto(masked, vector, casting="unsafe")  # entries < 2^bits: exact
-    prg.add_mask(masked, self_seed)
+    if vector.dtype == dtype and vector.ndim == 1:  # the encoder's own words: copy and mask at once
+        prg.add_mask(masked, self_seed, source=vector)
+    else:
+        np.copyto(masked, vector, casting="unsafe")  # entries < 2^bits: exact
+        prg.add_mask(masked, self_seed)
     for peer, seed in pairwise:
         prg.add_mask(masked, seed, subtract=client_id > peer)
     if params.bits < 8 * dtype.itemsize:

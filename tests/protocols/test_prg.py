@@ -58,6 +58,23 @@ def test_mask_stream_is_ctr_from_block_two_at_every_length():
         prg.add_mask(np.zeros(8, dtype=np.uint32)[::2], seed)
 
 
+def test_add_mask_from_a_source_is_source_plus_or_minus_the_mask():
+    """The masked upload's first mask is added while the vector is copied in (steps.mask_input)."""
+    seed = bytes(range(1, 33))
+    source = np.random.default_rng(3).integers(0, 2**32, 1031, dtype=np.uint64).astype(np.uint32)
+    for subtract in (False, True):
+        want = source.copy()
+        prg.add_mask(want, seed, subtract=subtract)
+        target = np.empty_like(source)
+        prg.add_mask(target, seed, subtract=subtract, source=source)
+        assert np.array_equal(target, want)
+    assert np.array_equal(source, np.random.default_rng(3).integers(
+        0, 2**32, 1031, dtype=np.uint64).astype(np.uint32))  # the source is left alone
+    for bad in (source.astype(np.uint64), source[:-1]):
+        with pytest.raises(ValueError):
+            prg.add_mask(np.empty_like(source), seed, source=bad)
+
+
 def test_mask_stream_fallback_without_encrypt_into_gives_the_same_bytes(monkeypatch):
     """cryptography < 45 lacks AESGCM.encrypt_into: the CTR fallback must be byte-identical."""
     seed = bytes(range(1, 33))
