@@ -17,14 +17,13 @@ code reads as the paper does and every derivation carries its domain label:
 
 from __future__ import annotations
 
-import hmac
 import struct
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PublicKey,
 )
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import DecryptionError, InvalidSignature, MalformedMessage
 from .wire import check_round_index
@@ -48,8 +48,6 @@ __all__ = [
     "agree",
     "check_public_key",
     "derive_key",
-    "expand_key",
-    "extract_key",
     "generate_key_pair",
     "load_private",
     "open_sealed",
@@ -153,25 +151,9 @@ def agree(private: X25519PrivateKey | bytes, peer_public: bytes) -> bytes:
 
 def derive_key(shared_secret: bytes, *, salt: bytes, label: bytes, context: bytes) -> bytes:
     """HKDF-SHA256 → 32 bytes; ``info = label || 0x00 || context``."""
-    return expand_key(extract_key(shared_secret, salt=salt), label=label, context=context)
-
-
-# HKDF (RFC 5869) written out for its 32-byte output, on the standard library's HMAC
-# (OpenSSL's): Extract is PRK = HMAC-SHA256(salt, IKM), Expand to one hash length is
-# T(1) = HMAC-SHA256(PRK, info || 0x01). Why not ``cryptography``'s HKDF class: it offers
-# no separate Extract before version 45 (pyproject allows >= 42), and its per-object Python
-# layer costs as much as the two HMACs. A client derives both directions' share keys of
-# a neighbour from one Extract (the salt and the secret are the same; only ``info``
-# differs), ~3,000 derivations per session at n = 100, k = 10. The output is HKDF's,
-# byte for byte (tests/protocols/test_keys.py compares it with ``cryptography``'s HKDF).
-def extract_key(shared_secret: bytes, *, salt: bytes) -> bytes:
-    """HKDF-Extract with SHA-256: the pseudorandom key of ``shared_secret`` under ``salt``."""
-    return hmac.digest(salt, shared_secret, "sha256")
-
-
-def expand_key(prk: bytes, *, label: bytes, context: bytes) -> bytes:
-    """HKDF-Expand with SHA-256 to 32 bytes, ``info = label || 0x00 || context``."""
-    return hmac.digest(prk, b"".join((label, b"\x00", context, b"\x01")), "sha256")
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=salt, info=label + b"\x00" + context
+    ).derive(shared_secret)
 
 
 _BINDING = struct.Struct(">III")

@@ -111,9 +111,7 @@ class MaskingClient:
         self._c_keys: kx.KeyPair | None = None
         self._s_keys: kx.KeyPair | None = None
         self._directory: dict[int, m.KeyEntry] = {}
-        # neighbour -> HKDF-Extract(session id, X25519(c_sk, c_pk_j)): both directions'
-        # share keys of the pair expand from it.
-        self._c_prk: dict[int, bytes] = {}
+        self._c_shared: dict[int, bytes] = {}  # neighbour -> X25519(c_sk, c_pk_j)
         self._s_shared: dict[int, bytes] = {}  # neighbour -> X25519(s_sk, s_pk_j)
         self._seed_shares: dict[int, int] = {}  # owner -> share of its self-mask seed
         self._key_shares: dict[int, int] = {}  # owner -> share of its mask secret key
@@ -205,7 +203,7 @@ class MaskingClient:
         self._self_seed = None
         self._seed_shares.clear()
         self._key_shares.clear()
-        self._c_prk.clear()
+        self._c_shared.clear()
         self._s_shared.clear()
 
     # ----------------------------------------------------- round 0: keys
@@ -249,12 +247,8 @@ class MaskingClient:
         if params.active:
             self._verify_directory(entries)
         self._directory = entries
-        c_shared, self._s_shared = steps.agree_with_neighbours(
+        self._c_shared, self._s_shared = steps.agree_with_neighbours(
             entries, self.client_id, self._c_keys, self._s_keys)
-        session_id = self.session_id
-        self._c_prk = {peer: d.share_prk(secret, session_id)
-                       for peer, secret in c_shared.items()}
-        del c_shared
         holders = sorted(entries)
         seed = secrets.token_bytes(prg.SEED_SIZE)
         seed_shares, key_shares = shamir.split_many(
@@ -266,8 +260,8 @@ class MaskingClient:
                 self._seed_shares[holder] = seed_shares[idx]
                 self._key_shares[holder] = key_shares[idx]
                 continue
-            key = d.share_key_from_prk(self._c_prk[holder], self.round_index,
-                                       self.client_id, holder)
+            key = d.share_key(self._c_shared[holder], self.session_id, self.round_index,
+                              self.client_id, holder)
             ciphertexts.append(d.seal_shares(key, self.session_id, self.round_index,
                                              self.client_id, holder,
                                              seed_shares[idx], key_shares[idx]))
@@ -298,8 +292,8 @@ class MaskingClient:
         if self._input is None:
             raise LocalProtocolError("set_input() must be called before the masked upload")
         for sender, ct in zip(msg.senders, msg.ciphertexts):
-            key = d.share_key_from_prk(self._c_prk[sender], self.round_index,
-                                       sender, self.client_id)
+            key = d.share_key(self._c_shared[sender], self.session_id, self.round_index,
+                              sender, self.client_id)
             seed_share, key_share = d.open_shares(key, ct, self.session_id, self.round_index,
                                                   sender, self.client_id)
             self._seed_shares[sender] = seed_share
@@ -315,7 +309,7 @@ class MaskingClient:
         self._self_seed = None  # only the shares remain
         # Only the shares of the neighbours' secrets are needed from here on.
         self._s_shared.clear()
-        self._c_prk.clear()
+        self._c_shared.clear()
         self._directory = {}
         self._input = None
         return m.MaskedInput(masked)

@@ -14,15 +14,7 @@ import struct
 import numpy as np
 
 from ..errors import InvalidShare
-from ..keys import (
-    agree,
-    binding,
-    derive_key,
-    expand_key,
-    extract_key,
-    open_sealed,
-    seal,
-)
+from ..keys import agree, binding, derive_key, open_sealed, seal
 from ..shamir import decode_share, encode_share
 from ..wire import SERVER_ID
 
@@ -39,17 +31,6 @@ def share_key(c_shared: bytes, session_id: bytes, round_index: int, sender: int,
     """Directional AEAD key for the shares ``sender`` gives ``receiver`` (single use)."""
     return derive_key(c_shared, salt=session_id, label=_LABEL_SHARE_KEY,
                       context=binding(round_index, sender, receiver))
-
-
-def share_prk(c_shared: bytes, session_id: bytes) -> bytes:
-    """HKDF-Extract of a pair's ``c`` secret under the session id: both directions' share keys
-    expand from it (:func:`share_key_from_prk`), so a client extracts once per neighbour."""
-    return extract_key(c_shared, salt=session_id)
-
-
-def share_key_from_prk(prk: bytes, round_index: int, sender: int, receiver: int) -> bytes:
-    """:func:`share_key` from :func:`share_prk` of the same secret and session (same bytes)."""
-    return expand_key(prk, label=_LABEL_SHARE_KEY, context=binding(round_index, sender, receiver))
 
 
 def _share_ad(session_id: bytes, round_index: int, sender: int, receiver: int) -> bytes:

@@ -138,11 +138,10 @@ def agree_with_neighbours(entries: Mapping[int, m.KeyEntry], client_id: int,
     any share leaves the client.
     """
     c_shared, s_shared = {}, {}
-    c_private, s_private = c_keys.private, s_keys.private
     for peer, entry in entries.items():
         if peer != client_id:
-            c_shared[peer] = kx.agree(c_private, entry.c_public)
-            s_shared[peer] = kx.agree(s_private, entry.s_public)
+            c_shared[peer] = kx.agree(c_keys.private, entry.c_public)
+            s_shared[peer] = kx.agree(s_keys.private, entry.s_public)
     return c_shared, s_shared
 
 
