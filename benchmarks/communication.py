@@ -25,6 +25,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -82,6 +83,83 @@ def one_run(config: RunConfig) -> dict:
     }
 
 
+# ----------------------------------------------------------------- byte breakdown (floor)
+#: frame kind -> name, per protocol code (1: single-round masking, 3: multi-round key sessions)
+_KIND_NAMES = {
+    1: {2: "advertise_keys", 4: "encrypted_shares", 6: "masked_input", 8: "consistency_signature",
+        10: "unmask_shares"},
+    3: {2: "advertise_keys", 4: "armings", 6: "round_upload", 8: "round_unmask_shares"},
+}
+
+
+def _frame_sizes(sizes: dict) -> Callable[[str, int, int, bytes], bytes]:
+    """An interceptor that adds every client frame's size to ``sizes[(client, kind name)]``."""
+    from protocols.wire import SERVER_ID
+
+    def record(stage: str, sender: int, receiver: int, frame: bytes) -> bytes:
+        if receiver == SERVER_ID:
+            name = _KIND_NAMES.get(frame[5], {}).get(frame[6], f"kind{frame[6]}")
+            sizes[(sender, name)] = sizes.get((sender, name), 0) + len(frame)
+        return frame
+    return record
+
+
+def byte_breakdown(clients: int, vector_lengths: dict[str, tuple[int, int]], *, rounds: int = 4,
+                   seed: int = 0) -> dict:
+    """What a client uploads per round, frame by frame, under SecAgg+ at the job's parameters.
+
+    ``vector_lengths``: encoding -> (coordinates, ring bits). One single-round session
+    (what ``aggregation.key_rounds = 1``, the default, runs every round) and one multi-round
+    key session of ``rounds`` rounds (``aggregation.key_rounds > 1``: setup once, then two
+    exchanges per round), on the same clients, degree and threshold; nobody drops out.
+    """
+    from protocols.masking import MaskingParams, run_session
+    from protocols.masking.multiround import MultiRoundSecAgg
+    from secure_fedrec.aggregation.session import SessionPolicy, session_parameters
+
+    rng = np.random.default_rng(seed)  # workload values only
+    out: dict = {"clients_per_round": clients}
+    for encoding, (length, bits) in vector_lengths.items():
+        plan = session_parameters(SessionPolicy("secagg+"), clients, bits=bits,
+                                  vector_length=length)
+        params = MaskingParams(threshold=plan.threshold, degree=plan.degree, bits=bits,
+                               vector_length=length)
+        inputs = {c: rng.integers(0, 1 << bits, length, dtype=np.uint64) for c in range(clients)}
+        vector_bytes = length * (1 if bits <= 8 else 2 if bits <= 16 else 4 if bits <= 32 else 8)
+        single: dict = {}
+        run_session(inputs, params, interceptor=_frame_sizes(single))
+        per_round: list[dict] = []
+        driver = MultiRoundSecAgg(params, list(range(clients)), rounds=rounds)
+        for _ in range(rounds):
+            sizes: dict = {}
+            driver.interceptor = _frame_sizes(sizes)
+            driver.run_round(inputs)
+            per_round.append(sizes)
+
+        def mean_by_kind(sizes: dict) -> dict[str, float]:
+            kinds = sorted({k for _, k in sizes})
+            return {k: sum(v for (_, kk), v in sizes.items() if kk == k) / clients for k in kinds}
+
+        steady = [mean_by_kind(r) for r in per_round[1:]]
+        steady_mean = {k: float(np.mean([r.get(k, 0.0) for r in steady]))
+                       for k in sorted({k for r in steady for k in r})}
+        single_kinds = mean_by_kind(single)
+        out[encoding] = {
+            "degree": plan.degree, "threshold": plan.threshold, "bits": bits,
+            "coordinates": length, "encoded_vector_bytes": vector_bytes,
+            "single_round": {"by_frame": single_kinds, "total": sum(single_kinds.values()),
+                             "overhead": sum(single_kinds.values()) - vector_bytes,
+                             "expansion": sum(single_kinds.values()) / vector_bytes},
+            "key_session_first_round": {"by_frame": mean_by_kind(per_round[0]),
+                                        "total": sum(mean_by_kind(per_round[0]).values())},
+            "key_session_steady_round": {"by_frame": steady_mean,
+                                         "total": sum(steady_mean.values()),
+                                         "overhead": sum(steady_mean.values()) - vector_bytes,
+                                         "expansion": sum(steady_mean.values()) / vector_bytes},
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -89,7 +167,24 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--clients-per-round", type=float, default=None, help="default: the config's")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only the per-frame byte breakdown on the synthetic default's "
+                             "parameters (SecAgg+, single-round and key sessions); writes "
+                             "communication_breakdown.json next to --out")
     args = parser.parse_args()
+    if args.breakdown:
+        config = RunConfig()
+        clients = round(config.training.clients_per_round * config.data.synthetic.n_users)
+        # The synthetic default's vectors (benchmarks/results/communication.json): dense
+        # 1,801 coordinates in a 32-bit ring; compact 828 (46 %) in a 16-bit ring.
+        report = byte_breakdown(clients, {"dense": (1801, 32), "compact": (828, 16)})
+        path = args.out.with_name("communication_breakdown.json")
+        path.write_text(json.dumps({
+            "command": "OMP_NUM_THREADS=1 python benchmarks/communication.py --breakdown",
+            **report}, indent=1) + "\n")
+        print(json.dumps(report, indent=1))
+        print(f"wrote {path}")
+        return
     if not ML_SMALL.exists():
         print(f"skipping ml-latest-small: {ML_SMALL} is absent")
         args.datasets = [d for d in args.datasets if not d.startswith("ml-latest-small")]

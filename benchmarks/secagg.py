@@ -22,8 +22,10 @@ other on the same machine:
 * **limit** — the work no implementation of this protocol can skip, priced
   with micro-timings measured in the same run: per client two X25519 key
   generations and 2k agreements, one Shamir split of its two secrets to its
-  k + 1 holders, one AES-256-CTR expansion and one modular add per mask, and
-  the encoder's randomness (one AES-CTR pass of 8 bytes per coordinate, for
+  k + 1 holders, one AES-256 keystream expansion (as ``protocols.prg`` computes it:
+  GCM's keystream) and one modular add per mask, and
+  the encoder's randomness (one AES-CTR pass of 4 bytes per coordinate — the
+  32 random bits per coordinate its exact stochastic rounding draws — for
   the clients that upload — Flower's reference quantizes for those only); for
   the server one add per upload, one Shamir reconstruction per survivor's seed
   and per dropped client's key, and for every (dropped, surviving) pair one
@@ -89,7 +91,7 @@ def micro_timings(m: int, degree: int, threshold: int) -> dict[str, float]:
     seed = secrets.token_bytes(32)
     out = np.empty(m, dtype=np.uint32)
     acc = np.zeros(m, dtype=np.uint32)
-    randomness = np.empty(m, dtype=np.uint64)  # 8 bytes per coordinate
+    randomness = np.empty(m, dtype=np.uint32)  # 4 bytes per coordinate (encoding.py)
     key = X25519PrivateKey.generate()
     peer = X25519PrivateKey.generate().public_key()
     xs = list(range(1, degree + 2))
@@ -98,9 +100,13 @@ def micro_timings(m: int, degree: int, threshold: int) -> dict[str, float]:
     lambdas = shamir.lagrange_coefficients_at_zero(xs[:threshold])
     pairs = list(zip(xs[:threshold], shares))
     return {
+        # One mask as the protocol applies it: the AES-256 keystream (computed with GCM,
+        # protocols/prg.py) written to a work buffer and added in place.
+        "mask_expand_and_add_s": _per_call(lambda: prg.add_mask(acc, seed), repeat=50),
+        # The same keystream through plain AES-256-CTR, for reference (not in the limit).
         "aes_ctr_expand_s": _per_call(lambda: prg.keystream_into(seed, out), repeat=50),
         "modular_add_s": _per_call(lambda: np.add(acc, out, out=acc), repeat=200),
-        "encoder_randomness_s": _per_call(lambda: prg.keystream_into(seed, randomness),
+        "encoder_randomness_s": _per_call(lambda: prg.mask_keystream_into(seed, randomness),
                                           repeat=50),
         "x25519_keygen_s": _per_call(X25519PrivateKey.generate, repeat=500),
         "x25519_agree_s": _per_call(lambda: key.exchange(peer), repeat=500),
@@ -116,7 +122,7 @@ def limit_seconds(n: int, degree: int, threshold: int, dropped: set[int], graph_
     """The unavoidable CPU of one session (see the module docstring), from ``timings``."""
     hood = harary_neighbourhoods(list(range(n)), degree, graph_seed)
     alive = set(range(n)) - dropped
-    mask = timings["aes_ctr_expand_s"] + timings["modular_add_s"]
+    mask = timings["mask_expand_and_add_s"]
     clients = n * (2 * timings["x25519_keygen_s"] + 2 * degree * timings["x25519_agree_s"]
                    + timings["shamir_split_two_secrets_s"])
     clients += len(alive) * timings["encoder_randomness_s"]
@@ -188,9 +194,13 @@ def run_flower(n: int, m: int, degree: int, threshold: int, rate: float, seed: i
     return out
 
 
-def scale_cell(n: int, m: int, rate: float, seed: int) -> dict:
-    """One session with the parameter helper's degree/threshold, in a fresh process (peak RSS)."""
-    chosen = choose_parameters(n, dropout_rate=rate, corrupt_fraction=0.05)
+def scale_cell(n: int, m: int, rate: float, seed: int, *, graph_of: int | None = None) -> dict:
+    """One session with the parameter helper's degree/threshold, in a fresh process (peak RSS).
+
+    ``graph_of``: use the helper's degree/threshold for that many clients instead of ``n``
+    (the equal-degree comparison: n = 1,000 at the n = 10,000 session's degree).
+    """
+    chosen = choose_parameters(graph_of or n, dropout_rate=rate, corrupt_fraction=0.05)
     code = (
         "import json, resource, sys\n"
         f"sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
@@ -207,7 +217,7 @@ def scale_cell(n: int, m: int, rate: float, seed: int) -> dict:
         return {"n": n, "completed": False, "error": proc.stderr.strip().splitlines()[-3:]}
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out.update(n=n, m=m, dropout=rate, degree=chosen.degree, threshold=chosen.threshold,
-               process_wall_seconds=time.perf_counter() - start)
+               graph_of=graph_of or n, process_wall_seconds=time.perf_counter() - start)
     return out
 
 
@@ -224,11 +234,14 @@ def main() -> None:
     ap.add_argument("--no-flower", action="store_true")
     ap.add_argument("--no-scale", action="store_true")
     ap.add_argument("--scale-n", type=int, nargs="+", default=[1000, 10_000])
+    ap.add_argument("--no-equal-degree", action="store_true",
+                    help="skip the smallest scale-n at the largest one's degree")
+    ap.add_argument("--repeat", type=int, default=1, help="run every cell this many times")
     ap.add_argument("--out", default=str(RESULTS / "secagg.json"))
     args = ap.parse_args()
 
     rows = []
-    for cell in args.cells:
+    for cell in [c for c in args.cells for _ in range(args.repeat)]:
         n, degree, threshold = (int(v) for v in cell.split(":"))
         timings = micro_timings(args.m, degree, threshold)
         ours = run_ours(n, args.m, degree, threshold, args.dropout, args.seed)
@@ -248,6 +261,11 @@ def main() -> None:
 
     scale = [] if args.no_scale else [scale_cell(n, args.m, args.dropout, args.seed)
                                       for n in args.scale_n]
+    if scale and not args.no_equal_degree:
+        # n = 1,000 again, at the largest session's degree: per client and per neighbour, the
+        # two must cost the same if nothing grows faster than the degree.
+        scale.append(scale_cell(min(args.scale_n), args.m, args.dropout, args.seed,
+                                graph_of=max(args.scale_n)))
     for cell in scale:
         print(f"[scale] n={cell['n']} k={cell.get('degree')} t={cell.get('threshold')}: "
               f"total CPU {cell.get('total_seconds', float('nan')):.1f} s, peak RSS "
@@ -290,7 +308,9 @@ def _summary(rows: list[dict], scale: list[dict]) -> dict:
          "ours_over_limit": r["ours_over_limit"], "target_over_limit": 2,
          "correct": r["ours"]["correct"], "expansion": r["ours"]["expansion"]}
         for r in rows]}
-    by_n = {c["n"]: c for c in scale if c.get("completed", True) and "total_seconds" in c}
+    done = [c for c in scale if c.get("completed", True) and "total_seconds" in c]
+    by_n = {c["n"]: c for c in done if c.get("graph_of", c["n"]) == c["n"]}
+    equal = [c for c in done if c.get("graph_of", c["n"]) != c["n"]]
     if 1000 in by_n and 10_000 in by_n:
         small, big = by_n[1000], by_n[10_000]
         out["scale"] = {
@@ -304,6 +324,19 @@ def _summary(rows: list[dict], scale: list[dict]) -> dict:
                 (big["total_seconds"] / (10_000 * big["degree"]))
                 / (small["total_seconds"] / (1000 * small["degree"]))),
         }
+        if equal:
+            same = equal[0]
+            out["scale"]["n1000_at_n10000_degree"] = {
+                k: same[k] for k in ("degree", "threshold", "total_seconds", "peak_rss_bytes",
+                                     "correct", "encode_seconds", "protocol_client_seconds",
+                                     "server_seconds")}
+            out["scale"]["equal_degree_cpu_ratio"] = big["total_seconds"] / same["total_seconds"]
+            out["scale"]["equal_degree_per_client_ratio"] = (
+                (big["total_seconds"] / 10_000) / (same["total_seconds"] / 1000))
+            # What the helper's degree growth alone predicts: the cost per client at k = 38
+            # and at k = 42 measured at the same n, times the 10x more clients.
+            out["scale"]["degree_growth_predicted_cpu_ratio"] = (
+                10 * same["total_seconds"] / small["total_seconds"])
     return out
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "check_public_key",
     "derive_key",
     "generate_key_pair",
+    "load_private",
     "open_sealed",
     "public_from_private",
     "seal",
@@ -91,8 +92,17 @@ def generate_key_pair() -> KeyPair:
 
 def public_from_private(private_bytes: bytes) -> bytes:
     """The raw public key of a raw X25519 private key (used to check a reconstruction)."""
+    return load_private(private_bytes)[1]
+
+
+def load_private(private_bytes: bytes) -> tuple[X25519PrivateKey, bytes]:
+    """A raw X25519 private key as a key object, with its raw public key.
+
+    Loading computes the public key (one scalar multiplication): a party that
+    agrees with many peers under one reconstructed key loads it once.
+    """
     key = X25519PrivateKey.from_private_bytes(private_bytes)
-    return key.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw)
+    return key, key.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw)
 
 
 _FIELD_PRIME = 2**255 - 19

@@ -52,6 +52,10 @@ WIRE_VERSION = 1
 SERVER_ID = 0xFFFFFFFF
 SESSION_ID_SIZE = 16
 _HEADER = struct.Struct(">4sBBBB16sIIII")
+# Precompiled: every frame packs and unpacks a handful of integer fields.
+_U8 = struct.Struct(">B")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 HEADER_SIZE = _HEADER.size
 DEFAULT_MAX_FRAME = 1 << 30  # 1 GiB: far above any legitimate message, below memory exhaustion
 MAX_ROUND = 0xFFFFFFFF  # the header's round field is a u32
@@ -174,21 +178,21 @@ class Writer:
         self._size += len(part) if isinstance(part, bytes) else part.nbytes
 
     def u8(self, value: int) -> Writer:
-        self._append(struct.pack(">B", value))
+        self._append(_U8.pack(value))
         return self
 
     def u32(self, value: int) -> Writer:
-        self._append(struct.pack(">I", value))
+        self._append(_U32.pack(value))
         return self
 
     def u64(self, value: int) -> Writer:
-        self._append(struct.pack(">Q", value))
+        self._append(_U64.pack(value))
         return self
 
     def blob(self, value: bytes | bytearray | memoryview) -> Writer:
         """A length-prefixed byte string; a memoryview is referenced, not copied, until joined."""
         view = memoryview(value).cast("B") if not isinstance(value, bytes) else value
-        self._append(struct.pack(">I", len(view)))
+        self._append(_U32.pack(len(view)))
         self._append(view if isinstance(view, bytes) else view.toreadonly())
         return self
 
@@ -237,14 +241,21 @@ class Reader:
         self._pos += n
         return out
 
+    def _int(self, fmt: struct.Struct) -> int:
+        pos = self._pos
+        if pos + fmt.size > len(self._view):
+            raise MalformedMessage("truncated message body")
+        self._pos = pos + fmt.size
+        return fmt.unpack_from(self._view, pos)[0]
+
     def u8(self) -> int:
-        return self._take(1)[0]
+        return self._int(_U8)
 
     def u32(self) -> int:
-        return struct.unpack(">I", self._take(4))[0]
+        return self._int(_U32)
 
     def u64(self) -> int:
-        return struct.unpack(">Q", self._take(8))[0]
+        return self._int(_U64)
 
     def blob(self, *, max_len: int | None = None, exact_len: int | None = None) -> bytes:
         return bytes(self._blob_view(max_len, exact_len))

@@ -82,7 +82,10 @@ __all__ = [
     "decode_kinds",
     "encode",
     "encode_body",
+    "encode_writer",
     "max_frame_size",
+    "write_key_directory",
+    "write_share_bundle",
 ]
 
 PROTOCOL_CODE = 1
@@ -269,9 +272,9 @@ class KeyDirectory:
         _all_fixed(tuple(e.s_public for e in self.entries), KEY_SIZE, "s_public")
 
     def write(self, w: Writer) -> None:
-        w.u32_list(tuple(e.client_id for e in self.entries))
-        w.blob(b"".join(e.c_public + e.s_public for e in self.entries))
-        w.blob(b"".join(e.signature for e in self.entries))
+        write_key_directory(w, tuple(e.client_id for e in self.entries),
+                            b"".join(e.c_public + e.s_public for e in self.entries),
+                            b"".join(e.signature for e in self.entries))
 
     @staticmethod
     def max_body(limits: Limits) -> int:
@@ -339,7 +342,7 @@ class ShareBundle:
         _all_fixed(self.ciphertexts, SHARE_CIPHERTEXT_SIZE, "ciphertext")
 
     def write(self, w: Writer) -> None:
-        w.u32_list(self.senders).blob(b"".join(self.ciphertexts))
+        write_share_bundle(w, self.senders, b"".join(self.ciphertexts))
 
     @staticmethod
     def max_body(limits: Limits) -> int:
@@ -351,6 +354,31 @@ class ShareBundle:
         ids = tuple(r.u32_list(max_items=limits.neighbourhood))
         cts = r.blob(exact_len=SHARE_CIPHERTEXT_SIZE * len(ids))
         return cls(ids, _chunks(cts, SHARE_CIPHERTEXT_SIZE))
+
+
+def write_key_directory(w: Writer, ids: tuple[int, ...] | np.ndarray,
+                        keys: bytes | memoryview, signatures: bytes | memoryview) -> None:
+    """The body of a :class:`KeyDirectory` from its columns: ``keys`` holds ``c_pk || s_pk``
+    of each client in ``ids`` order, ``signatures`` 64 bytes per client or nothing.
+
+    The server of a large session writes directories straight from these columns instead
+    of building ``KeyEntry`` objects (n * (k + 1) of them); the layout is written here
+    only, for both paths.
+    """
+    w.u32_list(ids).blob(keys).blob(signatures)
+
+
+def write_share_bundle(w: Writer, senders: tuple[int, ...] | np.ndarray,
+                       ciphertexts: bytes | memoryview) -> None:
+    """The body of a :class:`ShareBundle`: ``ciphertexts`` joined, one per sender, in order."""
+    w.u32_list(senders).blob(ciphertexts)
+
+
+def encode_writer(kind: int, w: Writer, *, session_id: bytes, round_index: int, sender: int,
+                  receiver: int, protocol: int = PROTOCOL_CODE) -> bytes:
+    """A frame of ``kind`` around a body already written to ``w`` (see the writers above)."""
+    return encode_frame_parts(FrameHeader(protocol, kind, session_id, round_index, sender,
+                                          receiver), w)
 
 
 _WORD_DTYPES = tuple(np.dtype(f"<u{size}") for size in (1, 2, 4, 8))
@@ -553,9 +581,26 @@ def max_frame_size(limits: Limits = DEFAULT_LIMITS, kinds: Mapping[int, type] | 
 
 
 @functools.lru_cache(maxsize=256)
-def _max_frame(limits: Limits, protocol: int, kinds: tuple[type, ...]) -> int:
-    # Every decode asks this; a party decodes thousands of frames under one Limits.
-    return HEADER_SIZE + max(cls.max_body(limits) for cls in kinds)
+def _bounds(limits: Limits, kinds: tuple[tuple[int, type], ...],
+            ) -> tuple[int, dict[int, tuple[type, int]]]:
+    """The largest frame under ``limits`` and, per kind, its class and largest body.
+
+    Every decode asks this; a party decodes thousands of frames under one Limits.
+    """
+    by_kind = {kind: (cls, cls.max_body(limits)) for kind, cls in kinds}
+    return HEADER_SIZE + max(size for _, size in by_kind.values()), by_kind
+
+
+#: id(kinds) -> (kinds, its items). The kinds mappings are module constants; holding a
+#: reference keeps each one alive, so its id is never reused for another mapping.
+_KIND_ITEMS: dict[int, tuple[Mapping[int, type], tuple[tuple[int, type], ...]]] = {}
+
+
+def _kind_items(kinds: Mapping[int, type]) -> tuple[tuple[int, type], ...]:
+    cached = _KIND_ITEMS.get(id(kinds))
+    if cached is None or cached[0] is not kinds:
+        cached = _KIND_ITEMS[id(kinds)] = (kinds, tuple(kinds.items()))
+    return cached[1]
 
 
 def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Envelope:
@@ -571,17 +616,17 @@ def decode_kinds(data: bytes, *, limits: Limits, protocol: int,
                  kinds: Mapping[int, type]) -> Envelope:
     """:func:`decode` for the message ``kinds`` of ``protocol`` (shared with the multi-round
     variant, whose frames carry their own protocol code)."""
-    header, body = split_frame(data, max_size=_max_frame(limits, protocol,
-                                                         tuple(kinds.values())))
+    max_frame, by_kind = _bounds(limits, _kind_items(kinds))
+    header, body = split_frame(data, max_size=max_frame)
     if header.protocol != protocol:
         raise MalformedMessage(f"not a frame of protocol {protocol} (protocol {header.protocol})")
-    cls = kinds.get(header.kind)
-    if cls is None:
+    known = by_kind.get(header.kind)
+    if known is None:
         raise MalformedMessage(f"unknown message kind {header.kind}")
+    cls, max_body = known
     to_server, from_server = header.receiver == SERVER_ID, header.sender == SERVER_ID
     if cls.TO_SERVER != to_server or cls.TO_SERVER == from_server:
         raise MalformedMessage("message travels in the wrong direction")
-    max_body = cls.max_body(limits)
     if body.nbytes > max_body:
         raise MalformedMessage(f"{cls.__name__} of {body.nbytes} bytes exceeds this session's "
                                f"limit of {max_body}")

@@ -15,7 +15,6 @@ import numpy as np
 from .. import keys as kx
 from .. import prg, shamir
 from ..errors import BelowThreshold, MalformedMessage, RemoteProtocolError
-from ..scratch import scratch
 from . import messages as m
 from .params import MaskingParams
 
@@ -151,16 +150,18 @@ def mask_input(vector: np.ndarray, params: MaskingParams, self_seed: bytes,
     """``x + PRG(b) + Σ ±PRG(s_ij)`` modulo 2^bits: the lower id adds, the higher subtracts.
 
     The result is the one fresh array, in the session's wire words (``prg.wire_dtype``);
-    masks are expanded into a reused scratch array and added in place, modulo the word
+    masks are expanded into a reused work buffer and added in place, modulo the word
     size (2^bits divides it).
     """
     dtype = prg.word_dtype(params.bits)
     masked = np.empty(params.vector_length, dtype=dtype)
-    np.copyto(masked, vector, casting="unsafe")  # entries < 2^bits: exact
-    work = scratch("masking.keystream", params.vector_length, dtype)
-    prg.add_mask(masked, self_seed, work)
+    if vector.dtype == dtype and vector.ndim == 1:  # the encoder's own words: copy and mask at once
+        prg.add_mask(masked, self_seed, source=vector)
+    else:
+        np.copyto(masked, vector, casting="unsafe")  # entries < 2^bits: exact
+        prg.add_mask(masked, self_seed)
     for peer, seed in pairwise:
-        prg.add_mask(masked, seed, work, subtract=client_id > peer)
+        prg.add_mask(masked, seed, subtract=client_id > peer)
     if params.bits < 8 * dtype.itemsize:
         np.bitwise_and(masked, dtype.type((1 << params.bits) - 1), out=masked)
     wire = prg.wire_dtype(params.bits)  # 8- and 16-bit rings travel in 1- and 2-byte words

@@ -56,3 +56,30 @@ def test_non_finite_values_are_refused(bad):
     enc = FixedPointEncoder.for_sum(clip=1.0, max_summands=2)
     with pytest.raises(EncodingError):
         enc.encode(np.array([0.0, bad]))
+
+
+def test_split_rounding_test_is_the_53_bit_comparison(monkeypatch):
+    """Issue 22: the encoder draws 32 random bits per coordinate and 21 more only on a tie;
+    the decision must equal ``k / 2^53 < fraction`` for ``k = hi * 2^21 + lo`` exactly,
+    ties included (forced here on every coordinate)."""
+    import protocols.encoding as enc
+
+    rng = np.random.default_rng(7)
+    fraction = np.concatenate([rng.random(4000), [0.0, 2.0**-53, 0.5, 1 - 2.0**-53, 2.0**-33,
+                                                  2.0**-32, 3 * 2.0**-32 + 2.0**-50]])
+    for forced_tie in (False, True):
+        hi = (np.floor(fraction * 2.0**32).astype(np.uint32) if forced_tie
+              else rng.integers(0, 2**32, fraction.size, dtype=np.uint64).astype(np.uint32))
+        lo = rng.integers(0, 2**21, fraction.size)
+        ties = iter(lo[hi == np.floor(fraction * 2.0**32).astype(np.uint32)].tolist())
+
+        def fake_keystream(seed, out, hi=hi):
+            out[...] = hi
+            return out
+
+        monkeypatch.setattr(enc.prg, "mask_keystream_into", fake_keystream)
+        monkeypatch.setattr(enc.secrets, "randbits", lambda bits, ties=ties: next(ties))
+        up = enc._round_up_into(fraction.copy(), np.empty(fraction.size, dtype=bool))
+        k = hi.astype(np.uint64) * np.uint64(2**21) + lo.astype(np.uint64)
+        want = k.astype(np.float64) * 2.0**-53 < fraction  # k < 2^53: exact in float64
+        assert np.array_equal(up, want)

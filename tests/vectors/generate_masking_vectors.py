@@ -60,8 +60,9 @@ def shamir_vectors() -> list[dict]:
 
 def main() -> None:
     (HERE / "prg_aes_ctr.json").write_text(json.dumps(
-        {"description": "protocols.prg.expand(seed, length, bits): AES-256-CTR, zero counter "
-                        "block, little-endian words reduced mod 2^bits",
+        {"description": "protocols.prg.expand(seed, length, bits): AES-256-CTR from counter "
+                        "block 0^96 || 2 (= AES-256-GCM ciphertext of zeros, nonce 0^96), "
+                        "little-endian words reduced mod 2^bits",
          "vectors": prg_vectors()}, indent=1) + "\n")
     (HERE / "shamir_gf_p256.json").write_text(json.dumps(
         {"description": "Shamir shares over GF(2^256 + 297); x = evaluation point, "

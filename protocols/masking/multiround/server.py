@@ -47,7 +47,6 @@ from ...errors import (
     SessionMismatch,
 )
 from ...graph import harary_neighbourhoods
-from ...scratch import scratch
 from ...wire import SERVER_ID, check_round_index
 from .. import derivations as d1
 from .. import messages as m
@@ -395,15 +394,14 @@ class MultiRoundServer:
                 continue  # nobody who uploaded masked with it
             key = recover(recovery_shares.get(j))
             round_seeds[j] = d.open_seeds(key, armed[j].sealed_seeds, self.session_id, r, j)
-        work = scratch("masking.keystream", length, dtype)
         for seed in self_seeds.values():
-            prg.add_mask(total, seed, work, subtract=True)
+            prg.add_mask(total, seed, subtract=True)
         for j, seeds in round_seeds.items():
             for i in sorted(self._maskers[j] & set(survivors)):
                 if i not in seeds:
                     raise InvalidShare("sealed seeds miss a neighbour")
                 # Survivor i added +mask if i < j, -mask otherwise: undo it.
-                prg.add_mask(total, seeds[i], work, subtract=i < j)
+                prg.add_mask(total, seeds[i], subtract=i < j)
         result = RoundResult(
             total=total.astype(np.uint64) & np.uint64((1 << self.params.bits) - 1),
             contributors=survivors,
