@@ -305,7 +305,8 @@ class PrivacyConfig:
     noise: Literal["central", "distributed", "local"] = "distributed"
     # calibrates the noise for the planned rounds, and the budget guard stops before exceeding it
     target_epsilon: float | None = DEFAULT_TARGET_EPSILON
-    delta: float | None = None  # default 1 / N^1.1 for N privacy units (users; training ratings at record level)
+    # default min(1/(10N), N^-1.1) for N privacy units (users; training ratings at record level)
+    delta: float | None = None
     # when set, this noise multiplier is used as is (central or record level) and target_epsilon
     # only guards the budget; the distributed noise is always calibrated from target_epsilon
     noise_multiplier: float | None = None

@@ -67,7 +67,7 @@ class Population:
     dim: int  # shared parameters of the model
     #: record level: each client's number of DP-SGD examples (its sampling rate and steps)
     client_examples: Sequence[int] = (1,)
-    #: record level: ratings in the training data, the N of the default δ = 1/N^1.1
+    #: record level: ratings in the training data, the N of the default δ = min(1/(10N), N^-1.1)
     n_records: int | None = None
     #: record level, distributed noise: shared coordinates one example's gradient can touch
     example_dim: int | None = None
@@ -101,7 +101,8 @@ class PrivacyPlan(ABC):
         self.population = population
         self.stopped_reason: str | None = None
         p = config.privacy
-        # δ = 1/N^1.1 for N privacy units: users at user level, ratings at record level
+        # δ = min(1/(10N), N^-1.1) for N privacy units (privacy/calibration.py: default_delta):
+        # users at user level, ratings at record level
         units = population.n_records if self.unit == "record" and population.n_records else population.n_users
         self.delta: float = p.delta if p.delta is not None else default_delta(units)
         self._calibrate()
