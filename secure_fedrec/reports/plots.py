@@ -81,14 +81,25 @@ def _epsilon(rows: pd.DataFrame) -> pd.Series:
     return pd.to_numeric(rows["epsilon"], errors="coerce").fillna(np.inf)
 
 
+def _text(values: pd.Series, missing: str = "") -> pd.Series:
+    """``values`` as strings, ``missing`` where absent: pandas >= 3 keeps NaN through ``astype(str)``."""
+    return values.astype(object).where(values.notna(), missing).map(str)
+
+
 def _series_label(rows: pd.DataFrame) -> pd.Series:
-    """Mechanism plus every varying grid value that is not a privacy knob (one line each)."""
-    base = rows["mechanism"].astype(str) if "mechanism" in rows else rows.get("protocol", "runs").astype(str)
+    """Mechanism plus every varying grid value that is not a privacy knob (one line each).
+
+    A grid that does not set a key another grid sets (its rows hold no value there) gets no
+    ``key=value`` for it: the key has its default in those runs.
+    """
+    base = _text(rows["mechanism"] if "mechanism" in rows else rows.get("protocol", pd.Series("runs", index=rows.index)),
+                 "runs")
     extra = [c for c in rows.columns if c.startswith("param.") and not c.startswith("param.privacy.")
-             and c != "param.aggregation.protocol" and rows[c].astype(str).nunique() > 1]
+             and c != "param.aggregation.protocol" and _text(rows[c]).nunique() > 1]
     label = base.copy()
     for column in extra:
-        label = label + ", " + column.removeprefix("param.") + "=" + rows[column].astype(str)
+        given = rows[column].notna()
+        label = label.where(~given, label + ", " + column.removeprefix("param.") + "=" + _text(rows[column]))
     return label
 
 

@@ -223,6 +223,24 @@ def test_epsilon_is_rounded_for_people_and_tables_stay_narrow():
     assert len(statements) == 1 and "ε = 0.5:" in statements[0]
 
 
+def test_a_grid_that_leaves_out_a_key_other_grids_vary_is_plotted_under_its_mechanism():
+    """Regression: the record-distributed study's SecAgg+ grid sets no ``study.job``; under pandas 3
+    ``astype(str)`` kept that NaN, the series label became NaN and sorting the labels raised."""
+    import pandas as pd
+
+    from secure_fedrec.reports.plots import _series_label, privacy_utility_figure
+
+    rows = pd.DataFrame([{"group_id": f"g{job}", "mechanism": mechanism, "epsilon": 1.0, "metric.rmse": 0.95,
+                          "param.study.job": job}
+                         for mechanism, job in [("record/distributed (plaintext)", "run"),
+                                                ("record/central DP-SGD twin (central)", "dpsgd-twin"),
+                                                ("record/distributed (secagg+)", None)]])
+    assert _series_label(rows).tolist() == ["record/distributed (plaintext), study.job=run",
+                                            "record/central DP-SGD twin (central), study.job=dpsgd-twin",
+                                            "record/distributed (secagg+)"]
+    privacy_utility_figure(rows)
+
+
 def test_epsilon_statement_bounds_the_attackers_confidence():
     import pandas as pd
 
