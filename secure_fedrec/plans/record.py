@@ -93,7 +93,7 @@ class RecordLocal(PrivacyPlan):
         """One line: the unit, (ε, δ) spent, where the noise is added."""
         target = self.config.privacy.target_epsilon
         budget = f" of target ε={target:g}" if target is not None else ""
-        return (f"record-level DP (any single rating; worst client): ε={epsilon:.3g}{budget}, "
+        return (f"record-level DP (any single training example, worst client; on implicit feedback an interaction with its negatives is 1 + negatives examples): ε={epsilon:.3g}{budget}, "
                 f"δ={self.delta:.2g}; DP-SGD noise added by each client (Opacus)")
 
     def state_dict(self) -> dict[str, Any]:

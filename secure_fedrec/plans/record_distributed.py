@@ -172,7 +172,7 @@ class RecordDistributed(PrivacyPlan):
             where += " — a SIMULATION of the secure sum (the server here sees each client's noise share)"
         else:
             where += " (the server never sees an un-noised sum)"
-        return f"record-level DP (any single rating): ε={epsilon:.3g}{budget}, δ={self.delta:.2g}; {where}"
+        return f"record-level DP (any single training example; on implicit feedback an interaction with its negatives is 1 + negatives examples): ε={epsilon:.3g}{budget}, δ={self.delta:.2g}; {where}"
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "accountant": self.accountant.state_dict()}

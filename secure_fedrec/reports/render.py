@@ -28,9 +28,9 @@ __all__ = ["cost_table", "epsilon_statements", "format_epsilon", "render_html", 
 _UNIT_WORDS = {
     "user": ("User level", "any one user (all of that person's ratings together)"),
     "client": ("User level", "any one user (all of that person's ratings together)"),
-    "record": ("Record level", "any single rating"),
-    "example": ("Record level", "any single rating"),
-    "rating": ("Record level", "any single rating"),
+    "record": ("Record level", "any single training example (a rating; on implicit feedback one interaction or one sampled negative, so an interaction with its negatives is protected as a group)"),
+    "example": ("Record level", "any single training example (a rating; on implicit feedback one interaction or one sampled negative, so an interaction with its negatives is protected as a group)"),
+    "rating": ("Record level", "any single training example (a rating; on implicit feedback one interaction or one sampled negative, so an interaction with its negatives is protected as a group)"),
 }
 #: metric columns shown in the summary, in this order (others are in results.csv)
 _SUMMARY_METRICS = ("metric.rmse", "metric.mae", "metric.hr@10", "metric.ndcg@10", "metric.recall@20",
