@@ -591,18 +591,6 @@ def _bounds(limits: Limits, kinds: tuple[tuple[int, type], ...],
     return HEADER_SIZE + max(size for _, size in by_kind.values()), by_kind
 
 
-#: id(kinds) -> (kinds, its items). The kinds mappings are module constants; holding a
-#: reference keeps each one alive, so its id is never reused for another mapping.
-_KIND_ITEMS: dict[int, tuple[Mapping[int, type], tuple[tuple[int, type], ...]]] = {}
-
-
-def _kind_items(kinds: Mapping[int, type]) -> tuple[tuple[int, type], ...]:
-    cached = _KIND_ITEMS.get(id(kinds))
-    if cached is None or cached[0] is not kinds:
-        cached = _KIND_ITEMS[id(kinds)] = (kinds, tuple(kinds.items()))
-    return cached[1]
-
-
 def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     """Parse one frame; every failure is :class:`MalformedMessage`.
 
@@ -616,7 +604,7 @@ def decode_kinds(data: bytes, *, limits: Limits, protocol: int,
                  kinds: Mapping[int, type]) -> Envelope:
     """:func:`decode` for the message ``kinds`` of ``protocol`` (shared with the multi-round
     variant, whose frames carry their own protocol code)."""
-    max_frame, by_kind = _bounds(limits, _kind_items(kinds))
+    max_frame, by_kind = _bounds(limits, tuple(kinds.items()))
     header, body = split_frame(data, max_size=max_frame)
     if header.protocol != protocol:
         raise MalformedMessage(f"not a frame of protocol {protocol} (protocol {header.protocol})")

@@ -103,9 +103,13 @@ class DiscreteGaussianShareEncoding(Encoding):
         values = update.values
         if values.size and not (np.all(np.abs(values) <= self.max_level) and np.all(np.floor(values) == values)):
             raise ValueError("a record-level update must hold integers within the planned bound")
-        levels = sample_discrete_gaussian(self.share_sigma, update.size)
+        levels = self.noise_share(update.size)
         levels[update.indices] += values.astype(np.int64)
         return levels.astype(np.uint64) & np.uint64((1 << self.bits) - 1), {}
+
+    def noise_share(self, size: int) -> np.ndarray:
+        """This client's discrete Gaussian share of the sum's noise, as int64."""
+        return sample_discrete_gaussian(self.share_sigma, size)
 
     def server(self, outcome: SumOutcome, ctx: ServerContext) -> tuple[Aggregate, Measurements]:
         return _decode(self, outcome)

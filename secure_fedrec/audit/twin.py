@@ -14,14 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from ..aggregation import (
-    AggregationPipeline,
-    ClientContext,
-    ClientUpdate,
-    Clip,
-    FloatEncoding,
-    Mean,
-)
+from ..aggregation import AggregationPipeline, Clip, FloatEncoding, Mean
 from ..aggregation.ddg import DiscreteGaussianShareEncoding
 from ..engines.inprocess import FederatedTrainer
 
@@ -44,13 +37,8 @@ def clip_without_noise(twin: FederatedTrainer, clip_norm: float) -> None:
 class _SharesWithoutNoise(DiscreteGaussianShareEncoding):
     """The no-noise twin's encoding: the same lattice check and ring as the run's, no noise share."""
 
-    def client(self, update: ClientUpdate, ctx: ClientContext) -> tuple[np.ndarray, dict]:
-        values = update.values
-        if values.size and not (np.all(np.abs(values) <= self.max_level) and np.all(np.floor(values) == values)):
-            raise ValueError("a record-level update must hold integers within the planned bound")
-        levels = np.zeros(update.size, dtype=np.int64)
-        levels[update.indices] += values.astype(np.int64)
-        return levels.astype(np.uint64) & np.uint64((1 << self.bits) - 1), {}
+    def noise_share(self, size: int) -> np.ndarray:
+        return np.zeros(size, dtype=np.int64)
 
 
 def shares_without_noise(twin: FederatedTrainer) -> None:
