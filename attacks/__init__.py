@@ -30,6 +30,7 @@ from .audit import (
 )
 from .canary_clients import (
     CanaryDirections,
+    DiracDirections,
     canary_client_scores,
     robust_scale,
     round_scales,
@@ -46,6 +47,7 @@ from .fdp import (
     gaussian_epsilon,
     gaussian_mu,
 )
+from .heldout_fdp import audit_heldout_fdp, fdp_counts_reject
 from .inference import (
     AggregateObservation,
     ClientUpdateObservation,
@@ -97,6 +99,7 @@ __all__ = [
     "CanaryUsers",
     "ClientUpdateObservation",
     "ConfidenceInterval",
+    "DiracDirections",
     "GaussianTradeoff",
     "ItemInferenceResult",
     "LiRA",
@@ -115,6 +118,7 @@ __all__ = [
     "audit_clopper_pearson",
     "audit_clopper_pearson_heldout",
     "audit_delta",
+    "audit_heldout_fdp",
     "audit_one_run",
     "audit_one_run_fdp",
     "bootstrap_interval",
@@ -127,6 +131,7 @@ __all__ = [
     "epsilon_two_gaussians",
     "evaluate_item_inference",
     "evaluate_membership",
+    "fdp_counts_reject",
     "fdp_epsilon_lower_bound",
     "fdp_one_run_rejects",
     "gaussian_epsilon",

@@ -34,7 +34,8 @@ import numpy as np
 
 from ._validation import RandomState, check_random_state
 
-__all__ = ["CanaryDirections", "canary_client_scores", "robust_scale", "round_scales", "simulate_canary_projections"]
+__all__ = ["CanaryDirections", "DiracDirections", "canary_client_scores", "robust_scale", "round_scales",
+           "simulate_canary_projections"]
 
 _CHUNK_FLOATS = 1 << 22  # ~32 MB of float64 per generated chunk
 
@@ -79,6 +80,54 @@ class CanaryDirections:
         for start, rows in self.chunks():
             out[start:start + len(rows)] = rows @ a
         return out
+
+
+@dataclass(frozen=True)
+class DiracDirections:
+    """Canary j is the unit vector on coordinate ``coordinates[j]``: each canary alone on its own
+    coordinate (Nasr et al. 2023's Dirac canary).
+
+    When nothing but canary j ever writes to its coordinate, its projections are a function of
+    its own inclusion, its own sampling coins and the noise on that coordinate only: the
+    canaries are independent trials (the premise of :func:`attacks.audit_heldout_fdp`). Whether
+    nothing else writes there is the caller's design (for example coordinates of items nobody
+    rated), not something this class can see.
+
+    >>> d = DiracDirections(np.array([4, 1]), 6)
+    >>> d.project(np.arange(6.0)).tolist(), d.vector(1).tolist()
+    ([4.0, 1.0], [0.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    """
+
+    coordinates: np.ndarray
+    dim: int
+
+    def __post_init__(self) -> None:
+        c = np.asarray(self.coordinates, dtype=np.int64).reshape(-1)
+        if c.size < 1 or self.dim < 1:
+            raise ValueError("need at least one canary coordinate and a positive dimension")
+        if c.min() < 0 or c.max() >= self.dim:
+            raise ValueError(f"canary coordinates must lie in [0, {self.dim})")
+        if np.unique(c).size != c.size:
+            raise ValueError("canary coordinates must be distinct (one coordinate per canary)")
+        object.__setattr__(self, "coordinates", c)
+
+    @property
+    def num_canaries(self) -> int:
+        return int(self.coordinates.size)
+
+    def vector(self, j: int) -> np.ndarray:
+        if not 0 <= j < self.num_canaries:
+            raise IndexError(f"canary {j} out of range")
+        out = np.zeros(self.dim)
+        out[self.coordinates[j]] = 1.0
+        return out
+
+    def project(self, aggregate: np.ndarray) -> np.ndarray:
+        """``<aggregate, e_{c_j}>`` for every canary j: the aggregate at each canary's coordinate."""
+        a = np.asarray(aggregate, dtype=np.float64)
+        if a.shape != (self.dim,):
+            raise ValueError(f"aggregate must have shape ({self.dim},), got {a.shape}")
+        return a[self.coordinates]
 
 
 def robust_scale(values: np.ndarray) -> float:

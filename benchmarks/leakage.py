@@ -414,6 +414,65 @@ def ceiling_table(seed: int) -> list[dict]:
     return payload
 
 
+#: isolated canaries (independent trials; secure_fedrec/audit/isolation.py): every mechanism of
+#: issue 21's targets, the sweeps' own pinned runs
+ISOLATED_MECHANISMS = {
+    "user-central": ({**CANARY_RUN, "privacy": {"unit": "user", "noise": "central"},
+                      "aggregation": {"protocol": "plaintext"}}),
+    "user-distributed": ({**CANARY_RUN, "privacy": {"unit": "user", "noise": "distributed"},
+                          "aggregation": {"protocol": "secagg+"}}),
+    "record-distributed": GRADIENT_RUN,
+}
+
+
+def isolated_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...], *, canaries: int,
+                   mechanisms: tuple[str, ...], with_control: bool = True) -> list[dict]:
+    """ε̂ from isolated canaries (each alone on a phantom item's coordinate: independent trials, so
+    the held-out Clopper–Pearson and f-DP bounds hold), per mechanism and ε; the no-DP twin once per
+    mechanism (the first ε)."""
+    print("== isolated canaries: ε̂ against ε ==", flush=True)
+    listed = " ".join(f"{e:g}" for e in epsilons)
+    command = (f"OMP_NUM_THREADS=1 nice -n 10 python benchmarks/leakage.py --part isolated --canaries {canaries} "
+               f"--mechanisms {' '.join(mechanisms)} --epsilons {listed}" + ("" if with_control else " --no-control"))
+    name = f"leakage_isolated_m{canaries}_{'-'.join(mechanisms)}_eps{'-'.join(f'{e:g}' for e in epsilons)}.json"
+    audit = {"canaries": canaries, "canary_space": "isolated", "attacks": [], "n_bootstrap": 100}
+    payload, rows = [], []
+    for mechanism in mechanisms:
+        control = None
+        for eps in epsilons:
+            run = copy.deepcopy(ISOLATED_MECHANISMS[mechanism])
+            run["privacy"] = {**run["privacy"], "target_epsilon": eps}
+            cpu, started = time.process_time(), time.perf_counter()
+            r = _run(run, {**audit, "control": with_control and control is None}, data,
+                     out / f"isolated-{mechanism}-eps{eps:g}", seed)
+            c = r["canary_audit"]
+            control = c.get("control", control)
+            best = c["scores"][c["best_score"]] if c["best_score"] else {}
+            payload.append({
+                "mechanism": mechanism, "target_epsilon": eps, "epsilon": r["epsilon"], "delta": r["delta"],
+                "epsilon_hat": c["epsilon_hat"], "best": f"{c['best_score']}/{c['best_method']}",
+                "tightness": c["tightness"], "violation": r["violation"], "ceiling": c.get("ceiling"),
+                "estimate": c.get("estimate"), "control": control, "design": c["design"],
+                "scores": {n: {k: e[k]["epsilon_hat"] for k in ("one_run", "one_run_fdp", "clopper_pearson_heldout",
+                                                                "heldout_fdp") if k in e}
+                           | {"auc": e.get("membership", {}).get("auc")} for n, e in c["scores"].items()},
+                "heldout_counts": {k: best.get("heldout_fdp", {}).get(k) for k in
+                                   ("false_positives", "negatives", "false_negatives", "positives", "threshold")},
+                "rmse": r["training"]["final"].get("rmse"), "timings_seconds": r["timings_seconds"],
+                "wall_seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
+                "load_average_1min": os.getloadavg()[0]})
+            ceiling = c.get("ceiling") or {}
+            rows.append((mechanism, eps, f"{r['epsilon']:.3f}", f"{c['epsilon_hat']:.3f}",
+                         f"{c['tightness']:.3f}", f"{ceiling.get('epsilon_hat_median', float('nan')):.3f}",
+                         f"{control['epsilon_hat']:.3f}" if control else "-",
+                         "yes" if c["epsilon_hat"] <= r["epsilon"] else "NO",
+                         f"{time.process_time() - cpu:.0f}"))
+            write_json_atomic(RESULTS / name, {"command": command, "runs": {m: ISOLATED_MECHANISMS[m] for m in mechanisms},
+                                               "audit": audit, "environment": environment(), "results": payload})
+    _table(("mechanism", "target ε", "ε", "ε̂", "ε̂/ε", "ceiling ε̂", "no-DP ε̂", "ε̂ ≤ ε", "CPU s"), rows)
+    return payload
+
+
 def _table(header, rows) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, tuple("-" * w for w in widths), *rows]:
@@ -422,7 +481,8 @@ def _table(header, rows) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("overfit", "epsilon", "user", "canaries", "gradients", "ceiling", "all"),
+    parser.add_argument("--part", choices=("overfit", "epsilon", "user", "canaries", "gradients", "isolated",
+                                           "ceiling", "all"),
                         default="all",
                         help="all = epsilon + overfit (user re-runs the user-level attacks alone)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -430,6 +490,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epsilons", type=float, nargs="+", default=list(CANARY_EPSILONS),
                         help="--part canaries: the target ε values (default 1 2 4 8)")
+    parser.add_argument("--canaries", type=int, default=20000, help="--part isolated: canaries per audit")
+    parser.add_argument("--mechanisms", nargs="+", choices=tuple(ISOLATED_MECHANISMS),
+                        default=list(ISOLATED_MECHANISMS), help="--part isolated: which mechanisms")
     parser.add_argument("--no-control", action="store_true",
                         help="--part gradients: skip the no-noise twin (it does not depend on ε)")
     args = parser.parse_args()
@@ -446,6 +509,9 @@ def main() -> None:
         canary_sweep(args.data, args.out, args.seed, tuple(args.epsilons))
     if args.part == "gradients":
         gradient_sweep(args.data, args.out, args.seed, tuple(args.epsilons), with_control=not args.no_control)
+    if args.part == "isolated":
+        isolated_sweep(args.data, args.out, args.seed, tuple(args.epsilons), canaries=args.canaries,
+                       mechanisms=tuple(args.mechanisms), with_control=not args.no_control)
     if args.part == "ceiling":
         ceiling_table(args.seed)
     print(json.dumps({"results": str(RESULTS)}))

@@ -65,8 +65,12 @@ class DistributedDiscreteGaussianEncoding(Encoding):
     def client(self, update: ClientUpdate, ctx: ClientContext) -> tuple[np.ndarray, Measurements]:
         modulus_mask = np.uint64((1 << self.bits) - 1)
         levels = conditional_randomized_round(update.dense() / self.gamma, self.l2_sensitivity)
-        levels = levels + sample_discrete_gaussian(self.share_sigma, levels.size)
+        levels = levels + self.noise_share(levels.size)
         return levels.astype(np.uint64) & modulus_mask, {}
+
+    def noise_share(self, size: int) -> np.ndarray:
+        """This client's discrete Gaussian share of the sum's noise."""
+        return sample_discrete_gaussian(self.share_sigma, size)
 
     def server(self, outcome: SumOutcome, ctx: ServerContext) -> tuple[Aggregate, Measurements]:
         return _decode(self, outcome)

@@ -21,9 +21,12 @@ The configuration is a run configuration (see `secure-fedrec run --help`) plus a
 [audit] table, e.g.
 
   [audit]
-  canaries = 1000            # one-run audit canaries, each included with probability 1/2
+  canaries = 1000            # canaries, each included with probability 1/2
   canary_kind = "auto"       # "clients" (user level), "gradients" (record level, distributed noise),
                              # "ratings", "users"; auto picks
+  canary_space = "auto"      # "isolated": each canary alone on a phantom item's coordinate (independent
+                             # trials: a held-out f-DP bound near ε); "model": random directions over the
+                             # model (one-run bounds); auto: isolated wherever the run allows it
   control = true             # also audit the same run without DP (the no-DP twin)
   attacks = ["loss", "lira", "user", "update"]
   shadow_models = 8          # LiRA shadows, trained centrally
@@ -107,7 +110,9 @@ def summary_text(result: dict[str, Any]) -> str:
         held = "" if claim == eps else f" (held to ε = {claim:.3f}: {canary['claim']})"
         best = (f"{canary['best_score']} score, {canary['best_method']}" if canary["best_score"] is not None
                 else "no audited score certifies anything")
-        lines.append(f"one-run audit ({canary['num_canaries']} canary {canary['kind']}): "
+        test = ("held-out f-DP audit" if canary.get("headline_test", "").startswith("llr/heldout_fdp")
+                else "one-run audit")
+        lines.append(f"{test} ({canary['num_canaries']} canary {canary['kind']}, {canary.get('space', 'model')}): "
                      f"ε̂ = {canary['epsilon_hat']:.3f} ({best}, "
                      f"{canary['confidence']:.0%}) vs ε = {'∞' if not math.isfinite(eps) else f'{eps:.3f}'}"
                      f"{tight}{held}")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attacks import CanaryDirections
+from attacks import CanaryDirections, DiracDirections
 
 from ..aggregation import Aggregate, ClientUpdate, ExpectedBatchMean, Mean
 from ..models.base import ParamLayout
@@ -80,9 +80,11 @@ class CanaryClientHook:
     every round and upload ``norm · u_j``; every released round is projected on every ``u_j``.
 
     ``norm=None`` uses the run's clip norm at that round (the adaptive one when clipping adapts).
+    With :class:`attacks.DiracDirections` each canary uploads one coordinate (a sparse update)
+    and its projection is the release at that coordinate.
     """
 
-    directions: CanaryDirections
+    directions: CanaryDirections | DiracDirections
     included: np.ndarray
     sample_rate: float
     first_id: int
@@ -98,14 +100,28 @@ class CanaryClientHook:
     _this_round: np.ndarray | None = field(default=None, repr=False)
     _matrix: np.ndarray | None = field(default=None, repr=False)
 
+    #: the canaries withhold their distributed-noise share (the auditor's sybils; see
+    #: :func:`~.twin.plan_without_noise_share`): the release then carries the honest clients' noise only
+    withhold_noise: bool = False
+
     #: keep the directions in memory (float32) below this many values (400 MB); regenerate above
     MAX_CACHED_VALUES = 100_000_000
 
     def _directions(self) -> np.ndarray | None:
         d = self.directions
+        if isinstance(d, DiracDirections):
+            return None
         if self._matrix is None and d.num_canaries * d.dim <= self.MAX_CACHED_VALUES:
             self._matrix = np.vstack([rows.astype(np.float32) for _, rows in d.chunks()])
         return self._matrix
+
+    def canary_client_plan(self, server: RoundServer):
+        """The client halves the canaries go through (the run's, unless they withhold noise)."""
+        if not self.withhold_noise:
+            return server.client_plan
+        from .twin import plan_without_noise_share
+
+        return plan_without_noise_share(server.client_plan)
 
     def current_norm(self, server: RoundServer) -> float:
         """The canary's update norm this round: the run's clip norm (the adaptive one, as it is now)."""
@@ -123,6 +139,13 @@ class CanaryClientHook:
         self._norm_this_round = self.current_norm(server)
         # A canary weighs as much as any client can (weight 1 under a weighted mean too).
         examples = full_weight_examples(server)
+        norm = self._norm_this_round
+        if isinstance(self.directions, DiracDirections):
+            size, coordinates = self.directions.dim, self.directions.coordinates
+            return [(self.first_id + int(j), ClientUpdate(indices=coordinates[j:j + 1].copy(),
+                                                          values=np.array([norm]), size=size,
+                                                          num_examples=examples))
+                    for j in take_part]
         matrix = self._directions()
         return [(self.first_id + int(j), ClientUpdate.from_dense(
                     self._norm_this_round * (matrix[j].astype(np.float64) if matrix is not None
@@ -179,19 +202,28 @@ class GradientCanaryHook(CanaryGradients):
 
     @classmethod
     def design(cls, layout: ParamLayout, item_examples: np.ndarray, client_examples: dict[int, int], *,
-               included: np.ndarray, clip_norm: float, sample_rate: float, seed: int) -> GradientCanaryHook:
+               included: np.ndarray, clip_norm: float, sample_rate: float, seed: int,
+               isolated: np.ndarray | None = None) -> GradientCanaryHook:
         """Canaries on the items with the fewest training examples (least crosstalk from real
         gradients, as Nasr et al. pick Dirac coordinates), one per item while items last; owners
         spread over the clients, never past the largest client's example count (the encoding's
-        planned range). Nothing here depends on which canaries are included."""
+        planned range). Nothing here depends on which canaries are included.
+
+        ``isolated``: one coordinate per canary that no real example touches (Dirac canaries,
+        the audit's isolated design); the canaries are then independent trials."""
         m = len(included)
         rng = np.random.default_rng([seed, 0x6CA])
-        order = np.lexsort((rng.random(len(item_examples)), np.asarray(item_examples)))
-        items = order[np.arange(m) % len(order)]
-        width = item_coordinates(layout, items[:1]).size
-        coords = np.vstack([item_coordinates(layout, np.array([i])) for i in items]) if m else np.zeros((0, width), np.int64)
-        units = rng.standard_normal(coords.shape)
-        units /= np.linalg.norm(units, axis=1, keepdims=True)
+        if isolated is not None:
+            coords = np.asarray(isolated, dtype=np.int64).reshape(m, 1)
+            units = np.ones(coords.shape)
+        else:
+            order = np.lexsort((rng.random(len(item_examples)), np.asarray(item_examples)))
+            items = order[np.arange(m) % len(order)]
+            width = item_coordinates(layout, items[:1]).size
+            coords = (np.vstack([item_coordinates(layout, np.array([i])) for i in items]) if m
+                      else np.zeros((0, width), np.int64))
+            units = rng.standard_normal(coords.shape)
+            units /= np.linalg.norm(units, axis=1, keepdims=True)
         biggest = max(client_examples.values())
         clients = np.array(sorted(client_examples), dtype=np.int64)
         per_client = -(-m // max(1, len(clients)))

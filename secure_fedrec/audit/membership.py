@@ -156,13 +156,15 @@ def lira_attack(
 
 
 @torch.no_grad()
-def recommended_lists(model: FederatedModel, users: np.ndarray, history: list[np.ndarray], k: int) -> list[np.ndarray]:
+def recommended_lists(model: FederatedModel, users: np.ndarray, history: list[np.ndarray], k: int,
+                      n_items: int | None = None) -> list[np.ndarray]:
     """Top-k items by the model's score for each user, excluding the items the user already
-    interacted with (what a recommender shows, and what Zhang et al. attack)."""
+    interacted with (what a recommender shows, and what Zhang et al. attack). ``n_items``:
+    recommend only among the first that many (the catalogue without an audit's phantom items)."""
     out: list[np.ndarray] = []
     for start in range(0, len(users), 256):
         scores = model.score_all_items(torch.as_tensor(users[start:start + 256], dtype=torch.long))
-        out.extend(top_k_excluding(scores.double().numpy(), history[start:start + 256], k))
+        out.extend(top_k_excluding(scores[:, :n_items].double().numpy(), history[start:start + 256], k))
     return out
 
 
@@ -283,12 +285,12 @@ def user_level_attack(
 
     def lists(model: FederatedModel, model_train: RatingData, members: np.ndarray, nonmembers: np.ndarray,
               setting: str) -> list[np.ndarray]:
-        out = recommended_lists(model, members, history(members), k)
+        out = recommended_lists(model, members, history(members), k, train.n_items)
         if setting == "popular":
             popularity = np.bincount(model_train.items, minlength=model_train.n_items)
             return out + popular_item_lists(popularity, history(nonmembers), k)
         new_clients = fit_private_rows(model, train, nonmembers, **fit)
-        return out + recommended_lists(new_clients, nonmembers, history(nonmembers), k)
+        return out + recommended_lists(new_clients, nonmembers, history(nonmembers), k, train.n_items)
 
     users = np.concatenate([member_users, nonmember_users])
     labels = np.concatenate([np.ones(len(member_users), bool), np.zeros(len(nonmember_users), bool)])

@@ -20,6 +20,7 @@ import numpy as np
 
 from attacks import (
     CanaryDirections,
+    DiracDirections,
     audit_delta,
     canary_client_scores,
     draw_canary_inclusion,
@@ -38,6 +39,14 @@ from .hook import (
     GradientCanaryHook,
     ReleaseRecorder,
     item_coordinates,
+)
+from .isolation import (
+    ISOLATED_DESIGN,
+    isolated_coordinates,
+    item_width,
+    phantom_items_needed,
+    resolve_space,
+    with_phantom_items,
 )
 from .membership import (
     MembershipOutcome,
@@ -58,7 +67,8 @@ class AuditDeltaWarning(UserWarning):
     """The run's δ is too large for its one-run audit to certify anything about ε."""
 
 
-def audit_config(config: RunConfig, spec: AuditSpec, num_users: int) -> tuple[RunConfig, float]:
+def audit_config(config: RunConfig, spec: AuditSpec, num_users: int, *,
+                 isolated: bool = False) -> tuple[RunConfig, float]:
     """The run configuration to train with, and the δ to audit at.
 
     With m canaries the one-run bound is blind once m·δ nears the test level
@@ -68,10 +78,15 @@ def audit_config(config: RunConfig, spec: AuditSpec, num_users: int) -> tuple[Ru
     min(default δ, audit_delta(m)); the accountant then calibrates its noise to that δ. An
     explicit ``privacy.delta`` is respected but flagged (``delta_too_large``, a warning) when
     it exceeds audit_delta(m). A run without DP is audited at audit_delta(m) too.
+
+    Isolated canaries (``isolated``) are independent trials: their held-out bound does not pay
+    m·δ, so the run is trained and audited at its own δ, as it would run without an audit.
     """
     from ..privacy.calibration import default_delta
 
     enabled = config.privacy.unit != "none"
+    if isolated and enabled:
+        return config, config.privacy.delta or default_delta(num_users)
     if not spec.canaries:
         return config, (config.privacy.delta or default_delta(num_users)) if enabled else 0.0
     wanted = audit_delta(spec.canaries, spec.confidence)
@@ -141,14 +156,22 @@ def _included(kind: str, hook, plan: CanaryPlan | None) -> np.ndarray:
 
 
 def _make_hook(kind: str, spec: AuditSpec, trainer: FederatedTrainer, plan: CanaryPlan | None, seed: int,
-               *, included: np.ndarray | None = None, norm: float | None = None):
+               *, included: np.ndarray | None = None, norm: float | None = None, first_phantom: int | None = None):
+    """The run's auditor; ``first_phantom``: isolated canaries on the phantom items from that index."""
+    isolated = (isolated_coordinates(trainer.layout, first_phantom, spec.canaries)
+                if first_phantom is not None else None)
     if kind == "clients":
         m = spec.canaries
         inc = included if included is not None else draw_canary_inclusion(m, random_state=np.random.default_rng([seed, 0xC1]))
         q = trainer.privacy.population.sample_rate  # every client's chance to be sampled in a round
-        return CanaryClientHook(CanaryDirections(m, trainer.layout.size, seed), inc, q,
+        directions = (DiracDirections(isolated, trainer.layout.size) if isolated is not None
+                      else CanaryDirections(m, trainer.layout.size, seed))
+        return CanaryClientHook(directions, inc, q,
                                 first_id=trainer.split.train.n_users, seed=seed,
-                                norm=norm if norm is not None else spec.canary_norm)
+                                norm=norm if norm is not None else spec.canary_norm,
+                                # isolated canaries under distributed noise: thousands of sybils
+                                # that each added a share would bury the mechanism under their noise
+                                withhold_noise=isolated is not None and isinstance(trainer.privacy, UserDistributed))
     if kind == "gradients":
         m = spec.canaries
         inc = included if included is not None else draw_canary_inclusion(m, random_state=np.random.default_rng([seed, 0xC1]))
@@ -157,7 +180,8 @@ def _make_hook(kind: str, spec: AuditSpec, trainer: FederatedTrainer, plan: Cana
         items = np.bincount(trainer.split.train.items, minlength=trainer.model.n_items)
         hook = GradientCanaryHook.design(
             trainer.layout, items, {int(u): int(server.examples[u]) for u in population}, included=inc,
-            clip_norm=trainer.config.privacy.clip_norm, sample_rate=trainer.privacy.sample_rate, seed=seed)
+            clip_norm=trainer.config.privacy.clip_norm, sample_rate=trainer.privacy.sample_rate, seed=seed,
+            isolated=isolated)
         trainer.canary_gradients = hook  # the engine's hook into every client's DP-SGD step
         return hook
     c = plan.canaries
@@ -207,7 +231,7 @@ def _ceiling_mu(trainer: FederatedTrainer) -> float | None:
 
 def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTrainer, initial: dict,
                   spec: AuditSpec, epsilon: float, delta: float, evaluation: dict, seed: int,
-                  say: Callable[[str], None]) -> tuple[dict[str, Any], dict]:
+                  say: Callable[[str], None], *, isolated: bool = False) -> tuple[dict[str, Any], dict]:
     included = _included(kind, hook, plan)
     scores = _scores(kind, hook, plan, trainer, initial)
     unit = trainer.privacy.unit
@@ -218,18 +242,21 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
     if unit != "none" and not (unit == "user" and kind == "ratings"):
         owners = np.unique(plan.users[plan.canaries.included]) if kind == "ratings" else ()
         family = mechanism_family(trainer.privacy, delta, record_clients=owners)
+    independent = ISOLATED_DESIGN if isolated else None
     summary, curves = audit_scores(scores, included, unit=unit, kind=kind, epsilon=epsilon, delta=delta,
                                    confidence=spec.confidence, family=family, guesses=guesses,
-                                   evaluation=evaluation, seed=seed)
+                                   evaluation=evaluation, seed=seed, independent=independent)
     mu = _ceiling_mu(trainer) if kind in DIRECTION_KINDS else None
     if mu is not None and spec.ceiling_repeats:
         say(f"ceiling: the same tests on {spec.ceiling_repeats} simulated ideal runs")
         summary["ceiling"] = ceiling(num_canaries=spec.canaries, rounds=rounds, sample_rate=hook.sample_rate,
                                      mu=mu, family=family, epsilon=epsilon, delta=delta,
                                      confidence=spec.confidence, guesses=guesses,
-                                     repeats=spec.ceiling_repeats, seed=seed)
+                                     repeats=spec.ceiling_repeats, seed=seed, independent=independent)
     summary.update({
         "kind": kind, "num_canaries": len(included), "num_included": int(included.sum()),
+        "space": "isolated" if isolated else ("model" if kind in DIRECTION_KINDS else "data"),
+        "design": independent or "canaries share the run: only the one-run bounds hold",
         "epsilon": epsilon, "delta": delta, "confidence": spec.confidence,
         # The δ term of the one-run p-value is 2·m·δ·(…): above audit_delta(m) it can eat the test
         # level whatever the attack does (see audit_config).
@@ -244,7 +271,7 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
 
 
 def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan | None, hook, spec: AuditSpec,
-             delta: float, evaluation: dict, seed: int) -> dict[str, Any]:
+             delta: float, evaluation: dict, seed: int, *, first_phantom: int | None = None) -> dict[str, Any]:
     """The same canaries and the same audit on the run without noise (plaintext sum: same release)."""
     # Gradient canaries live inside the record-level DP-SGD step: that twin keeps the mechanism
     # (the labelled plaintext simulation of its secure sum) and loses only the noise.
@@ -261,7 +288,8 @@ def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan 
     initial = twin.model.shared_state()
     twin.auditor = twin_hook = _make_hook(kind, spec, twin, plan, seed,
                                           included=_included(kind, hook, plan) if kind in DIRECTION_KINDS else None,
-                                          norm=(hook.shifts[0] if kind == "clients" and hook.shifts else None))
+                                          norm=(hook.shifts[0] if kind == "clients" and hook.shifts else None),
+                                          first_phantom=first_phantom)
     started = time.perf_counter()
     twin.run()
     scores = _scores(kind, twin_hook, plan, twin, initial)
@@ -271,7 +299,8 @@ def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan 
     summary, _ = audit_scores(scores, included, unit="none", kind=kind, epsilon=math.inf, delta=delta,
                               confidence=spec.confidence, family=None,
                               guesses=canary_guess_counts(spec.canaries, expected_visible=visible),
-                              evaluation={**evaluation, "n_bootstrap": 1}, seed=seed)
+                              evaluation={**evaluation, "n_bootstrap": 1}, seed=seed,
+                              independent=ISOLATED_DESIGN if first_phantom is not None else None)
     out = {"epsilon_hat": summary["epsilon_hat"], "best_score": summary["best_score"],
            "scores": {n: {"epsilon_hat": e["epsilon_hat"], "observer": e["observer"],
                           "auc": e.get("membership", {}).get("auc")} for n, e in summary["scores"].items()},
@@ -312,11 +341,24 @@ def run_audit(
                                items_per_user=spec.canary_items_per_user, seed=seed)
         train_split = plan.split
 
-    config, audit_delta_value = audit_config(config, spec, train_split.train.n_users)
+    first_phantom = None
+    if spec.canaries and kind in DIRECTION_KINDS:
+        try:
+            space = resolve_space(spec.canary_space, config, kind, implicit=bool(split.train.implicit))
+        except ValueError as exc:
+            raise AuditError(str(exc)) from None
+        if space == "isolated":
+            first_phantom = train_split.train.n_items
+            train_split = with_phantom_items(
+                train_split, phantom_items_needed(spec.canaries, item_width(config, train_split)))
+
+    config, audit_delta_value = audit_config(config, spec, train_split.train.n_users,
+                                             isolated=first_phantom is not None)
     if out is not None:  # the configuration actually trained (δ included), to reproduce the run
         (out / "config.toml").write_text(dump_toml(config_to_dict(config)), encoding="utf-8")
     trainer = FederatedTrainer(config, train_split)
-    trainer.auditor = hook = _make_hook(kind, spec, trainer, plan, seed) if spec.canaries else None
+    trainer.auditor = hook = (_make_hook(kind, spec, trainer, plan, seed, first_phantom=first_phantom)
+                              if spec.canaries else None)
     if hook is not None:
         n_inc = int(_included(kind, hook, plan).sum())
     say(f"training the federated model on {len(groups['members'])} users"
@@ -346,13 +388,16 @@ def run_audit(
         say("one-run audits on the canaries")
         t0 = time.perf_counter()
         canary_summary, canary_curves = _canary_audit(kind, plan, hook, trainer, initial, spec, epsilon, delta,
-                                                      dict(evaluation), seed, say)
+                                                      dict(evaluation), seed, say,
+                                                      isolated=first_phantom is not None)
         curves.update(canary_curves)
         timings["canary_audit"] = time.perf_counter() - t0
         if spec.control and trainer.privacy.enabled:
             say("control: the same audit on the run without DP")
-            canary_summary["control"] = _control(kind, config, train_split, plan, hook, spec, delta,
-                                                 dict(evaluation), seed)
+            # the control's headline is a one-run bound (no claim to test): at a δ small against 1/m
+            control_delta = min(delta, audit_delta(spec.canaries, spec.confidence))
+            canary_summary["control"] = _control(kind, config, train_split, plan, hook, spec, control_delta,
+                                                 dict(evaluation), seed, first_phantom=first_phantom)
             timings["control"] = canary_summary["control"]["seconds"]
 
     def record(outcome: MembershipOutcome) -> None:

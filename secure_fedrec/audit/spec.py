@@ -18,6 +18,7 @@ __all__ = ["ATTACKS", "AuditSpec", "AuditSpecError", "spec_from_dict", "split_au
 #: attacks an audit can run, in the order they run
 ATTACKS = ("loss", "lira", "user", "update")
 CANARY_KINDS = ("auto", "clients", "gradients", "ratings", "users")
+CANARY_SPACES = ("auto", "isolated", "model")
 USER_SHADOWS = ("federated", "central")
 
 
@@ -34,6 +35,11 @@ class AuditSpec:
     # DP-SGD under secure aggregation), "ratings", "users"; "auto": gradients for record level with
     # distributed noise, ratings for record level with local noise, clients otherwise
     canary_kind: str = "auto"
+    # "isolated": each canary client / gradient canary alone on a coordinate of a phantom item
+    # (independent trials: held-out Clopper-Pearson and f-DP bounds hold); "model": random
+    # directions over the model's own coordinates (one-run bounds only); "auto": isolated where
+    # the run allows it (audit/isolation.py)
+    canary_space: str = "auto"
     canary_norm: float | None = None  # canary clients' update norm; None: the run's clip norm
     control: bool = True  # also audit the same run without DP (the no-DP twin)
     ceiling_repeats: int = 5  # simulations of an ideal mechanism for the ceiling (0: none)
@@ -57,6 +63,8 @@ class AuditSpec:
         _check(0 <= self.canaries <= 100_000, "audit.canaries", "must be in [0, 100000]")
         _check(self.canary_kind in CANARY_KINDS, "audit.canary_kind",
                f"must be one of {', '.join(map(repr, CANARY_KINDS))}; got {self.canary_kind!r}")
+        _check(self.canary_space in CANARY_SPACES, "audit.canary_space",
+               f"must be one of {', '.join(map(repr, CANARY_SPACES))}; got {self.canary_space!r}")
         _check(1 <= self.canary_items_per_user <= 1000, "audit.canary_items_per_user", "must be in [1, 1000]")
         _check(self.canary_norm is None or 0 < self.canary_norm <= 1e6, "audit.canary_norm", "must be in (0, 1e6]")
         _check(self.canary_rating is None or -1e6 <= self.canary_rating <= 1e6, "audit.canary_rating",
@@ -121,7 +129,7 @@ def spec_from_dict(raw: dict[str, Any]) -> AuditSpec:
             _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)), name,
                    f"must be a number; got {value!r}")
             value = None if value is None else float(value)
-        elif key in ("canary_kind", "user_shadow"):
+        elif key in ("canary_kind", "canary_space", "user_shadow"):
             _check(isinstance(value, str), name, f"must be a string; got {value!r}")
         elif key == "attacks":
             if isinstance(value, str):  # --set audit.attacks=loss,lira

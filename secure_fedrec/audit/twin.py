@@ -15,10 +15,13 @@ import dataclasses
 import numpy as np
 
 from ..aggregation import AggregationPipeline, Clip, FloatEncoding, Mean
-from ..aggregation.ddg import DiscreteGaussianShareEncoding
+from ..aggregation.ddg import (
+    DiscreteGaussianShareEncoding,
+    DistributedDiscreteGaussianEncoding,
+)
 from ..engines.inprocess import FederatedTrainer
 
-__all__ = ["clip_without_noise", "shares_without_noise"]
+__all__ = ["clip_without_noise", "plan_without_noise_share", "shares_without_noise"]
 
 
 def clip_without_noise(twin: FederatedTrainer, clip_norm: float) -> None:
@@ -39,6 +42,26 @@ class _SharesWithoutNoise(DiscreteGaussianShareEncoding):
 
     def noise_share(self, size: int) -> np.ndarray:
         return np.zeros(size, dtype=np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class _DdgWithoutNoise(DistributedDiscreteGaussianEncoding):
+    """A user-level distributed-noise client half that rounds like every client, without a share."""
+
+    def noise_share(self, size: int) -> np.ndarray:
+        return np.zeros(size, dtype=np.int64)
+
+
+def plan_without_noise_share(plan):
+    """``plan`` (a :class:`~secure_fedrec.rounds.client.ClientPlan`) whose distributed-noise
+    encoding adds no noise share: how an auditor's own sybil clients may behave. The
+    distributed mechanism is accounted for its honest clients' shares alone (the planned
+    minimum of survivors), so clients that withhold theirs must not weaken the guarantee."""
+    encoding = plan.pipeline.encoding
+    if not isinstance(encoding, DistributedDiscreteGaussianEncoding):
+        return plan
+    fields = {f.name: getattr(encoding, f.name) for f in dataclasses.fields(encoding)}
+    return dataclasses.replace(plan, pipeline=dataclasses.replace(plan.pipeline, encoding=_DdgWithoutNoise(**fields)))
 
 
 def shares_without_noise(twin: FederatedTrainer) -> None:

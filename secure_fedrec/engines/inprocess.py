@@ -183,7 +183,7 @@ class FederatedTrainer:
         plan = self.plan_round(self.round_index)
         canaries = add_canaries(self.auditor, self.server, plan)
         broadcast = self.server.broadcast(plan)
-        reports = self.client_reports(plan, broadcast) + encode_canaries(canaries, self.server, broadcast)
+        reports = self.client_reports(plan, broadcast) + encode_canaries(canaries, self.server, broadcast, self.auditor)
         payloads = {r.client: r.payload for r in reports if r.payload is not None}
         outcome: SumOutcome | BelowThreshold | None = None
         if payloads:

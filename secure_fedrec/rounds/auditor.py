@@ -69,9 +69,12 @@ def add_canaries(auditor: RoundAuditor | None, server: RoundServer,
 
 
 def encode_canaries(canaries: Sequence[tuple[int, ClientUpdate]], server: RoundServer,
-                    broadcast: RoundBroadcast) -> list[ClientReport]:
-    """Each canary's update through the run's client halves, like a client that trained."""
-    return [encode_update(client, update, server.client_plan, broadcast) for client, update in canaries]
+                    broadcast: RoundBroadcast, auditor: RoundAuditor | None = None) -> list[ClientReport]:
+    """Each canary's update through the run's client halves, like a client that trained (or
+    through the auditor's ``canary_client_plan(server)`` when it has one: sybils that deviate)."""
+    custom = getattr(auditor, "canary_client_plan", None)
+    plan = custom(server) if custom is not None else server.client_plan
+    return [encode_update(client, update, plan, broadcast) for client, update in canaries]
 
 
 def observe_release(auditor: RoundAuditor | None, server: RoundServer, plan: RoundPlan,

@@ -1,0 +1,161 @@
+"""Isolated canaries: each alone on a phantom item's coordinate, audited as independent trials."""
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+
+from attacks import (
+    DiracDirections,
+    GaussianTradeoff,
+    MechanismFamily,
+    PrivacyViolationWarning,
+    audit_heldout_fdp,
+    fdp_counts_reject,
+    gaussian_epsilon,
+)
+from secure_fedrec.audit import AuditSpec, run_audit
+from secure_fedrec.audit.isolation import (
+    isolated_coordinates,
+    isolation_problems,
+    item_width,
+    resolve_space,
+    with_phantom_items,
+)
+from secure_fedrec.audit.run import AuditError
+from secure_fedrec.audit.twin import plan_without_noise_share
+from secure_fedrec.config import config_from_dict
+from secure_fedrec.engines.inprocess import FederatedTrainer
+from secure_fedrec.runner import load_data, make_split
+
+DELTA = 1e-5
+
+
+def _gdp_family() -> MechanismFamily:
+    """μ-GDP with μ = 1/s: the Gaussian mechanism with noise multiplier s."""
+    return MechanismFamily(tradeoff=lambda s: GaussianTradeoff(1.0 / s),
+                           epsilon=lambda s: gaussian_epsilon(1.0 / s, DELTA),
+                           scales=tuple(np.geomspace(0.1, 30.0, 90)))
+
+
+def _trials(mu: float, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    included = rng.random(n) < 0.5
+    return rng.standard_normal(n) + mu * included, included
+
+
+def test_heldout_fdp_stays_below_the_claim_of_a_correct_gaussian_mechanism():
+    family = _gdp_family()  # the claim: noise multiplier 1 (μ = 1)
+    claimed = gaussian_epsilon(1.0, DELTA)
+    for seed in range(5):
+        scores, included = _trials(1.0, 20000, seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PrivacyViolationWarning)
+            result = audit_heldout_fdp(scores, included, family=family, design="simulated independent trials",
+                                       epsilon_claimed=claimed, delta=DELTA, random_state=seed)
+        assert 0.0 <= result.epsilon_lower_bound <= claimed
+        assert result.epsilon_lower_bound >= 0.5 * claimed  # 20,000 independent trials: tight
+        assert result.details["design"] == "simulated independent trials"
+
+
+def test_heldout_fdp_flags_a_mechanism_with_half_the_claimed_noise():
+    family = _gdp_family()
+    claimed = gaussian_epsilon(1.0, DELTA)
+    scores, included = _trials(2.0, 20000, 7)  # μ = 2: half the noise the claim says
+    with pytest.warns(PrivacyViolationWarning):
+        result = audit_heldout_fdp(scores, included, family=family, design="simulated", epsilon_claimed=claimed,
+                                   delta=DELTA, random_state=0)
+    assert result.violation and result.epsilon_lower_bound > claimed
+
+
+def test_heldout_fdp_validates_its_inputs():
+    scores, included = _trials(1.0, 100, 0)
+    with pytest.raises(ValueError, match="design"):
+        audit_heldout_fdp(scores, included, family=_gdp_family(), design="")
+    with pytest.raises(ValueError, match="same length"):
+        audit_heldout_fdp(scores[:-1], included, family=_gdp_family(), design="x")
+    with pytest.raises(ValueError):
+        audit_heldout_fdp(np.where(included, np.nan, 0.0), included, family=_gdp_family(), design="x")
+    assert not fdp_counts_reject(GaussianTradeoff(1.0), 0, 0 + 1, 0, 1, 0.95)  # one trial shows nothing
+
+
+def test_dirac_directions_check_their_coordinates():
+    with pytest.raises(ValueError, match="distinct"):
+        DiracDirections(np.array([1, 1]), 4)
+    with pytest.raises(ValueError, match="lie in"):
+        DiracDirections(np.array([4]), 4)
+    assert DiracDirections(np.array([3, 0]), 4).project(np.array([1.0, 2.0, 3.0, 4.0])).tolist() == [4.0, 1.0]
+
+
+def _config(protocol="plaintext", **privacy):
+    return config_from_dict({
+        "data": {"synthetic": {"n_users": 200, "n_items": 300, "mean_ratings_per_user": 15}},
+        "model": {"dim": 8},
+        "privacy": {"unit": "user", "noise": "central", "target_epsilon": 4.0, **privacy},
+        "aggregation": {"protocol": protocol},
+        "training": {"rounds": 4, "clients_per_round": 0.5, "local_epochs": 1, "checkpoint_every": 0},
+        "evaluation": {"every": 100},
+    })
+
+
+def test_phantom_items_are_rated_by_nobody_and_give_one_coordinate_per_canary():
+    config = _config()
+    split = make_split(config, load_data(config))
+    width = item_width(config, split)
+    assert width == 9  # dim 8 + the item bias
+    grown = with_phantom_items(split, 3)
+    assert grown.train.n_items == split.train.n_items + 3 and len(grown.train) == len(split.train)
+    trainer = FederatedTrainer(config, grown)
+    coordinates = isolated_coordinates(trainer.layout, split.train.n_items, 25)
+    assert np.unique(coordinates).size == 25
+    rated = np.zeros(trainer.layout.size, dtype=bool)
+    from secure_fedrec.audit.hook import item_coordinates
+    rated[item_coordinates(trainer.layout, np.unique(grown.train.items))] = True
+    assert not rated[coordinates].any()
+
+
+def test_isolation_is_refused_where_canaries_would_not_be_independent():
+    config = _config()
+    assert isolation_problems(config, "clients", implicit=False) == []
+    assert isolation_problems(config, "clients", implicit=True)
+    adaptive = dataclasses.replace(config, privacy=dataclasses.replace(config.privacy, clipping="adaptive"))
+    assert any("adaptive" in p for p in isolation_problems(adaptive, "clients", implicit=False))
+    assert resolve_space("auto", adaptive, "clients", implicit=False) == "model"
+    with pytest.raises(ValueError, match="independent trials"):
+        resolve_space("isolated", adaptive, "clients", implicit=False)
+    with pytest.raises(AuditError, match="independent trials"):
+        run_audit(adaptive, AuditSpec(canaries=50, canary_space="isolated", attacks=()))
+
+
+def test_isolated_user_level_audit_is_held_to_one_test_fixed_in_advance():
+    result = run_audit(_config(), AuditSpec(canaries=4000, canary_space="isolated", attacks=(), n_bootstrap=10,
+                                            ceiling_repeats=1))
+    canary = result["canary_audit"]
+    assert canary["space"] == "isolated" and "independent trials" in canary["design"]
+    assert canary["best_score"] in (None, "llr") and canary["best_method"] in (None, "heldout_fdp")
+    assert canary["headline_test"].startswith("llr/heldout_fdp")
+    assert canary["epsilon_hat"] <= result["epsilon"] and not result["violation"]
+    assert canary["epsilon_hat"] >= 0.25 * result["epsilon"]  # 4000 independent canaries, 4 rounds
+    assert canary["control"]["epsilon_hat"] >= 4.0  # the same canaries without noise
+    assert result["delta"] == pytest.approx(min(1 / (10 * 200), 200 ** -1.1))  # the run's own δ
+
+
+def test_canary_sybils_withhold_their_distributed_noise_share():
+    config = _config("secagg", noise="distributed")
+    trainer = FederatedTrainer(config, make_split(config, load_data(config)))
+    plan = plan_without_noise_share(trainer.server.client_plan)
+    assert plan.pipeline.encoding.noise_share(1000).tolist() == [0] * 1000
+    assert np.any(trainer.server.client_plan.pipeline.encoding.noise_share(1000) != 0)
+
+
+def test_isolated_gradient_canaries_at_record_level_and_the_model_space_fallback():
+    config = _config(unit="record", noise="distributed")  # the labelled plaintext simulation of the sum
+    result = run_audit(config, AuditSpec(canaries=2000, attacks=(), n_bootstrap=10, ceiling_repeats=1,
+                                         control=False))
+    canary = result["canary_audit"]
+    assert canary["kind"] == "gradients" and canary["space"] == "isolated"
+    assert canary["epsilon_hat"] <= result["epsilon"] and not result["violation"]
+    model_space = run_audit(config, AuditSpec(canaries=200, canary_space="model", attacks=(), n_bootstrap=10,
+                                              ceiling_repeats=0, control=False))["canary_audit"]
+    assert model_space["space"] == "model" and model_space["headline_test"].startswith("largest one-run")
