@@ -9,8 +9,10 @@ code reads as the paper does and every derivation carries its domain label:
   the purpose and binds (round, sender, receiver) — so a key derived for one
   purpose, session or pair is useless for any other.
 * ChaCha20-Poly1305 for the shares relayed by the server: each derived key
-  encrypts exactly one message, so a zero nonce is safe; the associated data
-  repeats the binding for defence in depth.
+  encrypts exactly one message under the zero nonce (:func:`seal`), or — a
+  key shared by the two ends of a pair (:class:`PairCipher`) — exactly two,
+  one per direction, under two distinct nonces; the associated data repeats
+  the binding for defence in depth.
 * Ed25519 for the active-adversary mode, with a pluggable :class:`TrustStore`
   telling which verification key belongs to which client.
 """
@@ -43,6 +45,7 @@ __all__ = [
     "KEY_SIZE",
     "SIGNATURE_SIZE",
     "KeyPair",
+    "PairCipher",
     "StaticTrustStore",
     "TrustStore",
     "agree",
@@ -61,6 +64,9 @@ KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 AEAD_OVERHEAD = 16
 _ZERO_NONCE = bytes(12)
+#: Nonce of each direction of a pair key: the lower id's message, then the higher id's.
+_DIRECTION_NONCES = (bytes(12), bytes(11) + b"\x01")
+_SHA256 = hashes.SHA256()  # stateless algorithm descriptor, shared by every derivation
 _RAW = serialization.Encoding.Raw
 
 
@@ -152,7 +158,7 @@ def agree(private: X25519PrivateKey | bytes, peer_public: bytes) -> bytes:
 def derive_key(shared_secret: bytes, *, salt: bytes, label: bytes, context: bytes) -> bytes:
     """HKDF-SHA256 → 32 bytes; ``info = label || 0x00 || context``."""
     return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=salt, info=label + b"\x00" + context
+        algorithm=_SHA256, length=32, salt=salt, info=label + b"\x00" + context
     ).derive(shared_secret)
 
 
@@ -176,6 +182,66 @@ def open_sealed(key: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
         return ChaCha20Poly1305(key).decrypt(_ZERO_NONCE, ciphertext, associated_data)
     except InvalidTag:
         raise DecryptionError("ciphertext failed authentication") from None
+
+
+class PairCipher:
+    """ChaCha20-Poly1305 under one key that two parties share, one message per direction.
+
+    The key is derived once per pair and session (HKDF over their X25519 secret,
+    bound to both ids): the lower id seals its one message under nonce 0, the
+    higher id under nonce 1, so the key never sees a nonce twice. One AEAD object
+    then serves a client's sealing to a neighbour and its opening of what that
+    neighbour sent back (a directional key per message cost one more HKDF and one
+    more cipher object per neighbour). A message sealed by one end is opened only
+    under the other end's reading of the direction, and the associated data names
+    sender and receiver, so a message reflected back to its sender fails
+    authentication.
+    """
+
+    __slots__ = ("_aead", "_high", "_key", "_low", "_sealed")
+
+    def __init__(self, key: bytes, low: int, high: int) -> None:
+        if not low < high:
+            raise ValueError("a pair key binds two distinct ids, lower first")
+        self._key = key  # kept for pickling only (a client's state travels between messages)
+        self._aead = ChaCha20Poly1305(key)
+        self._low, self._high = low, high
+        self._sealed = [False, False]
+
+    def __getstate__(self) -> tuple[bytes, int, int, list[bool]]:
+        return self._key, self._low, self._high, list(self._sealed)
+
+    def __setstate__(self, state: tuple[bytes, int, int, list[bool]]) -> None:
+        key, low, high, sealed = state
+        self.__init__(key, low, high)  # type: ignore[misc]
+        self._sealed = list(sealed)
+
+    def _direction(self, sender: int, receiver: int) -> int:
+        if (sender, receiver) == (self._low, self._high):
+            return 0
+        if (sender, receiver) == (self._high, self._low):
+            return 1
+        raise ValueError("this pair key belongs to another pair")
+
+    def seal(self, sender: int, receiver: int, plaintext: bytes, associated_data: bytes) -> bytes:
+        """Encrypt the one message of ``sender -> receiver``; a second one is refused."""
+        direction = self._direction(sender, receiver)
+        if self._sealed[direction]:
+            raise ValueError("a pair key seals one message per direction")  # nonce reuse
+        self._sealed[direction] = True
+        return self._aead.encrypt(_DIRECTION_NONCES[direction], plaintext, associated_data)
+
+    def open(self, sender: int, receiver: int, ciphertext: bytes,
+             associated_data: bytes) -> bytes:
+        """Decrypt the message of ``sender -> receiver``; any failure is :class:`DecryptionError`."""
+        try:
+            return self._aead.decrypt(_DIRECTION_NONCES[self._direction(sender, receiver)],
+                                      ciphertext, associated_data)
+        except InvalidTag:
+            raise DecryptionError("ciphertext failed authentication") from None
+
+    def __repr__(self) -> str:  # never print key material
+        return f"PairCipher({self._low}, {self._high})"
 
 
 def sign(signing_key: Ed25519PrivateKey, message: bytes) -> bytes:

@@ -286,6 +286,14 @@ class Reader:
     def u32_list(self, *, max_items: int) -> list[int]:
         return self.array(">u4", max_items=max_items).tolist()
 
+    def u32_tuple(self, *, max_items: int) -> tuple[int, ...]:
+        """:meth:`u32_list` as a tuple, unpacked by :mod:`struct` (no array built): the
+        lists of one neighbourhood are short, and a party decodes thousands of them."""
+        raw = self._blob_view(max_items * 4, None)
+        if raw.nbytes % 4:
+            raise MalformedMessage("array length is not a multiple of its item size")
+        return struct.unpack(f">{raw.nbytes // 4}I", raw)
+
     def end(self) -> None:
         """Assert that the whole body was consumed (no trailing bytes)."""
         if self._pos != len(self._view):

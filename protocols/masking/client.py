@@ -111,7 +111,7 @@ class MaskingClient:
         self._c_keys: kx.KeyPair | None = None
         self._s_keys: kx.KeyPair | None = None
         self._directory: dict[int, m.KeyEntry] = {}
-        self._c_shared: dict[int, bytes] = {}  # neighbour -> X25519(c_sk, c_pk_j)
+        self._share_ciphers: dict[int, kx.PairCipher] = {}  # neighbour -> AEAD of the pair
         self._s_shared: dict[int, bytes] = {}  # neighbour -> X25519(s_sk, s_pk_j)
         self._seed_shares: dict[int, int] = {}  # owner -> share of its self-mask seed
         self._key_shares: dict[int, int] = {}  # owner -> share of its mask secret key
@@ -203,7 +203,7 @@ class MaskingClient:
         self._self_seed = None
         self._seed_shares.clear()
         self._key_shares.clear()
-        self._c_shared.clear()
+        self._share_ciphers.clear()
         self._s_shared.clear()
 
     # ----------------------------------------------------- round 0: keys
@@ -247,7 +247,7 @@ class MaskingClient:
         if params.active:
             self._verify_directory(entries)
         self._directory = entries
-        self._c_shared, self._s_shared = steps.agree_with_neighbours(
+        c_shared, self._s_shared = steps.agree_with_neighbours(
             entries, self.client_id, self._c_keys, self._s_keys)
         holders = sorted(entries)
         seed = secrets.token_bytes(prg.SEED_SIZE)
@@ -260,9 +260,10 @@ class MaskingClient:
                 self._seed_shares[holder] = seed_shares[idx]
                 self._key_shares[holder] = key_shares[idx]
                 continue
-            key = d.share_key(self._c_shared[holder], self.session_id, self.round_index,
-                              self.client_id, holder)
-            ciphertexts.append(d.seal_shares(key, self.session_id, self.round_index,
+            # One key per pair: it seals these shares now and opens the holder's later.
+            cipher = self._share_ciphers[holder] = d.share_cipher(
+                c_shared[holder], self.session_id, self.round_index, self.client_id, holder)
+            ciphertexts.append(d.seal_shares(cipher, self.session_id, self.round_index,
                                              self.client_id, holder,
                                              seed_shares[idx], key_shares[idx]))
             receivers.append(holder)
@@ -292,9 +293,7 @@ class MaskingClient:
         if self._input is None:
             raise LocalProtocolError("set_input() must be called before the masked upload")
         for sender, ct in zip(msg.senders, msg.ciphertexts):
-            key = d.share_key(self._c_shared[sender], self.session_id, self.round_index,
-                              sender, self.client_id)
-            seed_share, key_share = d.open_shares(key, ct, self.session_id, self.round_index,
+            seed_share, key_share = d.open_shares(self._share_ciphers[sender], ct, self.session_id, self.round_index,
                                                   sender, self.client_id)
             self._seed_shares[sender] = seed_share
             self._key_shares[sender] = key_share
@@ -309,7 +308,7 @@ class MaskingClient:
         self._self_seed = None  # only the shares remain
         # Only the shares of the neighbours' secrets are needed from here on.
         self._s_shared.clear()
-        self._c_shared.clear()
+        self._share_ciphers.clear()
         self._directory = {}
         self._input = None
         return m.MaskedInput(masked)

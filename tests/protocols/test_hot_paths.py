@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from scipy import stats
 
-from protocols import FixedPointEncoder, prg
+from protocols import FixedPointEncoder, graph, prg
 from protocols.encoding import csprng_uniform
 from protocols.graph import closed_neighbourhood, harary_neighbourhoods, ring_order
 from protocols.masking import MaskingClient, MaskingParams, MaskingServer, decode
@@ -134,6 +134,21 @@ def test_neighbourhoods_are_the_same_from_tuples_and_arrays():
     assert ring_order(arr, seed) == ring_order(ids[::-1], seed)
     with pytest.raises(ValueError):
         closed_neighbourhood(arr, 12, seed, 3)  # not a participant
+
+
+@pytest.mark.parametrize("factor", [1, 4])
+def test_closed_neighbourhood_candidates_give_the_exact_neighbourhood(monkeypatch, factor):
+    """Issue 22: a client selects its neighbours among the keys near its own; with a
+    candidate span of ~1 neighbourhood per side both that path and the fall-back (too few
+    candidates) run, and every neighbourhood is exactly the graph's."""
+    monkeypatch.setattr(graph, "_CANDIDATE_FACTOR", factor)
+    monkeypatch.setattr(graph, "_CANDIDATE_MIN_RATIO", 8)
+    ids = np.arange(0, 3 * 2000, 3, dtype=np.uint32)
+    for degree in (2, 10, 42):
+        seed = secrets.token_bytes(32)
+        hood = harary_neighbourhoods(ids, degree, seed)
+        for cid in ids[::37].tolist():
+            assert closed_neighbourhood(ids, degree, seed, cid) == hood[cid]
 
 
 def test_ring_positions_are_uniform():
