@@ -10,7 +10,7 @@ code reads as the paper does and every derivation carries its domain label:
   purpose, session or pair is useless for any other.
 * ChaCha20-Poly1305 for the shares relayed by the server: each derived key
   encrypts exactly one message under the zero nonce (:func:`seal`), or — a
-  key shared by the two ends of a pair (:class:`PairCipher`) — exactly two,
+  key shared by the two ends of a pair (:func:`seal_for_pair`) — exactly two,
   one per direction, under two distinct nonces; the associated data repeats
   the binding for defence in depth.
 * Ed25519 for the active-adversary mode, with a pluggable :class:`TrustStore`
@@ -45,7 +45,6 @@ __all__ = [
     "KEY_SIZE",
     "SIGNATURE_SIZE",
     "KeyPair",
-    "PairCipher",
     "StaticTrustStore",
     "TrustStore",
     "agree",
@@ -53,9 +52,11 @@ __all__ = [
     "derive_key",
     "generate_key_pair",
     "load_private",
+    "open_from_pair",
     "open_sealed",
     "public_from_private",
     "seal",
+    "seal_for_pair",
     "sign",
     "verify",
 ]
@@ -184,69 +185,37 @@ def open_sealed(key: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
         raise DecryptionError("ciphertext failed authentication") from None
 
 
-class PairCipher:
-    """ChaCha20-Poly1305 under one key that two parties share, one message per direction.
+def _direction_nonce(sender: int, receiver: int) -> bytes:
+    if sender == receiver:
+        raise ValueError("a pair key binds two distinct ids")
+    return _DIRECTION_NONCES[sender > receiver]
 
-    The key is derived once per pair and session (HKDF over their X25519 secret,
-    bound to both ids): the lower id seals its one message under nonce 0, the
-    higher id under nonce 1, so the key never sees a nonce twice. One derivation
-    then serves a client's sealing to a neighbour and its opening of what that
-    neighbour sent back (a directional key per message cost one more HKDF per
-    neighbour). A message sealed by one end is opened only under the other end's
-    reading of the direction, and the associated data names sender and receiver,
-    so a message reflected back to its sender fails authentication.
 
-    Only the 32-byte key is held between the two uses: an AEAD object holds an
-    OpenSSL context of a few KB, and a client of a large session keeps one pair
-    key per neighbour (420,000 of them at n = 10,000 in one process).
+def seal_for_pair(key: bytes, sender: int, receiver: int, plaintext: bytes,
+                  associated_data: bytes) -> bytes:
+    """Encrypt the one message of ``sender -> receiver`` under the key of their pair.
+
+    A pair key (HKDF over the pair's X25519 secret, bound to both ids) encrypts
+    exactly two messages, one per direction: the lower id's under nonce 0, the
+    higher id's under nonce 1, so it never sees a nonce twice. One derivation then
+    serves a client's sealing to a neighbour and its opening of what that neighbour
+    sent back (a directional key per message cost one more HKDF per neighbour). The
+    caller seals once per direction (the masking client seals its shares once per
+    holder); the associated data names sender and receiver, so a message reflected
+    back to its sender fails authentication.
     """
+    return ChaCha20Poly1305(key).encrypt(_direction_nonce(sender, receiver), plaintext,
+                                         associated_data)
 
-    __slots__ = ("_high", "_key", "_low", "_sealed")
 
-    def __init__(self, key: bytes, low: int, high: int) -> None:
-        if not low < high:
-            raise ValueError("a pair key binds two distinct ids, lower first")
-        if not (isinstance(key, bytes) and len(key) == 32):
-            raise ValueError("a pair key is 32 bytes")
-        self._key = key
-        self._low, self._high = low, high
-        self._sealed = [False, False]
-
-    def __getstate__(self) -> tuple[bytes, int, int, list[bool]]:
-        return self._key, self._low, self._high, list(self._sealed)
-
-    def __setstate__(self, state: tuple[bytes, int, int, list[bool]]) -> None:
-        self._key, self._low, self._high, sealed = state
-        self._sealed = list(sealed)
-
-    def _direction(self, sender: int, receiver: int) -> int:
-        if (sender, receiver) == (self._low, self._high):
-            return 0
-        if (sender, receiver) == (self._high, self._low):
-            return 1
-        raise ValueError("this pair key belongs to another pair")
-
-    def seal(self, sender: int, receiver: int, plaintext: bytes, associated_data: bytes) -> bytes:
-        """Encrypt the one message of ``sender -> receiver``; a second one is refused."""
-        direction = self._direction(sender, receiver)
-        if self._sealed[direction]:
-            raise ValueError("a pair key seals one message per direction")  # nonce reuse
-        self._sealed[direction] = True
-        return ChaCha20Poly1305(self._key).encrypt(_DIRECTION_NONCES[direction], plaintext,
-                                                   associated_data)
-
-    def open(self, sender: int, receiver: int, ciphertext: bytes,
-             associated_data: bytes) -> bytes:
-        """Decrypt the message of ``sender -> receiver``; any failure is :class:`DecryptionError`."""
-        try:
-            return ChaCha20Poly1305(self._key).decrypt(
-                _DIRECTION_NONCES[self._direction(sender, receiver)], ciphertext,
-                associated_data)
-        except InvalidTag:
-            raise DecryptionError("ciphertext failed authentication") from None
-
-    def __repr__(self) -> str:  # never print key material
-        return f"PairCipher({self._low}, {self._high})"
+def open_from_pair(key: bytes, sender: int, receiver: int, ciphertext: bytes,
+                   associated_data: bytes) -> bytes:
+    """Decrypt what :func:`seal_for_pair` sealed; any failure is :class:`DecryptionError`."""
+    try:
+        return ChaCha20Poly1305(key).decrypt(_direction_nonce(sender, receiver), ciphertext,
+                                             associated_data)
+    except InvalidTag:
+        raise DecryptionError("ciphertext failed authentication") from None
 
 
 def sign(signing_key: Ed25519PrivateKey, message: bytes) -> bytes:

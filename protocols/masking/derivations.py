@@ -14,7 +14,7 @@ import struct
 import numpy as np
 
 from ..errors import InvalidShare
-from ..keys import PairCipher, agree, binding, derive_key
+from ..keys import agree, binding, derive_key, open_from_pair, seal_for_pair
 from ..shamir import decode_share, encode_share
 from ..wire import SERVER_ID
 
@@ -28,37 +28,35 @@ _LABEL_ADVERTISE = b"sfr-masking v1 advertise\x00"
 _LABEL_CONSISTENCY = b"sfr-masking v1 consistency\x00"
 
 
-def share_cipher(c_shared: bytes, session_id: bytes, round_index: int, a: int,
-                 b: int) -> PairCipher:
-    """The AEAD of the shares ``a`` and ``b`` give each other (symmetric in ``a``, ``b``).
+def share_key(c_shared: bytes, session_id: bytes, round_index: int, a: int, b: int) -> bytes:
+    """The AEAD key of the shares ``a`` and ``b`` give each other (symmetric in ``a``, ``b``).
 
     One key per pair, session and round, HKDF-bound to (round, min, max); it encrypts
     exactly two messages, the lower id's shares under nonce 0 and the higher id's under
-    nonce 1 (:class:`~protocols.keys.PairCipher`).
+    nonce 1 (:func:`~protocols.keys.seal_for_pair`).
     """
     low, high = min(a, b), max(a, b)
-    key = derive_key(c_shared, salt=session_id, label=_LABEL_SHARE_KEY,
-                     context=binding(round_index, low, high))
-    return PairCipher(key, low, high)
+    return derive_key(c_shared, salt=session_id, label=_LABEL_SHARE_KEY,
+                      context=binding(round_index, low, high))
 
 
 def _share_ad(session_id: bytes, round_index: int, sender: int, receiver: int) -> bytes:
     return _LABEL_SHARE_AD + session_id + binding(round_index, sender, receiver)
 
 
-def seal_shares(cipher: PairCipher, session_id: bytes, round_index: int, sender: int,
+def seal_shares(key: bytes, session_id: bytes, round_index: int, sender: int,
                 receiver: int, seed_share: int, key_share: int) -> bytes:
     plaintext = (struct.pack(">II", sender, receiver) + encode_share(seed_share)
                  + encode_share(key_share))
-    return cipher.seal(sender, receiver, plaintext,
-                       _share_ad(session_id, round_index, sender, receiver))
+    return seal_for_pair(key, sender, receiver, plaintext,
+                         _share_ad(session_id, round_index, sender, receiver))
 
 
-def open_shares(cipher: PairCipher, ciphertext: bytes, session_id: bytes, round_index: int,
+def open_shares(key: bytes, ciphertext: bytes, session_id: bytes, round_index: int,
                 sender: int, receiver: int) -> tuple[int, int]:
     """Decrypt and check the inner binding; any failure is a generic error."""
-    plaintext = cipher.open(sender, receiver, ciphertext,
-                            _share_ad(session_id, round_index, sender, receiver))
+    plaintext = open_from_pair(key, sender, receiver, ciphertext,
+                               _share_ad(session_id, round_index, sender, receiver))
     owner, holder = struct.unpack_from(">II", plaintext)
     if (owner, holder) != (sender, receiver):
         raise InvalidShare("share is bound to another pair")
