@@ -295,8 +295,8 @@ class MaskingClient:
         if self._input is None:
             raise LocalProtocolError("set_input() must be called before the masked upload")
         for sender, ct in zip(msg.senders, msg.ciphertexts):
-            seed_share, key_share = d.open_shares(self._share_keys[sender], ct, self.session_id, self.round_index,
-                                                  sender, self.client_id)
+            seed_share, key_share = d.open_shares(self._share_keys[sender], ct, self.session_id,
+                                                  self.round_index, sender, self.client_id)
             self._seed_shares[sender] = seed_share
             self._key_shares[sender] = key_share
         self._share_senders = frozenset(senders | {self.client_id})
