@@ -161,6 +161,16 @@ def test_ring_positions_are_uniform():
 
 
 # ------------------------------------------------------------------------ session config
+@pytest.mark.parametrize("ids", [np.array([3, 1, 2], dtype=">u4"), (1, 1, 2),
+                                 (1, 2, 0xFFFFFFFF), (-1, 2, 3), (1, 2, 1 << 32)])
+def test_session_config_refuses_bad_ids_from_any_dtype(ids):
+    """Session 5: the ids are checked on one native copy (sortedness, range), whatever the
+    input's dtype — a big-endian wire array, Python ints, negatives, 2^32."""
+    params = MaskingParams(threshold=2, degree=2, bits=8, vector_length=1)
+    with pytest.raises(ValueError):
+        SessionConfig(params, ids, bytes(32))
+
+
 def test_session_config_holds_one_read_only_id_array():
     params = MaskingParams(threshold=3, degree=3, bits=8, vector_length=1)
     a = SessionConfig(params, (1, 4, 9, 12), bytes(32))
