@@ -3,6 +3,7 @@
     python benchmarks/secagg.py                       # the four cells below + the n = 10,000 session
     python benchmarks/secagg.py --cells 100:10:6      # n:degree:threshold, any number of them
     python benchmarks/secagg.py --no-scale --no-flower
+    python benchmarks/secagg.py --no-flower --cells 100:10:6 --scale-repeat 3  # scale ratios, median
 
 Cells (issue 22): n = 100 at degree/threshold 10/6, 36/19 and 50/26 and
 n = 1,000 at 20/11 (Flower's ``num_shares`` = degree + 1), m = 10^5
@@ -237,6 +238,8 @@ def main() -> None:
     ap.add_argument("--no-equal-degree", action="store_true",
                     help="skip the smallest scale-n at the largest one's degree")
     ap.add_argument("--repeat", type=int, default=1, help="run every cell this many times")
+    ap.add_argument("--scale-repeat", type=int, default=1,
+                    help="run the scale sessions this many times (ratios: median over repeats)")
     ap.add_argument("--out", default=str(RESULTS / "secagg.json"))
     args = ap.parse_args()
 
@@ -259,13 +262,17 @@ def main() -> None:
         rows.append(row)
         _print_row(row)
 
-    scale = [] if args.no_scale else [scale_cell(n, args.m, args.dropout, args.seed)
-                                      for n in args.scale_n]
-    if scale and not args.no_equal_degree:
-        # n = 1,000 again, at the largest session's degree: per client and per neighbour, the
-        # two must cost the same if nothing grows faster than the degree.
-        scale.append(scale_cell(min(args.scale_n), args.m, args.dropout, args.seed,
-                                graph_of=max(args.scale_n)))
+    scale: list[dict] = []
+    for repeat in range(0 if args.no_scale else args.scale_repeat):
+        # One repeat = the scale-n sessions and the equal-degree one, back to back: the
+        # ratios are taken within a repeat, and their median across repeats.
+        cells = [scale_cell(n, args.m, args.dropout, args.seed) for n in args.scale_n]
+        if not args.no_equal_degree:
+            # n = 1,000 again, at the largest session's degree: per client and per
+            # neighbour, the two must cost the same if nothing grows faster than the degree.
+            cells.append(scale_cell(min(args.scale_n), args.m, args.dropout, args.seed,
+                                    graph_of=max(args.scale_n)))
+        scale.extend(dict(cell, repeat=repeat) for cell in cells)
     for cell in scale:
         print(f"[scale] n={cell['n']} k={cell.get('degree')} t={cell.get('threshold')}: "
               f"total CPU {cell.get('total_seconds', float('nan')):.1f} s, peak RSS "
@@ -308,12 +315,27 @@ def _summary(rows: list[dict], scale: list[dict]) -> dict:
          "ours_over_limit": r["ours_over_limit"], "target_over_limit": 2,
          "correct": r["ours"]["correct"], "expansion": r["ours"]["expansion"]}
         for r in rows]}
+    repeats = sorted({c.get("repeat", 0) for c in scale})
+    per_repeat = [_scale_summary([c for c in scale if c.get("repeat", 0) == r]) for r in repeats]
+    if per_repeat and per_repeat[0]:
+        out["scale"] = dict(per_repeat[0])
+        if len(per_repeat) > 1:
+            for key in ("cpu_ratio", "equal_degree_cpu_ratio"):
+                values = [s[key] for s in per_repeat if key in s]
+                out["scale"][f"{key}_repeats"] = values
+                out["scale"][f"{key}_median"] = float(np.median(values)) if values else None
+    return out
+
+
+def _scale_summary(scale: list[dict]) -> dict:
+    """The n = 10,000 / n = 1,000 ratios of one repeat of the scale sessions."""
+    out: dict = {}
     done = [c for c in scale if c.get("completed", True) and "total_seconds" in c]
     by_n = {c["n"]: c for c in done if c.get("graph_of", c["n"]) == c["n"]}
     equal = [c for c in done if c.get("graph_of", c["n"]) != c["n"]]
     if 1000 in by_n and 10_000 in by_n:
         small, big = by_n[1000], by_n[10_000]
-        out["scale"] = {
+        out.update({
             "n1000": {k: small[k] for k in ("degree", "threshold", "total_seconds",
                                             "peak_rss_bytes", "correct")},
             "n10000": {k: big[k] for k in ("degree", "threshold", "total_seconds",
@@ -323,19 +345,19 @@ def _summary(rows: list[dict], scale: list[dict]) -> dict:
             "per_client_per_neighbour_ratio": (
                 (big["total_seconds"] / (10_000 * big["degree"]))
                 / (small["total_seconds"] / (1000 * small["degree"]))),
-        }
+        })
         if equal:
             same = equal[0]
-            out["scale"]["n1000_at_n10000_degree"] = {
+            out["n1000_at_n10000_degree"] = {
                 k: same[k] for k in ("degree", "threshold", "total_seconds", "peak_rss_bytes",
                                      "correct", "encode_seconds", "protocol_client_seconds",
                                      "server_seconds")}
-            out["scale"]["equal_degree_cpu_ratio"] = big["total_seconds"] / same["total_seconds"]
-            out["scale"]["equal_degree_per_client_ratio"] = (
+            out["equal_degree_cpu_ratio"] = big["total_seconds"] / same["total_seconds"]
+            out["equal_degree_per_client_ratio"] = (
                 (big["total_seconds"] / 10_000) / (same["total_seconds"] / 1000))
             # What the helper's degree growth alone predicts: the cost per client at k = 38
             # and at k = 42 measured at the same n, times the 10x more clients.
-            out["scale"]["degree_growth_predicted_cpu_ratio"] = (
+            out["degree_growth_predicted_cpu_ratio"] = (
                 10 * same["total_seconds"] / small["total_seconds"])
     return out
 

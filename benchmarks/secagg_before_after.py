@@ -24,7 +24,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 _PROBE = r'''
-import json, sys, time
+import json, resource, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from protocols.encoding import FixedPointEncoder
@@ -43,7 +43,8 @@ params = MaskingParams(threshold=t, degree=k, bits=32, vector_length=m)
 result = run_session({c: encoded for c in range(n)}, params,
                      dropouts={c: "masked_input" for c in dead})
 print(json.dumps({"encode_s": encode, "client_s": result.client_seconds,
-                  "server_s": result.server_seconds}))
+                  "server_s": result.server_seconds,
+                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 '''
 
 
@@ -80,7 +81,9 @@ def main() -> None:
         print(f"n={n} k/t={k}/{t}: before {b['total_s']:.3f} s (encode {b['encode_s']:.3f}, "
               f"clients {b['client_s']:.3f}, server {b['server_s']:.3f}); after "
               f"{a['total_s']:.3f} s (encode {a['encode_s']:.3f}, clients {a['client_s']:.3f}, "
-              f"server {a['server_s']:.3f}); x{rows[-1]['before_over_after']:.2f}", flush=True)
+              f"server {a['server_s']:.3f}); x{rows[-1]['before_over_after']:.2f}; peak RSS "
+              f"{b['peak_rss_bytes'] / 2**20:.0f} -> {a['peak_rss_bytes'] / 2**20:.0f} MiB",
+              flush=True)
     pathlib.Path(args.out).write_text(json.dumps(
         {"command": " ".join([pathlib.Path(sys.argv[0]).name, *sys.argv[1:]]), "rows": rows,
          "load_average_at_end": os.getloadavg()}, indent=1) + "\n")

@@ -120,10 +120,32 @@ def closed_neighbourhood(
     keys = _ring_keys(graph_seed, n)
     half = degree // 2
     ahead = keys - keys[pos]  # wraps modulo 2^64: the ring distance going forward
+    if n > _CANDIDATE_MIN_RATIO * (half + 1):
+        # The keys are uniform, so the half + 1 nearest on each side lie, with
+        # overwhelming probability, within ±span of the client's own key (span holds
+        # ~4x that many keys per side). Select exactly among those candidates when each
+        # side has enough of them: the half + 1 smallest distances of a side are then
+        # all below span, hence all candidates. Else (never seen) select among all.
+        # One pass over n instead of two subtractions and two partitions of n.
+        span = np.uint64(min(1 << 62, (_CANDIDATE_FACTOR * (half + 1) << 64) // n))
+        candidates = np.flatnonzero(ahead + span < span + span)  # within ±span, wrapping
+        forward = ahead[candidates]
+        backward = np.uint64(0) - forward  # wraps: the ring distance going backward
+        if np.count_nonzero(forward < span) > half and np.count_nonzero(backward < span) > half:
+            near = candidates[np.concatenate([np.argpartition(forward, half)[:half + 1],
+                                              np.argpartition(backward, half)[:half + 1]])]
+            return frozenset(ids[near].tolist())
     behind = keys[pos] - keys
     near = np.concatenate([np.argpartition(ahead, half)[:half + 1],
                            np.argpartition(behind, half)[:half + 1]])
     return frozenset(ids[near].tolist())
+
+
+#: Expected candidates per side of :func:`closed_neighbourhood`, in multiples of half + 1.
+_CANDIDATE_FACTOR = 4
+#: Below n = this * (half + 1) the candidate pass costs more (five more numpy calls) than
+#: it saves (measured: slower at n = 100 and 1,000, 64 -> 44 µs per client at n = 10,000).
+_CANDIDATE_MIN_RATIO = 64
 
 
 def _is_sorted_array(participants: object) -> bool:

@@ -9,8 +9,10 @@ code reads as the paper does and every derivation carries its domain label:
   the purpose and binds (round, sender, receiver) — so a key derived for one
   purpose, session or pair is useless for any other.
 * ChaCha20-Poly1305 for the shares relayed by the server: each derived key
-  encrypts exactly one message, so a zero nonce is safe; the associated data
-  repeats the binding for defence in depth.
+  encrypts exactly one message under the zero nonce (:func:`seal`), or — a
+  key shared by the two ends of a pair (:func:`seal_for_pair`) — exactly two,
+  one per direction, under two distinct nonces; the associated data repeats
+  the binding for defence in depth.
 * Ed25519 for the active-adversary mode, with a pluggable :class:`TrustStore`
   telling which verification key belongs to which client.
 """
@@ -50,9 +52,11 @@ __all__ = [
     "derive_key",
     "generate_key_pair",
     "load_private",
+    "open_from_pair",
     "open_sealed",
     "public_from_private",
     "seal",
+    "seal_for_pair",
     "sign",
     "verify",
 ]
@@ -61,6 +65,9 @@ KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 AEAD_OVERHEAD = 16
 _ZERO_NONCE = bytes(12)
+#: Nonce of each direction of a pair key: the lower id's message, then the higher id's.
+_DIRECTION_NONCES = (bytes(12), bytes(11) + b"\x01")
+_SHA256 = hashes.SHA256()  # stateless algorithm descriptor, shared by every derivation
 _RAW = serialization.Encoding.Raw
 
 
@@ -152,7 +159,7 @@ def agree(private: X25519PrivateKey | bytes, peer_public: bytes) -> bytes:
 def derive_key(shared_secret: bytes, *, salt: bytes, label: bytes, context: bytes) -> bytes:
     """HKDF-SHA256 → 32 bytes; ``info = label || 0x00 || context``."""
     return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=salt, info=label + b"\x00" + context
+        algorithm=_SHA256, length=32, salt=salt, info=label + b"\x00" + context
     ).derive(shared_secret)
 
 
@@ -174,6 +181,39 @@ def seal(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
 def open_sealed(key: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
     try:
         return ChaCha20Poly1305(key).decrypt(_ZERO_NONCE, ciphertext, associated_data)
+    except InvalidTag:
+        raise DecryptionError("ciphertext failed authentication") from None
+
+
+def _direction_nonce(sender: int, receiver: int) -> bytes:
+    if sender == receiver:
+        raise ValueError("a pair key binds two distinct ids")
+    return _DIRECTION_NONCES[sender > receiver]
+
+
+def seal_for_pair(key: bytes, sender: int, receiver: int, plaintext: bytes,
+                  associated_data: bytes) -> bytes:
+    """Encrypt the one message of ``sender -> receiver`` under the key of their pair.
+
+    A pair key (HKDF over the pair's X25519 secret, bound to both ids) encrypts
+    exactly two messages, one per direction: the lower id's under nonce 0, the
+    higher id's under nonce 1, so it never sees a nonce twice. One derivation then
+    serves a client's sealing to a neighbour and its opening of what that neighbour
+    sent back (a directional key per message cost one more HKDF per neighbour). The
+    caller seals once per direction (the masking client seals its shares once per
+    holder); the associated data names sender and receiver, so a message reflected
+    back to its sender fails authentication.
+    """
+    return ChaCha20Poly1305(key).encrypt(_direction_nonce(sender, receiver), plaintext,
+                                         associated_data)
+
+
+def open_from_pair(key: bytes, sender: int, receiver: int, ciphertext: bytes,
+                   associated_data: bytes) -> bytes:
+    """Decrypt what :func:`seal_for_pair` sealed; any failure is :class:`DecryptionError`."""
+    try:
+        return ChaCha20Poly1305(key).decrypt(_direction_nonce(sender, receiver), ciphertext,
+                                             associated_data)
     except InvalidTag:
         raise DecryptionError("ciphertext failed authentication") from None
 

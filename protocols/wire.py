@@ -59,6 +59,7 @@ _U64 = struct.Struct(">Q")
 HEADER_SIZE = _HEADER.size
 DEFAULT_MAX_FRAME = 1 << 30  # 1 GiB: far above any legitimate message, below memory exhaustion
 MAX_ROUND = 0xFFFFFFFF  # the header's round field is a u32
+_SHORT_LIST = 4096  # u32 lists up to this long are packed with struct, longer ones with numpy
 
 
 def check_round_index(round_index: object) -> int:
@@ -207,6 +208,15 @@ class Writer:
         return self.blob(memoryview(np.ascontiguousarray(values, dtype=np.dtype(dtype))))
 
     def u32_list(self, values: list[int] | tuple[int, ...] | np.ndarray) -> Writer:
+        if isinstance(values, (list, tuple)) and len(values) <= _SHORT_LIST:
+            # A neighbourhood's list: struct packs it without building two arrays.
+            try:
+                packed = struct.pack(f">{len(values)}I", *values)
+            except struct.error as exc:
+                raise ValueError(f"a u32 list entry is out of range: {exc}") from None
+            self._append(_U32.pack(len(packed)))
+            self._append(packed)
+            return self
         return self.array(np.asarray(values, dtype=np.int64), ">u4")
 
     @property
@@ -285,6 +295,14 @@ class Reader:
 
     def u32_list(self, *, max_items: int) -> list[int]:
         return self.array(">u4", max_items=max_items).tolist()
+
+    def u32_tuple(self, *, max_items: int) -> tuple[int, ...]:
+        """:meth:`u32_list` as a tuple, unpacked by :mod:`struct` (no array built): the
+        lists of one neighbourhood are short, and a party decodes thousands of them."""
+        raw = self._blob_view(max_items * 4, None)
+        if raw.nbytes % 4:
+            raise MalformedMessage("array length is not a multiple of its item size")
+        return struct.unpack(f">{raw.nbytes // 4}I", raw)
 
     def end(self) -> None:
         """Assert that the whole body was consumed (no trailing bytes)."""

@@ -14,11 +14,13 @@ import struct
 import numpy as np
 
 from ..errors import InvalidShare
-from ..keys import agree, binding, derive_key, open_sealed, seal
+from ..keys import agree, binding, derive_key, open_from_pair, seal_for_pair
 from ..shamir import decode_share, encode_share
 from ..wire import SERVER_ID
 
-_LABEL_SHARE_KEY = b"sfr-masking v1 share-encryption"
+# v2: one key per pair (two messages, one per direction) replaced v1's directional
+# single-use keys; the new label keeps the two derivations apart.
+_LABEL_SHARE_KEY = b"sfr-masking v2 pair-share-encryption"
 _LABEL_SHARE_AD = b"sfr-masking v1 share"
 _LABEL_PAIRWISE = b"sfr-masking v1 pairwise-mask"
 _LABEL_COMMIT = b"sfr-masking v1 seed-commitment\x00"
@@ -26,28 +28,35 @@ _LABEL_ADVERTISE = b"sfr-masking v1 advertise\x00"
 _LABEL_CONSISTENCY = b"sfr-masking v1 consistency\x00"
 
 
-def share_key(c_shared: bytes, session_id: bytes, round_index: int, sender: int,
-              receiver: int) -> bytes:
-    """Directional AEAD key for the shares ``sender`` gives ``receiver`` (single use)."""
+def share_key(c_shared: bytes, session_id: bytes, round_index: int, a: int, b: int) -> bytes:
+    """The AEAD key of the shares ``a`` and ``b`` give each other (symmetric in ``a``, ``b``).
+
+    One key per pair, session and round, HKDF-bound to (round, min, max); it encrypts
+    exactly two messages, the lower id's shares under nonce 0 and the higher id's under
+    nonce 1 (:func:`~protocols.keys.seal_for_pair`).
+    """
+    low, high = min(a, b), max(a, b)
     return derive_key(c_shared, salt=session_id, label=_LABEL_SHARE_KEY,
-                      context=binding(round_index, sender, receiver))
+                      context=binding(round_index, low, high))
 
 
 def _share_ad(session_id: bytes, round_index: int, sender: int, receiver: int) -> bytes:
     return _LABEL_SHARE_AD + session_id + binding(round_index, sender, receiver)
 
 
-def seal_shares(key: bytes, session_id: bytes, round_index: int, sender: int, receiver: int,
-                seed_share: int, key_share: int) -> bytes:
+def seal_shares(key: bytes, session_id: bytes, round_index: int, sender: int,
+                receiver: int, seed_share: int, key_share: int) -> bytes:
     plaintext = (struct.pack(">II", sender, receiver) + encode_share(seed_share)
                  + encode_share(key_share))
-    return seal(key, plaintext, _share_ad(session_id, round_index, sender, receiver))
+    return seal_for_pair(key, sender, receiver, plaintext,
+                         _share_ad(session_id, round_index, sender, receiver))
 
 
 def open_shares(key: bytes, ciphertext: bytes, session_id: bytes, round_index: int,
                 sender: int, receiver: int) -> tuple[int, int]:
     """Decrypt and check the inner binding; any failure is a generic error."""
-    plaintext = open_sealed(key, ciphertext, _share_ad(session_id, round_index, sender, receiver))
+    plaintext = open_from_pair(key, sender, receiver, ciphertext,
+                               _share_ad(session_id, round_index, sender, receiver))
     owner, holder = struct.unpack_from(">II", plaintext)
     if (owner, holder) != (sender, receiver):
         raise InvalidShare("share is bound to another pair")

@@ -93,7 +93,7 @@ _ID_ARRAYS: weakref.WeakValueDictionary[bytes, np.ndarray] = weakref.WeakValueDi
 
 
 def _shared_ids(ids: np.ndarray) -> np.ndarray:
-    ids = ids.astype(np.uint32)  # a private copy: nobody can change it afterwards
+    """``ids`` (a private native uint32 copy) or the equal array already shared."""
     key = ids.tobytes()
     shared = _ID_ARRAYS.get(key)
     if shared is None:
@@ -126,10 +126,16 @@ class SessionConfig:
             raise ValueError("participants must be a sequence of integer client ids")
         if ids.size < 2:
             raise ValueError("a session needs at least 2 participants")
-        if int(ids.min()) < 0 or int(ids.max()) >= 0xFFFFFFFF:
+        # One private native copy first (a decoded announcement is big-endian), then the
+        # checks on it: a client of a 10,000-client session runs them on every announcement.
+        fits = ids.dtype.kind == "u" and ids.dtype.itemsize <= 4  # then every value fits
+        if not fits and (int(ids.min()) < 0 or int(ids.max()) >= 0xFFFFFFFF):
             raise ValueError("client ids must be in [0, 2^32 - 1)")
-        if not (np.diff(ids.astype(np.int64)) > 0).all():
+        ids = ids.astype(np.uint32)  # a private copy: nobody can change it afterwards
+        if not (ids[1:] > ids[:-1]).all():
             raise ValueError("participants must be sorted and distinct")
+        if int(ids[-1]) >= 0xFFFFFFFF:
+            raise ValueError("client ids must be in [0, 2^32 - 1)")
         params.check_population(int(ids.size))
         ids = _shared_ids(ids)
         object.__setattr__(self, "params", params)

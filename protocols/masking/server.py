@@ -400,10 +400,11 @@ class MaskingServer:
 
     def _unmask_requests(self, ask: frozenset[int], signatures: dict[int, bytes]) -> list[Outgoing]:
         u3 = set(self._survivors)
+        signed = set(signatures)  # once: per receiver it made this loop O(n^2) in active mode
         out = []
         for i in sorted(ask):
             known = self._forwarded[i] | {i}
-            signers = tuple(sorted(self.neighbourhoods[i] & set(signatures)))
+            signers = tuple(sorted(self.neighbourhoods[i] & signed))
             request = m.UnmaskRequest(
                 survivors=tuple(sorted(known & u3)),
                 dropped=tuple(sorted(known - u3)),

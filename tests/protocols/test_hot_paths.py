@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from scipy import stats
 
-from protocols import FixedPointEncoder, prg
+from protocols import FixedPointEncoder, graph, prg
 from protocols.encoding import csprng_uniform
 from protocols.graph import closed_neighbourhood, harary_neighbourhoods, ring_order
 from protocols.masking import MaskingClient, MaskingParams, MaskingServer, decode
@@ -136,6 +136,21 @@ def test_neighbourhoods_are_the_same_from_tuples_and_arrays():
         closed_neighbourhood(arr, 12, seed, 3)  # not a participant
 
 
+@pytest.mark.parametrize("factor", [1, 4])
+def test_closed_neighbourhood_candidates_give_the_exact_neighbourhood(monkeypatch, factor):
+    """Issue 22: a client selects its neighbours among the keys near its own; with a
+    candidate span of ~1 neighbourhood per side both that path and the fall-back (too few
+    candidates) run, and every neighbourhood is exactly the graph's."""
+    monkeypatch.setattr(graph, "_CANDIDATE_FACTOR", factor)
+    monkeypatch.setattr(graph, "_CANDIDATE_MIN_RATIO", 8)
+    ids = np.arange(0, 3 * 2000, 3, dtype=np.uint32)
+    for degree in (2, 10, 42):
+        seed = secrets.token_bytes(32)
+        hood = harary_neighbourhoods(ids, degree, seed)
+        for cid in ids[::37].tolist():
+            assert closed_neighbourhood(ids, degree, seed, cid) == hood[cid]
+
+
 def test_ring_positions_are_uniform():
     # Where does participant 0 land on the ring over many seeds? Uniform over n slots.
     n, trials = 10, 3000
@@ -146,6 +161,16 @@ def test_ring_positions_are_uniform():
 
 
 # ------------------------------------------------------------------------ session config
+@pytest.mark.parametrize("ids", [np.array([3, 1, 2], dtype=">u4"), (1, 1, 2),
+                                 (1, 2, 0xFFFFFFFF), (-1, 2, 3), (1, 2, 1 << 32)])
+def test_session_config_refuses_bad_ids_from_any_dtype(ids):
+    """Session 5: the ids are checked on one native copy (sortedness, range), whatever the
+    input's dtype — a big-endian wire array, Python ints, negatives, 2^32."""
+    params = MaskingParams(threshold=2, degree=2, bits=8, vector_length=1)
+    with pytest.raises(ValueError):
+        SessionConfig(params, ids, bytes(32))
+
+
 def test_session_config_holds_one_read_only_id_array():
     params = MaskingParams(threshold=3, degree=3, bits=8, vector_length=1)
     a = SessionConfig(params, (1, 4, 9, 12), bytes(32))

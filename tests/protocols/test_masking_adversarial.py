@@ -133,6 +133,40 @@ def test_swapped_share_ciphertexts_are_rejected():
     assert isinstance(trace.client_errors[4], DecryptionError)
 
 
+def test_a_share_ciphertext_reflected_to_its_sender_is_rejected():
+    """Session 5: the two ends of a pair share one AEAD key (one message per direction,
+    nonce = direction). A server that hands client 4 its own ciphertext for client 5 in
+    place of 5's must fail authentication (other nonce, other associated data)."""
+    sent: dict[int, bytes] = {}
+
+    def intercept(stage, sender, receiver, frame):
+        msg = decode(frame).message
+        if isinstance(msg, m.EncryptedShares) and sender == 4:
+            sent.update(zip(msg.receivers, msg.ciphertexts))
+        if isinstance(msg, m.ShareBundle) and receiver == 4:
+            cts = tuple(sent[5] if s == 5 else ct for s, ct in zip(msg.senders, msg.ciphertexts))
+            return rewrite(frame, lambda b: dataclasses.replace(b, ciphertexts=cts))
+        return frame
+
+    trace = SessionTrace()
+    run_session(_inputs(), PARAMS, trace=trace, interceptor=intercept)
+    assert isinstance(trace.client_errors[4], DecryptionError)
+
+
+def test_a_pair_key_seals_each_direction_under_its_own_nonce():
+    from protocols.keys import open_from_pair, seal_for_pair
+
+    key = bytes(range(32))
+    low_to_high = seal_for_pair(key, 3, 9, b"same plaintext", b"ad")
+    high_to_low = seal_for_pair(key, 9, 3, b"same plaintext", b"ad")
+    assert low_to_high != high_to_low  # distinct nonces: the key stream is never reused
+    assert open_from_pair(key, 3, 9, low_to_high, b"ad") == b"same plaintext"
+    with pytest.raises(DecryptionError):
+        open_from_pair(key, 9, 3, low_to_high, b"ad")
+    with pytest.raises(ValueError):
+        seal_for_pair(key, 3, 3, b"x", b"ad")
+
+
 def test_client_rejects_replay_and_cross_session_frames():
     server_a = MaskingServer(PARAMS, IDS)
     server_b = MaskingServer(PARAMS, IDS)
