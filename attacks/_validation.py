@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["RandomState", "check_random_state", "check_binary_labels", "check_scores"]
+__all__ = ["RandomState", "check_binary_labels", "check_random_state", "check_scores"]
 
 RandomState = int | np.random.Generator | np.random.SeedSequence | None
 

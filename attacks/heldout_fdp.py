@@ -140,5 +140,6 @@ def audit_heldout_fdp(
     details = {"design": design, "threshold": threshold, "threshold_canaries": int(cut),
                "judged_canaries": int(judge.size), "false_positives": fp, "negatives": negatives,
                "false_negatives": fn, "positives": positives, "rejected_noise_scale": scale,
-               "threshold_half_epsilon_hat": max(best_eps, 0.0)}
+               # chosen as the best of many thresholds on that half: selection-biased, not a bound
+               "threshold_half_epsilon_hat_biased": max(best_eps, 0.0)}
     return _finish(AuditResult("heldout_fdp", eps, confidence, delta, epsilon_claimed, details))

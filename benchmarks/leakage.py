@@ -453,6 +453,9 @@ def isolated_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...]
                 "epsilon_hat": c["epsilon_hat"], "best": f"{c['best_score']}/{c['best_method']}",
                 "tightness": c["tightness"], "violation": r["violation"], "ceiling": c.get("ceiling"),
                 "estimate": c.get("estimate"), "control": control, "design": c["design"],
+                "noise_calibration": {k: v for k, v in (c.get("noise_calibration") or {}).items()
+                                      if k != "per_round_noise_std"},
+                "ceiling_at_release": c.get("ceiling_at_release"),
                 "scores": {n: {k: e[k]["epsilon_hat"] for k in ("one_run", "one_run_fdp", "clopper_pearson_heldout",
                                                                 "heldout_fdp") if k in e}
                            | {"auc": e.get("membership", {}).get("auc")} for n, e in c["scores"].items()},

@@ -14,7 +14,7 @@ from scipy import stats
 from .._validation import RandomState, check_scores
 from .base import ShadowStatistics, TrainAndScore, train_shadow_models
 
-__all__ = ["LiRA", "RMIA"]
+__all__ = ["RMIA", "LiRA"]
 
 _MIN_STD = 1e-8
 

@@ -139,6 +139,7 @@ def audit_scores(
                     entry["heldout_fdp"] = {"epsilon_hat": held.epsilon_lower_bound, "confidence": level,
                                             **held.details}
                     tests.append(("heldout_fdp", held.epsilon_lower_bound))
+        # the largest of this score's tests, each at its own level: a summary, not a 95 % bound
         entry["epsilon_hat"] = max(e for _, e in tests)
         if included.any() and not included.all():
             m = evaluate_membership(included, s, **evaluation)

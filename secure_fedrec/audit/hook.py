@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attacks import CanaryDirections, DiracDirections
+from protocols import BelowThreshold
 
 from ..aggregation import Aggregate, ClientUpdate, ExpectedBatchMean, Mean
 from ..models.base import ParamLayout
@@ -122,6 +123,19 @@ class CanaryClientHook:
         from .twin import plan_without_noise_share
 
         return plan_without_noise_share(server.client_plan)
+
+    def check_release(self, server: RoundServer, plan: RoundPlan, outcome) -> None:
+        """Sybils that withhold their noise share must not carry a round over the survivor floor:
+        the accountant charges the noise of ``min_survivors`` honest shares, so a round with
+        fewer noise-bearing (real) contributors aborts, as it would without the audit."""
+        floor = getattr(server.privacy, "min_survivors", None)
+        if not self.withhold_noise or floor is None:
+            return
+        canaries = set(plan.canaries)
+        honest = sum(1 for client in outcome.contributors if client not in canaries)
+        if honest < floor:
+            raise BelowThreshold(honest, floor, "upload (noise-bearing clients; canaries that withhold shares "
+                                                "do not count)")
 
     def current_norm(self, server: RoundServer) -> float:
         """The canary's update norm this round: the run's clip norm (the adaptive one, as it is now)."""

@@ -16,8 +16,12 @@ The premise fails, and the audit refuses the design, when something couples
 coordinates or writes to unrated items: implicit feedback (sampled negatives
 may be phantom items), the compact rotated encoding (the rotation mixes
 coordinates), adaptive clipping (the clip norm follows the number of included
-canaries), and canary kinds that are not directions (ratings, users).
-The phantom items change nothing else: no example, no evaluation pair involves them.
+canaries), canary kinds that are not directions (ratings, users), and record-level
+dropouts or stragglers (a dropped client takes all its gradient canaries with it).
+
+No training example involves a phantom item. Ranking evaluation of the audited model
+(leave-last-out, sampled negatives) and the update-inference attack's item table may
+include them: they belong to the audited run's model, not to a production one.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ def isolation_problems(config: RunConfig, kind: str, *, implicit: bool) -> list[
         problems.append("implicit feedback: sampled negatives may land on the phantom items")
     if config.aggregation.encoding == "compact":
         problems.append("aggregation.encoding = 'compact' rotates the vector, mixing coordinates")
+    if kind == "gradients" and (config.training.dropout_rate > 0 or config.training.straggler_rate > 0):
+        problems.append("dropouts or stragglers at record level: a client that drops takes all the gradient "
+                        "canaries it holds with it, so they are no longer independent")
     if config.privacy.clipping == "adaptive":
         problems.append("privacy.clipping = 'adaptive' moves the clip norm with the number of included canaries")
     return problems

@@ -35,6 +35,7 @@ from ..plans.base import PrivacyPlan, local_training
 from ..rounds.auditor import (
     RoundAuditor,
     add_canaries,
+    check_release,
     encode_canaries,
     observe_release,
 )
@@ -189,6 +190,7 @@ class FederatedTrainer:
         if payloads:
             try:
                 outcome = self._sum(payloads, plan.dropouts, plan.round_index)
+                check_release(self.auditor, self.server, plan, outcome)
             except BelowThreshold as exc:
                 outcome = exc  # the protocol aborted and released nothing
         else:

@@ -35,7 +35,7 @@ from ..aggregation import Aggregate, ClientUpdate
 from .client import ClientReport, RoundBroadcast, encode_update
 from .server import RoundPlan, RoundServer
 
-__all__ = ["RoundAuditor", "add_canaries", "encode_canaries", "observe_release"]
+__all__ = ["RoundAuditor", "add_canaries", "check_release", "encode_canaries", "observe_release"]
 
 
 class RoundAuditor(Protocol):
@@ -75,6 +75,15 @@ def encode_canaries(canaries: Sequence[tuple[int, ClientUpdate]], server: RoundS
     custom = getattr(auditor, "canary_client_plan", None)
     plan = custom(server) if custom is not None else server.client_plan
     return [encode_update(client, update, plan, broadcast) for client, update in canaries]
+
+
+def check_release(auditor: RoundAuditor | None, server: RoundServer, plan: RoundPlan, outcome: object) -> None:
+    """Let the auditor refuse a release that only its canaries made possible: its optional
+    ``check_release(server, plan, outcome)`` raises :class:`protocols.BelowThreshold`, and the
+    round then releases nothing, as it would have without the audit."""
+    check = getattr(auditor, "check_release", None)
+    if check is not None:
+        check(server, plan, outcome)
 
 
 def observe_release(auditor: RoundAuditor | None, server: RoundServer, plan: RoundPlan,

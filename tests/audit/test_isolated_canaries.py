@@ -159,3 +159,54 @@ def test_isolated_gradient_canaries_at_record_level_and_the_model_space_fallback
     model_space = run_audit(config, AuditSpec(canaries=200, canary_space="model", attacks=(), n_bootstrap=10,
                                               ceiling_repeats=0, control=False))["canary_audit"]
     assert model_space["space"] == "model" and model_space["headline_test"].startswith("largest one-run")
+
+
+def test_sybils_that_withhold_noise_never_carry_a_round_over_the_survivor_floor():
+    # the reviewer's setup: E = 20 clients a round, min_survivors = 10, 90 % of them drop out,
+    # 100 isolated canary clients that add no noise share: without the rule every round released
+    from types import SimpleNamespace
+
+    from protocols import BelowThreshold
+    from secure_fedrec.audit.isolation import phantom_items_needed
+    from secure_fedrec.audit.run import _make_hook
+
+    config = config_from_dict({
+        "data": {"synthetic": {"n_users": 40, "n_items": 60, "mean_ratings_per_user": 10}},
+        "model": {"dim": 4},
+        "privacy": {"unit": "user", "noise": "distributed", "target_epsilon": 8.0},
+        "aggregation": {"protocol": "secagg"},
+        "training": {"rounds": 6, "clients_per_round": 0.5, "local_epochs": 1, "checkpoint_every": 0,
+                     "dropout_rate": 0.9},
+        "evaluation": {"every": 100},
+    })
+    split = make_split(config, load_data(config))
+    grown = with_phantom_items(split, phantom_items_needed(100, item_width(config, split)))
+    trainer = FederatedTrainer(config, grown)
+    hook = _make_hook("clients", AuditSpec(canaries=100, canary_space="isolated", attacks=()), trainer, None, 0,
+                      first_phantom=split.train.n_items)
+    assert hook.withhold_noise
+    floor = trainer.server.privacy.min_survivors
+    honest_counts = []
+    check = hook.check_release
+
+    def recording_check(server, plan, outcome):
+        canaries = set(plan.canaries)
+        honest_counts.append(sum(1 for c in outcome.contributors if c not in canaries))
+        check(server, plan, outcome)
+
+    hook.check_release = recording_check
+    trainer.auditor = hook
+    trainer.run()
+    assert honest_counts and all(h < floor for h in honest_counts)  # 90 % dropout: never enough honest shares
+    assert hook.projections == []  # so nothing was released, as without the audit
+    plan = SimpleNamespace(canaries=tuple(range(1000, 1050)))
+    with pytest.raises(BelowThreshold):
+        check(trainer.server, plan, SimpleNamespace(contributors=tuple(range(floor - 1)) + plan.canaries))
+    check(trainer.server, plan, SimpleNamespace(contributors=tuple(range(floor)) + plan.canaries))
+
+
+def test_record_level_dropouts_refuse_isolated_gradient_canaries():
+    config = _config(unit="record", noise="distributed")
+    dropping = dataclasses.replace(config, training=dataclasses.replace(config.training, dropout_rate=0.1))
+    assert any("dropouts" in p for p in isolation_problems(dropping, "gradients", implicit=False))
+    assert resolve_space("auto", dropping, "gradients", implicit=False) == "model"
