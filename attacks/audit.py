@@ -444,6 +444,24 @@ def audit_clopper_pearson(
     return _finish(AuditResult("clopper_pearson", eps, confidence, delta, epsilon_claimed, details))
 
 
+def heldout_halves(scores: np.ndarray, included: np.ndarray, threshold_fraction: float,
+                   random_state: RandomState) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(scores, included, pick, judge)``: validated arrays and a random split of the canaries
+    into the half that picks a threshold and the half it is judged on (each with both labels)."""
+    s = check_scores(scores)
+    inc = check_binary_labels(included, "included")
+    if inc.shape != s.shape:
+        raise ValueError("scores and included must have the same length")
+    if not 0.0 < threshold_fraction < 1.0:
+        raise ValueError("threshold_fraction must be in (0, 1)")
+    order = check_random_state(random_state).permutation(s.size)
+    cut = round(threshold_fraction * s.size)
+    pick, judge = order[:cut], order[cut:]
+    if not (inc[pick].any() and (~inc[pick]).any() and inc[judge].any() and (~inc[judge]).any()):
+        raise ValueError("both halves need included and excluded canaries")
+    return s, inc, pick, judge
+
+
 def audit_clopper_pearson_heldout(
     scores: np.ndarray,
     included: np.ndarray,
@@ -464,17 +482,8 @@ def audit_clopper_pearson_heldout(
     run, so this is the literature's number to compare with, while the
     one-run bounds are the ones that hold for dependent canaries.
     """
-    s = check_scores(scores)
-    inc = check_binary_labels(included, "included")
-    if inc.shape != s.shape:
-        raise ValueError("scores and included must have the same length")
-    if not 0.0 < threshold_fraction < 1.0:
-        raise ValueError("threshold_fraction must be in (0, 1)")
-    order = check_random_state(random_state).permutation(s.size)
-    cut = round(threshold_fraction * s.size)
-    pick, judge = order[:cut], order[cut:]
-    if not (inc[pick].any() and (~inc[pick]).any() and inc[judge].any() and (~inc[judge]).any()):
-        raise ValueError("both halves need included and excluded canaries")
+    s, inc, pick, judge = heldout_halves(scores, included, threshold_fraction, random_state)
+    cut = pick.size
     best_eps, threshold = -1.0, math.inf
     for t in np.unique(s[pick]):
         guess = s[pick] >= t

@@ -56,6 +56,7 @@ __all__ = [
     "fdp_one_run_rejects",
     "gaussian_epsilon",
     "gaussian_mu",
+    "smallest_rejected_scale",
 ]
 
 
@@ -240,10 +241,21 @@ def fdp_epsilon_lower_bound(
     if not 0.0 < confidence < 1.0:
         raise ValueError("confidence must be in (0, 1)")
     alpha = 1.0 - confidence
+    return smallest_rejected_scale(
+        family, lambda curve: fdp_one_run_rejects(curve, num_canaries, num_guesses, num_correct, alpha))
+
+
+def smallest_rejected_scale(family: MechanismFamily,
+                            rejects: Callable[[TradeoffCurve], bool]) -> tuple[float, float | None]:
+    """``(ε̂, s*)``: the accounted ε at the smallest grid scale whose curve ``rejects`` refuses.
+
+    ``(0.0, None)`` when no claim on the grid is rejected. Binary search: the rejected
+    scales form an up-set (more noise, a pointwise larger f, an easier claim to refute).
+    """
     scales = family.scales
 
     def rejected(k: int) -> bool:
-        return fdp_one_run_rejects(family.curve(scales[k]), num_canaries, num_guesses, num_correct, alpha)
+        return rejects(family.curve(scales[k]))
 
     if not rejected(len(scales) - 1):
         return 0.0, None

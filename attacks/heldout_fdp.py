@@ -34,13 +34,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._validation import (
-    RandomState,
-    check_binary_labels,
-    check_random_state,
-    check_scores,
-)
-from .fdp import MechanismFamily, TradeoffCurve
+from ._validation import RandomState
+from .fdp import MechanismFamily, TradeoffCurve, smallest_rejected_scale
 
 if TYPE_CHECKING:
     from .audit import AuditResult
@@ -66,21 +61,7 @@ def fdp_counts_reject(curve: TradeoffCurve, false_positives: int, negatives: int
 
 
 def _epsilon_hat(family: MechanismFamily, counts: tuple[int, int, int, int], confidence: float) -> tuple[float, float | None]:
-    scales = family.scales
-
-    def rejected(k: int) -> bool:
-        return fdp_counts_reject(family.curve(scales[k]), *counts, confidence)
-
-    if not rejected(len(scales) - 1):
-        return 0.0, None
-    low, high = -1, len(scales) - 1  # invariant: scales[high] rejected, scales[low] not (or low = -1)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if rejected(middle):
-            high = middle
-        else:
-            low = middle
-    return family.epsilon_at(scales[high]), scales[high]
+    return smallest_rejected_scale(family, lambda curve: fdp_counts_reject(curve, *counts, confidence))
 
 
 def _counts(scores: np.ndarray, included: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
@@ -109,25 +90,16 @@ def audit_heldout_fdp(
     thresholds, at evenly spaced quantiles of the threshold half's scores, are
     tried there; the best one is judged once on the other half.
     """
-    from .audit import AuditResult, _finish
+    from .audit import AuditResult, _finish, heldout_halves
 
-    s = check_scores(scores)
-    inc = check_binary_labels(included, "included")
-    if inc.shape != s.shape:
-        raise ValueError("scores and included must have the same length")
-    if not 0.0 < threshold_fraction < 1.0:
-        raise ValueError("threshold_fraction must be in (0, 1)")
     if not 0.0 < confidence < 1.0:
         raise ValueError("confidence must be in (0, 1)")
     if not 1 <= candidates <= 10_000:
         raise ValueError("candidates must be in [1, 10000]")
     if not design:
         raise ValueError("design must say why the canaries are independent trials")
-    order = check_random_state(random_state).permutation(s.size)
-    cut = round(threshold_fraction * s.size)
-    pick, judge = order[:cut], order[cut:]
-    if not (inc[pick].any() and (~inc[pick]).any() and inc[judge].any() and (~inc[judge]).any()):
-        raise ValueError("both halves need included and excluded canaries")
+    s, inc, pick, judge = heldout_halves(scores, included, threshold_fraction, random_state)
+    cut = pick.size
     thresholds = np.unique(np.quantile(s[pick], np.linspace(0.0, 1.0, candidates + 2)[1:-1]))
     best_eps, threshold = -1.0, float(thresholds[0])
     for t in thresholds:
