@@ -7,7 +7,9 @@ things from an engine, and nothing else::
     broadcast (range counts them)
     client_step for each trainer
     encode_canaries                  -> the same client halves (clip, noise share, encoding)
-    the sum, finish_round
+    the sum                          -> check_release: the auditor may refuse a release only its
+                                        canaries made possible (the round then releases nothing)
+    finish_round
     observe_release                  -> RoundServer.last_aggregate: what the server released
 
 A canary client is a client like any: it is in the round's plan (so the fixed-point
