@@ -30,6 +30,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import overload
 
 import numpy as np
@@ -37,6 +38,7 @@ import numpy as np
 from .. import keys as kx
 from .. import prg
 from ..errors import (
+    BelowThreshold,
     InvalidShare,
     InvalidSignature,
     LocalProtocolError,
@@ -46,7 +48,7 @@ from ..errors import (
     ReplayedMessage,
     SessionMismatch,
 )
-from ..graph import harary_neighbourhoods
+from ..graph import harary_rows
 from ..keys import TrustStore
 from ..wire import SERVER_ID, FrameHeader, Writer, check_round_index
 from . import derivations as d
@@ -151,8 +153,16 @@ class MaskingServer:
         self._limits = m.Limits.for_session(self.config).tightened(limits)
         self._started = False
         self._participants = frozenset(self.config.participants)
-        self.neighbourhoods = harary_neighbourhoods(
-            self.config.participants, params.degree, self.config.graph_seed)
+        # Per-client state in columns indexed by the client's position in the sorted
+        # participant list; the graph as one (n, k + 1) array of positions. (Sets and
+        # dicts per (client, neighbour) cost ~1.5x more per entry at n = 10,000 than at
+        # 1,000: their working set no longer fits the caches.)
+        self._ids = np.asarray(self.config.participants, dtype=np.int64)
+        self._position = dict(zip(self.config.participants, range(len(self._ids))))
+        self._rows = harary_rows(self._ids, params.degree, self.config.graph_seed)
+        self._key_columns = np.zeros((self._ids.size, 2 * kx.KEY_SIZE), dtype=np.uint8)
+        self._signature_columns = np.zeros(
+            (self._ids.size, m.SIGNATURE_SIZE if params.active else 0), dtype=np.uint8)
         self._digest = self.config.digest(self.session_id, round_index)
         self._dtype = prg.word_dtype(params.bits)
         # What each stage collected, keyed by client id.
@@ -161,14 +171,31 @@ class MaskingServer:
         # Sender -> (receivers, its ciphertexts joined in receiver order, seed commitment).
         self._shares: dict[int, tuple[tuple[int, ...], bytes, bytes]] = {}
         self._commitments: dict[int, bytes] = {}  # self-mask seed commitments of U2
-        self._forwarded: dict[int, frozenset[int]] = {}  # i -> senders whose shares i got
+        # U2 and U3 as masks over positions. The bundle of i in U2 held the shares of
+        # exactly N(i) ∩ U2 - {i} (checked on receipt), so U2 says who holds whose shares.
+        self._u2 = np.zeros(self._ids.size, dtype=bool)
+        self._u3 = np.zeros(self._ids.size, dtype=bool)
         self._masked: set[int] = set()
         self._masked_sum: np.ndarray | None = None
         self._signatures: dict[int, bytes] = {}
-        self._requests: dict[int, m.UnmaskRequest] = {}
+        self._requests: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}  # survivors, dropped
         self._unmask: dict[int, m.UnmaskShares] = {}
         self._alive: frozenset[int] = self._participants  # expected to answer this stage
+        self._alive_mask = np.ones(self._ids.size, dtype=bool)
         self._survivors: tuple[int, ...] = ()  # U3
+
+    @cached_property
+    def neighbourhoods(self) -> dict[int, frozenset[int]]:
+        """Each participant's closed neighbourhood (the server itself uses the rows)."""
+        return {int(self._ids[s]): frozenset(self._ids[row].tolist())
+                for s, row in enumerate(self._rows)}
+
+    def _mask_of(self, members: Collection[int]) -> np.ndarray:
+        """``members`` (participants) as a boolean mask over positions."""
+        mask = np.zeros(self._ids.size, dtype=bool)
+        if members:
+            mask[np.searchsorted(self._ids, np.fromiter(members, np.int64, len(members)))] = True
+        return mask
 
     # --------------------------------------------------------------- frames
     def _frame(self, receiver: int, msg: m.Message) -> Outgoing:
@@ -261,9 +288,15 @@ class MaskingServer:
             raise MalformedMessage("signature in passive mode")
         self._keys[sender] = msg
         self._taken_keys.update((msg.c_public, msg.s_public))
+        position = self._position[sender]
+        self._key_columns[position] = np.frombuffer(msg.c_public + msg.s_public, np.uint8)
+        if self.params.active:
+            self._signature_columns[position] = np.frombuffer(msg.signature, np.uint8)
 
     def _on_shares(self, sender: int, msg: m.EncryptedShares) -> None:
-        expected = sorted((self.neighbourhoods[sender] & self._alive) - {sender})
+        position = self._position[sender]
+        row = self._rows[position]
+        expected = self._ids[row[self._alive_mask[row] & (row != position)]].tolist()
         if list(msg.receivers) != expected:
             raise RemoteProtocolError("shares must go to exactly the announced neighbours")
         # Joined now, while they are hot: the bundles are cut from one array at close.
@@ -283,8 +316,8 @@ class MaskingServer:
         self._signatures[sender] = msg.signature
 
     def _on_unmask(self, sender: int, msg: m.UnmaskShares) -> None:
-        request = self._requests[sender]
-        if msg.seed_owners != request.survivors or msg.key_owners != request.dropped:
+        survivors, dropped = self._requests[sender]
+        if msg.seed_owners != survivors or msg.key_owners != dropped:
             raise RemoteProtocolError("unmask shares do not answer the request")
         self._unmask[sender] = msg
 
@@ -314,9 +347,15 @@ class MaskingServer:
         self._masked_sum = None
         self._unmask.clear()
 
-    def _require_neighbours(self, alive: frozenset[int], stage: ServerStage) -> None:
-        """Every live client must keep ``t`` live members in its neighbourhood."""
-        steps.require_neighbours(self.neighbourhoods, alive, self.params.threshold, stage.value)
+    def _require_neighbours(self, alive: np.ndarray, stage: ServerStage) -> None:
+        """Every live client (``alive``, a mask) must keep ``t`` live members in its
+        neighbourhood (:func:`steps.require_neighbours`, on the rows)."""
+        threshold = self.params.threshold
+        if not alive.any():
+            raise BelowThreshold(0, threshold, stage.value)
+        fewest = int(np.count_nonzero(alive[self._rows[alive]], axis=1).min())
+        if fewest < threshold:
+            raise BelowThreshold(fewest, threshold, stage.value)
 
     def _require_survivors(self, alive: frozenset[int], stage: ServerStage) -> None:
         """The session-wide floor: at least ``min_survivors`` clients may still contribute.
@@ -331,26 +370,37 @@ class MaskingServer:
     def _close_keys(self) -> list[Outgoing]:
         u1 = frozenset(self._keys)
         self._require_survivors(u1, self.stage)
-        self._require_neighbours(u1, self.stage)
-        self._alive = u1
-        # Each directory is written from per-client columns (64 key bytes, 0 or 64 signature
-        # bytes), joined per receiver: no per-(receiver, neighbour) object.
-        keys = {j: msg.c_public + msg.s_public for j, msg in self._keys.items()}
-        signatures = {j: msg.signature for j, msg in self._keys.items()}
+        mask = self._mask_of(u1)
+        self._require_neighbours(mask, self.stage)
+        self._alive, self._alive_mask = u1, mask
+        # Every directory cut from one gather of the key columns (64 key bytes, 0 or 64
+        # signature bytes per client): row by row, the live members of each receiver's
+        # neighbourhood, ascending, so that each directory is one contiguous run.
+        receivers = np.flatnonzero(mask)
+        rows = self._rows[receivers]
+        live = mask[rows]
+        members = rows[live]
+        ends = np.cumsum(np.count_nonzero(live, axis=1)).tolist()
+        ids, keys = self._ids[members], self._key_columns[members].reshape(-1)
+        signatures = self._signature_columns[members].reshape(-1)
+        key_size, signature_size = self._key_columns.shape[1], self._signature_columns.shape[1]
         out = []
-        for i in sorted(u1):
-            ids = sorted(self.neighbourhoods[i] & u1)
+        start = 0
+        for i, end in zip(self._ids[receivers].tolist(), ends):
             w = Writer()
-            m.write_key_directory(w, ids, b"".join([keys[j] for j in ids]),
-                                  b"".join([signatures[j] for j in ids]))
+            m.write_key_directory(
+                w, ids[start:end], memoryview(keys[start * key_size:end * key_size]),
+                memoryview(signatures[start * signature_size:end * signature_size]))
             out.append(self._frame_of(i, m.KeyDirectory.KIND, w))
+            start = end
         return out
 
     def _close_shares(self) -> list[Outgoing]:
         u2 = frozenset(self._shares)
         self._require_survivors(u2, self.stage)
-        self._require_neighbours(u2, self.stage)
-        self._alive = u2
+        mask = self._mask_of(u2)
+        self._require_neighbours(mask, self.stage)
+        self._alive, self._alive_mask, self._u2 = u2, mask, mask
         # Every ciphertext as one row of one array, sorted by (receiver, sender): each
         # bundle is then one contiguous run. The bundle of i holds exactly the rows
         # addressed to i: every sender j in U2 addressed N(j) ∩ U1 - {j} (checked on
@@ -372,10 +422,8 @@ class MaskingServer:
         ends = np.searchsorted(row_receiver, ids, side="right").tolist()
         out = []
         for i, start, end in zip(order_senders, starts, ends):
-            senders = row_sender[start:end]
-            self._forwarded[i] = frozenset(senders.tolist())
             w = Writer()
-            m.write_share_bundle(w, senders, memoryview(rows[start:end]))
+            m.write_share_bundle(w, row_sender[start:end], memoryview(rows[start:end]))
             out.append(self._frame_of(i, m.ShareBundle.KIND, w))
         # The ciphertexts are delivered; only the commitments are needed from here on.
         self._commitments = {j: entry[2] for j, entry in self._shares.items()}
@@ -385,35 +433,50 @@ class MaskingServer:
     def _close_masked(self) -> Sequence[Outgoing]:
         u3 = frozenset(self._masked)
         self._require_survivors(u3, self.stage)
-        self._require_neighbours(u3, self.stage)
-        self._alive = u3
+        mask = self._mask_of(u3)
+        self._require_neighbours(mask, self.stage)
+        self._alive, self._alive_mask, self._u3 = u3, mask, mask
         self._survivors = tuple(sorted(u3))
         if self.params.active:
             return self._broadcast(m.ConsistencyRequest(self._survivors), self._survivors)
-        return self._unmask_requests(u3, {})
+        return self._unmask_requests(mask, {})
 
     def _close_signatures(self) -> list[Outgoing]:
         u4 = frozenset(self._signatures)
-        self._require_neighbours(u4, self.stage)
-        self._alive = u4
-        return self._unmask_requests(u4, self._signatures)
+        mask = self._mask_of(u4)
+        self._require_neighbours(mask, self.stage)
+        self._alive, self._alive_mask = u4, mask
+        return self._unmask_requests(mask, self._signatures)
 
-    def _unmask_requests(self, ask: frozenset[int], signatures: dict[int, bytes]) -> list[Outgoing]:
-        u3 = set(self._survivors)
-        signed = set(signatures)  # once: per receiver it made this loop O(n^2) in active mode
+    def _unmask_requests(self, ask: np.ndarray, signatures: dict[int, bytes]) -> list[Outgoing]:
+        """One request per client in ``ask`` (a mask): the survivors and the dropped among
+        the clients whose shares it holds (N(i) ∩ U2, itself included), and the
+        neighbours' consistency signatures (active mode)."""
+        signed = self._mask_of(signatures)  # once: per receiver it made this loop O(n^2)
+        count = len(self._survivors)
+        receivers = np.flatnonzero(ask)
+        rows = self._rows[receivers]
+        known, alive = self._u2[rows], self._u3[rows]
+        ids = self._ids
+        survivors, dropped = ids[rows[known & alive]], ids[rows[known & ~alive]]
+        survivor_ends = np.cumsum(np.count_nonzero(known & alive, axis=1)).tolist()
+        dropped_ends = np.cumsum(np.count_nonzero(known & ~alive, axis=1)).tolist()
+        signer_rows = signed[rows]
         out = []
-        for i in sorted(ask):
-            known = self._forwarded[i] | {i}
-            signers = tuple(sorted(self.neighbourhoods[i] & signed))
+        s_start = d_start = 0
+        for index, (i, s_end, d_end) in enumerate(zip(ids[receivers].tolist(), survivor_ends,
+                                                       dropped_ends)):
+            signers = tuple(ids[rows[index][signer_rows[index]]].tolist()) if signatures else ()
             request = m.UnmaskRequest(
-                survivors=tuple(sorted(known & u3)),
-                dropped=tuple(sorted(known - u3)),
+                survivors=tuple(survivors[s_start:s_end].tolist()),
+                dropped=tuple(dropped[d_start:d_end].tolist()),
                 signers=signers,
                 signatures=tuple(signatures[s] for s in signers),
-                survivor_count=len(u3),
+                survivor_count=count,
             )
-            self._requests[i] = request
+            self._requests[i] = (request.survivors, request.dropped)
             out.append(self._frame(i, request))
+            s_start, d_start = s_end, d_end
         return out
 
     def _close_unmask(self) -> list[Outgoing]:
@@ -429,8 +492,11 @@ class MaskingServer:
         key_shares = steps.gather_shares(
             {h: (msg.key_owners, msg.key_shares) for h, msg in self._unmask.items()})
         survivors = self._survivors
-        dropped_with_masks = sorted(
-            {j for i in survivors for j in self._forwarded[i]} - set(survivors))
+        # The clients whose pairwise masks some survivor added: in U2 (each survivor
+        # received their shares and agreed with them) but not in U3, and a survivor's
+        # neighbour.
+        maybe = np.flatnonzero(self._u2 & ~self._u3)
+        with_masks = maybe[self._u3[self._rows[maybe]].any(axis=1)]
         recover = steps.SecretRecovery(t, ServerStage.COLLECT_UNMASK.value)
 
         # Recover every secret before touching the sum: all-or-nothing.
@@ -442,7 +508,7 @@ class MaskingServer:
                 raise InvalidShare("a self-mask seed does not match its commitment")
             seeds[j] = seed
         mask_keys = {}
-        for j in dropped_with_masks:
+        for j in self._ids[with_masks].tolist():
             private, public = kx.load_private(recover(key_shares.get(j)))
             if public != self._keys[j].s_public:
                 raise InvalidShare("a mask key does not match its public key")
@@ -450,11 +516,9 @@ class MaskingServer:
 
         for seed in seeds.values():
             prg.add_mask(total, seed, subtract=True)
-        survivor_set = set(survivors)
         for j, private in mask_keys.items():
-            for i in sorted(self.neighbourhoods[j] & survivor_set):
-                if j not in self._forwarded[i]:
-                    continue
+            row = self._rows[self._position[j]]
+            for i in self._ids[row[self._u3[row]]].tolist():  # ascending, all hold j's shares
                 seed = d.pairwise_seed(private, self._keys[i].s_public, self.session_id,
                                        self.round_index, i, j)
                 # Survivor i added +mask if i < j, -mask otherwise: undo it.

@@ -24,7 +24,12 @@ from scipy import stats
 
 from protocols import FixedPointEncoder, graph, prg
 from protocols.encoding import csprng_uniform
-from protocols.graph import closed_neighbourhood, harary_neighbourhoods, ring_order
+from protocols.graph import (
+    closed_neighbourhood,
+    harary_neighbourhoods,
+    harary_rows,
+    ring_order,
+)
 from protocols.masking import MaskingClient, MaskingParams, MaskingServer, decode
 from protocols.masking import messages as m
 from protocols.masking.params import SessionConfig
@@ -134,6 +139,29 @@ def test_neighbourhoods_are_the_same_from_tuples_and_arrays():
     assert ring_order(arr, seed) == ring_order(ids[::-1], seed)
     with pytest.raises(ValueError):
         closed_neighbourhood(arr, 12, seed, 3)  # not a participant
+
+
+@pytest.mark.parametrize(("n", "degree"), [(300, 12), (7, 2), (50, 49), (2000, 42)])
+def test_harary_rows_are_the_graph_of_harary_neighbourhoods(n, degree):
+    """Issue 22: the server keeps the graph as rows of sorted positions; row s must be the
+    closed neighbourhood of the s-th smallest id, ascending, for sparse and complete graphs."""
+    ids = [7 * i + 3 for i in range(n)]
+    seed = secrets.token_bytes(32)
+    hood = harary_neighbourhoods(ids[::-1], degree, seed)
+    rows = harary_rows(ids, degree, seed)
+    assert rows.shape == (n, degree + 1)
+    assert (np.diff(rows, axis=1) > 0).all()
+    for s, cid in enumerate(ids):
+        assert frozenset(np.asarray(ids)[rows[s]].tolist()) == hood[cid]
+    with pytest.raises(ValueError):
+        harary_rows(ids, 3, seed)  # odd degree below n - 1
+
+
+def test_server_neighbourhoods_follow_its_rows():
+    params = MaskingParams(threshold=4, degree=6, bits=16, vector_length=3)
+    ids = list(range(10, 40))
+    server = MaskingServer(params, ids, graph_seed=bytes(range(32)))
+    assert server.neighbourhoods == harary_neighbourhoods(ids, 6, bytes(range(32)))
 
 
 @pytest.mark.parametrize("factor", [1, 4])
