@@ -434,7 +434,14 @@ def isolated_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...]
     listed = " ".join(f"{e:g}" for e in epsilons)
     command = (f"OMP_NUM_THREADS=1 nice -n 10 python benchmarks/leakage.py --part isolated --canaries {canaries} "
                f"--mechanisms {' '.join(mechanisms)} --epsilons {listed}" + ("" if with_control else " --no-control"))
-    name = f"leakage_isolated_m{canaries}_{'-'.join(mechanisms)}_eps{'-'.join(f'{e:g}' for e in epsilons)}.json"
+    name = f"leakage_isolated_m{canaries}_{'-'.join(mechanisms)}_eps{'-'.join(f'{e:g}' for e in epsilons)}"
+    if seed != 0:
+        command += f" --seed {seed}"
+        name += f"_seed{seed}"
+    if data.resolve() != DEFAULT_DATA.resolve():
+        command += f" --data {data}"
+        name += f"_{data.name}"
+    name += ".json"
     audit = {"canaries": canaries, "canary_space": "isolated", "attacks": [], "n_bootstrap": 100}
     payload, rows = [], []
     for mechanism in mechanisms:
