@@ -60,7 +60,7 @@ class AuditSpec:
 
     def __post_init__(self) -> None:
         # Every number has a finite range: an audit file is input like any other.
-        _check(0 <= self.canaries <= 100_000, "audit.canaries", "must be in [0, 100000]")
+        _check(0 <= self.canaries <= 1_000_000, "audit.canaries", "must be in [0, 1000000]")
         _check(self.canary_kind in CANARY_KINDS, "audit.canary_kind",
                f"must be one of {', '.join(map(repr, CANARY_KINDS))}; got {self.canary_kind!r}")
         _check(self.canary_space in CANARY_SPACES, "audit.canary_space",

@@ -61,7 +61,7 @@ def test_unknown_audit_key_is_a_clear_error(tmp_path, capsys):
     ("audit.cohort_sizes=[0]", "audit.cohort_sizes must be in [1, 100000]"),
     ("audit.fpr_levels=[nan]", "audit.fpr_levels must be in [0, 1)"),
     ("audit.max_users=4", "audit.max_users must be 0 (all) or in [8, 100000000]"),
-    ("audit.canaries=100001", "audit.canaries must be in [0, 100000]"),
+    ("audit.canaries=1000001", "audit.canaries must be in [0, 1000000]"),
     ("audit.user_shadow=fed", "audit.user_shadow must be one of"),
     ("training.rouns=2", "unknown key training.rouns"),
 ])
