@@ -49,10 +49,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from protocols.paillier import (  # noqa: E402
+from protocols.paillier import (
+    FixedBaseRandomizers,
     PackingLayout,
     PaillierPublicKey,
-    FixedBaseRandomizers,
     RandomizerPool,
     add_ciphertexts,
     ciphertexts_to_bytes,
@@ -64,10 +64,10 @@ from protocols.paillier import (  # noqa: E402
     partial_decrypt,
     verify_partial,
 )
-from protocols.paillier.encryption import _fixed_base_for  # noqa: E402
-from protocols.paillier.keys import PaillierPrivateKey  # noqa: E402
-from protocols.paillier.messages import EncryptedUpdate  # noqa: E402
-from protocols.wire import HEADER_SIZE  # noqa: E402
+from protocols.paillier.encryption import _fixed_base_for
+from protocols.paillier.keys import PaillierPrivateKey
+from protocols.paillier.messages import EncryptedUpdate
+from protocols.wire import HEADER_SIZE
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -28,7 +28,12 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from protocols.testing.faults import MASKING_VARIANTS, FaultConfig, PaillierSoak, run_soak
+from protocols.testing.faults import (
+    MASKING_VARIANTS,
+    FaultConfig,
+    PaillierSoak,
+    run_soak,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,10 +26,10 @@ __all__ = [
     "LocalProtocolError",
     "MalformedMessage",
     "PlaintextSum",
-    "SecAgg",
-    "SecAggPlus",
     "ProtocolError",
     "RemoteProtocolError",
+    "SecAgg",
+    "SecAggPlus",
     "SecureSum",
     "SecureSumResult",
 ]

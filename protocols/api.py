@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["SecureSum", "SecureSumResult", "DropoutSchedule"]
+__all__ = ["DropoutSchedule", "SecureSum", "SecureSumResult"]
 
 #: client id -> the name of the protocol stage *before* which the client vanishes.
 #: Each protocol documents its stage names (``SecureSum.stages``).

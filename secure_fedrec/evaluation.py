@@ -114,7 +114,7 @@ class MetricSums:
     def from_json(cls, payload: object) -> MetricSums:
         """Parse what :meth:`to_json` wrote (a node's reply); anything else is a ValueError."""
         if not isinstance(payload, dict):
-            raise ValueError("metric sums must be a JSON object")
+            raise ValueError("metric sums must be a JSON object")  # noqa: TRY004 (a malformed reply: callers catch ValueError)
         names, sums, counts = payload.get("names"), payload.get("sums"), payload.get("counts")
         labels, values = payload.get("labels", []), payload.get("label_values", [])
         if not all(isinstance(x, list) for x in (names, sums, counts, labels, values)):

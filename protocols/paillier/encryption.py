@@ -55,11 +55,11 @@ __all__ = [
     "RANDOMIZER_MODES",
     "FixedBaseRandomizers",
     "RandomizerPool",
-    "encrypt_packed",
     "add_ciphertexts",
-    "ciphertexts_to_bytes",
-    "ciphertexts_from_bytes",
     "check_ciphertext",
+    "ciphertexts_from_bytes",
+    "ciphertexts_to_bytes",
+    "encrypt_packed",
 ]
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from ..errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
+    "ForeignKey",
     "InsecureKeySize",
     "InvalidCiphertext",
-    "ForeignKey",
-    "UnknownParty",
-    "SlotOverflow",
     "InvalidPartialDecryption",
     "PoolExhausted",
+    "SlotOverflow",
+    "UnknownParty",
 ]
 
 

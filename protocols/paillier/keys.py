@@ -31,8 +31,8 @@ from .errors import InsecureKeySize
 __all__ = [
     "DEFAULT_KEY_BITS",
     "MIN_SECURE_KEY_BITS",
-    "PaillierPublicKey",
     "PaillierPrivateKey",
+    "PaillierPublicKey",
     "check_key_size",
     "generate_keypair",
 ]

@@ -1,3 +1,4 @@
+import itertools
 import math
 import warnings
 
@@ -86,7 +87,7 @@ def test_one_run_delta_loosens_the_bound_monotonically():
     bounds = [
         one_run_epsilon_lower_bound(1000, 1000, 1000, delta=d) for d in (0.0, 1e-6, 1e-5, 1e-4)
     ]
-    assert all(a > b for a, b in zip(bounds, bounds[1:]))
+    assert all(a > b for a, b in itertools.pairwise(bounds))
     assert (
         bounds[2] > 5.5
     )  # perfect guessing on 1000 canaries still certifies a large epsilon at delta=1e-5

@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from secure_fedrec.data import DataError, detect_format, load_ratings, resolve_ratings_path
+from secure_fedrec.data import (
+    DataError,
+    detect_format,
+    load_ratings,
+    resolve_ratings_path,
+)
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

@@ -36,7 +36,12 @@ from protocols.paillier import (
     generate_keypair,
     run_session,
 )
-from protocols.paillier.messages import KEY_HOLDER_ID_BASE, DecryptionRequest, EncryptedUpdate, Kind
+from protocols.paillier.messages import (
+    KEY_HOLDER_ID_BASE,
+    DecryptionRequest,
+    EncryptedUpdate,
+    Kind,
+)
 from protocols.paillier.session import _frame
 from protocols.plaintext import PlaintextSum
 from protocols.wire import SERVER_ID, decode_frame
@@ -216,7 +221,7 @@ def _with_body(frame: bytes, body: bytes, **header_changes) -> bytes:
 def test_rejections_at_the_aggregator(threshold_keys) -> None:
     session = _Session(PaillierDeployment(threshold_keys=threshold_keys), 5)
     aggregator, uploads = session.aggregator, session.uploads
-    header, body = decode_frame(uploads[0])
+    _header, body = decode_frame(uploads[0])
     update = EncryptedUpdate.parse(body, ciphertexts_size=len(body) - 32 - 64 - 12)
 
     with pytest.raises(MalformedMessage):
@@ -352,7 +357,7 @@ def test_key_holders_refuse_forged_contributor_list(threshold_keys) -> None:
     session.aggregator.receive(session.uploads[0])
     session.aggregator.receive(session.uploads[1])
     frame = session.aggregator.close_collection()[0]
-    header, body = decode_frame(frame)
+    _header, body = decode_frame(frame)
     request = DecryptionRequest.parse(body, ciphertext_bytes=deployment.public_key.ciphertext_bytes)
     holder = deployment.key_holders[1]
     padded = dataclasses.replace(
@@ -454,7 +459,7 @@ def test_bad_partial_decryption_excluded_and_honest_ones_suffice(threshold_keys)
     session.deliver_all()
     requests = session.aggregator.close_collection()
     answer = deployment.key_holders[1].receive(requests[0])[0]
-    header, body = decode_frame(answer)
+    _header, body = decode_frame(answer)
     corrupted = bytearray(body)
     corrupted[10] ^= 1  # inside the first partial value
     from protocols.paillier import InvalidPartialDecryption
