@@ -176,6 +176,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(_summary_table(rows))
     if result.get("stopped_early"):
         print(f"note: {result['stopped_early']}")
+    if result.get("coordinates_clipped_total", 0.0) > 0:
+        print(f"note: the fixed-point encoding clipped {result['coordinates_clipped_total']:.0f} update "
+              f"coordinates to ±{config.aggregation.coordinate_clip:g} in {result['rounds_with_clipped_coordinates']}"
+              " rounds, so the secure sum differed from the plaintext one; raise aggregation.coordinate_clip")
     if args.out is not None:
         print(f"wrote {args.out / 'metrics.json'} and {args.out / 'config.toml'}")
     return 0

@@ -12,7 +12,7 @@ from .engines.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from .engines.inprocess import FederatedTrainer, RoundMetrics, TrainingDiverged
 from .inputs import load_data, make_split, resolve_config
 from .outputs import environment, write_bytes_atomic, write_json_atomic
-from .rounds.metrics import transfer_summary
+from .rounds.metrics import clipping_summary, transfer_summary
 from .state_file import dump_state
 
 #: the trained shared parameters in a run folder (read with :func:`secure_fedrec.state_file.load_state`)
@@ -81,6 +81,7 @@ def run_job(
         "rounds": [m.as_dict() for m in history],
         "final": final,
         **transfer_summary(history),
+        **clipping_summary(history),
         "privacy": trainer.privacy.summary(),
         "stopped_early": trainer.privacy.stopped_reason,
         "wall_time_seconds": time.perf_counter() - started,

@@ -92,3 +92,31 @@ def test_given_is_bookkeeping_not_a_key():
     with pytest.raises(ConfigError, match="unknown key given"):
         load_config(None, {"given": ["x"]})
     assert "given" not in config_to_dict(load_config(None))
+
+
+def test_implicit_updates_are_summed_under_masking_without_clipping(tmp_path):
+    """iALS sends an unclipped gradient step (no DP, so no L2 clip): the preset's fixed-point range
+    covers it, so SecAgg+ sums what plaintext sums; a range too narrow is counted in metrics.json
+    (``coordinates_clipped_total``) and named by the CLI."""
+    from secure_fedrec.runner import run_job
+
+    path = ratings_file(tmp_path, implicit_weights=True)
+    base = {"data.source": str(path), "privacy.unit": "none", "training.rounds": 2, "evaluation.every": 2}
+    masked = run_job(load_config(None, {**base, "aggregation.protocol": "secagg+"}))
+    plain = run_job(load_config(None, {**base, "aggregation.protocol": "plaintext"}))
+    assert masked["config"]["aggregation"]["coordinate_clip"] == 16.0
+    assert masked["coordinates_clipped_total"] == 0 and masked["rounds_with_clipped_coordinates"] == 0
+    assert masked["final"]["hr@10"] == pytest.approx(plain["final"]["hr@10"], abs=1e-9)
+    narrow = run_job(load_config(None, {**base, "aggregation.protocol": "secagg+",
+                                        "aggregation.coordinate_clip": 1e-4}))
+    assert narrow["coordinates_clipped_total"] > 0 and narrow["rounds_with_clipped_coordinates"] == 2
+
+
+def test_the_cli_names_clipped_coordinates(tmp_path, capsys):
+    from secure_fedrec.cli import main
+
+    path = ratings_file(tmp_path, implicit_weights=True)
+    assert main(["run", "--data", str(path), "--quiet", "--set", "privacy.unit=none", "--set", "training.rounds=1",
+                 "--set", "aggregation.coordinate_clip=1e-4"]) == 0
+    out = capsys.readouterr().out
+    assert "clipped" in out and "raise aggregation.coordinate_clip" in out

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RoundMetrics", "transfer_summary"]
+__all__ = ["RoundMetrics", "clipping_summary", "transfer_summary"]
 
 
 @dataclass
@@ -44,3 +44,15 @@ def transfer_summary(history: list[RoundMetrics]) -> dict[str, Any]:
         "bytes_down_per_client_per_round": down,
         "bytes_down_per_client_mean": float(np.mean(down)) if down else 0.0,
     }
+
+
+def clipping_summary(history: list[RoundMetrics]) -> dict[str, Any]:
+    """metrics.json's count of coordinates the fixed-point encoding clipped to
+    ``±aggregation.coordinate_clip`` (summed over clients and rounds).
+
+    Not zero only without an L2 clip in front (a non-private run under masking or Paillier):
+    the secure sum is then not the plaintext sum, and the run trains a different model.
+    """
+    clipped = [m.measurements.get("coordinates_clipped", 0.0) for m in history]
+    return {"coordinates_clipped_total": float(np.sum(clipped)) if clipped else 0.0,
+            "rounds_with_clipped_coordinates": int(np.count_nonzero(clipped))}

@@ -46,7 +46,7 @@ from ...data.dataset import RatingData, Split
 from ...evaluation import MetricSums, combine_metric_sums
 from ...inputs import build_model_for
 from ...rounds.client import RoundReports
-from ...rounds.metrics import RoundMetrics, transfer_summary
+from ...rounds.metrics import RoundMetrics, clipping_summary, transfer_summary
 from ...rounds.server import RoundPlan, RoundServer
 from ...rounds.wire import broadcast_to_json, plan_to_json
 from ..inprocess import server_for
@@ -349,6 +349,7 @@ class FlowerCoordinator:
             "rounds": [m.as_dict() for m in history],
             "final": final,
             **transfer_summary(history),
+            **clipping_summary(history),
             "privacy": privacy.summary(),
             "stopped_early": privacy.stopped_reason,
             "wall_time_seconds": time.perf_counter() - started,
