@@ -104,7 +104,7 @@ def test_implicit_updates_are_summed_under_masking_without_clipping(tmp_path):
     base = {"data.source": str(path), "privacy.unit": "none", "training.rounds": 2, "evaluation.every": 2}
     masked = run_job(load_config(None, {**base, "aggregation.protocol": "secagg+"}))
     plain = run_job(load_config(None, {**base, "aggregation.protocol": "plaintext"}))
-    assert masked["config"]["aggregation"]["coordinate_clip"] == 16.0
+    assert masked["config"]["aggregation"]["coordinate_clip"] == 64.0
     assert masked["coordinates_clipped_total"] == 0 and masked["rounds_with_clipped_coordinates"] == 0
     assert masked["final"]["hr@10"] == pytest.approx(plain["final"]["hr@10"], abs=1e-9)
     narrow = run_job(load_config(None, {**base, "aggregation.protocol": "secagg+",
