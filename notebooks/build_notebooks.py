@@ -74,6 +74,7 @@ any single update. Floats are first encoded to integers mod 2^bits.
 """),
     code("""
 import numpy as np
+
 from protocols.encoding import FixedPointEncoder
 from protocols.masking import SecAgg
 
