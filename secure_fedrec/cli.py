@@ -166,6 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("preset", config.preset),
         ("protocol", result["protocol"]),
         ("privacy", result["privacy"]["statement"]),
+        *_participation_rows(result["privacy"]),
         ("rounds", str(config.training.rounds)),
         *metric_rows(result["final"], config.evaluation.sampled_negatives),
         ("bytes up / down per client per round",
@@ -183,6 +184,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.out is not None:
         print(f"wrote {args.out / 'metrics.json'} and {args.out / 'config.toml'}")
     return 0
+
+
+def _participation_rows(privacy: dict[str, Any]) -> list[tuple[str, str]]:
+    """The guarantee for an observer who knows who took part (no amplification by sampling)."""
+    known = privacy.get("participation_known")
+    if not known:
+        return []
+    return [("… if who took part is known",
+             (f"worst user ε={known['epsilon_worst_user']:.3g} ({known['max_rounds_per_user']} rounds), median "
+              f"ε={known['epsilon_median_user']:.3g} ({known['median_rounds_per_participating_user']} rounds): no "
+              "amplification by client sampling against the server (distributed noise) or anyone with the seed"))]
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:

@@ -82,7 +82,7 @@ def run_job(
         "final": final,
         **transfer_summary(history),
         **clipping_summary(history),
-        "privacy": trainer.privacy.summary(),
+        "privacy": trainer.server.privacy_summary(),
         "stopped_early": trainer.privacy.stopped_reason,
         "wall_time_seconds": time.perf_counter() - started,
         "environment": environment(),

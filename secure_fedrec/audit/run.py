@@ -400,7 +400,7 @@ def run_audit(
             "the run trained no round: " + (trainer.privacy.stopped_reason or "nothing to audit")
             + ". The noise multiplier cannot afford one round within privacy.target_epsilon; raise "
               "privacy.noise_multiplier (or unset it to calibrate) or raise the target.")
-    privacy = trainer.privacy.summary()
+    privacy = trainer.server.privacy_summary()
     epsilon = float(privacy.get("epsilon", math.inf))
     if not trainer.privacy.enabled:
         epsilon = math.inf

@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..aggregation import (
     AggregationPipeline,
     Encoding,
@@ -184,6 +186,12 @@ class PrivacyPlan(ABC):
     # -- reporting and persistence -------------------------------------------------------------------
     @abstractmethod
     def summary(self) -> dict[str, Any]: ...
+
+    def known_participation(self, rounds_per_client: np.ndarray) -> dict[str, Any]:
+        """What the guarantee is for an observer who knows which clients took part in which
+        round (``rounds_per_client``: rounds each client was sampled in). Only plans that claim
+        amplification by client sampling have something to say."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"unit": self.unit, "noise": self.noise, "delta": self.delta}

@@ -17,9 +17,12 @@ aborted, so :meth:`after_round` charges every round.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ..aggregation import (
     AdaptiveClip,
@@ -174,6 +177,41 @@ class UserLevelPlan(PrivacyPlan):
                                   "the accounted Gaussian mechanism",
             )
         return out
+
+    def epsilon_without_sampling(self, rounds: int) -> float:
+        """ε of a user who took part in ``rounds`` of the rounds run, for an observer who knows
+        which rounds those were: the same mechanism and accountant with no amplification by
+        client sampling (sample rate 1), charged for the ``rounds`` least-noised rounds."""
+        noise = sorted(z for z, _rate, steps in self.accountant.history for _ in range(int(steps)))[:rounds]
+        if not noise:
+            return 0.0
+        unsampled = copy.deepcopy(self.accountant)
+        unsampled.history = []
+        for z in noise:
+            unsampled.step(noise_multiplier=z, sample_rate=1.0)
+        return float(unsampled.get_epsilon(self.delta))
+
+    def known_participation(self, rounds_per_client: np.ndarray) -> dict[str, Any]:
+        counts = np.asarray(rounds_per_client, dtype=np.int64)
+        if counts.size == 0 or not self.accountant.history:
+            return {}
+        most = int(counts.max())
+        by_rounds = {str(k): self.epsilon_without_sampling(k) for k in range(1, most + 1)}
+        taking_part = counts[counts > 0]
+        median = int(np.median(taking_part)) if taking_part.size else 0
+        return {"participation_known": {
+            "observer": ("anyone who knows which users were sampled in which round: the server under "
+                         "distributed noise (it runs the secure aggregation with exactly those clients), a "
+                         "round's SecAgg neighbours, and anyone with the run's seed, from which the sample "
+                         "is drawn (docs/privacy.md, 'Client sampling and who knows it')"),
+            "amplification": "none: each round a user took part in is charged at sample rate 1",
+            "max_rounds_per_user": most,
+            "median_rounds_per_participating_user": median,
+            "users_never_sampled": int(np.count_nonzero(counts == 0)),
+            "epsilon_by_rounds_taken_part": by_rounds,
+            "epsilon_worst_user": by_rounds[str(most)] if most else 0.0,
+            "epsilon_median_user": by_rounds[str(median)] if median else 0.0,
+        }}
 
     def _finish_summary(self, out: dict[str, Any]) -> dict[str, Any]:
         out["assumptions"] = ("clients sampled by Poisson sampling with rate "

@@ -121,6 +121,14 @@ class RoundServer:
         t = self.config.training
         return sample_clients(self.population, t.clients_per_round, t.sampling, rng)
 
+    def privacy_summary(self) -> dict[str, Any]:
+        """The privacy plan's summary, with what it means for an observer who knows who took part
+        in each round run so far (recomputed from the seeded sample: nothing to checkpoint)."""
+        counts = np.zeros(int(self.population.max()) + 1 if len(self.population) else 0, dtype=np.int64)
+        for round_index in range(self.round_index):
+            np.add.at(counts, self.sampled_clients(round_index), 1)
+        return {**self.privacy.summary(), **self.privacy.known_participation(counts[self.population])}
+
     def sampled_clients(self, round_index: int) -> np.ndarray:
         """The clients round ``round_index`` samples: the first draw of its own generator, so
         known before the round starts (what a key session's members are planned from)."""

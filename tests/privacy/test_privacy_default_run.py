@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from secure_fedrec.config import DEFAULT_TARGET_EPSILON, load_config
@@ -35,3 +36,51 @@ def test_default_summary_states_unit_epsilon_delta_and_placement_in_one_line():
     assert 0 < epsilon <= 2.0 and abs(epsilon - summary["epsilon"]) < 0.01
     assert f"δ={session.delta:.2g}" in statement
     assert "target ε=2" in statement
+
+
+def _plan_after(config, rounds):
+    plan = build_privacy_plan(config, Population(n_users=500, expected_clients=50.0, dim=200))
+    for _ in range(rounds):
+        plan.after_round()
+    return plan
+
+
+def test_with_known_participation_no_amplification_is_claimed():
+    """Against an observer who knows which rounds a user took part in (the server under
+    distributed noise; anyone with the seed), each of those rounds costs the un-sampled
+    mechanism: ε grows with the rounds taken part in and exceeds the amplified claim."""
+    import numpy as np
+
+    from secure_fedrec.privacy.accounting import create_accountant
+
+    for noise in ("distributed", "central"):
+        config = load_config(None, {"training.rounds": 4, "privacy.noise": noise, "privacy.target_epsilon": 4.0})
+        plan = _plan_after(config, 4)
+        by_rounds = [plan.epsilon_without_sampling(k) for k in range(1, 5)]
+        assert all(a < b for a, b in itertools.pairwise(by_rounds))
+        assert by_rounds[-1] > plan.summary()["epsilon"]
+        assert plan.epsilon_without_sampling(0) == 0.0
+        known = plan.known_participation(np.array([0, 1, 1, 2, 4, 0]))["participation_known"]
+        assert known["max_rounds_per_user"] == 4 and known["median_rounds_per_participating_user"] == 1
+        assert known["users_never_sampled"] == 2
+        assert known["epsilon_worst_user"] == by_rounds[3] and known["epsilon_median_user"] == by_rounds[0]
+        if noise == "central":  # the same accountant, stepped at sample rate 1
+            z = plan.accountant.history[0][0]
+            reference = create_accountant(config.privacy.accountant)
+            reference.step(noise_multiplier=z, sample_rate=1.0, steps=2)
+            assert plan.epsilon_without_sampling(2) == reference.get_epsilon(plan.delta)
+
+
+def test_a_run_reports_its_users_participation_and_a_non_private_one_nothing(tmp_path):
+    from secure_fedrec.runner import run_job
+
+    base = {"data.synthetic.n_users": 60, "data.synthetic.n_items": 30, "data.synthetic.mean_ratings_per_user": 10.0,
+            "training.rounds": 3,
+            "training.clients_per_round": 0.3, "evaluation.every": 3}
+    private = run_job(load_config(None, {**base, "privacy.noise": "central", "aggregation.protocol": "plaintext"}))
+    known = private["privacy"]["participation_known"]
+    assert 1 <= known["max_rounds_per_user"] <= 3
+    assert set(known["epsilon_by_rounds_taken_part"]) == {str(k) for k in range(1, known["max_rounds_per_user"] + 1)}
+    assert known["epsilon_worst_user"] >= private["privacy"]["epsilon"]
+    plain = run_job(load_config(None, {**base, "privacy.unit": "none", "aggregation.protocol": "plaintext"}))
+    assert "participation_known" not in plain["privacy"]

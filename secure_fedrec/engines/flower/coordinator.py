@@ -350,7 +350,7 @@ class FlowerCoordinator:
             "final": final,
             **transfer_summary(history),
             **clipping_summary(history),
-            "privacy": privacy.summary(),
+            "privacy": self.server.privacy_summary(),
             "stopped_early": privacy.stopped_reason,
             "wall_time_seconds": time.perf_counter() - started,
             "environment": environment(),
