@@ -333,6 +333,11 @@ class PrivacyConfig:
     # Embedding/Linear layers only, 2-3x faster than the best Opacus mode (benchmarks/dp_overhead.py);
     # "hooks" / "ghost": Opacus' per-sample hooks / ghost clipping, for models with other layers
     grad_sample_mode: Literal["auto", "bookkeeping", "ghost", "hooks"] = "auto"
+    # user level, distributed noise: every member uploads every round and takes part by its own
+    # CSPRNG coin (rate q), uploading zero plus its noise share otherwise, so the server does not
+    # learn who was sampled and the amplified ε holds against it too; costs N clients per round
+    # in the secure sum instead of q·N (docs/privacy.md, "Client sampling and who knows it")
+    private_sampling: bool = False
 
     def validate(self) -> None:
         _check(self.target_epsilon is None or self.target_epsilon > 0, "privacy.target_epsilon", "must be > 0")
@@ -437,6 +442,14 @@ class RunConfig:
             _check(self.training.sampling == "poisson", "training.sampling",
                    "must be 'poisson' with privacy.unit = 'user': the accountant assumes Poisson "
                    "sampling of clients")
+        if p.private_sampling:
+            _check(p.unit == "user" and p.noise == "distributed", "privacy.private_sampling",
+                   "needs privacy.unit = 'user' and privacy.noise = 'distributed' (record level already "
+                   "takes every client every round; central noise trusts the server anyway)")
+            _check(p.clipping == "fixed" and self.aggregation.encoding == "dense", "privacy.private_sampling",
+                   "needs privacy.clipping = 'fixed' and aggregation.encoding = 'dense'")
+            _check(self.aggregation.protocol in ("secagg", "secagg+"), "privacy.private_sampling",
+                   "needs a masking protocol (secagg or secagg+)")
         if p.unit == "user" and p.noise == "distributed":
             _check(self.aggregation.protocol != "plaintext", "aggregation.protocol",
                    "must be a secure protocol (secagg, secagg+, paillier) with privacy.noise = "

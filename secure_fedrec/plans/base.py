@@ -146,8 +146,14 @@ class PrivacyPlan(ABC):
 
     @property
     def every_client(self) -> bool:
-        """Whether every client takes part in every round (no client sampling)."""
+        """Whether every client uploads in every round (no client sampling the server knows of)."""
         return False
+
+    @property
+    def private_sampling_rate(self) -> float | None:
+        """The rate of each client's own participation coin when every client uploads but takes
+        part only by that coin (user level, private sampling); ``None`` otherwise."""
+        return None
 
     def server_optimizer_spec(self) -> tuple[str, float, float] | None:
         """The server optimizer the mechanism prescribes, ``(name, lr, weight_decay)``; ``None``:

@@ -192,6 +192,10 @@ class UserLevelPlan(PrivacyPlan):
         return float(unsampled.get_epsilon(self.delta))
 
     def known_participation(self, rounds_per_client: np.ndarray) -> dict[str, Any]:
+        if getattr(self, "private_sampling", False):
+            return {"participation_known": None,
+                    "participation": ("hidden: every member uploads in every round and takes part by its own "
+                                      "CSPRNG coin, so no observer learns who was sampled")}
         counts = np.asarray(rounds_per_client, dtype=np.int64)
         if counts.size == 0 or not self.accountant.history:
             return {}
@@ -343,17 +347,33 @@ class UserCentral(UserLevelPlan):
 class UserDistributed(UserLevelPlan):
     """Distributed discrete Gaussian shares added by the clients before the secure sum."""
 
+    @property
+    def private_sampling(self) -> bool:
+        """Every member uploads every round; who takes part is each client's own coin."""
+        return bool(self.config.privacy.private_sampling)
+
+    @property
+    def every_client(self) -> bool:
+        return self.private_sampling
+
+    @property
+    def private_sampling_rate(self) -> float | None:
+        return self.sample_rate if self.private_sampling else None
+
     def _calibrate(self) -> None:
         self.ddg_plan: DdgPlan
-        expected = self.expected_clients
-        self._min_survivors = max(2, math.floor(self.config.aggregation.threshold_fraction * expected))
-        self.max_clients = max(self._min_survivors, math.ceil(expected + 6 * math.sqrt(expected)))
+        # With private sampling every member's share is in every sum: the floor and the ring are
+        # sized for the population; otherwise for the (Poisson) sample.
+        uploaders = float(self.population.n_users) if self.private_sampling else self.expected_clients
+        self._min_survivors = max(2, math.floor(self.config.aggregation.threshold_fraction * uploaders))
+        self.max_clients = max(self._min_survivors, math.ceil(uploaders + 6 * math.sqrt(uploaders)))
         if self.config.privacy.clipping == "adaptive":
             self._plan_adaptive()
         else:
             self.ddg_plan = self._plan_ddg(l2_clip=self.config.privacy.clip_norm, dim=self.population.dim)
         self.accountant = DistributedDiscreteGaussianAccountant(
-            l2_sensitivity=self.ddg_plan.l2_sensitivity, num_shares=self._min_survivors, dim=self.noised_dim)
+            l2_sensitivity=self.ddg_plan.l2_sensitivity, num_shares=self._min_survivors, dim=self.noised_dim,
+            subsampling="symmetric" if self.private_sampling else "general")
 
     def _plan_ddg(self, *, l2_clip: float, dim: int) -> DdgPlan:
         """The DDG plan for vectors of ``dim`` coordinates before the encoding (the compact encoding
@@ -365,7 +385,7 @@ class UserDistributed(UserLevelPlan):
             target_epsilon=p.target_epsilon, delta=self.delta, l2_clip=l2_clip, dim=dim,
             bits=agg.compact_bits if self.compact else agg.bits, min_survivors=self._min_survivors,
             max_clients=self.max_clients, sample_rate=self.sample_rate, rounds=self.config.training.rounds,
-            rotated=self.compact)
+            rotated=self.compact, symmetric=self.private_sampling)
 
     def _plan_adaptive(self) -> None:
         """The augmented vector (update / C, plus the bit) under the distributed discrete Gaussian.
@@ -415,8 +435,11 @@ class UserDistributed(UserLevelPlan):
         out = self._summary_common()
         plan = self.ddg_plan
         out.update(
-            accountant="RDP of the distributed discrete Gaussian (Kairouz–Liu–Steinke 2021), "
-                       "Poisson subsampling via Zhu–Wang's general upper bound",
+            accountant="RDP of the distributed discrete Gaussian (Kairouz–Liu–Steinke 2021), " + (
+                "Poisson subsampling by the clients' own coins, symmetric bound (every member's share is "
+                "in every sum: a pure shift, docs/privacy.md §4.4)" if self.private_sampling else
+                "Poisson subsampling via Zhu–Wang's general upper bound"),
+            private_sampling=self.private_sampling,
             min_survivors=self._min_survivors, max_clients=self.max_clients,
             gamma=plan.gamma, share_sigma=plan.share_sigma,
             noise_std_model_units=plan.model_unit_noise_std,

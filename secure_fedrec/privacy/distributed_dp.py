@@ -89,6 +89,7 @@ def plan_distributed_discrete_gaussian(
     max_wrap_probability: float = 1e-9,
     max_share_sigma: float = 2e4,
     rotated: bool = False,
+    symmetric: bool = False,
 ) -> DdgPlan:
     """Finest quantization ``gamma`` whose noisy sum stays inside ``2^bits`` with the target noise.
 
@@ -110,6 +111,10 @@ def plan_distributed_discrete_gaussian(
     bound is :func:`rotated_wrap_probability` (signal ``max_clients * l2_clip / gamma``
     spread over the ``dim`` coordinates) instead of the worst case per coordinate;
     that is what lets a 16-bit ring hold the sum.
+
+    ``symmetric``: account with the symmetric subsampling bound (every share is in the sum
+    whether or not the user is sampled, so neighbouring outputs differ by a pure shift;
+    docs/privacy.md §4.4) instead of Zhu–Wang's general one.
     """
     if not (min_survivors >= 1 and max_clients >= min_survivors):
         raise ValueError("need 1 <= min_survivors <= max_clients")
@@ -124,6 +129,7 @@ def plan_distributed_discrete_gaussian(
             dim=dim,
             sample_rate=sample_rate,
             steps=rounds,
+            symmetric=symmetric,
         )
         share = distributed_noise_share_sigma(total, min_survivors)
         if rotated:
@@ -138,7 +144,8 @@ def plan_distributed_discrete_gaussian(
                 max_shares=max_clients,
             )
         accountant = DistributedDiscreteGaussianAccountant(l2_sensitivity=sensitivity,
-                                                           num_shares=min_survivors, dim=dim)
+                                                           num_shares=min_survivors, dim=dim,
+                                                           subsampling="symmetric" if symmetric else "general")
         accountant.step(noise_multiplier=share * math.sqrt(min_survivors) / sensitivity,
                         sample_rate=sample_rate, steps=rounds)
         return DdgPlan(gamma, sensitivity, total, share, wrap, accountant.get_epsilon(delta), bits)

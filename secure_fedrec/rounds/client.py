@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from protocols.encoding import csprng_uniform
+
 from ..aggregation import (
     DIAGNOSTIC_KEYS,
     AggregationPipeline,
@@ -55,6 +57,9 @@ class ClientPlan:
     pipeline: AggregationPipeline
     #: no DP: clients report their training loss (under DP it is data no mechanism covers)
     report_loss: bool = False
+    #: private sampling: each client takes part with this probability by its own CSPRNG coin and
+    #: otherwise uploads a zero update (plus its noise share): the server sees every client upload
+    private_sampling_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,11 @@ def client_step(model: FederatedModel, layout: ParamLayout, data: ClientData, pl
     its update; a straggler (``slow``) finishes one local epoch only. ``state`` is the client's
     own state between rounds (kept by the engine with its private rows, never sent);
     ``canaries`` an audit's gradient canaries (:mod:`secure_fedrec.training.canaries`)."""
+    rate = plan.private_sampling_rate
+    if rate is not None and not csprng_uniform(1)[0] < rate:
+        # Not sampled this round: no training, and an upload the server cannot tell apart.
+        return encode_update(data.user, ClientUpdate(indices=np.zeros(0, dtype=np.int64), values=np.zeros(0),
+                                                     size=layout.size), plan, broadcast)
     step_canaries = (StepCanaries(canaries, data.user, broadcast.round_index)
                      if canaries is not None else None)
     outcome = plan.training.train(model, data, rng, epochs=1 if slow else None, state=state,

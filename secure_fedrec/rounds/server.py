@@ -86,7 +86,8 @@ class RoundServer:
         self.expected_clients = self.privacy.expected_clients
         self.session_policy = self.privacy.session_policy()
         self.client_plan = ClientPlan(training=self.privacy.training, pipeline=self.privacy.pipeline,
-                                      report_loss=self.privacy.reports_loss)
+                                      report_loss=self.privacy.reports_loss,
+                                      private_sampling_rate=self.privacy.private_sampling_rate)
         self.params = initial_params
         spec = self.privacy.server_optimizer_spec()
         self.server_optimizer = server_optimizer or (
@@ -125,7 +126,7 @@ class RoundServer:
         """The privacy plan's summary, with what it means for an observer who knows who took part
         in each round run so far (recomputed from the seeded sample: nothing to checkpoint)."""
         counts = np.zeros(int(self.population.max()) + 1 if len(self.population) else 0, dtype=np.int64)
-        for round_index in range(self.round_index):
+        for round_index in range(self.round_index if not self.privacy.every_client else 0):
             np.add.at(counts, self.sampled_clients(round_index), 1)
         return {**self.privacy.summary(), **self.privacy.known_participation(counts[self.population])}
 

@@ -26,6 +26,7 @@ from ..aggregation import (
     Mean,
     QuantizedEncoding,
 )
+from ..aggregation.values import check_number
 from ..training.local import LocalTraining
 from ..training.methods import DistributedDpSgd, DpSgd, LocalEpochs
 from .client import ClientPlan, RoundBroadcast
@@ -78,7 +79,8 @@ def _parse(text: str) -> dict[str, Any]:
 def plan_to_json(plan: ClientPlan) -> str:
     return json.dumps({"training": _value(plan.training),
                        "layers": [_value(layer) for layer in plan.pipeline.layers],
-                       "encoding": _value(plan.pipeline.encoding), "report_loss": plan.report_loss})
+                       "encoding": _value(plan.pipeline.encoding), "report_loss": plan.report_loss,
+                       "private_sampling_rate": plan.private_sampling_rate})
 
 
 def plan_from_json(text: str) -> ClientPlan:
@@ -87,8 +89,12 @@ def plan_from_json(text: str) -> ClientPlan:
     try:
         layers = tuple(_build(layer, _KINDS) for layer in raw["layers"])
         pipeline = AggregationPipeline(layers=layers, encoding=_build(raw["encoding"], _KINDS))
+        rate = raw.get("private_sampling_rate")
+        if rate is not None:
+            check_number("private_sampling_rate", rate, high=1.0)
+            rate = float(rate)
         return ClientPlan(training=_build(raw["training"], _KINDS), pipeline=pipeline,
-                          report_loss=bool(raw["report_loss"]))
+                          report_loss=bool(raw["report_loss"]), private_sampling_rate=rate)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed client plan: {exc!r}") from None
 
