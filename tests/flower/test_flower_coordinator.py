@@ -415,3 +415,16 @@ def test_a_round_below_the_dp_floor_aborts_inside_the_protocol_before_unmasking(
     _, trainer = reference_params(config)
     assert trainer.history[0].contributors > 0
     assert metrics.measurements["epsilon"] == trainer.history[0].measurements["epsilon"] > 0
+
+
+def test_private_sampling_runs_on_the_split_with_every_user_uploading():
+    """privacy.private_sampling on the coordinator/node split: every user of every node uploads
+    every round (the coin rides in the client plan), and the run is accounted as in-process."""
+    config = small_config(**{**DISTRIBUTED_DP, "privacy.private_sampling": True, "training.rounds": 2,
+                             "aggregation.threshold_fraction": 0.9})
+    got = run_split(config, 3)
+    assert [m.sampled for m in got.history] == [60, 60]
+    assert [m.contributors for m in got.history] == [60, 60]
+    summary = got.server.privacy_summary()
+    assert summary["private_sampling"] is True and summary["participation_known"] is None
+    assert np.all(np.isfinite(got.params))
