@@ -178,6 +178,12 @@ class UserLevelPlan(PrivacyPlan):
             )
         return out
 
+    @property
+    def private_sampling(self) -> bool:
+        """Whether every member uploads every round, taking part by its own coin (then nobody
+        learns who was sampled); only the distributed placement offers it."""
+        return False
+
     def epsilon_without_sampling(self, rounds: int) -> float:
         """ε of a user who took part in ``rounds`` of the rounds run, for an observer who knows
         which rounds those were: the same mechanism and accountant with no amplification by
@@ -192,7 +198,7 @@ class UserLevelPlan(PrivacyPlan):
         return float(unsampled.get_epsilon(self.delta))
 
     def known_participation(self, rounds_per_client: np.ndarray) -> dict[str, Any]:
-        if getattr(self, "private_sampling", False):
+        if self.private_sampling:
             return {"participation_known": None,
                     "participation": ("hidden: every member uploads in every round and takes part by its own "
                                       "CSPRNG coin, so no observer learns who was sampled")}
@@ -349,7 +355,6 @@ class UserDistributed(UserLevelPlan):
 
     @property
     def private_sampling(self) -> bool:
-        """Every member uploads every round; who takes part is each client's own coin."""
         return bool(self.config.privacy.private_sampling)
 
     @property

@@ -125,10 +125,13 @@ class RoundServer:
     def privacy_summary(self) -> dict[str, Any]:
         """The privacy plan's summary, with what it means for an observer who knows who took part
         in each round run so far (recomputed from the seeded sample: nothing to checkpoint)."""
+        summary = self.privacy.summary()
+        if self.privacy.every_client:  # everyone uploads every round: nothing to count
+            return {**summary, **self.privacy.known_participation(np.zeros(0, dtype=np.int64))}
         counts = np.zeros(int(self.population.max()) + 1 if len(self.population) else 0, dtype=np.int64)
-        for round_index in range(self.round_index if not self.privacy.every_client else 0):
+        for round_index in range(self.round_index):
             np.add.at(counts, self.sampled_clients(round_index), 1)
-        return {**self.privacy.summary(), **self.privacy.known_participation(counts[self.population])}
+        return {**summary, **self.privacy.known_participation(counts[self.population])}
 
     def sampled_clients(self, round_index: int) -> np.ndarray:
         """The clients round ``round_index`` samples: the first draw of its own generator, so
