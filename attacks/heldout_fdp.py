@@ -60,8 +60,10 @@ def fdp_counts_reject(curve: TradeoffCurve, false_positives: int, negatives: int
     return bool(fnr_high < float(curve(fpr_high)[0]) or fpr_high < float(curve(fnr_high)[0]))
 
 
-def _epsilon_hat(family: MechanismFamily, counts: tuple[int, int, int, int], confidence: float) -> tuple[float, float | None]:
-    return smallest_rejected_scale(family, lambda curve: fdp_counts_reject(curve, *counts, confidence))
+def _epsilon_hat(family: MechanismFamily, counts: tuple[int, int, int, int], confidence: float, *,
+                 refine: bool = False) -> tuple[float, float | None]:
+    return smallest_rejected_scale(family, lambda curve: fdp_counts_reject(curve, *counts, confidence),
+                                   refine=refine)
 
 
 def _counts(scores: np.ndarray, included: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
@@ -107,7 +109,7 @@ def audit_heldout_fdp(
         if eps > best_eps:
             best_eps, threshold = eps, float(t)
     counts = _counts(s[judge], inc[judge], threshold)
-    eps, scale = _epsilon_hat(family, counts, confidence)
+    eps, scale = _epsilon_hat(family, counts, confidence, refine=True)  # the grid only picks the threshold
     fp, negatives, fn, positives = counts
     details = {"design": design, "threshold": threshold, "threshold_canaries": int(cut),
                "judged_canaries": int(judge.size), "false_positives": fp, "negatives": negatives,

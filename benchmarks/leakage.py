@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from secure_fedrec.audit.plots import plot_epsilon_audit
+from secure_fedrec.audit.canary_audit import pooled_heldout_audit
 from secure_fedrec.audit.run import run_audit
 from secure_fedrec.audit.spec import spec_from_dict
 from secure_fedrec.config import config_from_dict
@@ -85,13 +86,14 @@ EPSILON_AUDIT = {"canaries": 1000, "canary_kind": "ratings", "attacks": ["loss",
 EPSILONS = (1.0, 4.0, 8.0, math.inf)
 
 
-def _run(run: dict, audit: dict, data: Path, out: Path, seed: int) -> dict:
+def _run(run: dict, audit: dict, data: Path, out: Path, seed: int, collect=None) -> dict:
     raw = copy.deepcopy(run)
     raw.setdefault("data", {})["source"] = str(data)
     raw["seed"] = seed
     started = time.perf_counter()
     result = run_audit(config_from_dict(raw), spec_from_dict(audit), out,
-                       log=lambda msg: print(f"  [{time.perf_counter() - started:6.0f} s] {msg}", flush=True))
+                       log=lambda msg: print(f"  [{time.perf_counter() - started:6.0f} s] {msg}", flush=True),
+                       collect_canaries=collect)
     return result
 
 
@@ -432,15 +434,20 @@ ISOLATED_MECHANISMS = {
 
 
 def isolated_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...], *, canaries: int,
-                   mechanisms: tuple[str, ...], with_control: bool = True) -> list[dict]:
+                   mechanisms: tuple[str, ...], with_control: bool = True, repeats: int = 1) -> list[dict]:
     """ε̂ from isolated canaries (each alone on a phantom item's coordinate: independent trials, so
     the held-out Clopper–Pearson and f-DP bounds hold), per mechanism and ε; the no-DP twin once per
-    mechanism (the first ε)."""
+    mechanism (the first ε). ``repeats > 1`` trains that many runs per cell (seeds ``seed``,
+    ``seed + 1``, …) and also tests their canaries pooled: ``repeats · canaries`` independent trials
+    at the memory of one run."""
     print("== isolated canaries: ε̂ against ε ==", flush=True)
     listed = " ".join(f"{e:g}" for e in epsilons)
     command = (f"OMP_NUM_THREADS=1 nice -n 10 python benchmarks/leakage.py --part isolated --canaries {canaries} "
                f"--mechanisms {' '.join(mechanisms)} --epsilons {listed}" + ("" if with_control else " --no-control"))
     name = f"leakage_isolated_m{canaries}_{'-'.join(mechanisms)}_eps{'-'.join(f'{e:g}' for e in epsilons)}"
+    if repeats > 1:
+        command += f" --repeats {repeats}"
+        name += f"_x{repeats}"
     if seed != 0:
         command += f" --seed {seed}"
         name += f"_seed{seed}"
@@ -449,42 +456,58 @@ def isolated_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...]
         name += f"_{data.name}"
     name += ".json"
     audit = {"canaries": canaries, "canary_space": "isolated", "attacks": [], "n_bootstrap": 100}
-    payload, rows = [], []
+    payload, rows, pooled_payload = [], [], []
     for mechanism in mechanisms:
         control = None
         for eps in epsilons:
-            run = copy.deepcopy(ISOLATED_MECHANISMS[mechanism])
-            run["privacy"] = {**run["privacy"], "target_epsilon": eps}
-            cpu, started = time.process_time(), time.perf_counter()
-            r = _run(run, {**audit, "control": with_control and control is None}, data,
-                     out / f"isolated-{mechanism}-eps{eps:g}", seed)
-            c = r["canary_audit"]
-            control = c.get("control", control)
-            best = c["scores"][c["best_score"]] if c["best_score"] else {}
-            payload.append({
-                "mechanism": mechanism, "target_epsilon": eps, "epsilon": r["epsilon"], "delta": r["delta"],
-                "epsilon_hat": c["epsilon_hat"], "best": f"{c['best_score']}/{c['best_method']}",
-                "tightness": c["tightness"], "violation": r["violation"], "ceiling": c.get("ceiling"),
-                "estimate": c.get("estimate"), "control": control, "design": c["design"],
-                "noise_calibration": {k: v for k, v in (c.get("noise_calibration") or {}).items()
-                                      if k != "per_round_noise_std"},
-                "ceiling_at_release": c.get("ceiling_at_release"),
-                "scores": {n: {k: e[k]["epsilon_hat"] for k in ("one_run", "one_run_fdp", "clopper_pearson_heldout",
-                                                                "heldout_fdp") if k in e}
-                           | {"auc": e.get("membership", {}).get("auc")} for n, e in c["scores"].items()},
-                "heldout_counts": {k: best.get("heldout_fdp", {}).get(k) for k in
-                                   ("false_positives", "negatives", "false_negatives", "positives", "threshold")},
-                "rmse": r["training"]["final"].get("rmse"), "timings_seconds": r["timings_seconds"],
-                "wall_seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
-                "load_average_1min": os.getloadavg()[0]})
-            ceiling = c.get("ceiling") or {}
-            rows.append((mechanism, eps, f"{r['epsilon']:.3f}", f"{c['epsilon_hat']:.3f}",
-                         f"{c['tightness']:.3f}", f"{ceiling.get('epsilon_hat_median', float('nan')):.3f}",
-                         f"{control['epsilon_hat']:.3f}" if control else "-",
-                         "yes" if c["epsilon_hat"] <= r["epsilon"] else "NO",
-                         f"{time.process_time() - cpu:.0f}"))
-            write_json_atomic(RESULTS / name, {"command": command, "runs": {m: ISOLATED_MECHANISMS[m] for m in mechanisms},
-                                               "audit": audit, "environment": environment(), "results": payload})
+            collected: list[dict] = []
+            for run_seed in range(seed, seed + repeats):
+                run = copy.deepcopy(ISOLATED_MECHANISMS[mechanism])
+                run["privacy"] = {**run["privacy"], "target_epsilon": eps}
+                cpu, started = time.process_time(), time.perf_counter()
+                r = _run(run, {**audit, "control": with_control and control is None}, data,
+                         out / (f"isolated-{mechanism}-eps{eps:g}" + (f"-seed{run_seed}" if repeats > 1 else "")),
+                         run_seed, collect=collected.append if repeats > 1 else None)
+                c = r["canary_audit"]
+                control = c.get("control", control)
+                best = c["scores"][c["best_score"]] if c["best_score"] else {}
+                payload.append({
+                    "mechanism": mechanism, "seed": run_seed, "target_epsilon": eps, "epsilon": r["epsilon"],
+                    "delta": r["delta"],
+                    "epsilon_hat": c["epsilon_hat"], "best": f"{c['best_score']}/{c['best_method']}",
+                    "tightness": c["tightness"], "violation": r["violation"], "ceiling": c.get("ceiling"),
+                    "estimate": c.get("estimate"), "control": control, "design": c["design"],
+                    "noise_calibration": {k: v for k, v in (c.get("noise_calibration") or {}).items()
+                                          if k != "per_round_noise_std"},
+                    "ceiling_at_release": c.get("ceiling_at_release"),
+                    "scores": {n: {k: e[k]["epsilon_hat"] for k in ("one_run", "one_run_fdp", "clopper_pearson_heldout",
+                                                                    "heldout_fdp") if k in e}
+                               | {"auc": e.get("membership", {}).get("auc")} for n, e in c["scores"].items()},
+                    "heldout_counts": {k: best.get("heldout_fdp", {}).get(k) for k in
+                                       ("false_positives", "negatives", "false_negatives", "positives", "threshold")},
+                    "rmse": r["training"]["final"].get("rmse"), "timings_seconds": r["timings_seconds"],
+                    "wall_seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
+                    "load_average_1min": os.getloadavg()[0]})
+                ceiling = c.get("ceiling") or {}
+                rows.append((mechanism, eps, f"{r['epsilon']:.3f}", f"{c['epsilon_hat']:.3f}",
+                             f"{c['tightness']:.3f}", f"{ceiling.get('epsilon_hat_median', float('nan')):.3f}",
+                             f"{control['epsilon_hat']:.3f}" if control else "-",
+                             "yes" if c["epsilon_hat"] <= r["epsilon"] else "NO",
+                             f"{time.process_time() - cpu:.0f}"))
+                write_json_atomic(RESULTS / name, {"command": command, "runs": {m: ISOLATED_MECHANISMS[m] for m in mechanisms},
+                                                   "audit": audit, "environment": environment(), "results": payload,
+                                                   "pooled": pooled_payload})
+            if repeats > 1:
+                pooled = pooled_heldout_audit(collected, seed=seed)
+                pooled_payload.append({"mechanism": mechanism, "target_epsilon": eps,
+                                       "seeds": list(range(seed, seed + repeats)), **pooled})
+                rows.append((f"{mechanism} (pooled, {repeats} runs)", eps, f"{pooled['epsilon']:.3f}",
+                             f"{pooled['epsilon_hat']:.3f}", f"{pooled['tightness']:.3f}", "-", "-",
+                             "NO" if pooled["violation"] else "yes", "-"))
+                print(rows[-1], flush=True)
+                write_json_atomic(RESULTS / name, {"command": command, "runs": {m: ISOLATED_MECHANISMS[m] for m in mechanisms},
+                                                   "audit": audit, "environment": environment(), "results": payload,
+                                                   "pooled": pooled_payload})
     _table(("mechanism", "target ε", "ε", "ε̂", "ε̂/ε", "ceiling ε̂", "no-DP ε̂", "ε̂ ≤ ε", "CPU s"), rows)
     return payload
 
@@ -509,6 +532,8 @@ def main() -> None:
     parser.add_argument("--canaries", type=int, default=20000, help="--part isolated: canaries per audit")
     parser.add_argument("--mechanisms", nargs="+", choices=tuple(ISOLATED_MECHANISMS),
                         default=list(ISOLATED_MECHANISMS), help="--part isolated: which mechanisms")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="--part isolated: runs per cell (seeds seed, seed+1, ...), their canaries also pooled")
     parser.add_argument("--no-control", action="store_true",
                         help="--part gradients: skip the no-noise twin (it does not depend on ε)")
     args = parser.parse_args()
@@ -527,7 +552,8 @@ def main() -> None:
         gradient_sweep(args.data, args.out, args.seed, tuple(args.epsilons), with_control=not args.no_control)
     if args.part == "isolated":
         isolated_sweep(args.data, args.out, args.seed, tuple(args.epsilons), canaries=args.canaries,
-                       mechanisms=tuple(args.mechanisms), with_control=not args.no_control)
+                       mechanisms=tuple(args.mechanisms), with_control=not args.no_control,
+                       repeats=max(1, args.repeats))
     if args.part == "ceiling":
         ceiling_table(args.seed)
     print(json.dumps({"results": str(RESULTS)}))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,7 @@ from attacks import (
 from ..privacy.accounting import create_accountant
 
 __all__ = ["AUDITED", "OBSERVERS", "audit_scores", "canary_guess_counts", "ceiling", "claim_for",
-           "one_shot_estimates"]
+           "one_shot_estimates", "pooled_heldout_audit"]
 
 OBSERVERS = {
     "llr": "released rounds", "sum": "released rounds", "aggregate_rows": "released rounds",
@@ -164,6 +165,49 @@ def audit_scores(
                           else f"largest one-run bound, Bonferroni over {len(audited) * methods} tests"),
         "guesses": {"num_positive": positives, "num_negative": negatives},
     }, curves
+
+
+def pooled_heldout_audit(runs: Sequence[Mapping[str, Any]], *, score: str = "llr", confidence: float = 0.95,
+                         seed: int = 0) -> dict[str, Any]:
+    """The held-out tests on the isolated canaries of several runs of one configuration, pooled.
+
+    Each run's isolated canaries are independent trials of the accounted mechanism (each score
+    depends only on its own inclusion bit, sampling coins and coordinate noise), and separate
+    runs draw independent bits, coins and noise, so the canaries of ``R`` runs are ``R·m``
+    independent trials: the multi-run setting of Nasr et al. 2023, where the held-out
+    Clopper–Pearson and f-DP tests are bounds. ``runs`` are what ``run_audit(collect_canaries=…)``
+    hands over; they must claim the same (ε, δ) and share the design (checked), and the first
+    run's mechanism family is the claim tested.
+    """
+    if not runs:
+        raise ValueError("no runs to pool")
+    first = runs[0]
+    if first.get("design") is None or first.get("family") is None:
+        raise ValueError("pooling needs isolated canaries (independent trials) and a claim to test")
+    for r in runs[1:]:
+        same = (r["design"] == first["design"] and r["unit"] == first["unit"] and r["kind"] == first["kind"]
+                and math.isclose(r["epsilon"], first["epsilon"], rel_tol=1e-9)
+                and math.isclose(r["delta"], first["delta"], rel_tol=1e-9))
+        if not same:
+            raise ValueError("pooled runs must audit the same mechanism: same design, unit, kind, ε and δ")
+    eps_claim, delta_claim, _ = claim_for(first["unit"], first["kind"], first["epsilon"], first["delta"])
+    scores = np.concatenate([np.asarray(r["scores"][score], dtype=np.float64) for r in runs])
+    included = np.concatenate([np.asarray(r["included"], dtype=bool) for r in runs])
+    design = f"{first['design']}; pooled over {len(runs)} independent runs"
+    claimed = eps_claim if math.isfinite(eps_claim) else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrivacyViolationWarning)
+        held = audit_heldout_fdp(scores, included, family=first["family"], design=design, epsilon_claimed=claimed,
+                                 delta=delta_claim, confidence=confidence, random_state=seed)
+        cp = audit_clopper_pearson_heldout(scores, included, epsilon_claimed=claimed, delta=delta_claim,
+                                           confidence=confidence, random_state=seed)
+    return {"runs": len(runs), "canaries": int(included.size), "included": int(included.sum()), "score": score,
+            "design": design, "epsilon": first["epsilon"], "delta": first["delta"], "confidence": confidence,
+            "heldout_fdp": {"epsilon_hat": held.epsilon_lower_bound, **held.details},
+            "clopper_pearson_heldout": {"epsilon_hat": cp.epsilon_lower_bound, **cp.details},
+            "epsilon_hat": held.epsilon_lower_bound,
+            "tightness": held.epsilon_lower_bound / first["epsilon"] if first["epsilon"] > 0 else math.nan,
+            "violation": bool(held.epsilon_lower_bound > eps_claim)}
 
 
 def ceiling(

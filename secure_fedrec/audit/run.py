@@ -232,7 +232,8 @@ def _ceiling_mu(trainer: FederatedTrainer) -> float | None:
 
 def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTrainer, initial: dict,
                   spec: AuditSpec, epsilon: float, delta: float, evaluation: dict, seed: int,
-                  say: Callable[[str], None], *, isolated: bool = False) -> tuple[dict[str, Any], dict]:
+                  say: Callable[[str], None], *, isolated: bool = False,
+                  collect: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, Any], dict]:
     included = _included(kind, hook, plan)
     scores = _scores(kind, hook, plan, trainer, initial)
     unit = trainer.privacy.unit
@@ -244,6 +245,9 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
         owners = np.unique(plan.users[plan.canaries.included]) if kind == "ratings" else ()
         family = mechanism_family(trainer.privacy, delta, record_clients=owners)
     independent = ISOLATED_DESIGN if isolated else None
+    if collect is not None:
+        collect({"scores": scores, "included": included, "family": family, "unit": unit, "kind": kind,
+                 "epsilon": epsilon, "delta": delta, "design": independent})
     summary, curves = audit_scores(scores, included, unit=unit, kind=kind, epsilon=epsilon, delta=delta,
                                    confidence=spec.confidence, family=family, guesses=guesses,
                                    evaluation=evaluation, seed=seed, independent=independent)
@@ -344,8 +348,14 @@ def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan 
 def run_audit(
     config: RunConfig, spec: AuditSpec, out_dir: str | Path | None = None, *,
     on_round: Callable[[RoundMetrics], None] | None = None, log: Callable[[str], None] | None = None,
+    collect_canaries: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train the configured federated run with canaries, attack it, and return (and write) audit.json."""
+    """Train the configured federated run with canaries, attack it, and return (and write) audit.json.
+
+    ``collect_canaries`` receives the canary audit's raw material (per-canary scores, inclusion
+    bits, the claim's mechanism family, ε, δ, the design): isolated canaries of several runs of the
+    same configuration are independent trials of one mechanism, and :func:`~.canary_audit.pooled_heldout_audit`
+    tests them together."""
     started = time.perf_counter()
     say = log or (lambda _msg: None)
     out = Path(out_dir) if out_dir is not None else None
@@ -417,7 +427,8 @@ def run_audit(
         t0 = time.perf_counter()
         canary_summary, canary_curves = _canary_audit(kind, plan, hook, trainer, initial, spec, epsilon, delta,
                                                       dict(evaluation), seed, say,
-                                                      isolated=first_phantom is not None)
+                                                      isolated=first_phantom is not None,
+                                                      collect=collect_canaries)
         curves.update(canary_curves)
         timings["canary_audit"] = time.perf_counter() - t0
         if spec.control and trainer.privacy.enabled:

@@ -19,6 +19,7 @@ from attacks import (
     gaussian_mu,
     simulate_canary_projections,
 )
+from attacks.fdp import REFINE_TOLERANCE
 
 
 def _gaussian_profile(mu, epsilons):
@@ -88,9 +89,14 @@ def _gaussian_family(delta):
 def test_binary_search_finds_the_smallest_rejected_scale():
     family = _gaussian_family(1e-5)
     eps, scale = fdp_epsilon_lower_bound(family, 1000, 200, 190, confidence=0.95)
-    linear = next(s for s in family.scales
-                  if fdp_one_run_rejects(family.curve(s), 1000, 200, 190, 0.05))
-    assert scale == linear and eps == pytest.approx(gaussian_epsilon(1 / scale, 1e-5))
+    first = next(k for k, s in enumerate(family.scales)
+                 if fdp_one_run_rejects(family.curve(s), 1000, 200, 190, 0.05))
+    # refined between the last accepted and the first rejected grid point
+    assert family.scales[first - 1] < scale <= family.scales[first]
+    assert fdp_one_run_rejects(family.curve(scale), 1000, 200, 190, 0.05)
+    assert not fdp_one_run_rejects(family.curve(scale / (1 + 2 * REFINE_TOLERANCE)), 1000, 200, 190, 0.05)
+    assert eps == pytest.approx(gaussian_epsilon(1 / scale, 1e-5))
+    assert eps >= gaussian_epsilon(1 / family.scales[first], 1e-5)
     assert fdp_epsilon_lower_bound(family, 1000, 200, 100, confidence=0.95) == (0.0, None)
 
 

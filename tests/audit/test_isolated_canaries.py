@@ -16,7 +16,9 @@ from attacks import (
     gaussian_epsilon,
 )
 from secure_fedrec.audit import AuditSpec, run_audit
+from secure_fedrec.audit.canary_audit import pooled_heldout_audit
 from secure_fedrec.audit.isolation import (
+    ISOLATED_DESIGN,
     isolated_coordinates,
     isolation_problems,
     item_width,
@@ -210,3 +212,22 @@ def test_record_level_dropouts_refuse_isolated_gradient_canaries():
     dropping = dataclasses.replace(config, training=dataclasses.replace(config.training, dropout_rate=0.1))
     assert any("dropouts" in p for p in isolation_problems(dropping, "gradients", implicit=False))
     assert resolve_space("auto", dropping, "gradients", implicit=False) == "model"
+
+
+def test_the_isolated_canaries_of_two_runs_are_pooled_as_one_audit():
+    collected = []
+    results = [run_audit(dataclasses.replace(_config(), seed=seed),
+                         AuditSpec(canaries=2000, canary_space="isolated", attacks=(), n_bootstrap=10,
+                                   ceiling_repeats=0, control=False),
+                         collect_canaries=collected.append) for seed in (0, 1)]
+    assert len(collected) == 2 and all(c["design"] == ISOLATED_DESIGN for c in collected)
+    pooled = pooled_heldout_audit(collected, seed=0)
+    assert pooled["runs"] == 2 and pooled["canaries"] == 4000
+    assert pooled["included"] == sum(int(c["included"].sum()) for c in collected)
+    assert "pooled over 2 independent runs" in pooled["design"]
+    assert 0.0 <= pooled["epsilon_hat"] <= results[0]["epsilon"] and not pooled["violation"]
+    assert pooled["epsilon"] == pytest.approx(results[0]["epsilon"])
+    # runs of different mechanisms are refused
+    other = {**collected[1], "epsilon": collected[1]["epsilon"] * 2}
+    with pytest.raises(ValueError, match="same mechanism"):
+        pooled_heldout_audit([collected[0], other])
