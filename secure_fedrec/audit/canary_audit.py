@@ -176,8 +176,8 @@ def pooled_heldout_audit(runs: Sequence[Mapping[str, Any]], *, score: str = "llr
     runs draw independent bits, coins and noise, so the canaries of ``R`` runs are ``R·m``
     independent trials: the multi-run setting of Nasr et al. 2023, where the held-out
     Clopper–Pearson and f-DP tests are bounds. ``runs`` are what ``run_audit(collect_canaries=…)``
-    hands over; they must claim the same (ε, δ) and share the design (checked), and the first
-    run's mechanism family is the claim tested.
+    hands over; they must claim the same (ε, δ) after the same rounds at the same sampling rate
+    under the same design (checked), and the first run's mechanism family is the claim tested.
     """
     if not runs:
         raise ValueError("no runs to pool")
@@ -185,11 +185,12 @@ def pooled_heldout_audit(runs: Sequence[Mapping[str, Any]], *, score: str = "llr
     if first.get("design") is None or first.get("family") is None:
         raise ValueError("pooling needs isolated canaries (independent trials) and a claim to test")
     for r in runs[1:]:
-        same = (r["design"] == first["design"] and r["unit"] == first["unit"] and r["kind"] == first["kind"]
+        same = (all(r.get(key) == first.get(key) for key in ("design", "unit", "kind", "rounds", "sample_rate"))
                 and math.isclose(r["epsilon"], first["epsilon"], rel_tol=1e-9)
                 and math.isclose(r["delta"], first["delta"], rel_tol=1e-9))
         if not same:
-            raise ValueError("pooled runs must audit the same mechanism: same design, unit, kind, ε and δ")
+            raise ValueError("pooled runs must audit the same mechanism: same design, unit, kind, rounds, "
+                             "sampling rate, ε and δ")
     eps_claim, delta_claim, _ = claim_for(first["unit"], first["kind"], first["epsilon"], first["delta"])
     scores = np.concatenate([np.asarray(r["scores"][score], dtype=np.float64) for r in runs])
     included = np.concatenate([np.asarray(r["included"], dtype=bool) for r in runs])

@@ -247,7 +247,8 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
     independent = ISOLATED_DESIGN if isolated else None
     if collect is not None:
         collect({"scores": scores, "included": included, "family": family, "unit": unit, "kind": kind,
-                 "epsilon": epsilon, "delta": delta, "design": independent})
+                 "epsilon": epsilon, "delta": delta, "design": independent, "rounds": rounds,
+                 "sample_rate": getattr(hook, "sample_rate", None)})
     summary, curves = audit_scores(scores, included, unit=unit, kind=kind, epsilon=epsilon, delta=delta,
                                    confidence=spec.confidence, family=family, guesses=guesses,
                                    evaluation=evaluation, seed=seed, independent=independent)

@@ -228,6 +228,7 @@ def test_the_isolated_canaries_of_two_runs_are_pooled_as_one_audit():
     assert 0.0 <= pooled["epsilon_hat"] <= results[0]["epsilon"] and not pooled["violation"]
     assert pooled["epsilon"] == pytest.approx(results[0]["epsilon"])
     # runs of different mechanisms are refused
-    other = {**collected[1], "epsilon": collected[1]["epsilon"] * 2}
-    with pytest.raises(ValueError, match="same mechanism"):
-        pooled_heldout_audit([collected[0], other])
+    assert all(c["rounds"] == 4 and c["sample_rate"] == pytest.approx(0.5) for c in collected)
+    for change in ({"epsilon": collected[1]["epsilon"] * 2}, {"rounds": 5}, {"sample_rate": 0.25}):
+        with pytest.raises(ValueError, match="same mechanism"):
+            pooled_heldout_audit([collected[0], {**collected[1], **change}])
