@@ -588,7 +588,7 @@ def main() -> None:
     parser.add_argument("--no-control", action="store_true",
                         help="--part gradients: skip the no-noise twin (it does not depend on ε)")
     args = parser.parse_args()
-    if not args.data.exists():
+    if not args.data.exists() and args.part not in ("ceiling", "ceiling-distributed"):  # simulations: no data
         sys.exit(f"data not found: {args.data}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.part in ("epsilon", "all"):
