@@ -420,43 +420,39 @@ def distributed_ceiling_table(seed: int) -> list[dict]:
     """What the isolated-canary test certifies on an ideal implementation of each user-level
     distributed claim (private sampling vs the server-sampled default), by canary count.
 
-    The population is the isolated sweeps' run on ml-latest-small, written out so that no data is
-    needed: 671 members, q = 0.1, 18 rounds, δ = 1.49e-4, MF dim 8 (9,066 items × 9 shared
-    coordinates) plus one phantom coordinate per canary, clip 1, a 32-bit ring; survivors
-    floor 90 % of the uploaders (all members with private sampling, the expected sample without).
+    The claims are the product's own plans (``build_privacy_plan``) for the isolated sweeps' run on
+    ml-latest-small, with the population written out so that no data is needed: 671 users, q = 0.1,
+    18 rounds, MF dim 8 (9,066 items × 9 shared coordinates) plus one phantom coordinate per
+    canary, survivors floor 90 % of the uploaders.
     """
     from secure_fedrec.audit.canary_audit import canary_guess_counts, ceiling
-    from secure_fedrec.audit.families import _distributed
+    from secure_fedrec.audit.families import mechanism_family
     from secure_fedrec.audit.isolation import ISOLATED_DESIGN
-    from secure_fedrec.privacy.ddg_accounting import (
-        DistributedDiscreteGaussianAccountant,
-    )
-    from secure_fedrec.privacy.distributed_dp import plan_distributed_discrete_gaussian
+    from secure_fedrec.plans import Population, build_privacy_plan
 
-    members, q, rounds, delta, base_dim = 671, 0.1, 18, 1.49e-4, 9066 * 9
+    users, base_dim = 671, 9066 * 9
     print("== ceiling of the isolated audit on ideal distributed-noise mechanisms ==", flush=True)
     rows, payload = [], []
-    for variant, uploaders, symmetric in (("private sampling", float(members), True),
-                                          ("server-sampled", q * members, False)):
-        floor = max(2, math.floor(0.9 * uploaders))
-        max_clients = max(floor, math.ceil(uploaders + 6 * math.sqrt(uploaders)))
+    for variant, private_sampling in (("private sampling", True), ("server-sampled", False)):
         for m in (100_000, 200_000):
             for eps in (2.0, 8.0):
-                dim = base_dim + m
-                plan = plan_distributed_discrete_gaussian(
-                    target_epsilon=eps, delta=delta, l2_clip=1.0, dim=dim, bits=32, min_survivors=floor,
-                    max_clients=max_clients, sample_rate=q, rounds=rounds, symmetric=symmetric)
-                accountant = DistributedDiscreteGaussianAccountant(
-                    l2_sensitivity=plan.l2_sensitivity, num_shares=floor, dim=dim,
-                    subsampling="symmetric" if symmetric else "general")
-                accountant.step(noise_multiplier=plan.noise_multiplier(floor), sample_rate=q, steps=rounds)
-                epsilon = accountant.get_epsilon(delta)
-                c = ceiling(num_canaries=m, rounds=rounds, sample_rate=q, mu=1.0 / plan.model_unit_noise_std,
-                            family=_distributed(accountant, delta), epsilon=epsilon, delta=delta, confidence=0.95,
+                run = ISOLATED_MECHANISMS["user-distributed-private"]
+                config = config_from_dict({**run, "privacy": {**run["privacy"], "target_epsilon": eps,
+                                                              "private_sampling": private_sampling}})
+                rounds, q = config.training.rounds, config.training.clients_per_round
+                plan = build_privacy_plan(config, Population(n_users=users, expected_clients=q * users,
+                                                             dim=base_dim + m))
+                for _ in range(rounds):
+                    plan.after_round()
+                epsilon = plan.accountant.get_epsilon(plan.delta)
+                c = ceiling(num_canaries=m, rounds=rounds, sample_rate=plan.sample_rate,
+                            mu=config.privacy.clip_norm / plan.ddg_plan.model_unit_noise_std,
+                            family=mechanism_family(plan, plan.delta), epsilon=epsilon, delta=plan.delta,
+                            confidence=0.95,
                             guesses=canary_guess_counts(m, expected_visible=m / 2 * (1 - (1 - q) ** rounds)),
                             repeats=3, seed=seed, independent=ISOLATED_DESIGN)
                 payload.append({"variant": variant, "canaries": m, "target_epsilon": eps, "epsilon": epsilon,
-                                "min_survivors": floor, **c})
+                                "delta": plan.delta, "min_survivors": plan.min_survivors, **c})
                 rows.append((variant, m, eps, f"{epsilon:.3f}", f"{c['heldout_fdp']['median']:.3f}",
                              f"{c['tightness']:.2f}"))
                 print(rows[-1], flush=True)
@@ -508,6 +504,11 @@ def isolated_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...]
     name += ".json"
     audit = {"canaries": canaries, "canary_space": "isolated", "attacks": [], "n_bootstrap": 100}
     payload, rows, pooled_payload = [], [], []
+
+    def save() -> None:
+        write_json_atomic(RESULTS / name, {"command": command, "runs": {m: ISOLATED_MECHANISMS[m] for m in mechanisms},
+                                           "audit": audit, "environment": environment(), "results": payload,
+                                           "pooled": pooled_payload})
     for mechanism in mechanisms:
         control = None
         for eps in epsilons:
@@ -545,9 +546,7 @@ def isolated_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...]
                              f"{control['epsilon_hat']:.3f}" if control else "-",
                              "yes" if c["epsilon_hat"] <= r["epsilon"] else "NO",
                              f"{time.process_time() - cpu:.0f}"))
-                write_json_atomic(RESULTS / name, {"command": command, "runs": {m: ISOLATED_MECHANISMS[m] for m in mechanisms},
-                                                   "audit": audit, "environment": environment(), "results": payload,
-                                                   "pooled": pooled_payload})
+                save()
             if repeats > 1:
                 pooled = pooled_heldout_audit(collected, seed=seed)
                 pooled_payload.append({"mechanism": mechanism, "target_epsilon": eps,
@@ -556,9 +555,7 @@ def isolated_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...]
                              f"{pooled['epsilon_hat']:.3f}", f"{pooled['tightness']:.3f}", "-", "-",
                              "NO" if pooled["violation"] else "yes", "-"))
                 print(rows[-1], flush=True)
-                write_json_atomic(RESULTS / name, {"command": command, "runs": {m: ISOLATED_MECHANISMS[m] for m in mechanisms},
-                                                   "audit": audit, "environment": environment(), "results": payload,
-                                                   "pooled": pooled_payload})
+                save()
     _table(("mechanism", "target ε", "ε", "ε̂", "ε̂/ε", "ceiling ε̂", "no-DP ε̂", "ε̂ ≤ ε", "CPU s"), rows)
     return payload
 
