@@ -156,12 +156,18 @@ def round_scales(projections: np.ndarray) -> np.ndarray:
 
 
 def canary_client_scores(
-    projections: np.ndarray, *, shift: float | np.ndarray, sample_rate: float
+    projections: np.ndarray, *, shift: float | np.ndarray, sample_rate: float,
+    took_part: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """``{"llr": ..., "sum": ...}`` from per-round projections, shape (rounds, canaries).
 
     ``shift`` is what one participation adds to a projection (the canary norm
     in the aggregate's units), per round or one value for all.
+
+    ``took_part`` (same shape, bool): an observer that knows which canary took part in which
+    round, member or not (a server that picks the sample). Only those rounds carry evidence for
+    it, and in them the canary's effect is unmixed: the score is the log-likelihood ratio of the
+    Gaussian shift summed over the rounds taken part in (``sample_rate`` is then not used).
     """
     x = np.asarray(projections, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 2:
@@ -175,6 +181,11 @@ def canary_client_scores(
     z = x / sigma[:, None]
     mu = (shifts / sigma)[:, None]
     log_ratio = mu * z - mu * mu / 2
+    if took_part is not None:
+        known = np.asarray(took_part)
+        if known.shape != x.shape or known.dtype != bool:
+            raise ValueError("took_part must be a bool array of the projections' shape")
+        return {"llr": np.where(known, log_ratio, 0.0).sum(axis=0), "sum": np.where(known, z, 0.0).sum(axis=0)}
     # log(1 - q + q e^a), stable for the large a of a run without noise
     llr = (np.logaddexp(np.log1p(-sample_rate), np.log(sample_rate) + log_ratio) if sample_rate < 1
            else log_ratio).sum(axis=0)

@@ -33,7 +33,7 @@ from ..plans import PrivacyPlan, RecordDistributed, RecordLocal, UserLevelPlan
 from ..privacy.accounting import Accountant, create_accountant
 from ..privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
 
-__all__ = ["EPSILON_GRID", "NOISE_SCALES", "mechanism_family"]
+__all__ = ["EPSILON_GRID", "NOISE_SCALES", "mechanism_family", "participation_known_family"]
 
 #: where δ(ε) is evaluated: fine where one-run audits land, coarse beyond
 EPSILON_GRID = np.concatenate([np.linspace(0.0, 3.0, 61), np.linspace(3.1, 12.0, 90), np.linspace(12.5, 40.0, 56)])
@@ -68,10 +68,11 @@ def _rdp_deltas(orders: np.ndarray, rdp: np.ndarray) -> np.ndarray:
     return np.array([rdp_privacy_accountant.compute_delta(orders, rdp, float(e))[0] for e in EPSILON_GRID])
 
 
-def _distributed(accountant: DistributedDiscreteGaussianAccountant, delta: float) -> MechanismFamily:
+def _distributed(accountant: DistributedDiscreteGaussianAccountant, delta: float,
+                 history: Sequence[tuple[float, float, int]] | None = None) -> MechanismFamily:
     # The accountant fixes the mechanism's geometry (integer sensitivity, guaranteed shares,
     # dimension) and records the sum's noise multiplier per round: scaling the noise scales it.
-    history = list(accountant.history)
+    history = list(accountant.history if history is None else history)
 
     def scaled(s: float) -> DistributedDiscreteGaussianAccountant:
         trial = DistributedDiscreteGaussianAccountant(
@@ -129,3 +130,20 @@ def mechanism_family(privacy: PrivacyPlan, delta: float, *,
         if any(histories):
             return _record(histories, delta)
     return None
+
+
+def participation_known_family(privacy: PrivacyPlan, delta: float, rounds_taken_part: int) -> MechanismFamily | None:
+    """The family of the guarantee against an observer who knows who took part (user level).
+
+    Such an observer learns nothing from a round a user sat out, and a round it took part in is
+    the un-sampled mechanism (docs/privacy.md, "Client sampling and who knows it"): the claim is
+    the accountant's, at sample rate 1, over the ``rounds_taken_part`` least-noised rounds — the
+    figure ``privacy.participation_known`` reports (:meth:`UserLevelPlan.epsilon_without_sampling`).
+    """
+    if not isinstance(privacy, UserLevelPlan) or not privacy.accountant.history:
+        return None
+    noise = sorted(z for z, _rate, steps in privacy.accountant.history for _ in range(int(steps)))
+    history = [(z, 1.0, 1) for z in noise[:rounds_taken_part]]
+    if isinstance(privacy.accountant, DistributedDiscreteGaussianAccountant):
+        return _distributed(privacy.accountant, delta, history)
+    return _central(history, delta)

@@ -95,7 +95,8 @@ class CanaryClientHook:
     shifts: list[float] = field(default_factory=list)
     rounds: list[int] = field(default_factory=list)
     #: per observed round, which canaries took part (the auditor's own knowledge: it drew them);
-    #: used only by the one-shot *estimate*, never by a score or a bound
+    #: used only by the one-shot *estimate*, never by a score or a bound, unless the observer knows
+    #: who took part (``schedule``)
     took_part: list[np.ndarray] = field(default_factory=list)
     _norm_this_round: float = 0.0
     _this_round: np.ndarray | None = field(default=None, repr=False)
@@ -104,6 +105,12 @@ class CanaryClientHook:
     #: the canaries withhold their distributed-noise share (the auditor's sybils; see
     #: :func:`~.twin.plan_without_noise_share`): the release then carries the honest clients' noise only
     withhold_noise: bool = False
+
+    #: participation known to the observer (``audit.participation = "known"``): shape (rounds,
+    #: canaries), the rounds each canary takes part in, fixed in advance and the same whether it is
+    #: included or not; an excluded canary then uploads a zero update (the same data-independent
+    #: participation, the direction withheld). None: included canaries take part by the auditor's coin.
+    schedule: np.ndarray | None = None
 
     #: keep the directions in memory (float32) below this many values (400 MB); regenerate above
     MAX_CACHED_VALUES = 100_000_000
@@ -147,23 +154,30 @@ class CanaryClientHook:
     def canary_updates(self, server: RoundServer, plan: RoundPlan) -> list[tuple[int, ClientUpdate]]:
         # The auditor's own randomness (never shown to the observer): who of the included
         # canaries takes part this round, like any Poisson-sampled client.
-        rng = np.random.default_rng([self.seed, plan.round_index, 0xC11E])
-        self._this_round = self.included & (rng.random(self.included.size) < self.sample_rate)
+        if self.schedule is not None:
+            self._this_round = (self.schedule[plan.round_index] if plan.round_index < len(self.schedule)
+                                else np.zeros(self.included.size, dtype=bool))
+        else:
+            rng = np.random.default_rng([self.seed, plan.round_index, 0xC11E])
+            self._this_round = self.included & (rng.random(self.included.size) < self.sample_rate)
         take_part = np.flatnonzero(self._this_round)
         self._norm_this_round = self.current_norm(server)
         # A canary weighs as much as any client can (weight 1 under a weighted mean too).
         examples = full_weight_examples(server)
-        norm = self._norm_this_round
+
+        def norm(j: int) -> float:  # only a scheduled excluded canary uploads zero
+            return self._norm_this_round if self.included[j] else 0.0
+
         if isinstance(self.directions, DiracDirections):
             size, coordinates = self.directions.dim, self.directions.coordinates
             return [(self.first_id + int(j), ClientUpdate(indices=coordinates[j:j + 1].copy(),
-                                                          values=np.array([norm]), size=size,
+                                                          values=np.array([norm(j)]), size=size,
                                                           num_examples=examples))
                     for j in take_part]
         matrix = self._directions()
         return [(self.first_id + int(j), ClientUpdate.from_dense(
-                    self._norm_this_round * (matrix[j].astype(np.float64) if matrix is not None
-                                             else self.directions.vector(int(j))), num_examples=examples))
+                    norm(j) * (matrix[j].astype(np.float64) if matrix is not None
+                               else self.directions.vector(int(j))), num_examples=examples))
                 for j in take_part]
 
     def observe(self, server: RoundServer, plan: RoundPlan, released: Aggregate,

@@ -34,7 +34,7 @@ from ..plans import RecordDistributed, UserCentral, UserDistributed
 from ..runner import environment, load_data, make_split, write_json_atomic
 from .canaries import CanaryPlan, insert_canaries, score_canaries
 from .canary_audit import audit_scores, canary_guess_counts, ceiling, one_shot_estimates
-from .families import mechanism_family
+from .families import mechanism_family, participation_known_family
 from .hook import (
     CanaryClientHook,
     GradientCanaryHook,
@@ -61,7 +61,8 @@ from .spec import AuditSpec
 from .twin import clip_without_noise, shares_without_noise
 from .updates import update_inference
 
-__all__ = ["AuditDeltaWarning", "AuditError", "audit_config", "partition_users", "resolve_kind", "run_audit"]
+__all__ = ["AuditDeltaWarning", "AuditError", "audit_config", "participation_schedule", "partition_users",
+           "resolve_kind", "run_audit"]
 
 
 class AuditDeltaWarning(UserWarning):
@@ -172,7 +173,10 @@ def _make_hook(kind: str, spec: AuditSpec, trainer: FederatedTrainer, plan: Cana
                                 norm=norm if norm is not None else spec.canary_norm,
                                 # isolated canaries under distributed noise: thousands of sybils
                                 # that each added a share would bury the mechanism under their noise
-                                withhold_noise=isolated is not None and isinstance(trainer.privacy, UserDistributed))
+                                withhold_noise=isolated is not None and isinstance(trainer.privacy, UserDistributed),
+                                schedule=(participation_schedule(m, trainer.config.training.rounds,
+                                                                 spec.rounds_taken_part, seed)
+                                          if spec.participation == "known" else None))
     if kind == "gradients":
         m = spec.canaries
         inc = included if included is not None else draw_canary_inclusion(m, random_state=np.random.default_rng([seed, 0xC1]))
@@ -195,12 +199,45 @@ def _make_hook(kind: str, spec: AuditSpec, trainer: FederatedTrainer, plan: Cana
                                       and trainer.server.pipeline.bits is None))
 
 
+def participation_schedule(num_canaries: int, rounds: int, rounds_taken_part: int, seed: int) -> np.ndarray:
+    """(rounds, canaries) bool: the rounds each canary takes part in, ``rounds_taken_part`` of
+    them drawn uniformly at the auditor's seed, independent of the inclusion bits."""
+    rng = np.random.default_rng([seed, 0x9A47])
+    chosen = np.argsort(rng.random((num_canaries, rounds)), axis=1)[:, :rounds_taken_part]
+    schedule = np.zeros((rounds, num_canaries), dtype=bool)
+    schedule[chosen.T, np.arange(num_canaries)[None, :]] = True
+    return schedule
+
+
+def _check_participation(spec: AuditSpec, config: RunConfig, kind: str, isolated: bool) -> None:
+    """``audit.participation = "known"`` tests the guarantee against an observer who knows the sample."""
+    if spec.participation != "known" or not spec.canaries:
+        return
+    problems = []
+    if config.privacy.unit != "user":
+        problems.append("needs privacy.unit = 'user' (participation_known is a user-level guarantee)")
+    if kind != "clients":
+        problems.append("needs canary clients (audit.canary_kind = 'clients' or 'auto')")
+    if not isolated:
+        problems.append("needs isolated canaries (audit.canary_space = 'isolated' or 'auto' where the run allows)")
+    if config.privacy.private_sampling:
+        problems.append("is moot with privacy.private_sampling = true: no observer knows who was sampled, and "
+                        "the amplified claim the default audit tests is the server's guarantee")
+    if spec.rounds_taken_part > config.training.rounds:
+        problems.append(f"audit.rounds_taken_part = {spec.rounds_taken_part} exceeds training.rounds = "
+                        f"{config.training.rounds}")
+    if problems:
+        raise AuditError("audit.participation = 'known' " + "; ".join(problems))
+
+
 def _scores(kind: str, hook, plan: CanaryPlan | None, trainer: FederatedTrainer, initial: dict) -> dict[str, np.ndarray]:
     if kind in DIRECTION_KINDS:
         if not hook.projections:
             raise AuditError("no round released an aggregate: nothing to score the canaries on")
+        known = getattr(hook, "schedule", None) is not None  # the observer knows who took part
         return canary_client_scores(np.vstack(hook.projections), shift=np.asarray(hook.shifts),
-                                    sample_rate=hook.sample_rate)
+                                    sample_rate=hook.sample_rate,
+                                    took_part=np.vstack(hook.took_part) if known else None)
     final = score_canaries(plan, trainer.model, initial)
     out = {"displacement": final["displacement"]}
     if kind == "ratings":
@@ -238,24 +275,44 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
     scores = _scores(kind, hook, plan, trainer, initial)
     unit = trainer.privacy.unit
     rounds = len(trainer.history)
-    visible = (spec.canaries / 2 * (1 - (1 - hook.sample_rate) ** rounds)) if kind in DIRECTION_KINDS else None
+    # what the canaries are held to: the run's claim, or with participation known to the observer
+    # the un-amplified one over the rounds each canary took part in (one Gaussian shift per round)
+    known = kind == "clients" and hook.schedule is not None
+    participation = None
+    sample_rate = getattr(hook, "sample_rate", None)
+    if known:
+        sample_rate, rounds = 1.0, spec.rounds_taken_part
+        participation = {
+            "observer": "knows which canary took part in which round (the server that picks the sample)",
+            "rounds_taken_part": rounds, "amplified_epsilon": epsilon,
+            "claim": "privacy.participation_known: the accountant at sample rate 1 over the rounds taken part in",
+            "unobserved": int(np.count_nonzero(hook.schedule.sum(axis=0) != np.vstack(hook.took_part).sum(axis=0)))
+            if hook.took_part else spec.canaries}
+    visible = ((spec.canaries / 2 if known else spec.canaries / 2 * (1 - (1 - hook.sample_rate) ** rounds))
+               if kind in DIRECTION_KINDS else None)
     guesses = canary_guess_counts(spec.canaries, expected_visible=visible)
     family = None
-    if unit != "none" and not (unit == "user" and kind == "ratings"):
+    if known and unit != "none":
+        family = participation_known_family(trainer.privacy, delta, rounds)
+        epsilon = trainer.privacy.epsilon_without_sampling(rounds)
+    elif unit != "none" and not (unit == "user" and kind == "ratings"):
         owners = np.unique(plan.users[plan.canaries.included]) if kind == "ratings" else ()
         family = mechanism_family(trainer.privacy, delta, record_clients=owners)
     independent = ISOLATED_DESIGN if isolated else None
     if collect is not None:
         collect({"scores": scores, "included": included, "family": family, "unit": unit, "kind": kind,
                  "epsilon": epsilon, "delta": delta, "design": independent, "rounds": rounds,
-                 "sample_rate": getattr(hook, "sample_rate", None)})
+                 "sample_rate": sample_rate})
     summary, curves = audit_scores(scores, included, unit=unit, kind=kind, epsilon=epsilon, delta=delta,
                                    confidence=spec.confidence, family=family, guesses=guesses,
                                    evaluation=evaluation, seed=seed, independent=independent)
+    if known:
+        summary["claim"] = (f"privacy.participation_known for {rounds} round(s) taken part in: the accountant at "
+                            "sample rate 1, the guarantee against an observer who knows who took part")
     mu = _ceiling_mu(trainer) if kind in DIRECTION_KINDS else None
     if mu is not None and spec.ceiling_repeats:
         say(f"ceiling: the same tests on {spec.ceiling_repeats} simulated ideal runs")
-        summary["ceiling"] = ceiling(num_canaries=spec.canaries, rounds=rounds, sample_rate=hook.sample_rate,
+        summary["ceiling"] = ceiling(num_canaries=spec.canaries, rounds=rounds, sample_rate=sample_rate,
                                      mu=mu, family=family, epsilon=epsilon, delta=delta,
                                      confidence=spec.confidence, guesses=guesses,
                                      repeats=spec.ceiling_repeats, seed=seed, independent=independent)
@@ -264,7 +321,7 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
         if spec.ceiling_repeats:
             say("ceiling at the noise the release carried")
             summary["ceiling_at_release"] = ceiling(
-                num_canaries=spec.canaries, rounds=rounds, sample_rate=hook.sample_rate,
+                num_canaries=spec.canaries, rounds=rounds, sample_rate=sample_rate,
                 mu=summary["noise_calibration"]["released_mu"], family=family, epsilon=epsilon, delta=delta,
                 confidence=spec.confidence, guesses=guesses, repeats=spec.ceiling_repeats, seed=seed,
                 independent=independent)
@@ -279,9 +336,12 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
     })
     if kind in DIRECTION_KINDS:
         summary.update(rounds_observed=len(hook.projections), sample_rate=hook.sample_rate,
-                       canary_norm=float(np.mean(hook.shifts)) if hook.shifts else None)
-        summary["estimate"] = one_shot_estimates(hook, included, delta=summary["claimed_delta"],
-                                                 epsilon=summary["claimed_epsilon"])
+                       canary_norm=float(np.mean(hook.shifts)) if hook.shifts else None,
+                       participation=participation or {"observer": "does not know who took part: the "
+                                                       "auditor's coins are used by no score"})
+        # the one-shot estimates model Poisson participation of the included canaries only
+        summary["estimate"] = None if known else one_shot_estimates(hook, included, delta=summary["claimed_delta"],
+                                                                    epsilon=summary["claimed_epsilon"])
     return summary, curves
 
 
@@ -327,7 +387,9 @@ def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan 
     twin.run()
     scores = _scores(kind, twin_hook, plan, twin, initial)
     included = _included(kind, twin_hook, plan)
-    visible = ((spec.canaries / 2 * (1 - (1 - twin_hook.sample_rate) ** len(twin.history)))
+    known = kind == "clients" and twin_hook.schedule is not None
+    visible = ((spec.canaries / 2 if known else spec.canaries / 2 * (1 - (1 - twin_hook.sample_rate)
+                                                                     ** len(twin.history)))
                if kind in DIRECTION_KINDS else None)
     summary, _ = audit_scores(scores, included, unit="none", kind=kind, epsilon=math.inf, delta=delta,
                               confidence=spec.confidence, family=None,
@@ -341,7 +403,7 @@ def _control(kind: str, config: RunConfig, train_split: Split, plan: CanaryPlan 
            "what": "the same canaries, the same scores and tests, on the run without noise (user level: "
                    "still clipped, mean over E[clients]; record level: the same DP-SGD step with zero "
                    "noise shares; plaintext sum)"}
-    if kind in DIRECTION_KINDS:
+    if kind in DIRECTION_KINDS and not known:
         out["estimate"] = one_shot_estimates(twin_hook, included, delta=delta, epsilon=math.inf)
     return out
 
@@ -391,6 +453,7 @@ def run_audit(
             train_split = with_phantom_items(
                 train_split, phantom_items_needed(spec.canaries, item_width(config, train_split)))
 
+    _check_participation(spec, config, kind, isolated=first_phantom is not None)
     config, audit_delta_value = audit_config(config, spec, train_split.train.n_users,
                                              isolated=first_phantom is not None)
     if out is not None:  # the configuration actually trained (δ included), to reproduce the run

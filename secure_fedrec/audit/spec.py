@@ -19,6 +19,7 @@ __all__ = ["ATTACKS", "AuditSpec", "AuditSpecError", "spec_from_dict", "split_au
 ATTACKS = ("loss", "lira", "user", "update")
 CANARY_KINDS = ("auto", "clients", "gradients", "ratings", "users")
 CANARY_SPACES = ("auto", "isolated", "model")
+PARTICIPATION = ("sampled", "known")
 USER_SHADOWS = ("federated", "central")
 
 
@@ -41,6 +42,13 @@ class AuditSpec:
     # the run allows it (audit/isolation.py)
     canary_space: str = "auto"
     canary_norm: float | None = None  # canary clients' update norm; None: the run's clip norm
+    # Who knows which canary client took part in which round. "sampled": included canaries take
+    # part by the auditor's Poisson coin, which no score uses (the amplified claim: an observer who
+    # does not know the sample). "known": every canary, included or not, takes part in
+    # `rounds_taken_part` rounds fixed in advance (an excluded one uploads zero) and the scores
+    # use those rounds (the claim privacy.participation_known: the server that picks the sample).
+    participation: str = "sampled"
+    rounds_taken_part: int = 1
     control: bool = True  # also audit the same run without DP (the no-DP twin)
     ceiling_repeats: int = 5  # simulations of an ideal mechanism for the ceiling (0: none)
     canary_rating: float | None = None  # None: the lowest rating of the scale (1.0 for implicit)
@@ -65,6 +73,9 @@ class AuditSpec:
                f"must be one of {', '.join(map(repr, CANARY_KINDS))}; got {self.canary_kind!r}")
         _check(self.canary_space in CANARY_SPACES, "audit.canary_space",
                f"must be one of {', '.join(map(repr, CANARY_SPACES))}; got {self.canary_space!r}")
+        _check(self.participation in PARTICIPATION, "audit.participation",
+               f"must be one of {', '.join(map(repr, PARTICIPATION))}; got {self.participation!r}")
+        _check(1 <= self.rounds_taken_part <= 10_000, "audit.rounds_taken_part", "must be in [1, 10000]")
         _check(1 <= self.canary_items_per_user <= 1000, "audit.canary_items_per_user", "must be in [1, 1000]")
         _check(self.canary_norm is None or 0 < self.canary_norm <= 1e6, "audit.canary_norm", "must be in (0, 1e6]")
         _check(self.canary_rating is None or -1e6 <= self.canary_rating <= 1e6, "audit.canary_rating",
@@ -102,7 +113,8 @@ def _check(ok: bool, key: str, message: str) -> None:
 
 
 _INT_KEYS = {"canaries", "canary_items_per_user", "shadow_models", "shadow_epochs", "member_samples",
-             "n_bootstrap", "update_targets", "recommend_k", "max_users", "ceiling_repeats"}
+             "n_bootstrap", "update_targets", "recommend_k", "max_users", "ceiling_repeats",
+             "rounds_taken_part"}
 _FLOAT_KEYS = {"confidence"}
 
 
@@ -129,7 +141,7 @@ def spec_from_dict(raw: dict[str, Any]) -> AuditSpec:
             _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)), name,
                    f"must be a number; got {value!r}")
             value = None if value is None else float(value)
-        elif key in ("canary_kind", "canary_space", "user_shadow"):
+        elif key in ("canary_kind", "canary_space", "user_shadow", "participation"):
             _check(isinstance(value, str), name, f"must be a string; got {value!r}")
         elif key == "attacks":
             if isinstance(value, str):  # --set audit.attacks=loss,lira

@@ -9,6 +9,7 @@ from attacks import (
     canary_client_scores,
     robust_scale,
     roc_auc,
+    round_scales,
     simulate_canary_projections,
 )
 
@@ -46,6 +47,27 @@ def test_a_run_without_noise_gives_finite_scores():
     x[:, 0] = 1.0
     s = canary_client_scores(x + 1e-3 * np.arange(10), shift=1.0, sample_rate=0.1)
     assert np.all(np.isfinite(s["llr"])) and int(np.argmax(s["llr"])) == 0
+
+
+def test_an_observer_who_knows_participation_scores_only_the_rounds_taken_part():
+    rng = np.random.default_rng(3)
+    rounds, m, mu = 10, 4000, 1.0
+    took = np.zeros((rounds, m), dtype=bool)
+    took[rng.integers(rounds, size=m), np.arange(m)] = True  # one round each, member or not
+    included = rng.random(m) < 0.5
+    x = rng.standard_normal((rounds, m)) + mu * (took & included[None, :])
+    known = canary_client_scores(x, shift=mu, sample_rate=0.1, took_part=took)
+    blind = canary_client_scores(x, shift=mu, sample_rate=0.1)
+    # one round's Gaussian shift: AUC = Φ(μ/√2) ≈ 0.76; blind to the round, the other nine drown it
+    assert roc_auc(included, known["llr"]) == pytest.approx(0.76, abs=0.03)
+    assert roc_auc(included, known["llr"]) > roc_auc(included, blind["llr"]) + 0.1
+    sigma = round_scales(x)[:, None]  # rounds not taken part in carry no evidence
+    expected = np.where(took, (mu / sigma) * (x / sigma) - (mu / sigma) ** 2 / 2, 0.0).sum(axis=0)
+    assert np.allclose(known["llr"], expected)
+    with pytest.raises(ValueError, match="took_part"):
+        canary_client_scores(x, shift=mu, sample_rate=0.1, took_part=took[:, :-1])
+    with pytest.raises(ValueError, match="took_part"):
+        canary_client_scores(x, shift=mu, sample_rate=0.1, took_part=took.astype(int))
 
 
 def test_bad_projections_are_refused():

@@ -25,9 +25,10 @@ from secure_fedrec.audit.isolation import (
     resolve_space,
     with_phantom_items,
 )
-from secure_fedrec.audit.run import AuditError
+from secure_fedrec.audit.run import AuditError, participation_schedule
+from secure_fedrec.audit.spec import spec_from_dict
 from secure_fedrec.audit.twin import plan_without_noise_share
-from secure_fedrec.config import config_from_dict
+from secure_fedrec.config import ConfigError, config_from_dict
 from secure_fedrec.engines.inprocess import FederatedTrainer
 from secure_fedrec.runner import load_data, make_split
 
@@ -232,3 +233,43 @@ def test_the_isolated_canaries_of_two_runs_are_pooled_as_one_audit():
     for change in ({"epsilon": collected[1]["epsilon"] * 2}, {"rounds": 5}, {"sample_rate": 0.25}):
         with pytest.raises(ValueError, match="same mechanism"):
             pooled_heldout_audit([collected[0], {**collected[1], **change}])
+
+
+def test_participation_schedule_fixes_the_rounds_taken_part_independently_of_inclusion():
+    schedule = participation_schedule(1000, 6, 2, seed=3)
+    assert schedule.shape == (6, 1000) and schedule.dtype == bool
+    assert np.all(schedule.sum(axis=0) == 2)  # every canary, member or not, exactly twice
+    assert np.array_equal(schedule, participation_schedule(1000, 6, 2, seed=3))
+    assert 0.25 < schedule[0].mean() < 0.42  # 2 of 6 rounds, uniformly
+
+
+def test_an_audit_with_participation_known_is_held_to_the_un_amplified_claim():
+    config = _config()
+    result = run_audit(config, AuditSpec(canaries=4000, canary_space="isolated", attacks=(), n_bootstrap=10,
+                                         ceiling_repeats=1, participation="known"))
+    canary = result["canary_audit"]
+    known = result["privacy"]["participation_known"]["epsilon_by_rounds_taken_part"]["1"]
+    assert canary["claimed_epsilon"] == pytest.approx(known)  # what metrics.json reports for one round
+    assert canary["participation"]["rounds_taken_part"] == 1
+    assert canary["participation"]["amplified_epsilon"] == pytest.approx(result["epsilon"])
+    assert canary["participation"]["unobserved"] == 0
+    assert canary["epsilon_hat"] <= known and not result["violation"]
+    assert canary["epsilon_hat"] >= 0.5 * known  # one unmixed Gaussian shift per canary: tight
+    assert canary["control"]["epsilon_hat"] >= 4.0
+    assert canary["estimate"] is None  # the one-shot estimates model Poisson participation
+
+
+def test_participation_known_is_refused_where_it_does_not_apply():
+    spec = AuditSpec(canaries=200, canary_space="isolated", attacks=(), participation="known")
+    with pytest.raises(AuditError, match="private_sampling"):
+        run_audit(_config("secagg+", noise="distributed", private_sampling=True), spec)
+    with pytest.raises(AuditError, match="isolated"):
+        run_audit(_config(), dataclasses.replace(spec, canary_space="model"))
+    with pytest.raises(AuditError, match="rounds_taken_part"):
+        run_audit(_config(), dataclasses.replace(spec, rounds_taken_part=5))
+    with pytest.raises(AuditError, match="unit = 'user'"):
+        run_audit(_config(unit="record", noise="distributed"), dataclasses.replace(spec, canary_space="auto"))
+    with pytest.raises(ConfigError, match="audit.participation"):
+        spec_from_dict({"participation": "maybe"})
+    with pytest.raises(ConfigError, match="audit.rounds_taken_part"):
+        spec_from_dict({"rounds_taken_part": 0})
