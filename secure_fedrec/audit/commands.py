@@ -105,8 +105,9 @@ def summary_text(result: dict[str, Any]) -> str:
     lines = [f"privacy: {result['privacy']['statement']}"]
     canary = result.get("canary_audit")
     if canary:
-        tight = "" if canary["tightness"] is None else f", ε̂/ε = {canary['tightness']:.3f}"
         claim = canary["claimed_epsilon"]
+        ratio = "ε̂/ε" if claim == eps else "ε̂/(ε held to)"
+        tight = "" if canary["tightness"] is None else f", {ratio} = {canary['tightness']:.3f}"
         held = "" if claim == eps else f" (held to ε = {claim:.3f}: {canary['claim']})"
         best = (f"{canary['best_score']} score, {canary['best_method']}" if canary["best_score"] is not None
                 else "no audited score certifies anything")

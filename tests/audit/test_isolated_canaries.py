@@ -17,6 +17,7 @@ from attacks import (
 )
 from secure_fedrec.audit import AuditSpec, run_audit
 from secure_fedrec.audit.canary_audit import pooled_heldout_audit
+from secure_fedrec.audit.commands import summary_text
 from secure_fedrec.audit.isolation import (
     ISOLATED_DESIGN,
     isolated_coordinates,
@@ -257,6 +258,9 @@ def test_an_audit_with_participation_known_is_held_to_the_un_amplified_claim():
     assert canary["epsilon_hat"] >= 0.5 * known  # one unmixed Gaussian shift per canary: tight
     assert canary["control"]["epsilon_hat"] >= 4.0
     assert canary["estimate"] is None  # the one-shot estimates model Poisson participation
+    text = summary_text(result)
+    assert f"held to ε = {known:.3f}: privacy.participation_known for 1 round" in text
+    assert "ε̂/(ε held to)" in text
 
 
 def test_participation_known_is_refused_where_it_does_not_apply():
