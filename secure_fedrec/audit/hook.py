@@ -153,7 +153,8 @@ class CanaryClientHook:
 
     def canary_updates(self, server: RoundServer, plan: RoundPlan) -> list[tuple[int, ClientUpdate]]:
         # The auditor's own randomness (never shown to the observer): who of the included
-        # canaries takes part this round, like any Poisson-sampled client.
+        # canaries takes part this round, like any Poisson-sampled client; or, participation
+        # known to the observer, the schedule fixed in advance for members and non-members alike.
         if self.schedule is not None:
             self._this_round = (self.schedule[plan.round_index] if plan.round_index < len(self.schedule)
                                 else np.zeros(self.included.size, dtype=bool))
