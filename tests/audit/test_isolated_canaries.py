@@ -244,14 +244,15 @@ def test_participation_schedule_fixes_the_rounds_taken_part_independently_of_inc
     assert 0.25 < schedule[0].mean() < 0.42  # 2 of 6 rounds, uniformly
 
 
-def test_an_audit_with_participation_known_is_held_to_the_un_amplified_claim():
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_an_audit_with_participation_known_is_held_to_the_un_amplified_claim(rounds):
     config = _config()
     result = run_audit(config, AuditSpec(canaries=4000, canary_space="isolated", attacks=(), n_bootstrap=10,
-                                         ceiling_repeats=1, participation="known"))
+                                         ceiling_repeats=1, participation="known", rounds_taken_part=rounds))
     canary = result["canary_audit"]
-    known = result["privacy"]["participation_known"]["epsilon_by_rounds_taken_part"]["1"]
-    assert canary["claimed_epsilon"] == pytest.approx(known)  # what metrics.json reports for one round
-    assert canary["participation"]["rounds_taken_part"] == 1
+    known = result["privacy"]["participation_known"]["epsilon_by_rounds_taken_part"][str(rounds)]
+    assert canary["claimed_epsilon"] == pytest.approx(known)  # what metrics.json reports for that many rounds
+    assert canary["participation"]["rounds_taken_part"] == rounds
     assert canary["participation"]["amplified_epsilon"] == pytest.approx(result["epsilon"])
     assert canary["participation"]["unobserved"] == 0
     assert canary["epsilon_hat"] <= known and not result["violation"]
@@ -259,7 +260,7 @@ def test_an_audit_with_participation_known_is_held_to_the_un_amplified_claim():
     assert canary["control"]["epsilon_hat"] >= 4.0
     assert canary["estimate"] is None  # the one-shot estimates model Poisson participation
     text = summary_text(result)
-    assert f"held to ε = {known:.3f}: privacy.participation_known for 1 round" in text
+    assert f"held to ε = {known:.3f}: privacy.participation_known for {rounds} round" in text
     assert "ε̂/(ε held to)" in text
 
 
