@@ -142,8 +142,7 @@ def participation_known_family(privacy: PrivacyPlan, delta: float, rounds_taken_
     """
     if not isinstance(privacy, UserLevelPlan) or not privacy.accountant.history:
         return None
-    noise = sorted(z for z, _rate, steps in privacy.accountant.history for _ in range(int(steps)))
-    history = [(z, 1.0, 1) for z in noise[:rounds_taken_part]]
+    history = privacy.unsampled_history(rounds_taken_part)  # the rounds the reported figure charges
     if isinstance(privacy.accountant, DistributedDiscreteGaussianAccountant):
         return _distributed(privacy.accountant, delta, history)
     return _central(history, delta)

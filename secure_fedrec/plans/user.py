@@ -184,17 +184,23 @@ class UserLevelPlan(PrivacyPlan):
         learns who was sampled); only the distributed placement offers it."""
         return False
 
+    def unsampled_history(self, rounds: int) -> list[tuple[float, float, int]]:
+        """What a user who took part in ``rounds`` rounds is charged for by an observer who knows
+        which: the ``rounds`` least-noised rounds run, each at sample rate 1."""
+        noise = sorted(z for z, _rate, steps in self.accountant.history for _ in range(int(steps)))[:rounds]
+        return [(z, 1.0, 1) for z in noise]
+
     def epsilon_without_sampling(self, rounds: int) -> float:
         """ε of a user who took part in ``rounds`` of the rounds run, for an observer who knows
         which rounds those were: the same mechanism and accountant with no amplification by
         client sampling (sample rate 1), charged for the ``rounds`` least-noised rounds."""
-        noise = sorted(z for z, _rate, steps in self.accountant.history for _ in range(int(steps)))[:rounds]
-        if not noise:
+        history = self.unsampled_history(rounds)
+        if not history:
             return 0.0
         unsampled = copy.deepcopy(self.accountant)
         unsampled.history = []
-        for z in noise:
-            unsampled.step(noise_multiplier=z, sample_rate=1.0)
+        for z, rate, _steps in history:
+            unsampled.step(noise_multiplier=z, sample_rate=rate)
         return float(unsampled.get_epsilon(self.delta))
 
     def known_participation(self, rounds_per_client: np.ndarray) -> dict[str, Any]:
