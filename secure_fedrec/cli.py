@@ -191,7 +191,11 @@ def _participation_rows(privacy: dict[str, Any]) -> list[tuple[str, str]]:
     known = privacy.get("participation_known")
     if not known:
         return []
-    return [("… if who took part is known",
+    revealed = privacy.get("participation_revealed")
+    proven = [("… proven for every observer", (
+        f"ε={revealed['epsilon']:.3g}: who took part revealed, zero-out; the amplified ε above does not cover "
+        "the number of noise shares in each sum (docs/privacy.md, 'The share count')"))] if revealed else []
+    return [*proven, ("… if who took part is known",
              (f"worst user ε={known['epsilon_worst_user']:.3g} ({known['max_rounds_per_user']} rounds), median "
               f"ε={known['epsilon_median_user']:.3g} ({known['median_rounds_per_participating_user']} rounds): no "
               "amplification by client sampling against the server (distributed noise) or anyone with the seed"))]

@@ -230,8 +230,10 @@ class UserLevelPlan(PrivacyPlan):
         }}
 
     def _finish_summary(self, out: dict[str, Any]) -> dict[str, Any]:
-        out["assumptions"] = ("clients sampled by Poisson sampling with rate "
-                              f"{self.sample_rate:.4g}; neighbouring datasets differ in one user's data")
+        relation = ("who took part revealed; neighbouring datasets: one user's data replaced by none (zero-out)"
+                    if getattr(self.accountant, "subsampling", None) == "revealed"
+                    else "neighbouring datasets differ in one user's data")
+        out["assumptions"] = f"clients sampled by Poisson sampling with rate {self.sample_rate:.4g}; {relation}"
         out["statement"] = self.statement(out.get("epsilon", math.inf))
         return out
 
@@ -384,7 +386,25 @@ class UserDistributed(UserLevelPlan):
             self.ddg_plan = self._plan_ddg(l2_clip=self.config.privacy.clip_norm, dim=self.population.dim)
         self.accountant = DistributedDiscreteGaussianAccountant(
             l2_sensitivity=self.ddg_plan.l2_sensitivity, num_shares=self._min_survivors, dim=self.noised_dim,
-            subsampling="symmetric" if self.private_sampling else "general")
+            subsampling=self._subsampling)
+
+    def known_participation(self, rounds_per_client: np.ndarray) -> dict[str, Any]:
+        out = super().known_participation(rounds_per_client)
+        if self.private_sampling or not self.accountant.history:
+            return out
+        # Server sampling: a sampled user adds a share an unsampled one does not, so the amplified ε
+        # does not cover the number of shares in the sum (docs/privacy.md, "The share count").
+        # This one does: every observer is told who took part.
+        return {**out, "participation_revealed": {
+            "epsilon": self.accountant.epsilon_participation_revealed(self.delta),
+            "delta": self.delta,
+            "relation": ("zero-out: the user takes part by the same coins in both worlds, its data replaced "
+                         "by none; that it took part is not protected"),
+            "observer": ("anyone, the server that draws the sample included; covers every statistic of the "
+                         "released sums, the number of noise shares in them included"),
+            "accountant": ("each round 1/(α-1)·log(1 - q + q·exp((α-1)·RDP_α)) of the unsampled distributed "
+                           "discrete Gaussian, composed over the rounds run"),
+        }}
 
     def _plan_ddg(self, *, l2_clip: float, dim: int) -> DdgPlan:
         """The DDG plan for vectors of ``dim`` coordinates before the encoding (the compact encoding
@@ -396,7 +416,15 @@ class UserDistributed(UserLevelPlan):
             target_epsilon=p.target_epsilon, delta=self.delta, l2_clip=l2_clip, dim=dim,
             bits=agg.compact_bits if self.compact else agg.bits, min_survivors=self._min_survivors,
             max_clients=self.max_clients, sample_rate=self.sample_rate, rounds=self.config.training.rounds,
-            rotated=self.compact, symmetric=self.private_sampling)
+            rotated=self.compact, subsampling=self._subsampling)
+
+    @property
+    def _subsampling(self) -> str:
+        """How the accountant charges a round's Poisson participation (the docstring of
+        :class:`DistributedDiscreteGaussianAccountant`)."""
+        if self.private_sampling:
+            return "symmetric"
+        return "revealed" if self.config.privacy.calibrate_to == "participation_revealed" else "general"
 
     def _plan_adaptive(self) -> None:
         """The augmented vector (update / C, plus the bit) under the distributed discrete Gaussian.
@@ -446,10 +474,13 @@ class UserDistributed(UserLevelPlan):
         out = self._summary_common()
         plan = self.ddg_plan
         out.update(
-            accountant="RDP of the distributed discrete Gaussian (Kairouz–Liu–Steinke 2021), " + (
-                "Poisson subsampling by the clients' own coins, symmetric bound (every member's share is "
-                "in every sum: a pure shift, docs/privacy.md §4.4)" if self.private_sampling else
-                "Poisson subsampling via Zhu–Wang's general upper bound"),
+            accountant="RDP of the distributed discrete Gaussian (Kairouz–Liu–Steinke 2021), " + {
+                "symmetric": "Poisson subsampling by the clients' own coins, symmetric bound (every member's "
+                             "share is in every sum: a pure shift, docs/privacy.md §4.4)",
+                "general": "Poisson subsampling via Zhu–Wang's general upper bound (amplified: not charged for "
+                           "the number of noise shares in each sum, docs/privacy.md, 'The share count')",
+                "revealed": "participation revealed (zero-out), no amplification: proven for every observer",
+            }[self._subsampling],
             private_sampling=self.private_sampling,
             min_survivors=self._min_survivors, max_clients=self.max_clients,
             gamma=plan.gamma, share_sigma=plan.share_sigma,

@@ -176,7 +176,7 @@ def calibrate_ddg_total_sigma(
     sample_rate: float,
     steps: int,
     rtol: float = 1e-3,
-    symmetric: bool = False,
+    subsampling: str = "general",
 ) -> float:
     """Total integer-domain noise scale ``sigma_total`` for the distributed discrete Gaussian.
 
@@ -184,14 +184,14 @@ def calibrate_ddg_total_sigma(
     ``sigma_total / sqrt(min_survivors)`` (see
     :func:`~secure_fedrec.privacy.discrete_gaussian.distributed_noise_share_sigma`);
     the search accounts every round at exactly ``min_survivors`` shares, the
-    worst case the protocol allows. ``symmetric`` selects the accountant's symmetric
-    subsampling bound (record level, docs/privacy.md §4.4) instead of the general one.
+    worst case the protocol allows. ``subsampling`` is the accountant's bound for the
+    Poisson participation (:data:`~secure_fedrec.privacy.ddg_accounting.SUBSAMPLING_BOUNDS`).
     """
     delta = validate_delta(delta)
 
     def epsilon_of(total_sigma: float) -> float:
         trial = DistributedDiscreteGaussianAccountant(l2_sensitivity=l2_sensitivity, num_shares=min_survivors,
-                                                      dim=dim, subsampling="symmetric" if symmetric else "general")
+                                                      dim=dim, subsampling=subsampling)
         trial.step(noise_multiplier=total_sigma / l2_sensitivity, sample_rate=sample_rate, steps=steps)
         return trial.get_epsilon(delta)
 

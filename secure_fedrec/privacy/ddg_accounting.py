@@ -72,9 +72,14 @@ formula of Mironov, Talwar and Zhang 2019 at integer orders; for the DDG with
 Neighbouring relation and assumptions (see docs/privacy.md):
 
 * the shift ``Delta`` is one participant's (rounded) update while every
-  noise share stays in the sum ("zero-out"); to not rely on the target
-  client's *own* noise share, pass ``num_shares = survivors - 1`` (that is an
-  upper bound too: adding the extra independent share is post-processing);
+  noise share stays in the sum ("zero-out"): the target's own share is in the
+  sum in both neighbouring worlds. Under server sampling a sampled user adds a
+  share an unsampled one does not, so the sums of the two worlds differ in the
+  *number* of shares too; that is not a post-processing of the shift (an extra
+  share on one side only), and in many coordinates the sum's norm reveals it.
+  :func:`participation_revealed_rdp` is the bound that covers it (the observer is
+  told who took part; zero-out); the amplified figure does not (docs/privacy.md,
+  "The share count");
 * ``num_shares`` must be the number of shares actually in the unmasked sum
   (honest survivors), not the number of clients invited;
 * the bound is on the integer sum; the modular sum the server sees is a function of
@@ -97,13 +102,19 @@ from .accounting import Accountant
 
 __all__ = [
     "DDG_ORDERS",
+    "SUBSAMPLING_BOUNDS",
     "DistributedDiscreteGaussianAccountant",
     "conditional_rounding_l2_bound",
     "ddg_rdp",
     "ddg_tau",
+    "participation_revealed_rdp",
     "poisson_subsampled_rdp_symmetric",
     "poisson_subsampled_rdp_upper_bound",
 ]
+
+#: how a round's Poisson participation is charged: Zhu–Wang's general amplification bound, the
+#: binomial expansion for symmetric losses, or no amplification with participation revealed
+SUBSAMPLING_BOUNDS = ("general", "symmetric", "revealed")
 
 DDG_ORDERS: tuple[int, ...] = tuple(range(2, 65)) + (80, 96, 128, 160, 192, 256)
 
@@ -227,6 +238,37 @@ def poisson_subsampled_rdp_symmetric(
     return _per_order(orders, sample_rate, rdp, log_sum, "the binomial expansion")
 
 
+def participation_revealed_rdp(orders: Sequence[float] | np.ndarray, sample_rate: float,
+                               rdp: Sequence[float] | np.ndarray) -> np.ndarray:
+    """RDP of one round whose participation is random (rate ``q``) and *revealed* to the observer.
+
+    The observer learns whether the user took part (a coin independent of the data, the same in
+    both worlds: the zero-out relation, the user enrolled in both and its data replaced by none);
+    when it did not, the round does not depend on its data; when it did, the round is the unsampled
+    mechanism, whose RDP at ``orders`` is ``rdp``. For a pair whose revealed part has the same law
+    in both worlds, ``exp((α-1) D_α)`` is the average of the conditional ones, so exactly::
+
+        D_α = 1/(α-1) · log(1 - q + q · exp((α-1) · rdp(α)))
+
+    No amplification by a hidden sample is assumed, so this holds against the server that draws
+    the sample and against every statistic of the released sum, the number of shares in it
+    included (docs/privacy.md, "The share count"). Any real orders ``α > 1``.
+    """
+    alpha = np.asarray(orders, dtype=np.float64)
+    base = np.asarray(rdp, dtype=np.float64)
+    if alpha.shape != base.shape or np.any(alpha <= 1):
+        raise ValueError("orders must be > 1, one per RDP value")
+    q = float(sample_rate)
+    if not 0 <= q <= 1:
+        raise ValueError("sample_rate must be in [0, 1]")
+    if q == 0:
+        return np.zeros_like(base)
+    if q == 1:
+        return base.copy()
+    # log(1 - q + q e^x), without overflow at large orders
+    return np.logaddexp(math.log1p(-q), math.log(q) + (alpha - 1) * base) / (alpha - 1)
+
+
 def _per_order(orders: Sequence[int], sample_rate: float, rdp: Mapping[int, float] | np.ndarray,
                log_sum: Callable[[int, float, float], float], name: str) -> np.ndarray:
     """``log_sum(alpha, log q, log(1-q)) / (alpha - 1)`` per integer order, with the edge cases
@@ -272,7 +314,9 @@ class DistributedDiscreteGaussianAccountant(Accountant):
     ``subsampling`` picks the amplification bound: ``"general"`` is Zhu and Wang's bound
     for any mechanism (:func:`poisson_subsampled_rdp_upper_bound`); ``"symmetric"`` the
     binomial expansion valid for mechanisms with a symmetric privacy loss, which the DDG
-    is (:func:`poisson_subsampled_rdp_symmetric`; docs/privacy.md §4.4). Record-level
+    is (:func:`poisson_subsampled_rdp_symmetric`; docs/privacy.md §4.4); ``"revealed"``
+    no amplification, participation told to the observer
+    (:func:`participation_revealed_rdp`; docs/privacy.md, "The share count"). Record-level
     DP-SGD under secure aggregation uses the latter: over hundreds of steps the general
     bound's factor 3 alone would spend ε ≈ 1.
     """
@@ -284,8 +328,8 @@ class DistributedDiscreteGaussianAccountant(Accountant):
         subsampling: str = "general",
     ) -> None:
         super().__init__()
-        if subsampling not in ("general", "symmetric"):
-            raise ValueError(f"subsampling must be 'general' or 'symmetric', got {subsampling!r}")
+        if subsampling not in SUBSAMPLING_BOUNDS:
+            raise ValueError(f"subsampling must be one of {SUBSAMPLING_BOUNDS}, got {subsampling!r}")
         self.subsampling = subsampling
         orders = tuple(int(order) for order in orders)
         if not orders or min(orders) < 2:
@@ -321,12 +365,27 @@ class DistributedDiscreteGaussianAccountant(Accountant):
             base = np.full(len(all_orders), np.nan)
             base[2:] = ddg_rdp(all_orders[2:], sigma=self.share_sigma(z), l2_sensitivity=self.l2_sensitivity,
                                num_shares=self.num_shares, dim=self.dim)
-            amplify = (poisson_subsampled_rdp_symmetric if self.subsampling == "symmetric"
-                       else poisson_subsampled_rdp_upper_bound)
-            sampled = amplify(self.orders, q, base)
             unsampled = base[list(self.orders)]
+            if self.subsampling == "revealed":
+                sampled = participation_revealed_rdp(self.orders, q, unsampled)
+            else:
+                amplify = (poisson_subsampled_rdp_symmetric if self.subsampling == "symmetric"
+                           else poisson_subsampled_rdp_upper_bound)
+                sampled = amplify(self.orders, q, base)
             total += steps * np.minimum(sampled, unsampled)
         return total
+
+    def epsilon_participation_revealed(self, delta: float) -> float:
+        """ε for an observer told who took part in every round (zero-out; no amplification by a
+        hidden sample): every recorded round charged by :func:`participation_revealed_rdp` with its
+        own sample rate, composed, converted at ``delta``."""
+        total = np.zeros(len(self.orders), dtype=np.float64)
+        for z, q, steps in self._grouped_history():
+            base = ddg_rdp(self.orders, sigma=self.share_sigma(z), l2_sensitivity=self.l2_sensitivity,
+                           num_shares=self.num_shares, dim=self.dim)
+            total += steps * participation_revealed_rdp(self.orders, q, base)
+        eps, _ = rdp_privacy_accountant.compute_epsilon(np.asarray(self.orders, dtype=np.float64), total, delta)
+        return float(eps)
 
     def _options(self) -> dict[str, Any]:
         options = {"orders": list(self.orders), "l2_sensitivity": self.l2_sensitivity,

@@ -89,7 +89,7 @@ def plan_distributed_discrete_gaussian(
     max_wrap_probability: float = 1e-9,
     max_share_sigma: float = 2e4,
     rotated: bool = False,
-    symmetric: bool = False,
+    subsampling: str = "general",
 ) -> DdgPlan:
     """Finest quantization ``gamma`` whose noisy sum stays inside ``2^bits`` with the target noise.
 
@@ -112,9 +112,10 @@ def plan_distributed_discrete_gaussian(
     spread over the ``dim`` coordinates) instead of the worst case per coordinate;
     that is what lets a 16-bit ring hold the sum.
 
-    ``symmetric``: account with the symmetric subsampling bound (every share is in the sum
-    whether or not the user is sampled, so neighbouring outputs differ by a pure shift;
-    docs/privacy.md §4.4) instead of Zhu–Wang's general one.
+    ``subsampling``: the accountant's bound for the Poisson participation: ``"general"`` (Zhu–Wang),
+    ``"symmetric"`` (every share is in the sum whether or not the user is sampled, so neighbouring
+    outputs differ by a pure shift; docs/privacy.md §4.4) or ``"revealed"`` (no amplification;
+    docs/privacy.md, "The share count").
     """
     if not (min_survivors >= 1 and max_clients >= min_survivors):
         raise ValueError("need 1 <= min_survivors <= max_clients")
@@ -129,7 +130,7 @@ def plan_distributed_discrete_gaussian(
             dim=dim,
             sample_rate=sample_rate,
             steps=rounds,
-            symmetric=symmetric,
+            subsampling=subsampling,
         )
         share = distributed_noise_share_sigma(total, min_survivors)
         if rotated:
@@ -145,7 +146,7 @@ def plan_distributed_discrete_gaussian(
             )
         accountant = DistributedDiscreteGaussianAccountant(l2_sensitivity=sensitivity,
                                                            num_shares=min_survivors, dim=dim,
-                                                           subsampling="symmetric" if symmetric else "general")
+                                                           subsampling=subsampling)
         accountant.step(noise_multiplier=share * math.sqrt(min_survivors) / sensitivity,
                         sample_rate=sample_rate, steps=rounds)
         return DdgPlan(gamma, sensitivity, total, share, wrap, accountant.get_epsilon(delta), bits)
@@ -268,7 +269,7 @@ def plan_record_discrete_gaussian(
         reference = 1e6  # a sensitivity at which every share is large: tau = 0
         total = calibrate_ddg_total_sigma(target_epsilon, delta, l2_sensitivity=reference,
                                           min_survivors=min_survivors, dim=dim, sample_rate=sample_rate,
-                                          steps=steps, symmetric=True)
+                                          steps=steps, subsampling="symmetric")
         z = total / reference
 
     def evaluate(gamma: float) -> RecordDdgPlan:

@@ -131,3 +131,37 @@ def test_one_step_signature_for_every_accountant():
             rounds += 1
         assert rounds > 0 and len(accountant) == 10 * rounds
         assert accountant.get_epsilon(DELTA) <= 2.0
+
+
+def test_revealed_participation_rdp_is_the_exact_divergence_of_the_revealed_mixture():
+    """Told whether the user took part (coin q, the same in both worlds), the observer sees nothing of
+    its data in a round it skipped and a Gaussian shift in one it took part in; the Rényi divergence of
+    that pair, integrated numerically, is the closed form."""
+    from scipy import integrate, stats
+
+    from secure_fedrec.privacy.ddg_accounting import participation_revealed_rdp
+
+    mu, q = 1.3, 0.2
+    for alpha in (1.5, 2.0, 5.0):
+        shifted = integrate.quad(lambda y, a=alpha: math.exp(a * stats.norm.logpdf(y, mu)
+                                                             + (1 - a) * stats.norm.logpdf(y)), -30, 30)[0]
+        exact = math.log((1 - q) * 1.0 + q * shifted) / (alpha - 1)
+        base = alpha * mu**2 / 2  # the unsampled Gaussian's RDP
+        assert participation_revealed_rdp([alpha], q, [base])[0] == pytest.approx(exact, rel=1e-9)
+    orders, base = np.array([2.0, 8.0, 256.0]), np.array([0.5, 2.0, 900.0])
+    assert np.array_equal(participation_revealed_rdp(orders, 0.0, base), np.zeros(3))
+    assert np.array_equal(participation_revealed_rdp(orders, 1.0, base), base)
+    assert np.all(np.isfinite(participation_revealed_rdp(orders, 0.1, base)))  # no overflow at order 256
+    with pytest.raises(ValueError):
+        participation_revealed_rdp([1.0], 0.1, [0.5])
+
+
+def test_revealed_participation_epsilon_lies_between_the_amplified_and_the_everyone_every_round_one():
+    sensitivity, shares, z, q, rounds = 1000.0, 50, 0.8, 0.15, 10
+    accountant = DistributedDiscreteGaussianAccountant(l2_sensitivity=sensitivity, num_shares=shares, dim=80_000)
+    accountant.step(noise_multiplier=z, sample_rate=q, steps=rounds)
+    every_round = DistributedDiscreteGaussianAccountant(l2_sensitivity=sensitivity, num_shares=shares, dim=80_000)
+    every_round.step(noise_multiplier=z, sample_rate=1.0, steps=rounds)
+    revealed = accountant.epsilon_participation_revealed(DELTA)
+    assert accountant.get_epsilon(DELTA) < revealed < every_round.get_epsilon(DELTA)
+    assert every_round.epsilon_participation_revealed(DELTA) == pytest.approx(every_round.get_epsilon(DELTA))

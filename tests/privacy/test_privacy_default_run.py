@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 import re
 
+import numpy as np
+import pytest
+
 from secure_fedrec.config import DEFAULT_TARGET_EPSILON, load_config
 from secure_fedrec.plans import Population, build_privacy_plan
 
@@ -82,5 +85,37 @@ def test_a_run_reports_its_users_participation_and_a_non_private_one_nothing(tmp
     assert 1 <= known["max_rounds_per_user"] <= 3
     assert set(known["epsilon_by_rounds_taken_part"]) == {str(k) for k in range(1, known["max_rounds_per_user"] + 1)}
     assert known["epsilon_worst_user"] >= private["privacy"]["epsilon"]
+    assert "participation_revealed" not in private["privacy"]  # central noise: no share count to read
     plain = run_job(load_config(None, {**base, "privacy.unit": "none", "aggregation.protocol": "plaintext"}))
     assert "participation_known" not in plain["privacy"]
+
+
+def test_a_server_sampled_distributed_run_reports_the_bound_that_covers_the_share_count():
+    """Under server sampling a sampled user adds a noise share an unsampled one does not: the amplified
+    ε does not cover that count, the participation-revealed ε does and is reported beside it."""
+    config = load_config(None, {"training.rounds": 4, "privacy.noise": "distributed", "privacy.target_epsilon": 4.0})
+    plan = _plan_after(config, 4)
+    revealed = plan.known_participation(np.array([0, 1, 1, 2, 4, 0]))["participation_revealed"]
+    assert revealed["epsilon"] == plan.accountant.epsilon_participation_revealed(plan.delta)
+    assert plan.summary()["epsilon"] < revealed["epsilon"] < plan.epsilon_without_sampling(4)
+    assert revealed["relation"].startswith("zero-out")
+    private = load_config(None, {"training.rounds": 4, "privacy.noise": "distributed", "privacy.target_epsilon": 4.0,
+                                 "privacy.private_sampling": True})
+    assert "participation_revealed" not in _plan_after(private, 4).known_participation(np.array([1, 2]))
+
+
+def test_calibrating_to_the_participation_revealed_bound_makes_it_the_runs_epsilon():
+    from secure_fedrec.config import ConfigError
+
+    overrides = {"training.rounds": 4, "privacy.noise": "distributed", "privacy.target_epsilon": 4.0}
+    amplified = _plan_after(load_config(None, overrides), 4)
+    proven = _plan_after(load_config(None, {**overrides, "privacy.calibrate_to": "participation_revealed"}), 4)
+    summary = proven.summary()
+    assert summary["epsilon"] == pytest.approx(4.0, rel=2e-3)
+    assert summary["epsilon"] == proven.accountant.epsilon_participation_revealed(proven.delta)
+    assert "zero-out" in summary["assumptions"] and "proven for every observer" in summary["accountant"]
+    assert proven.ddg_plan.model_unit_noise_std > 1.2 * amplified.ddg_plan.model_unit_noise_std
+    for refused in ({"privacy.noise": "central", "aggregation.protocol": "plaintext"},
+                    {"privacy.private_sampling": True}):
+        with pytest.raises(ConfigError, match="calibrate_to"):
+            load_config(None, {**overrides, **refused, "privacy.calibrate_to": "participation_revealed"})
