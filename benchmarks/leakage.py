@@ -488,11 +488,22 @@ ISOLATED_MECHANISMS = {
     # then carries ~1.05x the accounted noise instead of ~1.4x, the slack that caps any audit
     "user-distributed-known-t90": ({**CANARY_RUN, "privacy": {"unit": "user", "noise": "distributed"},
                                     "aggregation": {"protocol": "secagg+", "threshold_fraction": 0.9}}),
+    # calibrated to the figure proven for every observer (privacy.calibrate_to): every canary takes part
+    # by its own Poisson coin, included or not, the scores use those rounds, and the claim is
+    # privacy.participation_revealed (docs/privacy.md, "The share count")
+    "user-distributed-revealed": ({**CANARY_RUN, "privacy": {"unit": "user", "noise": "distributed",
+                                                             "calibrate_to": "participation_revealed"},
+                                   "aggregation": {"protocol": "secagg+"}}),
+    "user-distributed-revealed-t90": ({**CANARY_RUN, "privacy": {"unit": "user", "noise": "distributed",
+                                                                 "calibrate_to": "participation_revealed"},
+                                       "aggregation": {"protocol": "secagg+", "threshold_fraction": 0.9}}),
 }
 #: audit options a mechanism of ISOLATED_MECHANISMS is audited with (beyond the sweep's own)
 ISOLATED_AUDIT = {"user-central-known": {"participation": "known", "rounds_taken_part": 1},
                   "user-distributed-known": {"participation": "known", "rounds_taken_part": 1},
-                  "user-distributed-known-t90": {"participation": "known", "rounds_taken_part": 1}}
+                  "user-distributed-known-t90": {"participation": "known", "rounds_taken_part": 1},
+                  "user-distributed-revealed": {"participation": "revealed"},
+                  "user-distributed-revealed-t90": {"participation": "revealed"}}
 
 
 def isolated_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...], *, canaries: int,

@@ -33,7 +33,8 @@ from ..plans import PrivacyPlan, RecordDistributed, RecordLocal, UserLevelPlan
 from ..privacy.accounting import Accountant, create_accountant
 from ..privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
 
-__all__ = ["EPSILON_GRID", "NOISE_SCALES", "mechanism_family", "participation_known_family"]
+__all__ = ["EPSILON_GRID", "NOISE_SCALES", "mechanism_family", "participation_known_family",
+           "participation_revealed_family"]
 
 #: where δ(ε) is evaluated: fine where one-run audits land, coarse beyond
 EPSILON_GRID = np.concatenate([np.linspace(0.0, 3.0, 61), np.linspace(3.1, 12.0, 90), np.linspace(12.5, 40.0, 56)])
@@ -146,3 +147,18 @@ def participation_known_family(privacy: PrivacyPlan, delta: float, rounds_taken_
     if isinstance(privacy.accountant, DistributedDiscreteGaussianAccountant):
         return _distributed(privacy.accountant, delta, history)
     return _central(history, delta)
+
+
+def participation_revealed_family(privacy: PrivacyPlan, delta: float) -> MechanismFamily | None:
+    """The family of the guarantee proven for every observer under server sampling with distributed
+    noise: each round's participation revealed, no amplification (zero-out) — the figure
+    ``privacy.participation_revealed`` reports (docs/privacy.md, "The share count")."""
+    if not isinstance(privacy, UserLevelPlan) or not privacy.accountant.history:
+        return None
+    accountant = privacy.accountant
+    if not isinstance(accountant, DistributedDiscreteGaussianAccountant):
+        return None
+    revealed = DistributedDiscreteGaussianAccountant(
+        l2_sensitivity=accountant.l2_sensitivity, num_shares=accountant.num_shares, dim=accountant.dim,
+        orders=accountant.orders, subsampling="revealed")
+    return _distributed(revealed, delta, accountant.history)

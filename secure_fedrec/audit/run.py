@@ -34,7 +34,11 @@ from ..plans import RecordDistributed, UserCentral, UserDistributed
 from ..runner import environment, load_data, make_split, write_json_atomic
 from .canaries import CanaryPlan, insert_canaries, score_canaries
 from .canary_audit import audit_scores, canary_guess_counts, ceiling, one_shot_estimates
-from .families import mechanism_family, participation_known_family
+from .families import (
+    mechanism_family,
+    participation_known_family,
+    participation_revealed_family,
+)
 from .hook import (
     CanaryClientHook,
     GradientCanaryHook,
@@ -61,8 +65,16 @@ from .spec import AuditSpec
 from .twin import clip_without_noise, shares_without_noise
 from .updates import update_inference
 
-__all__ = ["AuditDeltaWarning", "AuditError", "audit_config", "participation_schedule", "partition_users",
-           "resolve_kind", "run_audit"]
+__all__ = [
+    "AuditDeltaWarning",
+    "AuditError",
+    "audit_config",
+    "participation_schedule",
+    "partition_users",
+    "resolve_kind",
+    "revealed_participation_schedule",
+    "run_audit",
+]
 
 
 class AuditDeltaWarning(UserWarning):
@@ -174,9 +186,7 @@ def _make_hook(kind: str, spec: AuditSpec, trainer: FederatedTrainer, plan: Cana
                                 # isolated canaries under distributed noise: thousands of sybils
                                 # that each added a share would bury the mechanism under their noise
                                 withhold_noise=isolated is not None and isinstance(trainer.privacy, UserDistributed),
-                                schedule=(participation_schedule(m, trainer.config.training.rounds,
-                                                                 spec.rounds_taken_part, seed)
-                                          if spec.participation == "known" else None))
+                                schedule=_schedule(spec, m, trainer.config.training.rounds, q, seed))
     if kind == "gradients":
         m = spec.canaries
         inc = included if included is not None else draw_canary_inclusion(m, random_state=np.random.default_rng([seed, 0xC1]))
@@ -209,11 +219,30 @@ def participation_schedule(num_canaries: int, rounds: int, rounds_taken_part: in
     return schedule
 
 
+def revealed_participation_schedule(num_canaries: int, rounds: int, sample_rate: float, seed: int) -> np.ndarray:
+    """(rounds, canaries) bool: each canary takes part in each round by its own Poisson coin at
+    ``sample_rate`` (the auditor's seed), independent of the inclusion bits."""
+    rng = np.random.default_rng([seed, 0x9A48])
+    return rng.random((rounds, num_canaries)) < sample_rate
+
+
+def _schedule(spec: AuditSpec, num_canaries: int, rounds: int, sample_rate: float, seed: int) -> np.ndarray | None:
+    """Who takes part when the observer knows it (``audit.participation``), or None."""
+    if spec.participation == "known":
+        return participation_schedule(num_canaries, rounds, spec.rounds_taken_part, seed)
+    if spec.participation == "revealed":
+        return revealed_participation_schedule(num_canaries, rounds, sample_rate, seed)
+    return None
+
+
 def _check_participation(spec: AuditSpec, config: RunConfig, kind: str, isolated: bool) -> None:
-    """``audit.participation = "known"`` tests the guarantee against an observer who knows the sample."""
-    if spec.participation != "known" or not spec.canaries:
+    """``audit.participation`` = "known" / "revealed": the guarantees against an observer who knows the sample."""
+    if spec.participation == "sampled" or not spec.canaries:
         return
     problems = []
+    if spec.participation == "revealed" and not (config.privacy.unit == "user" and config.privacy.noise == "distributed"):
+        problems.append("needs privacy.unit = 'user' and privacy.noise = 'distributed' (the participation-revealed "
+                        "figure is the server-sampled distributed mechanism's)")
     if config.privacy.unit != "user":
         problems.append("needs privacy.unit = 'user' (participation_known is a user-level guarantee)")
     if kind != "clients":
@@ -223,11 +252,11 @@ def _check_participation(spec: AuditSpec, config: RunConfig, kind: str, isolated
     if config.privacy.private_sampling:
         problems.append("is moot with privacy.private_sampling = true: no observer knows who was sampled, and "
                         "the amplified claim the default audit tests is the server's guarantee")
-    if spec.rounds_taken_part > config.training.rounds:
+    if spec.participation == "known" and spec.rounds_taken_part > config.training.rounds:
         problems.append(f"audit.rounds_taken_part = {spec.rounds_taken_part} exceeds training.rounds = "
                         f"{config.training.rounds}")
     if problems:
-        raise AuditError("audit.participation = 'known' " + "; ".join(problems))
+        raise AuditError(f"audit.participation = {spec.participation!r} " + "; ".join(problems))
 
 
 def _scores(kind: str, hook, plan: CanaryPlan | None, trainer: FederatedTrainer, initial: dict) -> dict[str, np.ndarray]:
@@ -277,9 +306,17 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
     rounds = len(trainer.history)
     # what the canaries are held to: the run's claim, or with participation known to the observer
     # the un-amplified one over the rounds each canary took part in (one Gaussian shift per round)
-    known = kind == "clients" and hook.schedule is not None
+    known = kind == "clients" and hook.schedule is not None and spec.participation == "known"
+    revealed = kind == "clients" and hook.schedule is not None and spec.participation == "revealed"
     participation = None
     sample_rate = getattr(hook, "sample_rate", None)
+    if revealed:
+        participation = {
+            "observer": ("knows which canary took part in which round, each by its own Poisson coin at the run's "
+                         "rate: the server that draws the sample, or any observer told"),
+            "run_epsilon": epsilon,
+            "claim": "privacy.participation_revealed: no amplification, participation revealed (zero-out)",
+            "never_took_part": int(np.count_nonzero(hook.schedule[:rounds].sum(axis=0) == 0))}
     if known:
         sample_rate, rounds = 1.0, spec.rounds_taken_part
         participation = {
@@ -289,12 +326,15 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
             "unobserved": int(np.count_nonzero(hook.schedule.sum(axis=0) != np.vstack(hook.took_part).sum(axis=0)))
             if hook.took_part else spec.canaries}
     visible = ((spec.canaries / 2 if known else spec.canaries / 2 * (1 - (1 - hook.sample_rate) ** rounds))
-               if kind in DIRECTION_KINDS else None)
+               if kind in DIRECTION_KINDS else None)  # revealed: the canaries that took part at least once
     guesses = canary_guess_counts(spec.canaries, expected_visible=visible)
     family = None
     if known and unit != "none":
         family = participation_known_family(trainer.privacy, delta, rounds)
         epsilon = trainer.privacy.epsilon_without_sampling(rounds)
+    elif revealed and unit != "none":
+        family = participation_revealed_family(trainer.privacy, delta)
+        epsilon = trainer.privacy.accountant.epsilon_participation_revealed(delta)
     elif unit != "none" and not (unit == "user" and kind == "ratings"):
         owners = np.unique(plan.users[plan.canaries.included]) if kind == "ratings" else ()
         family = mechanism_family(trainer.privacy, delta, record_clients=owners)
@@ -306,11 +346,16 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
     summary, curves = audit_scores(scores, included, unit=unit, kind=kind, epsilon=epsilon, delta=delta,
                                    confidence=spec.confidence, family=family, guesses=guesses,
                                    evaluation=evaluation, seed=seed, independent=independent)
+    if revealed:
+        summary["claim"] = ("privacy.participation_revealed: each round's participation revealed, no amplification "
+                            "(zero-out), the guarantee proven for every observer")
     if known:
         summary["claim"] = (f"privacy.participation_known for {rounds} round(s) taken part in: the accountant at "
                             "sample rate 1, the guarantee against an observer who knows who took part")
     mu = _ceiling_mu(trainer) if kind in DIRECTION_KINDS else None
-    if mu is not None and spec.ceiling_repeats:
+    # the ceiling simulates hidden (or, with `known`, fixed) participation, not revealed coins
+    ceiling_repeats = 0 if revealed else spec.ceiling_repeats
+    if mu is not None and ceiling_repeats:
         say(f"ceiling: the same tests on {spec.ceiling_repeats} simulated ideal runs")
         summary["ceiling"] = ceiling(num_canaries=spec.canaries, rounds=rounds, sample_rate=sample_rate,
                                      mu=mu, family=family, epsilon=epsilon, delta=delta,
@@ -318,7 +363,7 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
                                      repeats=spec.ceiling_repeats, seed=seed, independent=independent)
     if isolated and mu is not None and hook.projections:
         summary["noise_calibration"] = _noise_calibration(hook, mu)
-        if spec.ceiling_repeats:
+        if ceiling_repeats:
             say("ceiling at the noise the release carried")
             summary["ceiling_at_release"] = ceiling(
                 num_canaries=spec.canaries, rounds=rounds, sample_rate=sample_rate,
@@ -340,7 +385,7 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
                        participation=participation or {"observer": "does not know who took part: the "
                                                        "auditor's coins are used by no score"})
         # the one-shot estimates model Poisson participation of the included canaries only
-        summary["estimate"] = None if known else one_shot_estimates(hook, included, delta=summary["claimed_delta"],
+        summary["estimate"] = None if known or revealed else one_shot_estimates(hook, included, delta=summary["claimed_delta"],
                                                                     epsilon=summary["claimed_epsilon"])
     return summary, curves
 

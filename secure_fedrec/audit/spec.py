@@ -19,7 +19,7 @@ __all__ = ["ATTACKS", "AuditSpec", "AuditSpecError", "spec_from_dict", "split_au
 ATTACKS = ("loss", "lira", "user", "update")
 CANARY_KINDS = ("auto", "clients", "gradients", "ratings", "users")
 CANARY_SPACES = ("auto", "isolated", "model")
-PARTICIPATION = ("sampled", "known")
+PARTICIPATION = ("sampled", "known", "revealed")
 USER_SHADOWS = ("federated", "central")
 
 
@@ -47,6 +47,9 @@ class AuditSpec:
     # does not know the sample). "known": every canary, included or not, takes part in
     # `rounds_taken_part` rounds fixed in advance (an excluded one uploads zero) and the scores
     # use those rounds (the claim privacy.participation_known: the server that picks the sample).
+    # "revealed": every canary, included or not, takes part by its own Poisson coin at the run's
+    # rate (an excluded one uploads zero) and the scores use those rounds (the claim
+    # privacy.participation_revealed, proven for every observer; distributed noise, server sampling).
     participation: str = "sampled"
     rounds_taken_part: int = 1
     control: bool = True  # also audit the same run without DP (the no-DP twin)

@@ -26,7 +26,11 @@ from secure_fedrec.audit.isolation import (
     resolve_space,
     with_phantom_items,
 )
-from secure_fedrec.audit.run import AuditError, participation_schedule
+from secure_fedrec.audit.run import (
+    AuditError,
+    participation_schedule,
+    revealed_participation_schedule,
+)
 from secure_fedrec.audit.spec import spec_from_dict
 from secure_fedrec.audit.twin import plan_without_noise_share
 from secure_fedrec.config import ConfigError, config_from_dict
@@ -278,3 +282,39 @@ def test_participation_known_is_refused_where_it_does_not_apply():
         spec_from_dict({"participation": "maybe"})
     with pytest.raises(ConfigError, match="audit.rounds_taken_part"):
         spec_from_dict({"rounds_taken_part": 0})
+
+
+def test_revealed_participation_is_a_poisson_coin_per_canary_and_round():
+    schedule = revealed_participation_schedule(20_000, 5, 0.2, seed=4)
+    assert schedule.shape == (5, 20_000) and schedule.dtype == bool
+    assert 0.19 < schedule.mean() < 0.21
+    assert np.array_equal(schedule, revealed_participation_schedule(20_000, 5, 0.2, seed=4))
+
+
+@pytest.mark.parametrize("calibrate_to", ["amplified", "participation_revealed"])
+def test_an_audit_with_participation_revealed_is_held_to_the_proven_claim(calibrate_to):
+    """Canaries take part by their own coins, members or not, the scores use the rounds they took part in,
+    and the claim is the figure proven for every observer (privacy.participation_revealed)."""
+    config = _config("secagg+", noise="distributed", calibrate_to=calibrate_to)
+    result = run_audit(config, AuditSpec(canaries=4000, canary_space="isolated", attacks=(), n_bootstrap=10,
+                                         ceiling_repeats=1, participation="revealed"))
+    canary = result["canary_audit"]
+    proven = result["privacy"]["participation_revealed"]["epsilon"]
+    assert canary["claimed_epsilon"] == pytest.approx(proven, rel=1e-6)
+    if calibrate_to == "participation_revealed":
+        assert proven == pytest.approx(result["epsilon"], rel=1e-9)
+    assert canary["participation"]["claim"].startswith("privacy.participation_revealed")
+    # four rounds at q = 0.5: about 1/16 of the canaries never take part
+    assert 0.04 < canary["participation"]["never_took_part"] / 4000 < 0.09
+    assert canary["epsilon_hat"] <= proven and not result["violation"]
+    assert canary["estimate"] is None and "ceiling" not in canary and "noise_calibration" in canary
+    if calibrate_to == "amplified":  # held to another figure than the run's ε: the summary names it
+        assert "privacy.participation_revealed" in summary_text(result)
+
+
+def test_participation_revealed_is_refused_without_server_sampled_distributed_noise():
+    spec = AuditSpec(canaries=200, canary_space="isolated", attacks=(), participation="revealed")
+    with pytest.raises(AuditError, match="privacy.noise = 'distributed'"):
+        run_audit(_config(), spec)
+    with pytest.raises(AuditError, match="private_sampling"):
+        run_audit(_config("secagg+", noise="distributed", private_sampling=True), spec)
