@@ -194,7 +194,8 @@ def _participation_rows(privacy: dict[str, Any]) -> list[tuple[str, str]]:
     revealed = privacy.get("participation_revealed")
     proven = [("… proven for every observer", (
         f"ε={revealed['epsilon']:.3g}: who took part revealed, zero-out; the amplified ε above does not cover "
-        "the number of noise shares in each sum (docs/privacy.md, 'The share count')"))] if revealed else []
+        "the number of noise shares in each sum (docs/privacy.md, 'The share count')"))] \
+        if revealed and not revealed.get("calibrated_to") else []
     return [*proven, ("… if who took part is known",
              (f"worst user ε={known['epsilon_worst_user']:.3g} ({known['max_rounds_per_user']} rounds), median "
               f"ε={known['epsilon_median_user']:.3g} ({known['median_rounds_per_participating_user']} rounds): no "

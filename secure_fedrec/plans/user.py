@@ -398,6 +398,7 @@ class UserDistributed(UserLevelPlan):
         return {**out, "participation_revealed": {
             "epsilon": self.accountant.epsilon_participation_revealed(self.delta),
             "delta": self.delta,
+            "calibrated_to": self._subsampling == "revealed",  # then it is the run's ε
             "relation": ("zero-out: the user takes part by the same coins in both worlds, its data replaced "
                          "by none; that it took part is not protected"),
             "observer": ("anyone, the server that draws the sample included; covers every statistic of the "

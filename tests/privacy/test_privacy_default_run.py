@@ -114,6 +114,8 @@ def test_calibrating_to_the_participation_revealed_bound_makes_it_the_runs_epsil
     assert summary["epsilon"] == pytest.approx(4.0, rel=2e-3)
     assert summary["epsilon"] == proven.accountant.epsilon_participation_revealed(proven.delta)
     assert "zero-out" in summary["assumptions"] and "proven for every observer" in summary["accountant"]
+    assert proven.known_participation(np.array([1, 2]))["participation_revealed"]["calibrated_to"] is True
+    assert amplified.known_participation(np.array([1, 2]))["participation_revealed"]["calibrated_to"] is False
     assert proven.ddg_plan.model_unit_noise_std > 1.2 * amplified.ddg_plan.model_unit_noise_std
     for refused in ({"privacy.noise": "central", "aggregation.protocol": "plaintext"},
                     {"privacy.private_sampling": True}):
