@@ -214,7 +214,7 @@ def pooled_heldout_audit(runs: Sequence[Mapping[str, Any]], *, score: str = "llr
 def ceiling(
     *, num_canaries: int, rounds: int, sample_rate: float, mu: float, family: Any, epsilon: float, delta: float,
     confidence: float, guesses: tuple[list[int], list[int]], repeats: int = 5, seed: int = 0,
-    independent: str | None = None,
+    independent: str | None = None, revealed: bool = False,
 ) -> dict[str, Any]:
     """What the same tests certify on an ideal implementation of the accounted mechanism.
 
@@ -223,6 +223,10 @@ def ceiling(
     audited with the same guess counts and the same two bounds at the same
     Bonferroni level as the run's two released-round scores. The median over
     ``repeats`` simulations is the most this many canaries can show.
+
+    ``revealed``: every canary, member or not, takes part in each round by its own coin at
+    ``sample_rate`` and the LLR uses the rounds it took part in (``audit.participation =
+    "revealed"``); otherwise only members take part and no score knows when.
     """
     primary = bool(independent and family is not None)  # the headline is one test: audit_scores
     per_test = confidence if primary else 1.0 - (1.0 - confidence) / (2 * (2 if family is not None else 1))
@@ -230,9 +234,15 @@ def ceiling(
     values: dict[str, list[float]] = {"one_run": [], "one_run_fdp": [], "heldout_fdp": []}
     rng = np.random.default_rng([seed, 0xCE1])
     for _ in range(repeats):
-        included, x = simulate_canary_projections(num_canaries, rounds, sample_rate=sample_rate, mu=mu,
-                                                  random_state=rng)
-        s = canary_client_scores(x, shift=mu, sample_rate=sample_rate)["llr"]
+        if revealed:
+            included = rng.random(num_canaries) < 0.5
+            took_part = rng.random((rounds, num_canaries)) < sample_rate
+            x = rng.standard_normal((rounds, num_canaries)) + mu * (took_part & included[None, :])
+            s = canary_client_scores(x, shift=mu, sample_rate=sample_rate, took_part=took_part)["llr"]
+        else:
+            included, x = simulate_canary_projections(num_canaries, rounds, sample_rate=sample_rate, mu=mu,
+                                                      random_state=rng)
+            s = canary_client_scores(x, shift=mu, sample_rate=sample_rate)["llr"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PrivacyViolationWarning)
             values["one_run"].append(audit_one_run(s, included, num_positive=positives, num_negative=negatives,
@@ -245,7 +255,8 @@ def ceiling(
                 values["heldout_fdp"].append(audit_heldout_fdp(
                     s, included, family=family, design=independent, delta=delta, confidence=per_test,
                     random_state=seed).epsilon_lower_bound)
-    out: dict[str, Any] = {"mu": mu, "repeats": repeats, "rounds": rounds, "sample_rate": sample_rate}
+    out: dict[str, Any] = {"mu": mu, "repeats": repeats, "rounds": rounds, "sample_rate": sample_rate,
+                           "participation": "revealed" if revealed else "hidden"}
     for method, v in values.items():
         if v:
             out[method] = {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v))}

@@ -353,23 +353,22 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
         summary["claim"] = (f"privacy.participation_known for {rounds} round(s) taken part in: the accountant at "
                             "sample rate 1, the guarantee against an observer who knows who took part")
     mu = _ceiling_mu(trainer) if kind in DIRECTION_KINDS else None
-    # the ceiling simulates hidden (or, with `known`, fixed) participation, not revealed coins
-    ceiling_repeats = 0 if revealed else spec.ceiling_repeats
-    if mu is not None and ceiling_repeats:
+    if mu is not None and spec.ceiling_repeats:
         say(f"ceiling: the same tests on {spec.ceiling_repeats} simulated ideal runs")
         summary["ceiling"] = ceiling(num_canaries=spec.canaries, rounds=rounds, sample_rate=sample_rate,
                                      mu=mu, family=family, epsilon=epsilon, delta=delta,
                                      confidence=spec.confidence, guesses=guesses,
-                                     repeats=spec.ceiling_repeats, seed=seed, independent=independent)
+                                     repeats=spec.ceiling_repeats, seed=seed, independent=independent,
+                                     revealed=revealed)
     if isolated and mu is not None and hook.projections:
         summary["noise_calibration"] = _noise_calibration(hook, mu)
-        if ceiling_repeats:
+        if spec.ceiling_repeats:
             say("ceiling at the noise the release carried")
             summary["ceiling_at_release"] = ceiling(
                 num_canaries=spec.canaries, rounds=rounds, sample_rate=sample_rate,
                 mu=summary["noise_calibration"]["released_mu"], family=family, epsilon=epsilon, delta=delta,
                 confidence=spec.confidence, guesses=guesses, repeats=spec.ceiling_repeats, seed=seed,
-                independent=independent)
+                independent=independent, revealed=revealed)
     summary.update({
         "kind": kind, "num_canaries": len(included), "num_included": int(included.sum()),
         "space": "isolated" if isolated else ("model" if kind in DIRECTION_KINDS else "data"),
