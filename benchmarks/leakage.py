@@ -463,6 +463,53 @@ def distributed_ceiling_table(seed: int) -> list[dict]:
     return payload
 
 
+def revealed_ceiling_table(seed: int) -> list[dict]:
+    """Ceiling of the participation-revealed audit (``audit.participation = "revealed"``): ideal runs
+    whose canaries take part by revealed coins, the plans of ``user-distributed-revealed-t90``
+    (ml-latest-small's shape, 50,000 canaries), at the planned noise and — for the measured runs
+    whose JSON is in benchmarks/results — at the noise they released. A simulation: no data needed."""
+    from secure_fedrec.audit.canary_audit import canary_guess_counts, ceiling
+    from secure_fedrec.audit.families import participation_revealed_family
+    from secure_fedrec.audit.isolation import ISOLATED_DESIGN
+    from secure_fedrec.plans import Population, build_privacy_plan
+
+    users, base_dim, m = 671, 9066 * 9, 50_000
+    measured = {}
+    for path in RESULTS.glob("leakage_isolated_m*_user-distributed-revealed*.json"):
+        for row in json.loads(path.read_text())["results"]:
+            measured[(row["mechanism"], row["target_epsilon"], int(path.name.split("_m")[1].split("_")[0]))] = row
+    print("== ceiling of the participation-revealed audit ==", flush=True)
+    rows, payload = [], []
+    for (mechanism, eps, canaries), row in [(("user-distributed-revealed-t90", e, m), None) for e in (1.0, 2.0, 4.0, 8.0)] \
+            + sorted(measured.items()):
+        run = ISOLATED_MECHANISMS[mechanism]
+        config = config_from_dict({**run, "privacy": {**run["privacy"], "target_epsilon": eps}})
+        rounds, q = config.training.rounds, config.training.clients_per_round
+        plan = build_privacy_plan(config, Population(n_users=users, expected_clients=q * users, dim=base_dim + canaries))
+        for _ in range(rounds):
+            plan.after_round()
+        epsilon = plan.accountant.epsilon_participation_revealed(plan.delta)
+        slack = row["noise_calibration"]["released_over_planned_noise"] if row else 1.0
+        c = ceiling(num_canaries=canaries, rounds=rounds, sample_rate=plan.sample_rate,
+                    mu=config.privacy.clip_norm / plan.ddg_plan.model_unit_noise_std / slack,
+                    family=participation_revealed_family(plan, plan.delta), epsilon=epsilon, delta=plan.delta,
+                    confidence=0.95,
+                    guesses=canary_guess_counts(canaries, expected_visible=canaries / 2 * (1 - (1 - q) ** rounds)),
+                    repeats=3, seed=seed, independent=ISOLATED_DESIGN, revealed=True)
+        payload.append({"mechanism": mechanism, "canaries": canaries, "target_epsilon": eps, "epsilon": epsilon,
+                        "noise": "released" if row else "planned", "released_over_planned": slack,
+                        "measured_epsilon_hat": row["epsilon_hat"] if row else None, **c})
+        rows.append((mechanism, canaries, eps, f"{epsilon:.3f}", payload[-1]["noise"], f"{slack:.3f}",
+                     f"{c['heldout_fdp']['median']:.3f} ({c['heldout_fdp']['min']:.3f}-{c['heldout_fdp']['max']:.3f})",
+                     f"{c['tightness']:.2f}", f"{row['epsilon_hat']:.3f}" if row else "-"))
+        print(rows[-1], flush=True)
+    write_json_atomic(RESULTS / "audit_ceiling_revealed.json", {
+        "command": "OMP_NUM_THREADS=1 python benchmarks/leakage.py --part ceiling-revealed", "results": payload})
+    _table(("mechanism", "canaries", "target ε", "ε (proven)", "noise", "released/planned",
+            "held-out f-DP ε̂ (median of 3; range)", "ε̂/ε", "measured ε̂"), rows)
+    return payload
+
+
 #: isolated canaries (independent trials; secure_fedrec/audit/isolation.py): every mechanism of
 #: issue 21's targets, the sweeps' own pinned runs
 ISOLATED_MECHANISMS = {
@@ -598,7 +645,7 @@ def _table(header, rows) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("overfit", "epsilon", "user", "canaries", "gradients", "isolated",
-                                           "ceiling", "ceiling-distributed", "all"),
+                                           "ceiling", "ceiling-distributed", "ceiling-revealed", "all"),
                         default="all",
                         help="all = epsilon + overfit (user re-runs the user-level attacks alone)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -614,7 +661,7 @@ def main() -> None:
     parser.add_argument("--no-control", action="store_true",
                         help="--part gradients: skip the no-noise twin (it does not depend on ε)")
     args = parser.parse_args()
-    if not args.data.exists() and args.part not in ("ceiling", "ceiling-distributed"):  # simulations: no data
+    if not args.data.exists() and args.part not in ("ceiling", "ceiling-distributed", "ceiling-revealed"):  # simulations: no data
         sys.exit(f"data not found: {args.data}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.part in ("epsilon", "all"):
@@ -635,6 +682,8 @@ def main() -> None:
         ceiling_table(args.seed)
     if args.part == "ceiling-distributed":
         distributed_ceiling_table(args.seed)
+    if args.part == "ceiling-revealed":
+        revealed_ceiling_table(args.seed)
     print(json.dumps({"results": str(RESULTS)}))
 
 

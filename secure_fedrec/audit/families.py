@@ -158,7 +158,4 @@ def participation_revealed_family(privacy: PrivacyPlan, delta: float) -> Mechani
     accountant = privacy.accountant
     if not isinstance(accountant, DistributedDiscreteGaussianAccountant):
         return None
-    revealed = DistributedDiscreteGaussianAccountant(
-        l2_sensitivity=accountant.l2_sensitivity, num_shares=accountant.num_shares, dim=accountant.dim,
-        orders=accountant.orders, subsampling="revealed")
-    return _distributed(revealed, delta, accountant.history)
+    return _distributed(accountant.with_subsampling("revealed"), delta)

@@ -229,11 +229,13 @@ class UserLevelPlan(PrivacyPlan):
             "epsilon_median_user": by_rounds[str(median)] if median else 0.0,
         }}
 
+    @property
+    def neighbouring_relation(self) -> str:
+        return "neighbouring datasets differ in one user's data"
+
     def _finish_summary(self, out: dict[str, Any]) -> dict[str, Any]:
-        relation = ("who took part revealed; neighbouring datasets: one user's data replaced by none (zero-out)"
-                    if getattr(self.accountant, "subsampling", None) == "revealed"
-                    else "neighbouring datasets differ in one user's data")
-        out["assumptions"] = f"clients sampled by Poisson sampling with rate {self.sample_rate:.4g}; {relation}"
+        out["assumptions"] = (f"clients sampled by Poisson sampling with rate {self.sample_rate:.4g}; "
+                              f"{self.neighbouring_relation}")
         out["statement"] = self.statement(out.get("epsilon", math.inf))
         return out
 
@@ -418,6 +420,12 @@ class UserDistributed(UserLevelPlan):
             bits=agg.compact_bits if self.compact else agg.bits, min_survivors=self._min_survivors,
             max_clients=self.max_clients, sample_rate=self.sample_rate, rounds=self.config.training.rounds,
             rotated=self.compact, subsampling=self._subsampling)
+
+    @property
+    def neighbouring_relation(self) -> str:
+        if self._subsampling == "revealed":
+            return "who took part revealed; neighbouring datasets: one user's data replaced by none (zero-out)"
+        return super().neighbouring_relation
 
     @property
     def _subsampling(self) -> str:

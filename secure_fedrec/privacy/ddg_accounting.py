@@ -375,17 +375,18 @@ class DistributedDiscreteGaussianAccountant(Accountant):
             total += steps * np.minimum(sampled, unsampled)
         return total
 
+    def with_subsampling(self, subsampling: str) -> DistributedDiscreteGaussianAccountant:
+        """The same geometry and history charged with another participation bound."""
+        other = DistributedDiscreteGaussianAccountant(
+            l2_sensitivity=self.l2_sensitivity, num_shares=self.num_shares, dim=self.dim, orders=self.orders,
+            subsampling=subsampling)
+        other.extend(self.history)
+        return other
+
     def epsilon_participation_revealed(self, delta: float) -> float:
         """ε for an observer told who took part in every round (zero-out; no amplification by a
-        hidden sample): every recorded round charged by :func:`participation_revealed_rdp` with its
-        own sample rate, composed, converted at ``delta``."""
-        total = np.zeros(len(self.orders), dtype=np.float64)
-        for z, q, steps in self._grouped_history():
-            base = ddg_rdp(self.orders, sigma=self.share_sigma(z), l2_sensitivity=self.l2_sensitivity,
-                           num_shares=self.num_shares, dim=self.dim)
-            total += steps * participation_revealed_rdp(self.orders, q, base)
-        eps, _ = rdp_privacy_accountant.compute_epsilon(np.asarray(self.orders, dtype=np.float64), total, delta)
-        return float(eps)
+        hidden sample): the recorded rounds charged by :func:`participation_revealed_rdp`."""
+        return self.with_subsampling("revealed").get_epsilon(delta)
 
     def _options(self) -> dict[str, Any]:
         options = {"orders": list(self.orders), "l2_sensitivity": self.l2_sensitivity,
