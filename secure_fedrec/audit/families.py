@@ -9,11 +9,15 @@ charged:
 * user level, central noise: the PLD of the Poisson-subsampled Gaussian rounds
   (dp-accounting, pessimistic discretisation: δ(ε) is an upper bound);
 * user level, distributed noise: the RDP of the distributed discrete Gaussian
-  rounds, converted to δ(ε) by dp-accounting;
+  rounds, converted to δ(ε) by dp-accounting, or, where smaller, the exact profile of
+  the continuous Gaussian that dominates them (rounds at sample rate 1, revealed
+  participation, private sampling; :mod:`secure_fedrec.privacy.ddg_dominance`) — the
+  accountant's ``delta_curve``;
 * record level, local noise: every canary client's own RDP history (DP-SGD steps);
   δ(ε) is the largest over those clients, a claim every one of them meets;
 * record level, distributed noise: the population's one DDG accountant (symmetric
-  subsampling bound, docs/privacy.md §4.4), as for user level.
+  subsampling bound, docs/privacy.md §4.4, or where smaller the dominating Gaussian's PLD),
+  as for user level.
 
 δ(ε) is evaluated on a fixed ε grid; :class:`attacks.ProfileTradeoff` takes the
 sup over those points only, a weaker claim than the accountant's (sound).
@@ -83,8 +87,7 @@ def _distributed(accountant: DistributedDiscreteGaussianAccountant, delta: float
         return trial
 
     def tradeoff(s: float) -> ProfileTradeoff:
-        trial = scaled(s)
-        return _profile(_rdp_deltas(np.asarray(trial.orders, dtype=float), trial.rdp()))
+        return _profile(scaled(s).delta_curve(EPSILON_GRID))
 
     return MechanismFamily(tradeoff=tradeoff, epsilon=lambda s: scaled(s).get_epsilon(delta), scales=NOISE_SCALES)
 

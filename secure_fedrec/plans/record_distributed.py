@@ -126,8 +126,10 @@ class RecordDistributed(PrivacyPlan):
         return {"epsilon": self.accountant.get_epsilon(self.delta)}
 
     def gaussian_pld_epsilon(self) -> float:
-        """What the PLD accountant of a *continuous* Gaussian says for the same steps: the cross-check
-        (the discrete mechanism is certified by the RDP bound, not by this number)."""
+        """What the PLD accountant of a *continuous* Gaussian says for the same steps: the cross-check.
+        The certified figure is the smaller of the RDP bound and the PLD of the continuous Gaussian
+        that dominates the shares (variance ``nσ² - 8``, privacy/ddg_dominance.py), so it sits at or
+        just above this one."""
         from ..privacy.accounting import create_accountant
 
         pld = create_accountant("pld")

@@ -405,8 +405,10 @@ class UserDistributed(UserLevelPlan):
                          "by none; that it took part is not protected"),
             "observer": ("anyone, the server that draws the sample included; covers every statistic of the "
                          "released sums, the number of noise shares in them included"),
-            "accountant": ("each round 1/(α-1)·log(1 - q + q·exp((α-1)·RDP_α)) of the unsampled distributed "
-                           "discrete Gaussian, composed over the rounds run"),
+            "accountant": ("the smaller of: the exact profile of the continuous Gaussian that dominates the "
+                           "distributed discrete Gaussian, averaged over the revealed participation patterns "
+                           "(docs/privacy.md, 'The dominating Gaussian'); and RDP, each round "
+                           "1/(α-1)·log(1 - q + q·exp((α-1)·RDP_α)) of the unsampled mechanism, composed"),
         }}
 
     def _plan_ddg(self, *, l2_clip: float, dim: int) -> DdgPlan:

@@ -13,11 +13,13 @@ side, hence the hand-written bisection.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 
 from .accounting import INTEGER_RDP_ORDERS, create_accountant, validate_delta
 from .ddg_accounting import DistributedDiscreteGaussianAccountant
+from .ddg_dominance import MAX_TOTAL_SLACK, SMOOTHING_VARIANCE, shift_profile_epsilon
 from .record_sampling import client_sample_rate
 
 __all__ = [
@@ -189,13 +191,42 @@ def calibrate_ddg_total_sigma(
     """
     delta = validate_delta(delta)
 
-    def epsilon_of(total_sigma: float) -> float:
+    def accountant(total_sigma: float, *, exact: bool) -> DistributedDiscreteGaussianAccountant:
         trial = DistributedDiscreteGaussianAccountant(l2_sensitivity=l2_sensitivity, num_shares=min_survivors,
-                                                      dim=dim, subsampling=subsampling)
+                                                      dim=dim, subsampling=subsampling, use_shift_profile=exact)
         trial.step(noise_multiplier=total_sigma / l2_sensitivity, sample_rate=sample_rate, steps=steps)
-        return trial.get_epsilon(delta)
+        return trial
 
     scale = max(l2_sensitivity, 1.0)
-    return calibrate(
-        epsilon_of, target_epsilon, lower=0.05 * scale, upper=scale, max_upper=1e6 * scale, rtol=rtol
-    )
+    # The bisection steps with the RDP bound alone (fast); the dominating Gaussian's profile, where
+    # it applies, is calibrated once per budget (cached) and taken if it needs less noise.
+    by_rdp = calibrate(lambda total: accountant(total, exact=False).get_epsilon(delta), target_epsilon,
+                       lower=0.05 * scale, upper=scale, max_upper=1e6 * scale, rtol=rtol)
+    multiplier = _shift_profile_multiplier(target_epsilon, delta, sample_rate, steps, subsampling, rtol)
+    if multiplier is None:
+        return by_rdp
+    # nσ² - b = (z·D2)²: the dominating Gaussian then has exactly the calibrated multiplier
+    by_profile = math.sqrt((multiplier * l2_sensitivity) ** 2 + SMOOTHING_VARIANCE)
+    if by_profile < by_rdp and accountant(by_profile, exact=True).get_epsilon(delta) <= target_epsilon:
+        return by_profile
+    return by_rdp
+
+
+@functools.lru_cache(maxsize=256)
+def _shift_profile_multiplier(target_epsilon: float, delta: float, sample_rate: float, steps: int,
+                              subsampling: str, rtol: float) -> float | None:
+    """The smallest multiplier of the continuous Gaussian that dominates the DDG (ddg_dominance)
+    meeting the budget, with room for the largest slack the accountant accepts; None where the
+    domination does not apply (a hidden server sample)."""
+    if sample_rate < 1 and subsampling == "general":
+        return None
+    hidden = sample_rate < 1 and subsampling == "symmetric"
+
+    def epsilon_of(z: float) -> float:
+        epsilon = shift_profile_epsilon(delta, [(z, sample_rate, steps)], hidden=hidden, total_slack=MAX_TOTAL_SLACK)
+        return math.inf if epsilon is None else epsilon
+
+    try:
+        return calibrate(epsilon_of, target_epsilon, lower=0.3, upper=1.0, max_upper=1e6, rtol=rtol)
+    except CalibrationError:
+        return None

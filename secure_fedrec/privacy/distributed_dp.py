@@ -27,6 +27,7 @@ from .ddg_accounting import (
     DistributedDiscreteGaussianAccountant,
     conditional_rounding_l2_bound,
 )
+from .ddg_dominance import SMOOTHING_VARIANCE
 from .discrete_gaussian import (
     distributed_noise_share_sigma,
     rotated_wrap_probability,
@@ -274,7 +275,9 @@ def plan_record_discrete_gaussian(
 
     def evaluate(gamma: float) -> RecordDdgPlan:
         sensitivity = conditional_rounding_l2_bound(clip_norm, gamma, example_dim, beta)
-        total = z * sensitivity if noise_multiplier is None else noise_multiplier * clip_norm / gamma
+        # + b: the Gaussian that dominates the shares (ddg_dominance) keeps the calibrated multiplier
+        total = (math.sqrt((z * sensitivity) ** 2 + SMOOTHING_VARIANCE) if noise_multiplier is None
+                 else noise_multiplier * clip_norm / gamma)
         share = distributed_noise_share_sigma(total, min_survivors)
         wrap = wrap_probability(bits=bits, dim=dim, signal_bound=max_examples * sensitivity, share_sigma=share,
                                 max_shares=max_clients)

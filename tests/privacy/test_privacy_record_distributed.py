@@ -111,7 +111,12 @@ def test_symmetric_accountant_matches_the_gaussian_and_keeps_its_option():
     from dp_accounting import dp_event
 
     gaussian.compose(dp_event.PoissonSampledDpEvent(0.2, dp_event.GaussianDpEvent(3.0)), 50)
-    assert accountant.get_epsilon(1e-6) == pytest.approx(gaussian.get_epsilon(1e-6), rel=1e-9)
+    rdp_only = DistributedDiscreteGaussianAccountant(l2_sensitivity=500.0, num_shares=50, dim=1000,
+                                                     subsampling="symmetric", use_shift_profile=False)
+    rdp_only.extend(accountant.history)
+    assert rdp_only.get_epsilon(1e-6) == pytest.approx(gaussian.get_epsilon(1e-6), rel=1e-9)
+    # with the dominating Gaussian (ddg_dominance) it is the subsampled Gaussian's PLD: below RDP
+    assert accountant.get_epsilon(1e-6) < 0.95 * gaussian.get_epsilon(1e-6)
     general = DistributedDiscreteGaussianAccountant(l2_sensitivity=500.0, num_shares=50, dim=1000)
     general.step(noise_multiplier=3.0, sample_rate=0.2, steps=50)
     assert general.get_epsilon(1e-6) > 1.5 * accountant.get_epsilon(1e-6)  # the general bound's factor 3
