@@ -47,7 +47,7 @@ def _run_config(rounds: int) -> dict:
                          "batch_size": 0, "optimizer": "adam", "lr": 0.05, "reg": 0.05,
                          "server_optimizer": "fedadam", "server_lr": 0.05, "checkpoint_every": 0},
             "evaluation": {"every": 18},
-            "privacy": {"unit": "user", "noise": "distributed", "target_epsilon": 8.0},
+            "privacy": {"unit": "user", "noise": "distributed", "target_epsilon": 8.0, "calibrate_to": "amplified"},
             "aggregation": {"protocol": "secagg+"}, "data": {"source": str(DATA)}, "seed": 0}
 
 

@@ -77,7 +77,9 @@ def plan_for(cell: Cell, target_epsilon: float) -> dict[str, float]:
     """The product's own plan for the cell: its headline ε, the sum's noise, the floor of shares."""
     config = config_from_dict({
         "training": {"rounds": cell.rounds, "clients_per_round": cell.sample_rate},
-        "privacy": {"unit": "user", "noise": "distributed", "target_epsilon": target_epsilon},
+        # the amplified calibration: the headline whose count channel this measures
+        "privacy": {"unit": "user", "noise": "distributed", "target_epsilon": target_epsilon,
+                    "calibrate_to": "amplified"},
         "aggregation": {"protocol": "secagg+", "threshold_fraction": cell.threshold_fraction},
     })
     plan = build_privacy_plan(config, Population(n_users=cell.users, expected_clients=cell.sample_rate * cell.users,

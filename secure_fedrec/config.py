@@ -338,12 +338,15 @@ class PrivacyConfig:
     # learn who was sampled and the amplified ε holds against it too; costs N clients per round
     # in the secure sum instead of q·N (docs/privacy.md, "Client sampling and who knows it")
     private_sampling: bool = False
-    # user level, distributed noise, server sampling: the ε the noise is calibrated to and the run
-    # reports. "amplified" counts amplification by the hidden sample but not the number of noise
-    # shares in each sum, which a sampled user's own share changes (not a proven bound);
-    # "participation_revealed" is proven against every observer, the server included (zero-out;
-    # ~1.4-1.6x the noise at ε = 8). docs/privacy.md, "The share count"
-    calibrate_to: Literal["amplified", "participation_revealed"] = "amplified"
+    # The ε the noise is calibrated to and the run reports. "proven": the figure proven for every
+    # observer in this configuration — under server sampling with distributed noise the
+    # participation-revealed one, elsewhere (central noise, private sampling, record level) the
+    # amplified one, which is proven there. "participation_revealed": the same, refused where it
+    # does not apply. "amplified" (user level, distributed noise, server sampling): amplification by
+    # the hidden sample, not charged for the number of noise shares in each sum, which a sampled
+    # user's own share changes: NOT a proven bound (~30 % less noise at ε = 8; the default until
+    # session 10). docs/privacy.md, "The share count"
+    calibrate_to: Literal["proven", "amplified", "participation_revealed"] = "proven"
 
     def validate(self) -> None:
         _check(self.target_epsilon is None or self.target_epsilon > 0, "privacy.target_epsilon", "must be > 0")

@@ -72,6 +72,7 @@ __all__ = [
     "participation_schedule",
     "partition_users",
     "resolve_kind",
+    "resolve_participation",
     "revealed_participation_schedule",
     "run_audit",
 ]
@@ -233,6 +234,19 @@ def _schedule(spec: AuditSpec, num_canaries: int, rounds: int, sample_rate: floa
     if spec.participation == "revealed":
         return revealed_participation_schedule(num_canaries, rounds, sample_rate, seed)
     return None
+
+
+def resolve_participation(spec: AuditSpec, config: RunConfig, kind: str, isolated: bool) -> AuditSpec:
+    """``audit.participation = "auto"``: "revealed" where the run's ε is the participation-revealed
+    figure (user level, distributed noise, server sampling, ``privacy.calibrate_to`` not
+    "amplified") and the canaries allow its audit (canary clients, isolated); "sampled" otherwise.
+    So the default audit tests the run's own headline against the observer it is stated for."""
+    if spec.participation != "auto":
+        return spec
+    p = config.privacy
+    revealed = (p.unit == "user" and p.noise == "distributed" and not p.private_sampling
+                and p.calibrate_to != "amplified" and kind == "clients" and isolated and bool(spec.canaries))
+    return dataclasses.replace(spec, participation="revealed" if revealed else "sampled")
 
 
 def _check_participation(spec: AuditSpec, config: RunConfig, kind: str, isolated: bool) -> None:
@@ -497,6 +511,7 @@ def run_audit(
             train_split = with_phantom_items(
                 train_split, phantom_items_needed(spec.canaries, item_width(config, train_split)))
 
+    spec = resolve_participation(spec, config, kind, isolated=first_phantom is not None)
     _check_participation(spec, config, kind, isolated=first_phantom is not None)
     config, audit_delta_value = audit_config(config, spec, train_split.train.n_users,
                                              isolated=first_phantom is not None)

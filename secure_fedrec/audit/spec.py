@@ -19,7 +19,7 @@ __all__ = ["ATTACKS", "AuditSpec", "AuditSpecError", "spec_from_dict", "split_au
 ATTACKS = ("loss", "lira", "user", "update")
 CANARY_KINDS = ("auto", "clients", "gradients", "ratings", "users")
 CANARY_SPACES = ("auto", "isolated", "model")
-PARTICIPATION = ("sampled", "known", "revealed")
+PARTICIPATION = ("auto", "sampled", "known", "revealed")
 USER_SHADOWS = ("federated", "central")
 
 
@@ -50,7 +50,9 @@ class AuditSpec:
     # "revealed": every canary, included or not, takes part by its own Poisson coin at the run's
     # rate (an excluded one uploads zero) and the scores use those rounds (the claim
     # privacy.participation_revealed, proven for every observer; distributed noise, server sampling).
-    participation: str = "sampled"
+    # "auto": "revealed" where that figure is the run's ε (privacy.calibrate_to = "proven", the
+    # default, under server sampling with distributed noise) and the canaries allow it, else "sampled".
+    participation: str = "auto"
     rounds_taken_part: int = 1
     control: bool = True  # also audit the same run without DP (the no-DP twin)
     ceiling_repeats: int = 5  # simulations of an ideal mechanism for the ceiling (0: none)

@@ -250,7 +250,11 @@ class UserLevelPlan(PrivacyPlan):
                      "(the server never sees an un-noised sum)")
         else:
             where = f"Gaussian noise added by the server after {protocol} (trusts the server)"
-        return f"{subject}: ε={epsilon:.3g}{budget}, δ={self.delta:.2g}; {where}"
+        return f"{subject}: ε={epsilon:.3g}{budget}{self._epsilon_qualifier()}, δ={self.delta:.2g}; {where}"
+
+    def _epsilon_qualifier(self) -> str:
+        """What the ε of :meth:`statement` holds against, where the mechanism needs saying so."""
+        return ""
 
     def state_dict(self) -> dict[str, Any]:
         state = {**super().state_dict(), "accountant": self.accountant.state_dict()}
@@ -423,6 +427,13 @@ class UserDistributed(UserLevelPlan):
             max_clients=self.max_clients, sample_rate=self.sample_rate, rounds=self.config.training.rounds,
             rotated=self.compact, subsampling=self._subsampling)
 
+    def _epsilon_qualifier(self) -> str:
+        if self._subsampling == "revealed":
+            return " (proven for every observer, who took part revealed)"
+        if self._subsampling == "general":
+            return " (amplified by the hidden sample: NOT a proven bound, docs/privacy.md 'The share count')"
+        return ""
+
     @property
     def neighbouring_relation(self) -> str:
         if self._subsampling == "revealed":
@@ -435,7 +446,7 @@ class UserDistributed(UserLevelPlan):
         :class:`DistributedDiscreteGaussianAccountant`)."""
         if self.private_sampling:
             return "symmetric"
-        return "revealed" if self.config.privacy.calibrate_to == "participation_revealed" else "general"
+        return "general" if self.config.privacy.calibrate_to == "amplified" else "revealed"
 
     def _plan_adaptive(self) -> None:
         """The augmented vector (update / C, plus the bit) under the distributed discrete Gaussian.
@@ -485,12 +496,18 @@ class UserDistributed(UserLevelPlan):
         out = self._summary_common()
         plan = self.ddg_plan
         out.update(
-            accountant="RDP of the distributed discrete Gaussian (Kairouz–Liu–Steinke 2021), " + {
-                "symmetric": "Poisson subsampling by the clients' own coins, symmetric bound (every member's "
-                             "share is in every sum: a pure shift, docs/privacy.md §4.4)",
-                "general": "Poisson subsampling via Zhu–Wang's general upper bound (amplified: not charged for "
-                           "the number of noise shares in each sum, docs/privacy.md, 'The share count')",
-                "revealed": "participation revealed (zero-out), no amplification: proven for every observer",
+            accountant={
+                "symmetric": "Poisson subsampling by the clients' own coins (every member's share is in every sum: "
+                             "a pure shift): the smaller of the subsampled continuous Gaussian's PLD that "
+                             "dominates the shares (docs/privacy.md, 'The dominating Gaussian') and the RDP of "
+                             "the distributed discrete Gaussian (Kairouz–Liu–Steinke 2021), symmetric bound (§4.4)",
+                "general": "RDP of the distributed discrete Gaussian (Kairouz–Liu–Steinke 2021), Poisson "
+                           "subsampling via Zhu–Wang's general upper bound (amplified: not charged for the number "
+                           "of noise shares in each sum, docs/privacy.md, 'The share count'; not a proven bound)",
+                "revealed": "participation revealed (zero-out), no amplification: proven for every observer; the "
+                            "smaller of the exact profile of the continuous Gaussian that dominates the shares, "
+                            "averaged over participation patterns (docs/privacy.md, 'The dominating Gaussian'), "
+                            "and the RDP of the distributed discrete Gaussian (Kairouz–Liu–Steinke 2021)",
             }[self._subsampling],
             private_sampling=self.private_sampling,
             min_survivors=self._min_survivors, max_clients=self.max_clients,

@@ -226,6 +226,8 @@ def _shift_profile_multiplier(target_epsilon: float, delta: float, sample_rate: 
         epsilon = shift_profile_epsilon(delta, [(z, sample_rate, steps)], hidden=hidden, total_slack=MAX_TOTAL_SLACK)
         return math.inf if epsilon is None else epsilon
 
+    if epsilon_of(0.3) <= target_epsilon:
+        return None  # budgets this large: RDP's calibration alone (the PLD slows down below z ≈ 0.3)
     try:
         return calibrate(epsilon_of, target_epsilon, lower=0.3, upper=1.0, max_upper=1e6, rtol=rtol)
     except CalibrationError:

@@ -93,7 +93,8 @@ def test_a_run_reports_its_users_participation_and_a_non_private_one_nothing(tmp
 def test_a_server_sampled_distributed_run_reports_the_bound_that_covers_the_share_count():
     """Under server sampling a sampled user adds a noise share an unsampled one does not: the amplified
     ε does not cover that count, the participation-revealed ε does and is reported beside it."""
-    config = load_config(None, {"training.rounds": 4, "privacy.noise": "distributed", "privacy.target_epsilon": 4.0})
+    config = load_config(None, {"training.rounds": 4, "privacy.noise": "distributed", "privacy.target_epsilon": 4.0,
+                                "privacy.calibrate_to": "amplified"})
     plan = _plan_after(config, 4)
     revealed = plan.known_participation(np.array([0, 1, 1, 2, 4, 0]))["participation_revealed"]
     assert revealed["epsilon"] == plan.accountant.epsilon_participation_revealed(plan.delta)
@@ -108,8 +109,12 @@ def test_calibrating_to_the_participation_revealed_bound_makes_it_the_runs_epsil
     from secure_fedrec.config import ConfigError
 
     overrides = {"training.rounds": 4, "privacy.noise": "distributed", "privacy.target_epsilon": 4.0}
-    amplified = _plan_after(load_config(None, overrides), 4)
+    amplified = _plan_after(load_config(None, {**overrides, "privacy.calibrate_to": "amplified"}), 4)
     proven = _plan_after(load_config(None, {**overrides, "privacy.calibrate_to": "participation_revealed"}), 4)
+    default = _plan_after(load_config(None, overrides), 4)  # "proven": here the participation-revealed figure
+    assert default.ddg_plan.model_unit_noise_std == proven.ddg_plan.model_unit_noise_std
+    assert "(proven for every observer" in default.summary()["statement"]
+    assert "NOT a proven bound" in amplified.summary()["statement"]
     summary = proven.summary()
     assert summary["epsilon"] == pytest.approx(4.0, rel=2e-3)
     assert summary["epsilon"] == proven.accountant.epsilon_participation_revealed(proven.delta)
@@ -121,3 +126,4 @@ def test_calibrating_to_the_participation_revealed_bound_makes_it_the_runs_epsil
                     {"privacy.private_sampling": True}):
         with pytest.raises(ConfigError, match="calibrate_to"):
             load_config(None, {**overrides, **refused, "privacy.calibrate_to": "participation_revealed"})
+        load_config(None, {**overrides, **refused})  # "proven" is the amplified figure there, proven
