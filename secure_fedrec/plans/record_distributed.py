@@ -152,8 +152,10 @@ class RecordDistributed(PrivacyPlan):
             "gamma": plan.gamma, "share_sigma": plan.share_sigma, "l2_sensitivity_integer": plan.l2_sensitivity,
             "rounding_inflation": plan.gamma * plan.l2_sensitivity / p.clip_norm,
             "wrap_probability_per_round": plan.wrap_probability,
-            "accountant": "RDP of the distributed discrete Gaussian (Kairouz-Liu-Steinke 2021, Prop. 14), "
-                          "Poisson sampling of records via the symmetric binomial bound (docs/privacy.md §4.4)",
+            "accountant": "the smaller of the PLD of the Poisson-subsampled continuous Gaussian that dominates "
+                          "the shares (docs/privacy.md, 'The dominating Gaussian') and the RDP of the distributed "
+                          "discrete Gaussian (Kairouz-Liu-Steinke 2021, Prop. 14), Poisson sampling of records "
+                          "via the symmetric binomial bound (docs/privacy.md §4.4)",
             "assumptions": (
                 f"every client takes part in every round ({self.clients}; training.clients_per_round does "
                 "not apply); each example (rating) Poisson-sampled with the public rate "
