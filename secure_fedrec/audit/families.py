@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 
 from attacks import MechanismFamily, ProfileTradeoff
@@ -36,6 +35,7 @@ from attacks import MechanismFamily, ProfileTradeoff
 from ..plans import PrivacyPlan, RecordDistributed, RecordLocal, UserLevelPlan
 from ..privacy.accounting import Accountant, create_accountant
 from ..privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
+from ..privacy.ddg_dominance import shift_profile_delta
 
 __all__ = ["EPSILON_GRID", "NOISE_SCALES", "mechanism_family", "participation_known_family",
            "participation_revealed_family"]
@@ -56,10 +56,8 @@ def _central(history: Sequence[tuple[float, float, int]], delta: float) -> Mecha
         return [(z * s, q, steps) for z, q, steps in history]
 
     def tradeoff(s: float) -> ProfileTradeoff:
-        library = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-3)
-        library.compose(Accountant._to_dp_event(scaled(s)))
-        # the composed loss distribution answers the whole grid in one call (~10x a loop of get_delta)
-        return _profile(np.asarray(library._pld.get_delta_for_epsilon(EPSILON_GRID), dtype=np.float64))
+        # dp-accounting's PLD of the Poisson-subsampled Gaussian rounds, the whole grid in one call
+        return _profile(shift_profile_delta(EPSILON_GRID, scaled(s), hidden=True))
 
     def epsilon(s: float) -> float:
         accountant = create_accountant("pld")

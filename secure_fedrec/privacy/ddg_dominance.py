@@ -215,14 +215,14 @@ def revealed_mixture_epsilon(delta: float, rounds: Sequence[tuple[float, float, 
     return float(optimize.brentq(excess, 0.0, upper, xtol=1e-10, rtol=1e-10)) + 2.0 * total_slack
 
 
-def _hidden_sample_pld(rounds: Sequence[tuple[float, float, int]], interval: float | None = None):
+def _hidden_sample_pld(rounds: Sequence[tuple[float, float, int]]):
     """dp-accounting's PLD of the Poisson-subsampled Gaussian rounds ``(z, q, steps)`` (add or
     remove: both directions), pessimistically discretised."""
     from dp_accounting.pld import pld_privacy_accountant
 
     from .accounting import Accountant
 
-    library = pld_privacy_accountant.PLDAccountant(value_discretization_interval=interval or 1e-3)
+    library = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-3)
     library.compose(Accountant._to_dp_event(list(rounds)))
     return library
 
