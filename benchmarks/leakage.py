@@ -608,6 +608,8 @@ def isolated_sweep(data: Path, out: Path, seed: int, epsilons: tuple[float, ...]
                 payload.append({
                     "mechanism": mechanism, "seed": run_seed, "target_epsilon": eps, "epsilon": r["epsilon"],
                     "delta": r["delta"], "claimed_epsilon": c["claimed_epsilon"], "participation": c.get("participation"),
+                    "planned_epsilon": c.get("planned_epsilon"),  # set where the claim is charged at the released shares
+                    "released_shares_charged": c.get("released_shares_charged"),
                     "epsilon_hat": c["epsilon_hat"], "best": f"{c['best_score']}/{c['best_method']}",
                     "tightness": c["tightness"], "violation": r["violation"], "ceiling": c.get("ceiling"),
                     "estimate": c.get("estimate"), "control": control, "design": c["design"],

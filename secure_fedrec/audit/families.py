@@ -12,7 +12,9 @@ charged:
   rounds, converted to δ(ε) by dp-accounting, or, where smaller, the exact profile of
   the continuous Gaussian that dominates them (rounds at sample rate 1, revealed
   participation, private sampling; :mod:`secure_fedrec.privacy.ddg_dominance`) — the
-  accountant's ``delta_curve``;
+  accountant's ``delta_curve``; where the worlds differ by a shift, each round charged at
+  the noise shares its released sum carried (:func:`released_shares_claim`,
+  :mod:`secure_fedrec.privacy.ddg_realised`), the run's tightest proven claim;
 * record level, local noise: every canary client's own RDP history (DP-SGD steps);
   δ(ε) is the largest over those clients, a claim every one of them meets;
 * record level, distributed noise: the population's one DDG accountant (symmetric
@@ -26,19 +28,27 @@ sup over those points only, a weaker claim than the accountant's (sound).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from dp_accounting.rdp import rdp_privacy_accountant
 
 from attacks import MechanismFamily, ProfileTradeoff
 
-from ..plans import PrivacyPlan, RecordDistributed, RecordLocal, UserLevelPlan
+from ..plans import (
+    PrivacyPlan,
+    RecordDistributed,
+    RecordLocal,
+    UserDistributed,
+    UserLevelPlan,
+)
 from ..privacy.accounting import Accountant, create_accountant
 from ..privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
 from ..privacy.ddg_dominance import shift_profile_delta
+from ..privacy.ddg_realised import ReleasedSharesCharge, charge_released_shares
 
-__all__ = ["EPSILON_GRID", "NOISE_SCALES", "mechanism_family", "participation_known_family",
-           "participation_revealed_family"]
+__all__ = ["EPSILON_GRID", "NOISE_SCALES", "ReleasedSharesClaim", "mechanism_family", "participation_known_family",
+           "participation_revealed_family", "released_shares_claim"]
 
 #: where δ(ε) is evaluated: fine where one-run audits land, coarse beyond
 EPSILON_GRID = np.concatenate([np.linspace(0.0, 3.0, 61), np.linspace(3.1, 12.0, 90), np.linspace(12.5, 40.0, 56)])
@@ -88,6 +98,38 @@ def _distributed(accountant: DistributedDiscreteGaussianAccountant, delta: float
         return _profile(scaled(s).delta_curve(EPSILON_GRID))
 
     return MechanismFamily(tradeoff=tradeoff, epsilon=lambda s: scaled(s).get_epsilon(delta), scales=NOISE_SCALES)
+
+
+def _released(charge: ReleasedSharesCharge, delta: float) -> MechanismFamily:
+    # the shares' noise scales with the family's s, the rounds' released counts stay
+    def tradeoff(s: float) -> ProfileTradeoff:
+        return _profile(charge.scaled(s).delta_curve(EPSILON_GRID))
+
+    return MechanismFamily(tradeoff=tradeoff, epsilon=lambda s: charge.scaled(s).get_epsilon(delta),
+                           scales=NOISE_SCALES)
+
+
+@dataclass(frozen=True)
+class ReleasedSharesClaim:
+    """The run's claim charged at the noise shares its released sums carried."""
+
+    family: MechanismFamily
+    epsilon: float
+    charge: ReleasedSharesCharge
+
+
+def released_shares_claim(privacy: PrivacyPlan, delta: float, *, revealed: bool) -> ReleasedSharesClaim | None:
+    """User level, distributed noise: the claim with each round charged at the shares its sum
+    carried (:mod:`secure_fedrec.privacy.ddg_realised`; at most the planned claim) — participation
+    revealed (``revealed``) or the run's own charge. None where that does not apply (the amplified
+    charge, nothing released)."""
+    if not isinstance(privacy, UserDistributed) or not privacy.accountant.history:
+        return None
+    accountant = privacy.accountant.with_subsampling("revealed") if revealed else privacy.accountant
+    charge = charge_released_shares(accountant, privacy.released_shares)
+    if charge is None:
+        return None
+    return ReleasedSharesClaim(family=_released(charge, delta), epsilon=charge.get_epsilon(delta), charge=charge)
 
 
 def _record(histories: Sequence[Sequence[tuple[float, float, int]]], delta: float) -> MechanismFamily:

@@ -35,9 +35,11 @@ from ..runner import environment, load_data, make_split, write_json_atomic
 from .canaries import CanaryPlan, insert_canaries, score_canaries
 from .canary_audit import audit_scores, canary_guess_counts, ceiling, one_shot_estimates
 from .families import (
+    ReleasedSharesClaim,
     mechanism_family,
     participation_known_family,
     participation_revealed_family,
+    released_shares_claim,
 )
 from .hook import (
     CanaryClientHook,
@@ -296,12 +298,15 @@ def _scores(kind: str, hook, plan: CanaryPlan | None, trainer: FederatedTrainer,
     return out
 
 
-def _ceiling_mu(trainer: FederatedTrainer) -> float | None:
-    """The accounted Gaussian mechanism's μ = clip / noise std of one round (None without user-level DP)."""
+def _ceiling_mu(trainer: FederatedTrainer, released: ReleasedSharesClaim | None = None) -> float | None:
+    """The accounted Gaussian mechanism's μ = clip / noise std of one round (None without user-level DP);
+    with ``released``, at the median share count the claim charges its rounds at."""
     privacy = trainer.privacy
     if isinstance(privacy, UserDistributed):  # the accounted noise: the planned minimum of shares
         clip = 1.0 if privacy.adaptive is not None else trainer.config.privacy.clip_norm
-        return clip / privacy.ddg_plan.model_unit_noise_std
+        shares = (1.0 if released is None
+                  else float(np.median(released.charge.share_counts)) / released.charge.planned.num_shares)
+        return clip / (privacy.ddg_plan.model_unit_noise_std * math.sqrt(shares))
     if isinstance(privacy, RecordDistributed):  # one DP-SGD step a round, the accounted noise
         return trainer.config.privacy.clip_norm / privacy.ddg.model_unit_noise_std
     if isinstance(privacy, UserCentral):
@@ -343,15 +348,23 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
                if kind in DIRECTION_KINDS else None)  # revealed: the canaries that took part at least once
     guesses = canary_guess_counts(spec.canaries, expected_visible=visible)
     family = None
+    # the claim charged at the noise shares each released sum carried, where it applies (it is at
+    # most the planned one: the audit tests the run's tightest proven claim)
+    released = None
+    planned_epsilon = epsilon
     if known and unit != "none":
         family = participation_known_family(trainer.privacy, delta, rounds)
         epsilon = trainer.privacy.epsilon_without_sampling(rounds)
     elif revealed and unit != "none":
+        released = released_shares_claim(trainer.privacy, delta, revealed=True)
         family = participation_revealed_family(trainer.privacy, delta)
-        epsilon = trainer.privacy.accountant.epsilon_participation_revealed(delta)
+        epsilon = planned_epsilon = trainer.privacy.accountant.epsilon_participation_revealed(delta)
     elif unit != "none" and not (unit == "user" and kind == "ratings"):
+        released = released_shares_claim(trainer.privacy, delta, revealed=False) if kind in DIRECTION_KINDS else None
         owners = np.unique(plan.users[plan.canaries.included]) if kind == "ratings" else ()
         family = mechanism_family(trainer.privacy, delta, record_clients=owners)
+    if released is not None:
+        family, epsilon = released.family, released.epsilon
     independent = ISOLATED_DESIGN if isolated else None
     if collect is not None:
         collect({"scores": scores, "included": included, "family": family, "unit": unit, "kind": kind,
@@ -366,7 +379,13 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
     if known:
         summary["claim"] = (f"privacy.participation_known for {rounds} round(s) taken part in: the accountant at "
                             "sample rate 1, the guarantee against an observer who knows who took part")
-    mu = _ceiling_mu(trainer) if kind in DIRECTION_KINDS else None
+    if released is not None:
+        summary["claim"] = summary.get("claim", "the run's claim") + (
+            "; each round charged at the noise shares its released sum carried (ex post, at most the planned ε; "
+            "docs/privacy.md, 'The shares a release carried')")
+        summary["planned_epsilon"] = planned_epsilon
+        summary["released_shares_charged"] = list(released.charge.share_counts)
+    mu = _ceiling_mu(trainer, released) if kind in DIRECTION_KINDS else None
     if mu is not None and spec.ceiling_repeats:
         say(f"ceiling: the same tests on {spec.ceiling_repeats} simulated ideal runs")
         summary["ceiling"] = ceiling(num_canaries=spec.canaries, rounds=rounds, sample_rate=sample_rate,

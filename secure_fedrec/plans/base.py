@@ -185,6 +185,11 @@ class PrivacyPlan(ABC):
     def charge_client(self, client: int, spent: DpSgdStep) -> None:
         """Record level: charge the DP-SGD steps a client ran to its own accountant."""
 
+    def record_release(self, noise_bearing: int) -> None:
+        """Note how many noise-bearing contributors the round's released sum carried (0: it released
+        nothing), before :meth:`after_round` charges the round. Plans whose noise is the sum of the
+        contributors' shares may charge the round at that count after the fact."""
+
     def after_round(self) -> Measurements:
         """Charge one round (whatever it released) and report ε."""
         return {}

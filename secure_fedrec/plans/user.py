@@ -51,8 +51,13 @@ from ..privacy.ddg_accounting import (
     DistributedDiscreteGaussianAccountant,
     conditional_rounding_l2_bound,
 )
+from ..privacy.ddg_realised import ReleasedSharesCharge, charge_released_shares
 from ..privacy.distributed_dp import DdgPlan, plan_distributed_discrete_gaussian
 from .base import PROTOCOL_NAMES, TOLERANCE, PrivacyPlan, ring_encoding
+
+#: a checkpoint's released share counts: at most one per round and one share per user
+#: (the ranges of training.rounds and of a population in config.py)
+MAX_RECORDED_ROUNDS, MAX_SHARES = 10**6, 10**8
 
 __all__ = ["AdaptiveClipping", "UserCentral", "UserDistributed", "UserLevelPlan"]
 
@@ -393,6 +398,31 @@ class UserDistributed(UserLevelPlan):
         self.accountant = DistributedDiscreteGaussianAccountant(
             l2_sensitivity=self.ddg_plan.l2_sensitivity, num_shares=self._min_survivors, dim=self.noised_dim,
             subsampling=self._subsampling)
+        #: per charged round, the noise-bearing contributors its released sum carried (0: none released)
+        self.released_shares: list[int] = []
+
+    def record_release(self, noise_bearing: int) -> None:
+        self.released_shares.append(int(noise_bearing))
+
+    def released_shares_charge(self) -> ReleasedSharesCharge | None:
+        """The rounds charged at the shares their sums carried (:mod:`..privacy.ddg_realised`), or
+        None where that does not apply (the amplified charge, no released round)."""
+        return charge_released_shares(self.accountant, self.released_shares)
+
+    def epsilon_at_released_shares(self) -> float | None:
+        charge = self.released_shares_charge()
+        return None if charge is None else charge.get_epsilon(self.delta)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "released_shares": list(self.released_shares)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        shares = state.get("released_shares", [])  # absent in checkpoints from before: no ex-post figure
+        if not (isinstance(shares, list) and len(shares) <= MAX_RECORDED_ROUNDS
+                and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= MAX_SHARES for c in shares)):
+            raise ValueError("the checkpoint's released share counts are not a list of non-negative integers")
+        self.released_shares = list(shares)
 
     def known_participation(self, rounds_per_client: np.ndarray) -> dict[str, Any]:
         out = super().known_participation(rounds_per_client)
@@ -401,8 +431,11 @@ class UserDistributed(UserLevelPlan):
         # Server sampling: a sampled user adds a share an unsampled one does not, so the amplified ε
         # does not cover the number of shares in the sum (docs/privacy.md, "The share count").
         # This one does: every observer is told who took part.
+        revealed = self.accountant.with_subsampling("revealed")
+        at_released = charge_released_shares(revealed, self.released_shares)
         return {**out, "participation_revealed": {
-            "epsilon": self.accountant.epsilon_participation_revealed(self.delta),
+            "epsilon": revealed.get_epsilon(self.delta),
+            "epsilon_at_released_shares": None if at_released is None else at_released.get_epsilon(self.delta),
             "delta": self.delta,
             "calibrated_to": self._subsampling == "revealed",  # then it is the run's ε
             "relation": ("zero-out: the user takes part by the same coins in both worlds, its data replaced "
@@ -426,6 +459,29 @@ class UserDistributed(UserLevelPlan):
             bits=agg.compact_bits if self.compact else agg.bits, min_survivors=self._min_survivors,
             max_clients=self.max_clients, sample_rate=self.sample_rate, rounds=self.config.training.rounds,
             rotated=self.compact, subsampling=self._subsampling)
+
+    def statement(self, epsilon: float) -> str:
+        line = super().statement(epsilon)
+        released = self.epsilon_at_released_shares()
+        if released is None or released >= epsilon:
+            return line
+        return f"{line}; ε={released:.3g} charged at the noise shares the released sums carried"
+
+    def _released_shares_summary(self) -> dict[str, Any]:
+        charge = self.released_shares_charge()
+        if charge is None:
+            return {}
+        released = [c for c in self.released_shares if c > 0]
+        return {
+            "epsilon_at_released_shares": charge.get_epsilon(self.delta),
+            "released_shares": {"min": min(released), "median": float(np.median(released)), "max": max(released),
+                                "rounds_released": len(released), "rounds_charged": len(self.released_shares)},
+            "released_shares_note": (
+                f"the same mechanism charged at the noise shares each released sum carried (ex post) instead of "
+                f"the guaranteed {self._min_survivors}: that count is fixed by who took part and who dropped out, "
+                "which does not depend on the data and which this claim does not protect; a bound for every "
+                "user, at most the planned ε (docs/privacy.md, 'The shares a release carried')"),
+        }
 
     def _epsilon_qualifier(self) -> str:
         if self._subsampling == "revealed":
@@ -512,6 +568,7 @@ class UserDistributed(UserLevelPlan):
             private_sampling=self.private_sampling,
             min_survivors=self._min_survivors, max_clients=self.max_clients,
             gamma=plan.gamma, share_sigma=plan.share_sigma,
+            **self._released_shares_summary(),
             noise_std_model_units=plan.model_unit_noise_std,
             wrap_probability_per_round=plan.wrap_probability,
         )

@@ -235,6 +235,9 @@ class RoundServer:
             measurements["diverged"] = 1.0  # every trainer's update was NaN/inf: training has diverged
         measurements.update(extra or {})
         measurements.update(self.transfer_totals(measurements))
+        # the audit's canary clients may withhold their noise share: only the others are counted
+        canaries = set(plan.canaries)
+        self.privacy.record_release(sum(1 for client in contributors if client not in canaries))
         measurements.update(self.privacy.after_round())
         if reports.diverged:
             measurements["nonfinite_updates_dropped"] = float(reports.diverged)

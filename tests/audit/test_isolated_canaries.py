@@ -299,14 +299,18 @@ def test_an_audit_with_participation_revealed_is_held_to_the_proven_claim(calibr
     result = run_audit(config, AuditSpec(canaries=4000, canary_space="isolated", attacks=(), n_bootstrap=10,
                                          ceiling_repeats=1, participation="revealed"))
     canary = result["canary_audit"]
-    proven = result["privacy"]["participation_revealed"]["epsilon"]
-    assert canary["claimed_epsilon"] == pytest.approx(proven, rel=1e-6)
+    revealed = result["privacy"]["participation_revealed"]
+    proven = revealed["epsilon"]
+    # held to the same claim charged at the noise shares the released sums carried (the sybils' not counted)
+    assert canary["claimed_epsilon"] == pytest.approx(revealed["epsilon_at_released_shares"], rel=1e-6)
+    assert canary["claimed_epsilon"] <= proven and canary["planned_epsilon"] == pytest.approx(proven, rel=1e-6)
+    assert "charged at the noise shares" in canary["claim"]
     if calibrate_to == "participation_revealed":
         assert proven == pytest.approx(result["epsilon"], rel=1e-9)
     assert canary["participation"]["claim"].startswith("privacy.participation_revealed")
     # four rounds at q = 0.5: about 1/16 of the canaries never take part
     assert 0.04 < canary["participation"]["never_took_part"] / 4000 < 0.09
-    assert canary["epsilon_hat"] <= proven and not result["violation"]
+    assert canary["epsilon_hat"] <= canary["claimed_epsilon"] and not result["violation"]
     assert canary["estimate"] is None and "noise_calibration" in canary
     assert canary["ceiling"]["participation"] == "revealed"  # the ideal runs take part by coins too
     if calibrate_to == "amplified":  # held to another figure than the run's ε: the summary names it
