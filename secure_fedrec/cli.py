@@ -193,13 +193,17 @@ def _participation_rows(privacy: dict[str, Any]) -> list[tuple[str, str]]:
         return []
     revealed = privacy.get("participation_revealed")
     proven = [("… proven for every observer", (
-        f"ε={revealed['epsilon']:.3g}: who took part revealed, zero-out; the amplified ε above does not cover "
+        f"ε={revealed['epsilon']:.3g}"
+        + (f" ({revealed['epsilon_at_released_shares']:.3g} at the noise shares the sums carried)"
+           if revealed.get("epsilon_at_released_shares") is not None else "")
+        + ": who took part revealed, zero-out; the amplified ε above does not cover "
         "the number of noise shares in each sum (docs/privacy.md, 'The share count')"))] \
         if revealed and not revealed.get("calibrated_to") else []
     return [*proven, ("… if who took part is known",
              (f"worst user ε={known['epsilon_worst_user']:.3g} ({known['max_rounds_per_user']} rounds), median "
               f"ε={known['epsilon_median_user']:.3g} ({known['median_rounds_per_participating_user']} rounds): no "
-              "amplification by client sampling against the server (distributed noise) or anyone with the seed"))]
+              "amplification by client sampling against the server (distributed noise) or anyone with the seed"
+              + ("; each round at the noise shares its sum carried" if known.get("charged_at") else "")))]
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:

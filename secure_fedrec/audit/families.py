@@ -47,8 +47,8 @@ from ..privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
 from ..privacy.ddg_dominance import shift_profile_delta
 from ..privacy.ddg_realised import ReleasedSharesCharge, charge_released_shares
 
-__all__ = ["EPSILON_GRID", "NOISE_SCALES", "ReleasedSharesClaim", "mechanism_family", "participation_known_family",
-           "participation_revealed_family", "released_shares_claim"]
+__all__ = ["EPSILON_GRID", "NOISE_SCALES", "ReleasedSharesClaim", "mechanism_family", "participation_known_claim",
+           "participation_known_family", "participation_revealed_family", "released_shares_claim"]
 
 #: where δ(ε) is evaluated: fine where one-run audits land, coarse beyond
 EPSILON_GRID = np.concatenate([np.linspace(0.0, 3.0, 61), np.linspace(3.1, 12.0, 90), np.linspace(12.5, 40.0, 56)])
@@ -132,6 +132,15 @@ def released_shares_claim(privacy: PrivacyPlan, delta: float, *, revealed: bool)
     return ReleasedSharesClaim(family=_released(charge, delta), epsilon=charge.get_epsilon(delta), charge=charge)
 
 
+def participation_known_claim(privacy: PrivacyPlan, delta: float, rounds_taken_part: int) -> ReleasedSharesClaim | None:
+    """The per-count claim (:func:`participation_known_family`) charged at the shares the sums
+    carried, where the run recorded them (user level, distributed noise); None elsewhere."""
+    charge = privacy.unsampled_charge(rounds_taken_part) if isinstance(privacy, UserDistributed) else None
+    if charge is None:
+        return None
+    return ReleasedSharesClaim(family=_released(charge, delta), epsilon=charge.get_epsilon(delta), charge=charge)
+
+
 def _record(histories: Sequence[Sequence[tuple[float, float, int]]], delta: float) -> MechanismFamily:
     distinct = sorted({tuple(h) for h in histories if h})
 
@@ -187,6 +196,9 @@ def participation_known_family(privacy: PrivacyPlan, delta: float, rounds_taken_
     if not isinstance(privacy, UserLevelPlan) or not privacy.accountant.history:
         return None
     history = privacy.unsampled_history(rounds_taken_part)  # the rounds the reported figure charges
+    charge = privacy.unsampled_charge(rounds_taken_part) if isinstance(privacy, UserDistributed) else None
+    if charge is not None:  # the same rounds at the shares their sums carried (what is reported)
+        return _released(charge, delta)
     if isinstance(privacy.accountant, DistributedDiscreteGaussianAccountant):
         return _distributed(privacy.accountant, delta, history)
     return _central(history, delta)

@@ -30,13 +30,14 @@ from attacks import (
 from ..config import ConfigError, RunConfig, config_to_dict, dump_toml
 from ..data.dataset import Split
 from ..engines.inprocess import FederatedTrainer, RoundMetrics
-from ..plans import RecordDistributed, UserCentral, UserDistributed
+from ..plans import RecordDistributed, UserCentral, UserDistributed, UserLevelPlan
 from ..runner import environment, load_data, make_split, write_json_atomic
 from .canaries import CanaryPlan, insert_canaries, score_canaries
 from .canary_audit import audit_scores, canary_guess_counts, ceiling, one_shot_estimates
 from .families import (
     ReleasedSharesClaim,
     mechanism_family,
+    participation_known_claim,
     participation_known_family,
     participation_revealed_family,
     released_shares_claim,
@@ -353,16 +354,18 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
     released = None
     planned_epsilon = epsilon
     if known and unit != "none":
-        family = participation_known_family(trainer.privacy, delta, rounds)
+        released = participation_known_claim(trainer.privacy, delta, rounds)
+        family = participation_known_family(trainer.privacy, delta, rounds) if released is None else None
+        planned_epsilon = UserLevelPlan.epsilon_without_sampling(trainer.privacy, rounds)
         epsilon = trainer.privacy.epsilon_without_sampling(rounds)
     elif revealed and unit != "none":
         released = released_shares_claim(trainer.privacy, delta, revealed=True)
-        family = participation_revealed_family(trainer.privacy, delta)
         epsilon = planned_epsilon = trainer.privacy.accountant.epsilon_participation_revealed(delta)
+        family = participation_revealed_family(trainer.privacy, delta) if released is None else None
     elif unit != "none" and not (unit == "user" and kind == "ratings"):
         released = released_shares_claim(trainer.privacy, delta, revealed=False) if kind in DIRECTION_KINDS else None
         owners = np.unique(plan.users[plan.canaries.included]) if kind == "ratings" else ()
-        family = mechanism_family(trainer.privacy, delta, record_clients=owners)
+        family = mechanism_family(trainer.privacy, delta, record_clients=owners) if released is None else None
     if released is not None:
         family, epsilon = released.family, released.epsilon
     independent = ISOLATED_DESIGN if isolated else None
@@ -395,6 +398,9 @@ def _canary_audit(kind: str, plan: CanaryPlan | None, hook, trainer: FederatedTr
                                      revealed=revealed)
     if isolated and mu is not None and hook.projections:
         summary["noise_calibration"] = _noise_calibration(hook, mu)
+        # "planned" there is the noise the claim charges: at the released shares where it does
+        summary["noise_calibration"]["planned_at"] = ("the median share count the claim charges" if released
+                                                      else "the guaranteed minimum of shares")
         if spec.ceiling_repeats:
             say("ceiling at the noise the release carried")
             summary["ceiling_at_release"] = ceiling(

@@ -409,6 +409,31 @@ class UserDistributed(UserLevelPlan):
         None where that does not apply (the amplified charge, no released round)."""
         return charge_released_shares(self.accountant, self.released_shares)
 
+    def unsampled_charge(self, rounds: int) -> ReleasedSharesCharge | None:
+        """What a user who took part in ``rounds`` rounds is charged by an observer who knows which,
+        each round at the shares its sum carried: the ``rounds`` released rounds with the least
+        noise (fewest shares), at sample rate 1 — where a user surely takes part the worlds differ
+        by a shift whatever the sampling charge. None before any released round."""
+        steps = [z for z, _q, n in self.accountant.history for _ in range(int(n))]
+        if len(steps) != len(self.released_shares):
+            return None
+        # the least-noised rounds: the smallest share variance summed over the shares carried
+        released = sorted(((z * z * c, z, c) for z, c in zip(steps, self.released_shares, strict=True) if c > 0))
+        chosen = released[:rounds]
+        if not chosen:
+            return None
+        unsampled = DistributedDiscreteGaussianAccountant(
+            l2_sensitivity=self.accountant.l2_sensitivity, num_shares=self.accountant.num_shares,
+            dim=self.accountant.dim, orders=self.accountant.orders, subsampling="revealed")
+        for _variance, z, _count in chosen:
+            unsampled.step(noise_multiplier=z, sample_rate=1.0)
+        return charge_released_shares(unsampled, [count for _variance, _z, count in chosen])
+
+    def epsilon_without_sampling(self, rounds: int) -> float:
+        planned = super().epsilon_without_sampling(rounds)
+        charge = self.unsampled_charge(rounds)
+        return planned if charge is None else min(planned, charge.get_epsilon(self.delta))
+
     def epsilon_at_released_shares(self) -> float | None:
         charge = self.released_shares_charge()
         return None if charge is None else charge.get_epsilon(self.delta)
@@ -431,6 +456,9 @@ class UserDistributed(UserLevelPlan):
         # Server sampling: a sampled user adds a share an unsampled one does not, so the amplified ε
         # does not cover the number of shares in the sum (docs/privacy.md, "The share count").
         # This one does: every observer is told who took part.
+        if out.get("participation_known") and self.unsampled_charge(1) is not None:
+            out["participation_known"]["charged_at"] = ("each round at the noise shares its released sum carried "
+                                                        "(docs/privacy.md, 'The shares a release carried')")
         revealed = self.accountant.with_subsampling("revealed")
         at_released = charge_released_shares(revealed, self.released_shares)
         return {**out, "participation_revealed": {

@@ -160,3 +160,22 @@ def test_a_run_records_the_noise_bearing_contributors_of_every_round():
     assert trainer.privacy.released_shares == [m.contributors for m in history]
     privacy = trainer.server.privacy_summary()
     assert privacy["epsilon_at_released_shares"] <= privacy["epsilon"]
+
+
+def test_the_per_count_figure_charges_the_least_noised_released_rounds_at_rate_one():
+    """Against an observer who knows who took part: k rounds, the k with the fewest shares, each a
+    sure shift at its released count; at most the planned per-count figure, and monotone in k."""
+    from secure_fedrec.plans.user import UserLevelPlan
+
+    plan = _distributed_plan(**{"privacy.calibrate_to": "amplified"})
+    for shares in (60, 0, 45, 52):
+        plan.record_release(shares)
+        plan.after_round()
+    charge = plan.unsampled_charge(2)
+    assert sorted(charge.share_counts) == [45, 52]  # the aborted round is free, the 60-share one less noised
+    figures = [plan.epsilon_without_sampling(k) for k in (1, 2, 3, 4)]
+    planned = [UserLevelPlan.epsilon_without_sampling(plan, k) for k in (1, 2, 3, 4)]
+    assert all(f <= p for f, p in zip(figures, planned, strict=True)) and figures[1] < 0.85 * planned[1]
+    assert figures == sorted(figures) and figures[3] == pytest.approx(figures[2])  # three rounds released
+    known = plan.known_participation(np.array([1, 2, 0]))["participation_known"]
+    assert known["epsilon_by_rounds_taken_part"]["2"] == pytest.approx(figures[1])
