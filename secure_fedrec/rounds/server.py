@@ -42,6 +42,8 @@ from .sampling import expected_clients, sample_clients
 __all__ = ["RoundPlan", "RoundServer"]
 
 _ROUND_STREAM = 0
+#: a simulated client's dropout coin, per (seed, round, client)
+_DROPOUT_STREAM = 1
 #: the model travels as float64 (engines/flower/codec.py)
 MODEL_BYTES_PER_PARAMETER = 8
 
@@ -167,9 +169,14 @@ class RoundServer:
         sampled = self._sample(rng)
         dropouts: dict[int, str] = {}
         if t.dropout_rate > 0:
+            # Each client's own coin: whether one client drops out does not depend on who else was
+            # sampled, as for real clients (the charge at the released shares assumes it;
+            # docs/privacy.md, "The shares a release carried").
             stages = self.protocol_stages()
-            drops = sampled[rng.random(len(sampled)) < t.dropout_rate]
-            dropouts = {int(c): str(stages[rng.integers(len(stages))]) for c in drops}
+            for client in sampled:
+                coins = np.random.default_rng([self.config.seed, round_index, _DROPOUT_STREAM, int(client)])
+                if coins.random() < t.dropout_rate:
+                    dropouts[int(client)] = str(stages[coins.integers(len(stages))])
         stragglers = rng.random(len(sampled)) < t.straggler_rate
         return RoundPlan(round_index, sampled, dropouts, stragglers)
 

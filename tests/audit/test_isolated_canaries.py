@@ -194,19 +194,22 @@ def test_sybils_that_withhold_noise_never_carry_a_round_over_the_survivor_floor(
                       first_phantom=split.train.n_items)
     assert hook.withhold_noise
     floor = trainer.server.privacy.min_survivors
-    honest_counts = []
+    honest_counts, released = [], []
     check = hook.check_release
 
     def recording_check(server, plan, outcome):
         canaries = set(plan.canaries)
         honest_counts.append(sum(1 for c in outcome.contributors if c not in canaries))
-        check(server, plan, outcome)
+        check(server, plan, outcome)  # raises below the floor: then nothing is released
+        released.append(honest_counts[-1])
 
     hook.check_release = recording_check
     trainer.auditor = hook
     trainer.run()
-    assert honest_counts and all(h < floor for h in honest_counts)  # 90 % dropout: never enough honest shares
-    assert hook.projections == []  # so nothing was released, as without the audit
+    # 90 % dropout: most rounds have too few honest shares, and every one of those released nothing
+    below = [h for h in honest_counts if h < floor]
+    assert len(below) >= len(honest_counts) // 2 and all(h >= floor for h in released)
+    assert len(hook.projections) == len(released)  # the canaries saw only the rounds released
     plan = SimpleNamespace(canaries=tuple(range(1000, 1050)))
     with pytest.raises(BelowThreshold):
         check(trainer.server, plan, SimpleNamespace(contributors=tuple(range(floor - 1)) + plan.canaries))

@@ -72,7 +72,7 @@ def test_a_client_that_drops_in_one_round_contributes_in_the_next():
     next and contributes; one that missed two rounds in a row re-arms first and contributes
     from the round after (docs/protocols/masking.md, Multi-round sessions)."""
     config = small_config(**{**KEYED, "training.dropout_rate": 0.3, "training.rounds": 3,
-                             "aggregation.protocol": "secagg+", "seed": 0,
+                             "aggregation.protocol": "secagg+", "seed": 8,
                              "data.synthetic.n_users": 24, "training.clients_per_round": 12.0})
     data = load_data(config)
     coordinator = FlowerCoordinator(config, data, make_split(config, data), MemoryTransport(3), 3)

@@ -117,7 +117,7 @@ def test_simulation_aborts_a_round_below_the_dp_floor_before_unmasking(tmp_path)
     (SecAgg+ alone would go on: its threshold is 6). The protocol stops it before the unmasking
     exchange (before the fix: all 4 exchanges ran, then the engine refused the sum); the round
     is charged as in-process and round 2 releases its sum."""
-    dp = {**DISTRIBUTED_DP, "aggregation.threshold_fraction": 0.9, "training.dropout_rate": 0.2}
+    dp = {**DISTRIBUTED_DP, "aggregation.threshold_fraction": 0.9, "training.dropout_rate": 0.35}
     result = run_cli(tmp_path, {**SMALL_JOB, **dp}, "--mode", "sim", "--nodes", "5", timeout=300)
     _, trainer = reference_params(small_config(**dp))
     assert trainer.server.privacy.min_survivors == 9
