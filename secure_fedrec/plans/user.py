@@ -400,6 +400,7 @@ class UserDistributed(UserLevelPlan):
             subsampling=self._subsampling)
         #: per charged round, the noise-bearing contributors its released sum carried (0: none released)
         self.released_shares: list[int] = []
+        self._released_epsilon: tuple[tuple[int, int] | None, float | None] = (None, None)
 
     def record_release(self, noise_bearing: int) -> None:
         self.released_shares.append(int(noise_bearing))
@@ -435,8 +436,12 @@ class UserDistributed(UserLevelPlan):
         return planned if charge is None else min(planned, charge.get_epsilon(self.delta))
 
     def epsilon_at_released_shares(self) -> float | None:
-        charge = self.released_shares_charge()
-        return None if charge is None else charge.get_epsilon(self.delta)
+        # the summary and its statement line both ask: computed once per recorded round
+        key = (len(self.accountant.history), len(self.released_shares))
+        if self._released_epsilon[0] != key:
+            charge = self.released_shares_charge()
+            self._released_epsilon = (key, None if charge is None else charge.get_epsilon(self.delta))
+        return self._released_epsilon[1]
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "released_shares": list(self.released_shares)}
@@ -448,6 +453,7 @@ class UserDistributed(UserLevelPlan):
                 and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= MAX_SHARES for c in shares)):
             raise ValueError("the checkpoint's released share counts are not a list of non-negative integers")
         self.released_shares = list(shares)
+        self._released_epsilon = (None, None)
 
     def known_participation(self, rounds_per_client: np.ndarray) -> dict[str, Any]:
         out = super().known_participation(rounds_per_client)
@@ -501,7 +507,7 @@ class UserDistributed(UserLevelPlan):
             return {}
         released = [c for c in self.released_shares if c > 0]
         return {
-            "epsilon_at_released_shares": charge.get_epsilon(self.delta),
+            "epsilon_at_released_shares": self.epsilon_at_released_shares(),
             "released_shares": {"min": min(released), "median": float(np.median(released)), "max": max(released),
                                 "rounds_released": len(released), "rounds_charged": len(self.released_shares)},
             "released_shares_note": (

@@ -167,11 +167,19 @@ def charge_released_shares(accountant: DistributedDiscreteGaussianAccountant,
         return None
     most = max(len(v) for v in rounds.values())
     hidden = accountant.subsampling == "symmetric"
-    pieces = 1
-    for trial in range(min(most, MAX_GROUPS if hidden else most), 0, -1):
-        if hidden or _patterns(_split(rounds, trial)) <= MAX_PATTERNS:
-            pieces = trial
-            break
+    if hidden:
+        pieces = min(most, MAX_GROUPS)
+    else:
+        # the most pieces whose patterns stay few: cutting a run in two never lowers the count
+        # ((a + 1)(b + 1) >= a + b + 1), so bisect instead of trying every count of a long run
+        low, high = 1, most
+        while low < high:
+            middle = (low + high + 1) // 2
+            if _patterns(_split(rounds, middle)) <= MAX_PATTERNS:
+                low = middle
+            else:
+                high = middle - 1
+        pieces = low
     groups = []
     for z, q, chunk in _split(rounds, pieces):
         shares = int(chunk[0])  # the fewest in the group: charged to every round of it
