@@ -44,8 +44,8 @@ __all__ = ["RoundPlan", "RoundServer"]
 _ROUND_STREAM = 0
 #: a simulated client's dropout coin, per (seed, round, client)
 _DROPOUT_STREAM = 1
-#: the model travels as float64 (engines/flower/codec.py)
-MODEL_BYTES_PER_PARAMETER = 8
+#: the model travels as float32, what a client's model holds (engines/flower/codec.py: model_bytes)
+MODEL_BYTES_PER_PARAMETER = 4
 
 
 @dataclass
@@ -201,7 +201,7 @@ class RoundServer:
     def transfer_totals(self, measurements: dict[str, Any]) -> dict[str, float]:
         """Bytes per client of the round, both ways: ``bytes_up_per_client`` is the protocol's
         upload (every frame the client sent); ``bytes_down_per_client`` is the model sent to
-        it (``model_bytes_per_client``: the shared parameters as float64, as the Flower engine
+        it (``model_bytes_per_client``: the shared parameters as float32, as the Flower engine
         sends them) plus the protocol's frames from the server."""
         model_bytes = float(MODEL_BYTES_PER_PARAMETER * len(self.params))
         return {"bytes_up_per_client": float(measurements.get("bytes_sent_per_client", 0.0)),

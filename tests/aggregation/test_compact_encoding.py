@@ -130,8 +130,8 @@ def test_compact_run_on_the_inprocess_engine_halves_the_vector_and_counts_bytes_
     plain = compact_length(dim, 0.46) * 2  # 16-bit words
     assert last["communication_expansion"] == pytest.approx(last["bytes_sent_per_client"] / plain)
     assert last["bytes_up_per_client"] == last["bytes_sent_per_client"]
-    assert last["model_bytes_per_client"] == 8 * dim
-    assert last["bytes_down_per_client"] == 8 * dim + last["bytes_received_per_client"]
+    assert last["model_bytes_per_client"] == 4 * dim  # float32, what a client's model holds
+    assert last["bytes_down_per_client"] == 4 * dim + last["bytes_received_per_client"]
     assert 0 < history[-1].measurements["epsilon"] <= 8.0 * (1 + 1e-9)
     assert np.isfinite(history[-1].evaluation["rmse"])
 

@@ -46,6 +46,8 @@ __all__ = [
     "i64_array",
     "i64_bytes",
     "load_node_state",
+    "model_array",
+    "model_bytes",
     "payload_size",
 ]
 
@@ -66,6 +68,22 @@ def f64_array(data: bytes) -> np.ndarray:
     if len(data) % 8:
         raise ValueError("a float64 vector must be a whole number of 8-byte words")
     return np.frombuffer(data, dtype="<f8").astype(np.float64)
+
+
+def model_bytes(params: np.ndarray) -> bytes:
+    """The shared model as it travels to the nodes: little-endian float32.
+
+    A node's model holds float32 tensors (``ModelLayout.unflatten``), so the server's
+    float64 parameters reach local training cast to float32 whatever the wire carries:
+    sending float32 halves the download and changes no client's computation.
+    """
+    return np.ascontiguousarray(params, dtype="<f4").tobytes()
+
+
+def model_array(data: bytes) -> np.ndarray:
+    if len(data) % 4:
+        raise ValueError("a float32 model must be a whole number of 4-byte words")
+    return np.frombuffer(data, dtype="<f4").astype(np.float64)
 
 
 def i64_bytes(values: np.ndarray) -> bytes:

@@ -50,7 +50,7 @@ from ...rounds.metrics import RoundMetrics, clipping_summary, transfer_summary
 from ...rounds.server import RoundPlan, RoundServer
 from ...rounds.wire import broadcast_to_json, plan_to_json
 from ..inprocess import server_for
-from .codec import EVALUATION_PREFIX, Payload, f64_array, f64_bytes, i64_array
+from .codec import EVALUATION_PREFIX, Payload, f64_array, i64_array, model_bytes
 from .deadlines import DeadlinePolicy, StageDeadline
 from .masking_rounds import KeySessionRounds, masking_round
 from .relay import RoundIO
@@ -193,7 +193,7 @@ class FlowerCoordinator:
         """What every ``train`` request of the round carries (and whether to evaluate first)."""
         server = self.server
         return {"config": self.config_json, "client_plan": self.plan_json, "round": plan.round_index,
-                "broadcast": broadcast_to_json(server.broadcast(plan)), "params": f64_bytes(server.params),
+                "broadcast": broadcast_to_json(server.broadcast(plan)), "params": model_bytes(server.params),
                 "evaluate": self.evaluation_due is not None, "users": [], "slow": []}
 
     def _train_requests(self, plan: RoundPlan, common: Payload) -> dict[int, Payload]:
@@ -303,7 +303,7 @@ class FlowerCoordinator:
     def evaluate(self, stats: dict[str, float] | None = None) -> dict[str, float | str]:
         """Federated evaluation as an exchange of its own: each live node scores its own users;
         means recombined exactly. Completes the evaluation that is due, if any."""
-        request = {"config": self.config_json, "params": f64_bytes(self.server.params)}
+        request = {"config": self.config_json, "params": model_bytes(self.server.params)}
         requests = {p: dict(request) for p in range(self.num_partitions)}
         replies = self._exchange("evaluate", requests, self.server.round_index,
                                  stats if stats is not None else {}, "evaluate")

@@ -35,7 +35,7 @@ from ...models.base import ParamLayout
 from ...rounds.client import ClientPlan, RoundReports, client_rng, client_step
 from ...rounds.wire import broadcast_from_json, plan_from_json
 from ...training.local import ClientData
-from .codec import EVALUATION_PREFIX, Payload, f64_array, f64_bytes, i64_bytes
+from .codec import EVALUATION_PREFIX, Payload, f64_bytes, i64_bytes, model_array
 from .paillier import public_identity
 from .stages import deliver_stage
 
@@ -142,7 +142,7 @@ def handle_train(state: dict[str, Any], request: Payload, partition: int,
     if ws is not None:
         plan = _client_plan(request["client_plan"])
         broadcast = broadcast_from_json(request["broadcast"])
-        ws.load_shared(f64_array(request["params"]))
+        ws.load_shared(model_array(request["params"]))
         for user, slow in zip(users, request["slow"]):
             ws.reset_user(user, private.get(user))
             rng = client_rng(ws.config.seed, broadcast.round_index, user)
@@ -205,7 +205,7 @@ def handle_evaluate(state: dict[str, Any], request: Payload, partition: int,
     (:class:`~secure_fedrec.evaluation.MetricSums`): the server adds the nodes' sums, which
     is exact for rating metrics (means over test rows) and ranking metrics (means over users)."""
     ws = workspace(request["config"])
-    ws.load_shared(f64_array(request["params"]))
+    ws.load_shared(model_array(request["params"]))
     private = state.get("private", {})
     hosted = users_of(partition, num_partitions, ws.split.train.n_users)
     for user in hosted.tolist():

@@ -47,10 +47,10 @@ from ...rounds.wire import broadcast_to_json
 from .codec import (
     dump_node_state,
     f64_array,
-    f64_bytes,
     i64_array,
     i64_bytes,
     load_node_state,
+    model_bytes,
 )
 from .coordinator import FlowerCoordinator, combine_evaluations
 
@@ -89,7 +89,7 @@ class SecAggPlusStrategy(Strategy):
             config = {
                 "config": self.co.config_json, "client_plan": self.co.plan_json, "round": server_round - 1,
                 "broadcast": broadcast_to_json(self.server.broadcast(plan)),
-                "params": f64_bytes(self.server.params), "partition": index, "num_partitions": k,
+                "params": model_bytes(self.server.params), "partition": index, "num_partitions": k,
                 "users": i64_bytes(np.array([u for u, _ in mine], dtype=np.int64)),
                 "slow": i64_bytes(np.array([int(s) for _, s in mine], dtype=np.int64)),
             }
@@ -122,7 +122,7 @@ class SecAggPlusStrategy(Strategy):
             self._close_round()
             return []
         partitions = self._partitions(client_manager)
-        config = {"config": self.co.config_json, "params": f64_bytes(self.server.params),
+        config = {"config": self.co.config_json, "params": model_bytes(self.server.params),
                   "num_partitions": len(partitions)}
         return [(proxy, EvaluateIns(parameters, {**config, "partition": index}))
                 for index, proxy in partitions]
