@@ -17,6 +17,14 @@ Per run: the upload per client per round (every protocol frame the client sends,
 mean over rounds), the masked vector's share of it (``payload`` = the encoded
 vector's bytes), the expansion (upload over the encoded vector), the download,
 the final RMSE, CPU and wall time. Writes ``benchmarks/results/communication.json``.
+
+``--record`` measures the record-level counterpart on ml-latest-small (record-level
+DP-SGD with distributed noise, its defaults, target ε ``--epsilon``): the dense upload
+against the public subset at ``compact_keep`` 0.46 and 0.23 (the subset in the plan's
+32-bit ring; docs/privacy.md §4.5). RMSE from the labelled simulation of the secure sum
+(the ring sum in the clear, bit for bit the protocol's release), one run per seed and
+encoding; bytes from ``--byte-rounds`` rounds of each encoding under SecAgg+. Writes
+``communication_record.json`` next to ``--out``.
 """
 
 from __future__ import annotations
@@ -64,19 +72,71 @@ def configure(dataset: str, encoding: str, seed: int, rounds: int | None,
     return config
 
 
+#: record-level cells: encoding label -> (aggregation.encoding, compact_keep)
+RECORD_ENCODINGS = {"dense": ("dense", None), "compact-0.46": ("compact", 0.46), "compact-0.23": ("compact", 0.23)}
+
+
+def configure_record(label: str, seed: int, epsilon: float, protocol: str, rounds: int | None) -> RunConfig:
+    """ml-latest-small, record-level DP-SGD with distributed noise at its defaults (presets applied)."""
+    from secure_fedrec.config import load_config
+
+    encoding, keep = RECORD_ENCODINGS[label]
+    overrides = {"data.source": str(ML_SMALL.resolve()), "privacy.unit": "record", "privacy.noise": "distributed",
+                 "privacy.target_epsilon": epsilon, "aggregation.protocol": protocol,
+                 "aggregation.encoding": encoding, "seed": seed, "training.checkpoint_every": 0}
+    if keep is not None:
+        overrides["aggregation.compact_keep"] = keep
+    if rounds is not None:
+        overrides["training.rounds"] = rounds
+    return load_config(None, overrides)
+
+
+def record_cells(seeds: list[int], epsilon: float, byte_rounds: int) -> dict:
+    runs: list[dict] = []
+    cells = ([("simulation", label, s) for s in seeds for label in RECORD_ENCODINGS]
+             + [("secagg+", label, 0) for label in RECORD_ENCODINGS])
+    for protocol, label, seed in tqdm(cells, desc="record-level runs"):
+        rounds = byte_rounds if protocol == "secagg+" else None
+        config = configure_record(label, seed, epsilon, "plaintext" if protocol == "simulation" else protocol, rounds)
+        row = {"protocol": protocol, "encoding": label, "seed": seed, **one_run(config)}
+        runs.append(row)
+        tqdm.write(json.dumps(row))
+    dense = [r for r in runs if r["protocol"] == "simulation" and r["encoding"] == "dense"]
+    summary = {}
+    for label in RECORD_ENCODINGS:
+        sim = [r for r in runs if r["protocol"] == "simulation" and r["encoding"] == label]
+        wire = next(r for r in runs if r["protocol"] == "secagg+" and r["encoding"] == label)
+        wire_dense = next(r for r in runs if r["protocol"] == "secagg+" and r["encoding"] == "dense")
+        summary[label] = {
+            "rmse_mean": float(np.mean([r["rmse"] for r in sim])),
+            "rmse_per_seed": [r["rmse"] for r in sim],
+            "rmse_ratio_to_dense": float(np.mean([r["rmse"] for r in sim]) / np.mean([r["rmse"] for r in dense])),
+            "rmse_ratio_per_seed": [c["rmse"] / d["rmse"] for d, c in zip(dense, sim, strict=True)],
+            "epsilon": [r["epsilon"] for r in sim],
+            "cpu_seconds_mean": float(np.mean([r["cpu_seconds"] for r in sim])),
+            "upload_bytes": wire["upload_bytes"], "encoded_vector_bytes": wire["encoded_vector_bytes"],
+            "expansion": wire["expansion"], "download_bytes": wire["download_bytes"],
+            "upload_ratio_to_dense": wire["upload_bytes"] / wire_dense["upload_bytes"],
+            "secagg_cpu_seconds_per_round": wire["cpu_seconds"] / max(1, wire["rounds_released"]),
+        }
+        print(label, json.dumps(summary[label], indent=1))
+    return {"summary": summary, "runs": runs}
+
+
 def one_run(config: RunConfig) -> dict:
     cpu, wall = time.process_time(), time.perf_counter()
     result = run_job(config)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    rounds = [r for r in result["rounds"] if r.get("bytes_sent_per_client")]
+    # rounds a protocol released (the labelled simulation of the sum reports no protocol bytes)
+    rounds = [r for r in result["rounds"] if r.get("bytes_sent_per_client") and r.get("communication_expansion")]
     vector_bytes = [r["bytes_sent_per_client"] / r["communication_expansion"] for r in rounds]
     return {
         "rmse": result["final"].get("rmse"),
         "epsilon": result["privacy"]["epsilon"],
         "rounds_released": len(rounds),
-        "upload_bytes": float(np.mean([r["bytes_sent_per_client"] for r in rounds])),
-        "encoded_vector_bytes": float(np.mean(vector_bytes)),
-        "expansion": float(np.mean([r["communication_expansion"] for r in rounds])),
+        "upload_bytes": float(np.mean([r["bytes_sent_per_client"] for r in rounds])) if rounds else None,
+        "encoded_vector_bytes": float(np.mean(vector_bytes)) if rounds else None,
+        "expansion": float(np.mean([r["communication_expansion"] for r in rounds])) if rounds else None,
         "download_bytes": float(np.mean([r["bytes_down_per_client"] for r in result["rounds"]])),
         "model_bytes": float(result["rounds"][0]["model_bytes_per_client"]),
         "noise_std_model_units": result["privacy"].get("noise_std_model_units"),
@@ -173,7 +233,23 @@ def main() -> None:
                         help="only the per-frame byte breakdown on the synthetic default's "
                              "parameters (SecAgg+, single-round and key sessions); writes "
                              "communication_breakdown.json next to --out")
+    parser.add_argument("--record", action="store_true",
+                        help="only the record-level cells on ml-latest-small (see the module docstring); "
+                             "writes communication_record.json next to --out")
+    parser.add_argument("--epsilon", type=float, default=1.0, help="--record: the target ε")
+    parser.add_argument("--byte-rounds", type=int, default=2, help="--record: SecAgg+ rounds for the bytes")
     args = parser.parse_args()
+    if args.record:
+        if not ML_SMALL.exists():
+            raise SystemExit(f"--record needs {ML_SMALL}")
+        report = record_cells(args.seeds, args.epsilon, args.byte_rounds)
+        path = args.out.with_name("communication_record.json")
+        path.write_text(json.dumps({
+            "command": "OMP_NUM_THREADS=1 python benchmarks/communication.py --record --seeds "
+                       + " ".join(map(str, args.seeds)) + f" --epsilon {args.epsilon:g} --byte-rounds {args.byte_rounds}",
+            "machine": platform.platform(), **report}, indent=1) + "\n")
+        print(f"wrote {path}")
+        return
     if args.breakdown:
         config = RunConfig()
         clients = round(config.training.clients_per_round * config.data.synthetic.n_users)

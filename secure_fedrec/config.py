@@ -270,9 +270,10 @@ class AggregationConfig:
     threshold_fraction: float = 0.5  # survivors needed, as a fraction of the sampled clients
     paillier_key_bits: int = 2048
     # "dense": every coordinate in the `bits` ring; "compact": a public subset of `compact_keep` of the
-    # coordinates, randomly rotated, in a `compact_bits` ring (docs/results.md, communication)
+    # coordinates, randomly rotated, in a `compact_bits` ring at user level; at record level the subset
+    # alone, in the `bits` ring (each example is rounded on its own; docs/privacy.md §4.5)
     encoding: Literal["dense", "compact"] = "dense"
-    compact_bits: int = 16  # 8 and 16 travel in 1- and 2-byte words
+    compact_bits: int = 16  # 8 and 16 travel in 1- and 2-byte words (user level)
     compact_keep: float = 0.46  # fraction of the coordinates uploaded each round
     # SecAgg / SecAgg+: rounds that share one key setup (protocols.masking.multiround), so that a
     # steady round is two exchanges instead of four; 1 = a fresh session every round. Every client
@@ -490,10 +491,12 @@ class RunConfig:
                    "must be false with privacy.unit = 'record': the closed-form private row is not "
                    "covered by DP-SGD's noise")
         if self.aggregation.encoding == "compact":
-            _check(p.unit == "user", "aggregation.encoding",
-                   "'compact' needs privacy.unit = 'user' (its mean carries no weight coordinate)")
-            _check(self.aggregation.protocol != "plaintext", "aggregation.encoding",
-                   "'compact' needs a secure protocol (the plaintext sum adds float updates)")
+            _check(p.unit in ("user", "record"), "aggregation.encoding",
+                   "'compact' needs differential privacy (privacy.unit = 'user' or 'record')")
+            _check(self.aggregation.protocol != "plaintext" or (p.unit == "record" and p.noise == "distributed"),
+                   "aggregation.encoding",
+                   "'compact' needs a secure protocol (the plaintext sum adds float updates; only record-level "
+                   "distributed noise simulates the ring sum)")
 
     @property
     def model_name(self) -> str:

@@ -5,6 +5,8 @@
   :class:`CentralGaussianNoise`;
 * :mod:`.encodings`, :mod:`.ddg` — the innermost layer: float, fixed point, or discrete Gaussian
   shares (on a rounded update, or on an update already on the lattice);
+* :mod:`.compact`, :mod:`.subset` — the compact uploads: a public coordinate subset, rotated into a
+  16-bit ring (user level) or as is in the plan's ring (record level);
 * :mod:`.pipeline` — :class:`AggregationPipeline`, the layers in order around one encoding;
 * :mod:`.session` — the pure function that sizes each secure-sum session;
 * :mod:`.sums` — the sum between the halves, in one process (the Flower engine runs it over the network).
@@ -31,6 +33,7 @@ from .session import (
     protocol_stages,
     session_parameters,
 )
+from .subset import SubsetQuantizedEncoding, SubsetShareEncoding
 from .values import (
     Aggregate,
     ClientContext,
@@ -65,6 +68,8 @@ __all__ = [
     "ServerContext",
     "SessionParameters",
     "SessionPolicy",
+    "SubsetQuantizedEncoding",
+    "SubsetShareEncoding",
     "SumOutcome",
     "compact_length",
     "protocol_stages",

@@ -36,6 +36,7 @@ and any signs, even ones the server picks; they only move the wrap probability.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -56,7 +57,7 @@ from .values import (
     check_number,
 )
 
-__all__ = ["CompactRotatedEncoding", "compact_length"]
+__all__ = ["CompactRotatedEncoding", "compact_length", "public_subset"]
 
 #: the public stream's domain separator (so the subset never reuses another stream of the seed)
 _STREAM = 0x636F6D70  # "comp"
@@ -66,6 +67,35 @@ def compact_length(length: int, keep_fraction: float, dense_tail: int = 0) -> in
     """How many of ``length`` coordinates a round keeps (``dense_tail`` of them always)."""
     body = length - dense_tail
     return max(1, round(keep_fraction * body)) + dense_tail
+
+
+def public_subset(salt: int, round_index: int, length: int, keep_fraction: float,
+                  dense_tail: int = 0) -> np.ndarray:
+    """The coordinates a round keeps (sorted; the ``dense_tail`` last ones always): public, drawn
+    from ``(salt, round_index)`` alone, the same for every party and independent of any data.
+    Read-only: one draw serves every client of the round in a process."""
+    return _public_draw(salt, round_index, length, keep_fraction, dense_tail)[0]
+
+
+@functools.lru_cache(maxsize=4)
+def _public_draw(salt: int, round_index: int, length: int, keep_fraction: float,
+                 dense_tail: int) -> tuple[np.ndarray, np.ndarray]:
+    """The round's subset and signs. Drawing a subset of ~10^5 coordinates costs ~1 ms, paid
+    once per round instead of once per client (a record-level round has every client)."""
+    kept, rng = _draw_subset(salt, round_index, length, keep_fraction, dense_tail)
+    signs = rng.integers(0, 2, size=kept.size).astype(np.float64) * 2.0 - 1.0
+    kept.flags.writeable = False
+    signs.flags.writeable = False
+    return kept, signs
+
+
+def _draw_subset(salt: int, round_index: int, length: int, keep_fraction: float,
+                 dense_tail: int) -> tuple[np.ndarray, np.random.Generator]:
+    rng = np.random.default_rng([_STREAM, salt, round_index])
+    body = length - dense_tail
+    kept_body = compact_length(length, keep_fraction, dense_tail) - dense_tail
+    kept = np.sort(rng.choice(body, size=kept_body, replace=False))
+    return np.concatenate([kept, np.arange(body, length)]).astype(np.int64), rng
 
 
 @dataclass(frozen=True)
@@ -108,13 +138,7 @@ class CompactRotatedEncoding(Encoding):
 
     def _public(self, round_index: int, length: int) -> tuple[np.ndarray, np.ndarray]:
         """The round's kept coordinates (sorted) and signs: public, the same for every party."""
-        rng = np.random.default_rng([_STREAM, self.salt, round_index])
-        body = length - self.dense_tail
-        kept_body = self.payload_length(length) - self.dense_tail
-        kept = np.sort(rng.choice(body, size=kept_body, replace=False))
-        kept = np.concatenate([kept, np.arange(body, length)]).astype(np.int64)
-        signs = rng.integers(0, 2, size=kept.size).astype(np.float64) * 2.0 - 1.0
-        return kept, signs
+        return _public_draw(self.salt, round_index, length, self.keep_fraction, self.dense_tail)
 
     def rotate(self, vector: np.ndarray, round_index: int) -> np.ndarray:
         """The kept coordinates of a dense ``vector``, sign-flipped and rotated (norm <= ``||vector||``)."""

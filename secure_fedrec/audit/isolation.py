@@ -55,7 +55,8 @@ def isolation_problems(config: RunConfig, kind: str, *, implicit: bool) -> list[
     if implicit or config.data.implicit:
         problems.append("implicit feedback: sampled negatives may land on the phantom items")
     if config.aggregation.encoding == "compact":
-        problems.append("aggregation.encoding = 'compact' rotates the vector, mixing coordinates")
+        problems.append("aggregation.encoding = 'compact' rotates the vector, mixing coordinates (user level), "
+                        "or drops a public subset each round (record level)")
     if kind == "gradients" and (config.training.dropout_rate > 0 or config.training.straggler_rate > 0):
         problems.append("dropouts or stragglers at record level: a client that drops takes all the gradient "
                         "canaries it holds with it, so they are no longer independent")

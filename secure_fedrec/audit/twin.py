@@ -14,7 +14,13 @@ import dataclasses
 
 import numpy as np
 
-from ..aggregation import AggregationPipeline, Clip, FloatEncoding, Mean
+from ..aggregation import (
+    AggregationPipeline,
+    Clip,
+    FloatEncoding,
+    Mean,
+    SubsetShareEncoding,
+)
 from ..aggregation.ddg import (
     DiscreteGaussianShareEncoding,
     DistributedDiscreteGaussianEncoding,
@@ -39,6 +45,14 @@ def clip_without_noise(twin: FederatedTrainer, clip_norm: float) -> None:
 @dataclasses.dataclass(frozen=True)
 class _SharesWithoutNoise(DiscreteGaussianShareEncoding):
     """The no-noise twin's encoding: the same lattice check and ring as the run's, no noise share."""
+
+    def noise_share(self, size: int) -> np.ndarray:
+        return np.zeros(size, dtype=np.int64)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _SubsetSharesWithoutNoise(SubsetShareEncoding):
+    """The same, for the compact (public subset) upload."""
 
     def noise_share(self, size: int) -> np.ndarray:
         return np.zeros(size, dtype=np.int64)
@@ -72,7 +86,8 @@ def shares_without_noise(twin: FederatedTrainer) -> None:
     server = twin.server
     old = server.privacy.pipeline
     fields = {f.name: getattr(old.encoding, f.name) for f in dataclasses.fields(old.encoding)}
-    pipeline = dataclasses.replace(old, encoding=_SharesWithoutNoise(**{**fields, "noise_stddev": 0.0}))
+    without = _SubsetSharesWithoutNoise if isinstance(old.encoding, SubsetShareEncoding) else _SharesWithoutNoise
+    pipeline = dataclasses.replace(old, encoding=without(**{**fields, "noise_stddev": 0.0}))
     server.privacy.pipeline = pipeline
     server.privacy.layer_states = pipeline.initial_states()
     server.client_plan = dataclasses.replace(server.client_plan, pipeline=pipeline, training=dataclasses.replace(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..aggregation import Encoding, Layer, Mean, Measurements
+from ..aggregation import Encoding, Layer, Mean, Measurements, SubsetQuantizedEncoding
 from ..privacy.accounting import ClientAccountants
 from ..privacy.calibration import calibrate_record_noise_multiplier
 from ..privacy.record_sampling import client_sample_rate, planned_steps
@@ -46,7 +46,12 @@ class RecordLocal(PrivacyPlan):
         return (Mean(denominator="weights", weighting=agg.weighting, weight_cap=agg.weight_cap),)
 
     def _encoding(self) -> Encoding:
-        return ring_encoding(self.config, self.config.aggregation.coordinate_clip)
+        agg = self.config.aggregation
+        if agg.encoding == "compact":  # post-processing of each client's private DP-SGD output
+            return SubsetQuantizedEncoding(coordinate_clip=agg.coordinate_clip, bits=agg.bits,
+                                           keep_fraction=agg.compact_keep, salt=int(self.config.seed) % 2**63,
+                                           dense_length=self.population.dim)
+        return ring_encoding(self.config, agg.coordinate_clip)
 
     def client_may_train(self, client: int, num_examples: int) -> bool:
         target = self.config.privacy.target_epsilon
@@ -86,6 +91,10 @@ class RecordLocal(PrivacyPlan):
             assumptions="Poisson sampling of each client's examples (Opacus); neighbouring datasets "
                         "differ in one rating; the private user embedding never leaves the client",
         )
+        if self.config.aggregation.encoding == "compact":
+            out.update(encoding="compact", compact_keep=self.config.aggregation.compact_keep,
+                       compact_note="a public random subset of the coordinates each round, fixed point in the "
+                                    "ring; post-processing of each client's DP-SGD output")
         out["statement"] = self.statement(out["epsilon"])
         return out
 

@@ -26,6 +26,8 @@ from ..aggregation import (
     ExpectedBatchMean,
     Layer,
     Measurements,
+    SubsetShareEncoding,
+    compact_length,
 )
 from ..config import ConfigError
 from ..privacy.ddg_accounting import DistributedDiscreteGaussianAccountant
@@ -53,19 +55,21 @@ class RecordDistributed(PrivacyPlan):
         self.examples = int(sum(int(n) for n in pop.client_examples))
         self.sample_rate = float(p.record_sample_rate)
         self.expected_batch = self.sample_rate * self.examples
+        # the compact upload keeps a public subset of the coordinates: the noise covers those only
+        self.noised_dim = (compact_length(pop.dim, agg.compact_keep) if agg.encoding == "compact" else pop.dim)
         if p.record_optimizer != "adam" and t.reg > 0:
             raise ConfigError("training.reg (weight decay) is applied by the 'adam' step only; set "
                               "training.reg = 0 with privacy.record_optimizer = 'sgd'")
         try:
             self.ddg: RecordDdgPlan = plan_record_discrete_gaussian(
                 target_epsilon=None if p.noise_multiplier is not None else p.target_epsilon, delta=self.delta,
-                clip_norm=p.clip_norm, dim=pop.dim, example_dim=pop.example_dim, bits=agg.bits,
+                clip_norm=p.clip_norm, dim=self.noised_dim, example_dim=pop.example_dim, bits=agg.bits,
                 min_survivors=self._min_survivors, max_clients=self.clients, max_examples=self.examples,
                 sample_rate=self.sample_rate, steps=t.rounds, noise_multiplier=p.noise_multiplier)
         except ValueError as exc:
             raise ConfigError(f"record-level distributed noise: {exc}") from None
         self.accountant = DistributedDiscreteGaussianAccountant(
-            l2_sensitivity=self.ddg.l2_sensitivity, num_shares=self._min_survivors, dim=pop.dim,
+            l2_sensitivity=self.ddg.l2_sensitivity, num_shares=self._min_survivors, dim=self.noised_dim,
             subsampling="symmetric")
 
     def _training(self) -> TrainingMethod:
@@ -82,10 +86,14 @@ class RecordDistributed(PrivacyPlan):
     def _encoding(self) -> Encoding:
         plan = self.ddg
         biggest = max(int(n) for n in self.population.client_examples)
-        return DiscreteGaussianShareEncoding(
-            gamma=plan.gamma, share_sigma=plan.share_sigma, bits=plan.bits,
-            max_level=biggest * plan.max_level, noise_stddev=plan.model_unit_noise_std,
-            wrap_probability=plan.wrap_probability)
+        fields = {"gamma": plan.gamma, "share_sigma": plan.share_sigma, "bits": plan.bits,
+                  "max_level": biggest * plan.max_level, "noise_stddev": plan.model_unit_noise_std,
+                  "wrap_probability": plan.wrap_probability}
+        agg = self.config.aggregation
+        if agg.encoding == "compact":
+            return SubsetShareEncoding(**fields, keep_fraction=agg.compact_keep,
+                                       salt=int(self.config.seed) % 2**63, dense_length=self.population.dim)
+        return DiscreteGaussianShareEncoding(**fields)
 
     # -- what the server does differently ------------------------------------------------------
     @property
@@ -152,6 +160,7 @@ class RecordDistributed(PrivacyPlan):
             "gamma": plan.gamma, "share_sigma": plan.share_sigma, "l2_sensitivity_integer": plan.l2_sensitivity,
             "rounding_inflation": plan.gamma * plan.l2_sensitivity / p.clip_norm,
             "wrap_probability_per_round": plan.wrap_probability,
+            "noised_dim": self.noised_dim,
             "accountant": "the smaller of the PLD of the Poisson-subsampled continuous Gaussian that dominates "
                           "the shares (docs/privacy.md, 'The dominating Gaussian') and the RDP of the distributed "
                           "discrete Gaussian (Kairouz-Liu-Steinke 2021, Prop. 14), Poisson sampling of records "
@@ -163,6 +172,11 @@ class RecordDistributed(PrivacyPlan):
                 "the clients' example counts are public; the noise of the sum is carried by the shares "
                 f"of at least {self._min_survivors} survivors, which the protocol guarantees"),
         }
+        if self.config.aggregation.encoding == "compact":
+            out.update(encoding="compact", compact_keep=self.config.aggregation.compact_keep,
+                       compact_note="a public random subset of the coordinates each round (no rotation: each "
+                                    "example is rounded on its own), in the plan's ring; the accountant's "
+                                    "dimension is the subset's")
         out["statement"] = self.statement(eps)
         return out
 

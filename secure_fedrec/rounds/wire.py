@@ -25,6 +25,8 @@ from ..aggregation import (
     FloatEncoding,
     Mean,
     QuantizedEncoding,
+    SubsetQuantizedEncoding,
+    SubsetShareEncoding,
 )
 from ..aggregation.values import check_number
 from ..training.local import LocalTraining
@@ -35,8 +37,8 @@ __all__ = ["broadcast_from_json", "broadcast_to_json", "plan_from_json", "plan_t
 
 _KINDS: dict[str, type] = {cls.kind: cls for cls in (  # type: ignore[attr-defined]
     Mean, ExpectedBatchMean, Clip, AdaptiveClip, CentralGaussianNoise, FloatEncoding, QuantizedEncoding,
-    DistributedDiscreteGaussianEncoding, DiscreteGaussianShareEncoding, CompactRotatedEncoding, LocalEpochs, DpSgd,
-    DistributedDpSgd)}
+    DistributedDiscreteGaussianEncoding, DiscreteGaussianShareEncoding, CompactRotatedEncoding, SubsetShareEncoding,
+    SubsetQuantizedEncoding, LocalEpochs, DpSgd, DistributedDpSgd)}
 _STATES: dict[str, type] = {"adaptive_clip": AdaptiveClipState}
 
 
