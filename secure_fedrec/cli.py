@@ -171,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         *metric_rows(result["final"], config.evaluation.sampled_negatives),
         ("bytes up / down per client per round",
          (f"{result['bytes_sent_per_client_mean']:.0f} / {result.get('bytes_down_per_client_mean', 0.0):.0f}"
-          f" ({config.aggregation.encoding} upload; down = the model as float64 plus the protocol's frames)")),
+          f" ({config.aggregation.encoding} upload; down = the model as float32 plus the protocol's frames)")),
         ("wall time", f"{result['wall_time_seconds']:.1f} s"),
     ]
     print(_summary_table(rows))
