@@ -428,3 +428,18 @@ def test_private_sampling_runs_on_the_split_with_every_user_uploading():
     summary = got.server.privacy_summary()
     assert summary["private_sampling"] is True and summary["participation_known"] is None
     assert np.all(np.isfinite(got.params))
+
+
+@pytest.mark.parametrize("extra", [RECORD_DISTRIBUTED_DP, {**RECORD_DP, "aggregation.protocol": "secagg"}],
+                         ids=["distributed", "local"])
+def test_record_level_compact_upload_on_flower_matches_inprocess(extra):
+    """The record-level public subset travels to the nodes (JSON) and back: the same contributors,
+    ε and upload bytes as in-process."""
+    config = small_config(**{**extra, "aggregation.encoding": "compact"})
+    got = run_split(config, 3)
+    _, trainer = reference_params(config)
+    assert epsilons(got.history) == epsilons(trainer.history)
+    assert [m.contributors for m in got.history] == [m.contributors for m in trainer.history]
+    up = [m.measurements["bytes_up_per_client"] for m in got.history]
+    assert up == [m.measurements["bytes_up_per_client"] for m in trainer.history]
+    assert np.isfinite(got.history[-1].evaluation["rmse"])
