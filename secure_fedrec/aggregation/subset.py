@@ -22,7 +22,7 @@ projection, so an example's rounded gradient keeps its norm bound and the accoun
 sensitivity holds on the kept coordinates, the mechanism's dimension (distributed); a
 client's DP-SGD output is private before it is encoded, so any encoding is post-processing
 (local). The server scatters the decoded sum back into the model's coordinates: the step
-sees a zero gradient on the ones a round did not keep.
+gets no data gradient on the ones a round did not keep.
 """
 
 from __future__ import annotations
