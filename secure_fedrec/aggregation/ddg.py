@@ -104,12 +104,16 @@ class DiscreteGaussianShareEncoding(Encoding):
         return length
 
     def client(self, update: ClientUpdate, ctx: ClientContext) -> tuple[np.ndarray, Measurements]:
+        levels = self.noise_share(update.size)
+        levels[update.indices] += self.checked_levels(update)
+        return levels.astype(np.uint64) & np.uint64((1 << self.bits) - 1), {}
+
+    def checked_levels(self, update: ClientUpdate) -> np.ndarray:
+        """The update's values as int64 lattice levels; anything else is a ``ValueError``."""
         values = update.values
         if values.size and not (np.all(np.abs(values) <= self.max_level) and np.all(np.floor(values) == values)):
             raise ValueError("a record-level update must hold integers within the planned bound")
-        levels = self.noise_share(update.size)
-        levels[update.indices] += values.astype(np.int64)
-        return levels.astype(np.uint64) & np.uint64((1 << self.bits) - 1), {}
+        return values.astype(np.int64)
 
     def noise_share(self, size: int) -> np.ndarray:
         """This client's discrete Gaussian share of the sum's noise, as int64."""

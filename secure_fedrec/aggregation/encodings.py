@@ -101,8 +101,12 @@ class QuantizedEncoding(Encoding):
         return FixedPointEncoder.for_sum(clip=clip, max_summands=max(1, n_clients), bits=self.bits)
 
     def client(self, update: ClientUpdate, ctx: ClientContext) -> tuple[np.ndarray, Measurements]:
+        return self._encode(update.dense(), update.weight, ctx)
+
+    def _encode(self, values: np.ndarray, weight: float, ctx: ClientContext) -> tuple[np.ndarray, Measurements]:
+        """``[values..., weight]`` clipped and in the ring (a subclass may pass fewer coordinates)."""
         encoder = self.encoder(ctx.n_clients)
-        vector = np.append(update.dense(), update.weight)
+        vector = np.append(values, weight)
         clipped = int(np.count_nonzero(np.abs(vector[:-1]) > self.coordinate_clip))
         vector[:-1] = np.clip(vector[:-1], -self.coordinate_clip, self.coordinate_clip)
         return encoder.to_ring(encoder.quantize(vector)), {"coordinates_clipped": float(clipped)}

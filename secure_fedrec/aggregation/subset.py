@@ -79,15 +79,13 @@ class SubsetShareEncoding(DiscreteGaussianShareEncoding):
     def client(self, update: ClientUpdate, ctx: ClientContext) -> tuple[np.ndarray, Measurements]:
         if update.size != self.dense_length:
             raise ValueError(f"an update of {update.size} coordinates, the encoding expects {self.dense_length}")
-        values = update.values
-        if values.size and not (np.all(np.abs(values) <= self.max_level) and np.all(np.floor(values) == values)):
-            raise ValueError("a record-level update must hold integers within the planned bound")
+        values = self.checked_levels(update)
         kept = public_subset(self.salt, ctx.round_index, self.dense_length, self.keep_fraction)
         levels = self.noise_share(kept.size)
         # the client's touched coordinates that the round keeps, at their place in the subset
         where = np.searchsorted(kept, update.indices)
         inside = (where < kept.size) & (kept[np.minimum(where, kept.size - 1)] == update.indices)
-        levels[where[inside]] += values[inside].astype(np.int64)
+        levels[where[inside]] += values[inside]
         return levels.astype(np.uint64) & np.uint64((1 << self.bits) - 1), {}
 
     def server(self, outcome: SumOutcome, ctx: ServerContext) -> tuple[Aggregate, Measurements]:
@@ -123,11 +121,7 @@ class SubsetQuantizedEncoding(QuantizedEncoding):
         if update.size != self.dense_length:
             raise ValueError(f"an update of {update.size} coordinates, the encoding expects {self.dense_length}")
         kept = public_subset(self.salt, ctx.round_index, self.dense_length, self.keep_fraction)
-        encoder = self.encoder(ctx.n_clients)
-        vector = np.append(update.dense()[kept], update.weight)
-        clipped = int(np.count_nonzero(np.abs(vector[:-1]) > self.coordinate_clip))
-        vector[:-1] = np.clip(vector[:-1], -self.coordinate_clip, self.coordinate_clip)
-        return encoder.to_ring(encoder.quantize(vector)), {"coordinates_clipped": float(clipped)}
+        return self._encode(update.dense()[kept], update.weight, ctx)
 
     def server(self, outcome: SumOutcome, ctx: ServerContext) -> tuple[Aggregate, Measurements]:
         expected = self.payload_length(self.dense_length)
